@@ -1,0 +1,224 @@
+//! Data shapes shared by the store, the REST API, server functions and the browser.
+//! JSON field names are the old app's (camelCase, a lead's id is `_id`); new fields are additive.
+
+use super::time::{iso, iso_opt, Millis};
+use serde::{Deserialize, Serialize};
+
+/// A validated event, as accepted from a client and before it is stored.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NewEvent {
+    pub event_id: String,
+    pub lead_id: String,
+    pub event_type: String,
+    #[serde(with = "iso")]
+    pub timestamp: Millis,
+    /// A JSON object, kept as text: the server never needs to look inside it.
+    pub metadata: Option<String>,
+}
+
+/// An event as stored, with its place in the durable queue.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StoredEvent {
+    /// Position in the ingest log; the worker scores events in this order.
+    #[serde(skip)]
+    pub seq: i64,
+    pub event_id: String,
+    pub lead_id: String,
+    pub event_type: String,
+    #[serde(with = "iso")]
+    pub timestamp: Millis,
+    #[serde(with = "metadata_json")]
+    pub metadata: Option<String>,
+    #[serde(with = "iso")]
+    pub received_at: Millis,
+    pub processed: bool,
+    /// Points the event was worth when scored; `None` until then.
+    pub points: Option<i64>,
+}
+
+/// An event together with the points the rules give it, ready to apply to its lead.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ScoredEvent {
+    pub seq: i64,
+    pub event_id: String,
+    pub lead_id: String,
+    pub event_type: String,
+    pub timestamp: Millis,
+    pub points: i64,
+}
+
+/// One applied score change: what the worker broadcasts and the live stream sends.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ScoreChange {
+    pub lead_id: String,
+    pub event_id: String,
+    pub event_type: String,
+    pub delta: i64,
+    pub score: i64,
+    #[serde(with = "iso")]
+    pub updated_at: Millis,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Lead {
+    #[serde(rename = "_id")]
+    pub id: String,
+    pub score: i64,
+    pub last_event_id: Option<String>,
+    #[serde(with = "iso")]
+    pub updated_at: Millis,
+    /// Additive: the newest event timestamp seen for this lead.
+    #[serde(with = "iso_opt", default)]
+    pub last_event_at: Option<Millis>,
+    /// Additive: how many events have been scored for this lead.
+    #[serde(default)]
+    pub event_count: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HistoryEntry {
+    pub lead_id: String,
+    pub event_id: String,
+    pub event_type: String,
+    pub old_score: i64,
+    pub new_score: i64,
+    pub delta: i64,
+    /// When the change was applied.
+    #[serde(with = "iso")]
+    pub timestamp: Millis,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Rule {
+    pub event_type: String,
+    pub points: i64,
+    pub is_active: bool,
+    #[serde(with = "iso")]
+    pub updated_at: Millis,
+}
+
+/// A validated rule edit: upserted by `event_type`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RuleInput {
+    pub event_type: String,
+    pub points: i64,
+    pub is_active: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LeadDetail {
+    pub lead: Lead,
+    pub history: Vec<HistoryEntry>,
+    pub events: Vec<StoredEvent>,
+}
+
+/// One problem with one field of a request, named so a client can fix it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FieldError {
+    pub field: String,
+    pub problem: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, problem: impl Into<String>) -> Self {
+        Self { field: field.into(), problem: problem.into() }
+    }
+}
+
+/// A rejected item of a batch.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BatchItemError {
+    pub index: usize,
+    pub event_id: Option<String>,
+    pub field: String,
+    pub problem: String,
+}
+
+/// A batch item that was valid but already known.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BatchDuplicate {
+    pub index: usize,
+    pub event_id: String,
+}
+
+/// What happened to every item of a batch: nothing is dropped without a line here.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BatchReport {
+    pub message: String,
+    pub accepted: usize,
+    pub duplicates: usize,
+    pub rejected: usize,
+    pub errors: Vec<BatchItemError>,
+    /// Additive: which items were duplicates (of stored events or of an earlier item).
+    pub duplicate_items: Vec<BatchDuplicate>,
+}
+
+/// Metadata is stored as JSON text but travels as a JSON object.
+mod metadata_json {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use serde_json::Value;
+
+    pub fn serialize<S: Serializer>(m: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+        match m.as_deref().map(serde_json::from_str::<Value>) {
+            Some(Ok(v)) => v.serialize(s),
+            _ => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+        Ok(Option::<Value>::deserialize(d)?.filter(|v| !v.is_null()).map(|v| v.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lead_keeps_the_old_field_names() {
+        let lead = Lead {
+            id: "lead-1".into(),
+            score: 15,
+            last_event_id: Some("e2".into()),
+            updated_at: 0,
+            last_event_at: None,
+            event_count: 2,
+        };
+        let v = serde_json::to_value(&lead).unwrap();
+        assert_eq!(v["_id"], "lead-1");
+        assert_eq!(v["score"], 15);
+        assert_eq!(v["lastEventId"], "e2");
+        assert_eq!(v["updatedAt"], "1970-01-01T00:00:00.000Z");
+        assert_eq!(v["eventCount"], 2);
+    }
+
+    #[test]
+    fn stored_event_metadata_travels_as_an_object() {
+        let e = StoredEvent {
+            seq: 7,
+            event_id: "e".into(),
+            lead_id: "l".into(),
+            event_type: "Page View".into(),
+            timestamp: 1000,
+            metadata: Some(r#"{"page":"/pricing"}"#.into()),
+            received_at: 2000,
+            processed: false,
+            points: None,
+        };
+        let v = serde_json::to_value(&e).unwrap();
+        assert_eq!(v["metadata"]["page"], "/pricing");
+        assert!(v.get("seq").is_none(), "queue position is internal");
+        let back: StoredEvent = serde_json::from_value(v).unwrap();
+        assert_eq!(back.metadata, e.metadata);
+    }
+}

@@ -1,0 +1,17 @@
+//! Leadscore: real-time, event-driven lead scoring.
+//!
+//! - `domain`: the pure core (model, validation, scoring), shared with the browser;
+//! - `server` (feature `ssr`): store, service, worker, REST API and server assembly;
+//! - `app`: the Leptos shell, router and pages, rendered on the server and hydrated here.
+
+pub mod app;
+pub mod domain;
+#[cfg(feature = "ssr")]
+pub mod server;
+
+#[cfg(feature = "hydrate")]
+#[wasm_bindgen::prelude::wasm_bindgen]
+pub fn hydrate() {
+    console_error_panic_hook::set_once();
+    leptos::mount::hydrate_body(app::App);
+}

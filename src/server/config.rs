@@ -1,0 +1,215 @@
+//! Server configuration: `Leptos.toml` (checked in, documented defaults), then `.env`, then
+//! the process environment — each later source overrides the earlier one.
+
+use serde::Deserialize;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+/// Where the data lives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Database {
+    Sqlite(PathBuf),
+    Mongo(String),
+}
+
+impl Database {
+    pub fn parse(url: &str) -> Result<Self, String> {
+        if let Some(path) = url.strip_prefix("sqlite://") {
+            if path.is_empty() {
+                return Err("DATABASE_URL sqlite:// needs a file path, e.g. sqlite://data/leadscore.db".into());
+            }
+            Ok(Database::Sqlite(PathBuf::from(path)))
+        } else if url.starts_with("mongodb://") || url.starts_with("mongodb+srv://") {
+            Ok(Database::Mongo(url.to_string()))
+        } else {
+            Err(format!("DATABASE_URL must start with sqlite://, mongodb:// or mongodb+srv://, got {url:?}"))
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub host: IpAddr,
+    pub port: u16,
+    pub database: Database,
+    /// Origins allowed to call the API from a browser (CORS). Empty: same origin only.
+    pub client_origins: Vec<String>,
+    pub max_body_bytes: usize,
+    pub max_batch_bytes: usize,
+    pub max_batch_events: usize,
+    pub worker_batch_size: usize,
+    pub worker_idle_poll_ms: u64,
+}
+
+impl Config {
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::new(self.host, self.port)
+    }
+
+    /// Reads `Leptos.toml` (or the file named by `LEADSCORE_CONFIG`), `.env` and the environment.
+    pub fn load() -> Result<Self, String> {
+        let _ = dotenvy::dotenv();
+        let path = std::env::var("LEADSCORE_CONFIG").unwrap_or_else(|_| "Leptos.toml".into());
+        let file = match std::fs::read_to_string(&path) {
+            Ok(text) => FileConfig::parse(&text).map_err(|e| format!("{path}: {e}"))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !Path::new(&path).is_absolute() => FileConfig::default(),
+            Err(e) => return Err(format!("cannot read {path}: {e}")),
+        };
+        Self::from_sources(file, |k| std::env::var(k).ok())
+    }
+
+    /// Combines the file with environment variables looked up by `env`.
+    pub fn from_sources(file: FileConfig, env: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
+        let s = file.server;
+        let host = match env("HOST") {
+            Some(h) => h.parse().map_err(|_| format!("HOST must be an IP address, got {h:?}"))?,
+            None => s.host,
+        };
+        let port = match env("PORT") {
+            Some(p) => p.parse().map_err(|_| format!("PORT must be a number from 0 to 65535, got {p:?}"))?,
+            None => s.port,
+        };
+        // DATABASE_URL wins; MONGO_URI / MONGODB_URI are what old deployments set.
+        let url = env("DATABASE_URL").or_else(|| env("MONGODB_URI")).or_else(|| env("MONGO_URI")).unwrap_or(s.database_url);
+        let client_url = env("CLIENT_URL").unwrap_or(s.client_url);
+        let client_origins =
+            client_url.split(',').map(|o| o.trim().trim_end_matches('/').to_string()).filter(|o| !o.is_empty()).collect();
+        let number = |key: &str, default: usize| -> Result<usize, String> {
+            match env(key) {
+                Some(v) => v.parse().map_err(|_| format!("{key} must be a whole number, got {v:?}")),
+                None => Ok(default),
+            }
+        };
+        let config = Config {
+            host,
+            port,
+            database: Database::parse(&url)?,
+            client_origins,
+            max_body_bytes: number("MAX_BODY_BYTES", file.ingest.max_body_bytes)?,
+            max_batch_bytes: number("MAX_BATCH_BYTES", file.ingest.max_batch_bytes)?,
+            max_batch_events: number("MAX_BATCH_EVENTS", file.ingest.max_batch_events)?,
+            worker_batch_size: number("WORKER_BATCH_SIZE", file.worker.batch_size)?,
+            worker_idle_poll_ms: number("WORKER_IDLE_POLL_MS", file.worker.idle_poll_ms as usize)? as u64,
+        };
+        if config.worker_batch_size == 0 || config.max_batch_events == 0 {
+            return Err("WORKER_BATCH_SIZE and MAX_BATCH_EVENTS must be at least 1".into());
+        }
+        Ok(config)
+    }
+}
+
+/// The shape of `Leptos.toml`. Every key is optional; defaults below.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FileConfig {
+    pub server: ServerSection,
+    pub ingest: IngestSection,
+    pub worker: WorkerSection,
+}
+
+impl FileConfig {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerSection {
+    pub host: IpAddr,
+    pub port: u16,
+    pub database_url: String,
+    pub client_url: String,
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        Self {
+            host: IpAddr::from([127, 0, 0, 1]),
+            port: 5001,
+            database_url: "sqlite://data/leadscore.db".into(),
+            client_url: String::new(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IngestSection {
+    pub max_body_bytes: usize,
+    pub max_batch_bytes: usize,
+    pub max_batch_events: usize,
+}
+
+impl Default for IngestSection {
+    fn default() -> Self {
+        Self { max_body_bytes: 1024 * 1024, max_batch_bytes: 5 * 1024 * 1024, max_batch_events: 5000 }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WorkerSection {
+    pub batch_size: usize,
+    pub idle_poll_ms: u64,
+}
+
+impl Default for WorkerSection {
+    fn default() -> Self {
+        Self { batch_size: 1000, idle_poll_ms: 1000 }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        move |k| map.get(k).cloned()
+    }
+
+    #[test]
+    fn the_checked_in_leptos_toml_parses_and_matches_the_defaults() {
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/Leptos.toml")).unwrap();
+        let file = FileConfig::parse(&text).unwrap();
+        let c = Config::from_sources(file, env(&[])).unwrap();
+        assert_eq!(c.port, 5001);
+        assert_eq!(c.database, Database::Sqlite("data/leadscore.db".into()));
+        assert_eq!((c.max_body_bytes, c.max_batch_bytes, c.max_batch_events), (1 << 20, 5 << 20, 5000));
+        assert!(c.client_origins.is_empty());
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let c = Config::from_sources(
+            FileConfig::default(),
+            env(&[("PORT", "8080"), ("HOST", "0.0.0.0"), ("CLIENT_URL", "http://a.example/, http://b.example")]),
+        )
+        .unwrap();
+        assert_eq!(c.addr().to_string(), "0.0.0.0:8080");
+        assert_eq!(c.client_origins, ["http://a.example", "http://b.example"]);
+    }
+
+    #[test]
+    fn mongo_aliases_of_old_deployments_are_honoured() {
+        let c = Config::from_sources(FileConfig::default(), env(&[("MONGO_URI", "mongodb://db:27017/leads")])).unwrap();
+        assert_eq!(c.database, Database::Mongo("mongodb://db:27017/leads".into()));
+        let c = Config::from_sources(
+            FileConfig::default(),
+            env(&[("MONGO_URI", "mongodb://old"), ("DATABASE_URL", "sqlite://x.db")]),
+        )
+        .unwrap();
+        assert_eq!(c.database, Database::Sqlite("x.db".into()), "DATABASE_URL wins");
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        let err = Config::from_sources(FileConfig::default(), env(&[("PORT", "http")])).unwrap_err();
+        assert!(err.starts_with("PORT"), "{err}");
+        let err = Config::from_sources(FileConfig::default(), env(&[("DATABASE_URL", "postgres://x")])).unwrap_err();
+        assert!(err.starts_with("DATABASE_URL"), "{err}");
+        assert!(FileConfig::parse("[server]\nprot = 1").unwrap_err().contains("prot"));
+    }
+}

@@ -1,0 +1,122 @@
+//! Assembles the server: store, service, worker, REST routes, Leptos pages and server
+//! functions on one axum router, with a clean start and a graceful stop.
+
+use super::config::{Config, Database};
+use super::service::{BatchLimits, Service};
+use super::store::{sqlite::SqliteStore, DynStore};
+use super::worker::Worker;
+use super::{api, service::now_ms};
+use crate::app::{shell, App};
+use crate::domain::scoring::default_rules;
+use axum::extract::FromRef;
+use axum::http::{header, HeaderValue, Method};
+use axum::Router;
+use leptos::prelude::*;
+use leptos_axum::{generate_route_list, LeptosRoutes};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+/// Shared by REST handlers and server functions (which get it from Leptos context).
+#[derive(Clone)]
+pub struct AppState {
+    pub leptos_options: LeptosOptions,
+    pub service: Arc<Service>,
+    pub config: Arc<Config>,
+}
+
+impl FromRef<AppState> for LeptosOptions {
+    fn from_ref(state: &AppState) -> Self {
+        state.leptos_options.clone()
+    }
+}
+
+/// Opens the configured store.
+pub async fn open_store(config: &Config) -> Result<DynStore, String> {
+    match &config.database {
+        Database::Sqlite(path) => Ok(Arc::new(SqliteStore::open(path).map_err(|e| e.to_string())?)),
+        Database::Mongo(_) => Err("MongoDB support is not built yet; use a sqlite:// DATABASE_URL".into()),
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    let routes = generate_route_list(App);
+    let leptos_options = state.leptos_options.clone();
+    let mut router = api::routes()
+        .leptos_routes(&state, routes, move || shell(leptos_options.clone()))
+        .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
+        .with_state(state.clone());
+    if !state.config.client_origins.is_empty() {
+        let origins: Vec<HeaderValue> = state.config.client_origins.iter().filter_map(|o| o.parse().ok()).collect();
+        router = router.layer(
+            CorsLayer::new()
+                .allow_origin(AllowOrigin::list(origins))
+                .allow_methods([Method::GET, Method::POST])
+                .allow_headers([header::CONTENT_TYPE, header::AUTHORIZATION, header::HeaderName::from_static("x-api-key")]),
+        );
+    }
+    router
+}
+
+/// A running server: its address and what it takes to stop it.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub service: Arc<Service>,
+    shutdown: watch::Sender<bool>,
+    server: JoinHandle<()>,
+    worker: JoinHandle<()>,
+}
+
+impl Running {
+    /// Stops taking requests, lets open ones finish, then lets the worker finish its batch.
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        let _ = self.server.await;
+        let _ = self.worker.await;
+    }
+
+    /// Resolves when the server task ends (it only ends after `stop` or a fatal error).
+    pub async fn wait(&mut self) {
+        let _ = (&mut self.server).await;
+    }
+}
+
+/// Opens the store, seeds default rules into an empty one, starts the worker and serves.
+pub async fn launch(config: Config, leptos_options: LeptosOptions, listener: TcpListener) -> Result<Running, String> {
+    let store = open_store(&config).await?;
+    if store.seed_rules(default_rules(), now_ms()).await.map_err(|e| e.to_string())? {
+        tracing::info!("seeded the default scoring rules into an empty store");
+    }
+    let service = Arc::new(Service::new(store.clone(), BatchLimits { max_events: config.max_batch_events }));
+    let (shutdown, shutdown_rx) = watch::channel(false);
+
+    let (wake, updates, heartbeat) = service.worker_handles();
+    let worker = Worker {
+        store,
+        wake,
+        updates,
+        heartbeat,
+        batch_size: config.worker_batch_size,
+        idle_poll: Duration::from_millis(config.worker_idle_poll_ms),
+    };
+    let worker = tokio::spawn(worker.run(shutdown_rx.clone()));
+
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let state = AppState { leptos_options, service: service.clone(), config: Arc::new(config) };
+    let app = router(state);
+    let mut stop = shutdown_rx;
+    let server = tokio::spawn(async move {
+        let serve = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(async move {
+                let _ = stop.wait_for(|s| *s).await;
+            });
+        if let Err(e) = serve.await {
+            tracing::error!(error = %e, "server error");
+        }
+    });
+    Ok(Running { addr, service, shutdown, server, worker })
+}

@@ -1,0 +1,8 @@
+//! Everything that only runs on the server (feature `ssr`).
+
+pub mod api;
+pub mod config;
+pub mod http;
+pub mod service;
+pub mod store;
+pub mod worker;

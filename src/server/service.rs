@@ -1,0 +1,251 @@
+//! The service layer: the one place that knows what ingesting, querying and editing rules
+//! mean. REST handlers and server functions both call it; neither talks to the store.
+//!
+//! Ingest path: validate → durably record as unprocessed → answer 202 → wake the worker.
+//! Scoring happens in `worker`, never on the request path.
+
+use super::store::{DynStore, InsertOutcome, StoreError};
+use crate::domain::query::{DetailPage, LeadQuery};
+use crate::domain::time::Millis;
+use crate::domain::validation::{validate_event, validate_rule};
+use crate::domain::{
+    BatchDuplicate, BatchItemError, BatchReport, FieldError, LeadDetail, NewEvent, Rule, ScoreChange, StoredEvent,
+};
+use serde::Serialize;
+use serde_json::Value;
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use tokio::sync::{broadcast, Notify};
+
+/// Batches of applied score changes, as the worker commits them.
+pub type UpdateBatch = Arc<[ScoreChange]>;
+
+/// How many update batches a slow subscriber may lag before it is told it missed some.
+const UPDATE_CHANNEL_CAPACITY: usize = 1024;
+/// The worker counts as alive while its heartbeat is younger than this.
+const WORKER_STALE_MS: Millis = 15_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("invalid input")]
+    Invalid(Vec<FieldError>),
+    #[error("not found")]
+    NotFound,
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<StoreError> for ServiceError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Unavailable(m) => ServiceError::Unavailable(m),
+            StoreError::Internal(m) => ServiceError::Internal(m),
+        }
+    }
+}
+
+pub type ServiceResult<T> = Result<T, ServiceError>;
+
+#[derive(Debug, PartialEq)]
+pub enum IngestOutcome {
+    Accepted { event_id: String },
+    Duplicate(StoredEvent),
+}
+
+/// Limits on one batch request.
+#[derive(Clone, Copy, Debug)]
+pub struct BatchLimits {
+    pub max_events: usize,
+}
+
+/// What `/api/health` reports.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Health {
+    pub status: &'static str,
+    pub store: StoreHealth,
+    pub worker: WorkerHealth,
+    pub queue: QueueHealth,
+}
+
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StoreHealth {
+    pub backend: &'static str,
+    pub reachable: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkerHealth {
+    pub alive: bool,
+    pub last_heartbeat_ms_ago: Option<Millis>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct QueueHealth {
+    pub depth: Option<u64>,
+    pub oldest_unprocessed_age_ms: Option<Millis>,
+}
+
+pub struct Service {
+    store: DynStore,
+    wake_worker: Arc<Notify>,
+    updates: broadcast::Sender<UpdateBatch>,
+    worker_heartbeat: Arc<AtomicI64>,
+    batch_limits: BatchLimits,
+}
+
+pub fn now_ms() -> Millis {
+    chrono::Utc::now().timestamp_millis()
+}
+
+impl Service {
+    pub fn new(store: DynStore, batch_limits: BatchLimits) -> Self {
+        Self {
+            store,
+            wake_worker: Arc::new(Notify::new()),
+            updates: broadcast::channel(UPDATE_CHANNEL_CAPACITY).0,
+            worker_heartbeat: Arc::new(AtomicI64::new(0)),
+            batch_limits,
+        }
+    }
+
+    pub fn store(&self) -> &DynStore {
+        &self.store
+    }
+
+    /// Handles the worker needs: its wake-up signal, the update channel and its heartbeat.
+    pub fn worker_handles(&self) -> (Arc<Notify>, broadcast::Sender<UpdateBatch>, Arc<AtomicI64>) {
+        (self.wake_worker.clone(), self.updates.clone(), self.worker_heartbeat.clone())
+    }
+
+    /// Live score changes, batch by batch as the worker applies them.
+    pub fn subscribe(&self) -> broadcast::Receiver<UpdateBatch> {
+        self.updates.subscribe()
+    }
+
+    pub fn batch_limits(&self) -> BatchLimits {
+        self.batch_limits
+    }
+
+    /// Validates and durably records one event. `Accepted` means it is on disk.
+    pub async fn ingest_one(&self, raw: &Value) -> ServiceResult<IngestOutcome> {
+        let event = validate_event(raw, now_ms()).map_err(ServiceError::Invalid)?;
+        let event_id = event.event_id.clone();
+        let outcome = self.record(vec![event]).await?.pop();
+        match outcome {
+            Some(InsertOutcome::Inserted) => Ok(IngestOutcome::Accepted { event_id }),
+            Some(InsertOutcome::Duplicate(stored)) => Ok(IngestOutcome::Duplicate(stored)),
+            None => Err(ServiceError::Internal("store returned no outcome".into())),
+        }
+    }
+
+    /// Validates every item, records the valid ones in one durable write and reports on each
+    /// item: accepted, duplicate (of a stored event or an earlier item) or rejected with reasons.
+    pub async fn ingest_batch(&self, items: &[Value]) -> ServiceResult<BatchReport> {
+        if items.is_empty() {
+            return Err(ServiceError::Invalid(vec![FieldError::new("body", "batch must contain at least one event")]));
+        }
+        if items.len() > self.batch_limits.max_events {
+            return Err(ServiceError::Invalid(vec![FieldError::new(
+                "body",
+                format!("batch must contain at most {} events, got {}", self.batch_limits.max_events, items.len()),
+            )]));
+        }
+        let now = now_ms();
+        let mut report = BatchReport::default();
+        let mut seen = HashSet::new();
+        let mut valid: Vec<(usize, NewEvent)> = Vec::with_capacity(items.len());
+        for (index, raw) in items.iter().enumerate() {
+            match validate_event(raw, now) {
+                Ok(event) if !seen.insert(event.event_id.clone()) => {
+                    report.duplicate_items.push(BatchDuplicate { index, event_id: event.event_id });
+                }
+                Ok(event) => valid.push((index, event)),
+                Err(problems) => {
+                    report.rejected += 1;
+                    let event_id = raw.get("eventId").and_then(Value::as_str).map(str::to_string);
+                    report.errors.extend(problems.into_iter().map(|p| BatchItemError {
+                        index,
+                        event_id: event_id.clone(),
+                        field: p.field,
+                        problem: p.problem,
+                    }));
+                }
+            }
+        }
+        let (indexes, events): (Vec<usize>, Vec<NewEvent>) = valid.into_iter().unzip();
+        let ids: Vec<String> = events.iter().map(|e| e.event_id.clone()).collect();
+        let outcomes = if events.is_empty() { Vec::new() } else { self.record(events).await? };
+        for ((index, event_id), outcome) in indexes.into_iter().zip(ids).zip(outcomes) {
+            match outcome {
+                InsertOutcome::Inserted => report.accepted += 1,
+                InsertOutcome::Duplicate(_) => report.duplicate_items.push(BatchDuplicate { index, event_id }),
+            }
+        }
+        report.duplicate_items.sort_by_key(|d| d.index);
+        report.duplicates = report.duplicate_items.len();
+        report.message = format!(
+            "Batch processed: {} accepted, {} duplicates, {} rejected",
+            report.accepted, report.duplicates, report.rejected
+        );
+        Ok(report)
+    }
+
+    async fn record(&self, events: Vec<NewEvent>) -> ServiceResult<Vec<InsertOutcome>> {
+        let outcomes = self.store.insert_events(events).await?;
+        if outcomes.iter().any(|o| matches!(o, InsertOutcome::Inserted)) {
+            self.wake_worker.notify_one();
+        }
+        Ok(outcomes)
+    }
+
+    pub async fn leaderboard(&self, query: &LeadQuery) -> ServiceResult<Vec<crate::domain::Lead>> {
+        Ok(self.store.leads(query).await?)
+    }
+
+    pub async fn lead_detail(&self, lead_id: &str, page: &DetailPage) -> ServiceResult<LeadDetail> {
+        let lead = self.store.lead(lead_id).await?.ok_or(ServiceError::NotFound)?;
+        let (history, events) = tokio::try_join!(self.store.history(lead_id, page), self.store.lead_events(lead_id, page))?;
+        Ok(LeadDetail { lead, history, events })
+    }
+
+    pub async fn rules(&self) -> ServiceResult<Vec<Rule>> {
+        Ok(self.store.rules().await?)
+    }
+
+    /// Creates or updates the rule for an event type. Events scored from now on use it;
+    /// already scored events keep their points (history is never rewritten).
+    pub async fn upsert_rule(&self, raw: &Value) -> ServiceResult<Rule> {
+        let rule = validate_rule(raw).map_err(ServiceError::Invalid)?;
+        Ok(self.store.upsert_rule(rule, now_ms()).await?)
+    }
+
+    pub async fn health(&self) -> Health {
+        let now = now_ms();
+        let (reachable, error, queue) = match self.store.queue_stats().await {
+            Ok(q) => (
+                true,
+                None,
+                QueueHealth { depth: Some(q.depth), oldest_unprocessed_age_ms: q.oldest_received_at.map(|t| (now - t).max(0)) },
+            ),
+            Err(e) => (false, Some(e.to_string()), QueueHealth { depth: None, oldest_unprocessed_age_ms: None }),
+        };
+        let beat = self.worker_heartbeat.load(Ordering::Relaxed);
+        let ago = (beat > 0).then(|| (now - beat).max(0));
+        let alive = ago.is_some_and(|a| a < WORKER_STALE_MS);
+        Health {
+            status: if reachable && alive { "ok" } else { "unavailable" },
+            store: StoreHealth { backend: self.store.backend(), reachable, error },
+            worker: WorkerHealth { alive, last_heartbeat_ms_ago: ago },
+            queue,
+        }
+    }
+}

@@ -1,0 +1,76 @@
+//! Persistence behind one trait, so the service never knows which database it talks to.
+//!
+//! Contract every implementation keeps (checked by `tests/store_conformance.rs`):
+//! - `insert_events` returns only after the inserted events are durable, and reports each
+//!   item as inserted or as a duplicate of an already stored `eventId` (including a repeat
+//!   earlier in the same call);
+//! - `apply` is idempotent per event: applying an already processed event changes nothing,
+//!   so a worker may redeliver after a crash at any instant;
+//! - after `apply`, a lead's score equals the sum of its history deltas.
+
+pub mod sqlite;
+
+use crate::domain::query::{DetailPage, LeadQuery};
+use crate::domain::time::Millis;
+use crate::domain::{HistoryEntry, Lead, NewEvent, Rule, RuleInput, ScoreChange, ScoredEvent, StoredEvent};
+use async_trait::async_trait;
+use std::sync::Arc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database cannot be reached right now; callers answer 503 and retry later.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    #[error("store error: {0}")]
+    Internal(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// What happened to one event handed to `insert_events`.
+#[derive(Clone, Debug, PartialEq)]
+pub enum InsertOutcome {
+    Inserted,
+    /// The `eventId` was already stored; carries the stored event.
+    Duplicate(StoredEvent),
+}
+
+/// Backlog of the durable queue, for `/api/health`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct QueueStats {
+    pub depth: u64,
+    pub oldest_received_at: Option<Millis>,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// A short name for logs and health: `sqlite` or `mongodb`.
+    fn backend(&self) -> &'static str;
+    /// Where the data lives, without credentials.
+    fn location(&self) -> String;
+
+    async fn ping(&self) -> StoreResult<()>;
+
+    /// Stores events as unprocessed, durably, in order. One outcome per input, same order.
+    async fn insert_events(&self, events: Vec<NewEvent>) -> StoreResult<Vec<InsertOutcome>>;
+    /// The oldest unprocessed events, in ingest order.
+    async fn unprocessed(&self, limit: usize) -> StoreResult<Vec<StoredEvent>>;
+    /// Applies scored events exactly once each; returns the changes actually applied.
+    async fn apply(&self, events: Vec<ScoredEvent>, now: Millis) -> StoreResult<Vec<ScoreChange>>;
+    async fn queue_stats(&self) -> StoreResult<QueueStats>;
+
+    async fn leads(&self, query: &LeadQuery) -> StoreResult<Vec<Lead>>;
+    async fn lead(&self, lead_id: &str) -> StoreResult<Option<Lead>>;
+    /// A lead's history, newest first.
+    async fn history(&self, lead_id: &str, page: &DetailPage) -> StoreResult<Vec<HistoryEntry>>;
+    /// A lead's events, newest timestamp first.
+    async fn lead_events(&self, lead_id: &str, page: &DetailPage) -> StoreResult<Vec<StoredEvent>>;
+
+    /// All rules, ordered by event type.
+    async fn rules(&self) -> StoreResult<Vec<Rule>>;
+    async fn upsert_rule(&self, rule: RuleInput, now: Millis) -> StoreResult<Rule>;
+    /// Inserts `defaults` only when there are no rules at all; true if it did.
+    async fn seed_rules(&self, defaults: Vec<RuleInput>, now: Millis) -> StoreResult<bool>;
+}
+
+pub type DynStore = Arc<dyn Store>;

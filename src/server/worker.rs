@@ -1,0 +1,74 @@
+//! The scoring worker: drains the durable queue in ingest order.
+//!
+//! Each step reads the oldest unprocessed events, prices them with the rules as they are now,
+//! and hands them to `Store::apply`, which flips each event's processed flag together with its
+//! score change and history entry. A crash anywhere leaves events either fully applied or still
+//! unprocessed, and the next start picks the latter up again: there is no in-memory queue.
+
+use super::service::{now_ms, UpdateBatch};
+use super::store::DynStore;
+use crate::domain::scoring::RuleBook;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{broadcast, watch, Notify};
+
+pub struct Worker {
+    pub store: DynStore,
+    pub wake: Arc<Notify>,
+    pub updates: broadcast::Sender<UpdateBatch>,
+    pub heartbeat: Arc<AtomicI64>,
+    pub batch_size: usize,
+    /// How long to sleep when idle and not woken; bounds the heartbeat interval too.
+    pub idle_poll: Duration,
+}
+
+impl Worker {
+    /// Runs until `shutdown` turns true; a batch in flight is always finished first.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let mut failures = 0u32;
+        loop {
+            self.heartbeat.store(now_ms(), Ordering::Relaxed);
+            if *shutdown.borrow() {
+                break;
+            }
+            let pause = match self.step().await {
+                Ok(n) if n > 0 => {
+                    failures = 0;
+                    continue;
+                }
+                Ok(_) => {
+                    failures = 0;
+                    self.idle_poll
+                }
+                Err(e) => {
+                    failures += 1;
+                    let backoff = Duration::from_millis(100 * 2u64.pow(failures.min(6)));
+                    tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "worker: scoring step failed");
+                    backoff
+                }
+            };
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(pause) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+        tracing::info!("worker stopped");
+    }
+
+    /// Scores one batch; returns how many events it took from the queue.
+    pub async fn step(&self) -> Result<usize, super::store::StoreError> {
+        let events = self.store.unprocessed(self.batch_size).await?;
+        if events.is_empty() {
+            return Ok(0);
+        }
+        let rules = RuleBook::new(&self.store.rules().await?);
+        let changes = self.store.apply(rules.score(&events), now_ms()).await?;
+        if !changes.is_empty() {
+            // No subscribers is fine: nobody is watching the dashboard.
+            let _ = self.updates.send(changes.into());
+        }
+        Ok(events.len())
+    }
+}
