@@ -21,7 +21,11 @@ pub fn parse_iso(s: &str) -> Option<Millis> {
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
         return Some(t.timestamp_millis());
     }
-    for fmt in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M:%S%.f"] {
+    for fmt in [
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M",
+        "%Y-%m-%d %H:%M:%S%.f",
+    ] {
         if let Ok(t) = NaiveDateTime::parse_from_str(s, fmt) {
             return Some(t.and_utc().timestamp_millis());
         }
@@ -95,7 +99,13 @@ mod tests {
 
     #[test]
     fn rejects_garbage() {
-        for bad in ["", "yesterday", "2023-13-01", "2023-02-30T00:00:00Z", "12345"] {
+        for bad in [
+            "",
+            "yesterday",
+            "2023-13-01",
+            "2023-02-30T00:00:00Z",
+            "12345",
+        ] {
             assert_eq!(parse_iso(bad), None, "{bad}");
         }
     }

@@ -38,8 +38,12 @@ impl FromRef<AppState> for LeptosOptions {
 /// Opens the configured store.
 pub async fn open_store(config: &Config) -> Result<DynStore, String> {
     match &config.database {
-        Database::Sqlite(path) => Ok(Arc::new(SqliteStore::open(path).map_err(|e| e.to_string())?)),
-        Database::Mongo(_) => Err("MongoDB support is not built yet; use a sqlite:// DATABASE_URL".into()),
+        Database::Sqlite(path) => Ok(Arc::new(
+            SqliteStore::open(path).map_err(|e| e.to_string())?,
+        )),
+        Database::Mongo(_) => {
+            Err("MongoDB support is not built yet; use a sqlite:// DATABASE_URL".into())
+        }
     }
 }
 
@@ -51,12 +55,21 @@ pub fn router(state: AppState) -> Router {
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
         .with_state(state.clone());
     if !state.config.client_origins.is_empty() {
-        let origins: Vec<HeaderValue> = state.config.client_origins.iter().filter_map(|o| o.parse().ok()).collect();
+        let origins: Vec<HeaderValue> = state
+            .config
+            .client_origins
+            .iter()
+            .filter_map(|o| o.parse().ok())
+            .collect();
         router = router.layer(
             CorsLayer::new()
                 .allow_origin(AllowOrigin::list(origins))
                 .allow_methods([Method::GET, Method::POST])
-                .allow_headers([header::CONTENT_TYPE, header::AUTHORIZATION, header::HeaderName::from_static("x-api-key")]),
+                .allow_headers([
+                    header::CONTENT_TYPE,
+                    header::AUTHORIZATION,
+                    header::HeaderName::from_static("x-api-key"),
+                ]),
         );
     }
     router
@@ -86,12 +99,25 @@ impl Running {
 }
 
 /// Opens the store, seeds default rules into an empty one, starts the worker and serves.
-pub async fn launch(config: Config, leptos_options: LeptosOptions, listener: TcpListener) -> Result<Running, String> {
+pub async fn launch(
+    config: Config,
+    leptos_options: LeptosOptions,
+    listener: TcpListener,
+) -> Result<Running, String> {
     let store = open_store(&config).await?;
-    if store.seed_rules(default_rules(), now_ms()).await.map_err(|e| e.to_string())? {
+    if store
+        .seed_rules(default_rules(), now_ms())
+        .await
+        .map_err(|e| e.to_string())?
+    {
         tracing::info!("seeded the default scoring rules into an empty store");
     }
-    let service = Arc::new(Service::new(store.clone(), BatchLimits { max_events: config.max_batch_events }));
+    let service = Arc::new(Service::new(
+        store.clone(),
+        BatchLimits {
+            max_events: config.max_batch_events,
+        },
+    ));
     let (shutdown, shutdown_rx) = watch::channel(false);
 
     let (wake, updates, heartbeat) = service.worker_handles();
@@ -106,17 +132,30 @@ pub async fn launch(config: Config, leptos_options: LeptosOptions, listener: Tcp
     let worker = tokio::spawn(worker.run(shutdown_rx.clone()));
 
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    let state = AppState { leptos_options, service: service.clone(), config: Arc::new(config) };
+    let state = AppState {
+        leptos_options,
+        service: service.clone(),
+        config: Arc::new(config),
+    };
     let app = router(state);
     let mut stop = shutdown_rx;
     let server = tokio::spawn(async move {
-        let serve = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(async move {
-                let _ = stop.wait_for(|s| *s).await;
-            });
+        let serve = axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = stop.wait_for(|s| *s).await;
+        });
         if let Err(e) = serve.await {
             tracing::error!(error = %e, "server error");
         }
     });
-    Ok(Running { addr, service, shutdown, server, worker })
+    Ok(Running {
+        addr,
+        service,
+        shutdown,
+        server,
+        worker,
+    })
 }

@@ -12,7 +12,9 @@
 use super::{InsertOutcome, QueueStats, Store, StoreError, StoreResult};
 use crate::domain::query::{DetailPage, LeadQuery};
 use crate::domain::time::Millis;
-use crate::domain::{HistoryEntry, Lead, NewEvent, Rule, RuleInput, ScoreChange, ScoredEvent, StoredEvent};
+use crate::domain::{
+    HistoryEntry, Lead, NewEvent, Rule, RuleInput, ScoreChange, ScoredEvent, StoredEvent,
+};
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
 use std::path::{Path, PathBuf};
@@ -70,7 +72,8 @@ CREATE TABLE IF NOT EXISTS rules (
 );
 "#;
 
-const EVENT_COLUMNS: &str = "seq, event_id, lead_id, event_type, timestamp, metadata, received_at, processed, points";
+const EVENT_COLUMNS: &str =
+    "seq, event_id, lead_id, event_type, timestamp, metadata, received_at, processed, points";
 const LEAD_COLUMNS: &str = "id, score, last_event_id, updated_at, last_event_at, event_count";
 
 /// Work for the writer thread. It runs inside the shared transaction and hands back a
@@ -89,8 +92,9 @@ impl SqliteStore {
     pub fn open(path: impl AsRef<Path>) -> StoreResult<Self> {
         let path = path.as_ref().to_path_buf();
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| StoreError::Unavailable(format!("cannot create {}: {e}", dir.display())))?;
+            std::fs::create_dir_all(dir).map_err(|e| {
+                StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
+            })?;
         }
         let conn = Connection::open(&path).map_err(|e| unavailable(&path, e))?;
         conn.execute_batch(
@@ -98,14 +102,22 @@ impl SqliteStore {
              PRAGMA busy_timeout = 5000; PRAGMA cache_size = -65536;",
         )
         .map_err(|e| unavailable(&path, e))?;
-        conn.execute_batch(SCHEMA).map_err(|e| unavailable(&path, e))?;
+        conn.execute_batch(SCHEMA)
+            .map_err(|e| unavailable(&path, e))?;
 
         let (tx, rx) = mpsc::channel::<Job>();
         std::thread::Builder::new()
             .name("sqlite-writer".into())
             .spawn(move || writer_loop(conn, rx))
             .map_err(|e| StoreError::Internal(e.to_string()))?;
-        Ok(Self { readers: Arc::new(ReaderPool { path: path.clone(), idle: Mutex::new(Vec::new()) }), path, writer: Mutex::new(Some(tx)) })
+        Ok(Self {
+            readers: Arc::new(ReaderPool {
+                path: path.clone(),
+                idle: Mutex::new(Vec::new()),
+            }),
+            path,
+            writer: Mutex::new(Some(tx)),
+        })
     }
 
     /// Runs `f` in the writer's next transaction; resolves after that transaction committed.
@@ -130,7 +142,8 @@ impl SqliteStore {
             .ok_or_else(|| StoreError::Unavailable("store is closed".into()))?
             .send(job)
             .map_err(|_| StoreError::Unavailable("sqlite writer thread stopped".into()))?;
-        rx.await.map_err(|_| StoreError::Unavailable("sqlite writer thread stopped".into()))?
+        rx.await
+            .map_err(|_| StoreError::Unavailable("sqlite writer thread stopped".into()))?
     }
 
     async fn read<T: Send + 'static>(
@@ -183,7 +196,10 @@ fn writer_loop(conn: Connection, jobs: mpsc::Receiver<Job>) {
     }
 }
 
-fn in_savepoint<T>(conn: &Connection, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> rusqlite::Result<T> {
+fn in_savepoint<T>(
+    conn: &Connection,
+    f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+) -> rusqlite::Result<T> {
     conn.execute_batch("SAVEPOINT job")?;
     match f(conn) {
         Ok(v) => {
@@ -212,7 +228,8 @@ impl ReaderPool {
                     OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
                 )
                 .map_err(|e| unavailable(&self.path, e))?;
-                c.execute_batch("PRAGMA busy_timeout = 5000;").map_err(|e| unavailable(&self.path, e))?;
+                c.execute_batch("PRAGMA busy_timeout = 5000;")
+                    .map_err(|e| unavailable(&self.path, e))?;
                 c
             }
         };
@@ -251,7 +268,12 @@ fn lead_from_row(r: &Row) -> rusqlite::Result<Lead> {
 }
 
 fn rule_from_row(r: &Row) -> rusqlite::Result<Rule> {
-    Ok(Rule { event_type: r.get(0)?, points: r.get(1)?, is_active: r.get(2)?, updated_at: r.get(3)? })
+    Ok(Rule {
+        event_type: r.get(0)?,
+        points: r.get(1)?,
+        is_active: r.get(2)?,
+        updated_at: r.get(3)?,
+    })
 }
 
 fn now_ms() -> Millis {
@@ -297,8 +319,9 @@ impl Store for SqliteStore {
 
     async fn unprocessed(&self, limit: usize) -> StoreResult<Vec<StoredEvent>> {
         self.read(move |c| {
-            let mut s =
-                c.prepare_cached(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE processed = 0 ORDER BY seq LIMIT ?1"))?;
+            let mut s = c.prepare_cached(&format!(
+                "SELECT {EVENT_COLUMNS} FROM events WHERE processed = 0 ORDER BY seq LIMIT ?1"
+            ))?;
             let rows = s.query_map([limit as i64], event_from_row)?;
             rows.collect()
         })
@@ -348,9 +371,16 @@ impl Store for SqliteStore {
 
     async fn queue_stats(&self) -> StoreResult<QueueStats> {
         self.read(|c| {
-            c.query_row("SELECT count(*), min(received_at) FROM events WHERE processed = 0", [], |r| {
-                Ok(QueueStats { depth: r.get::<_, i64>(0)? as u64, oldest_received_at: r.get(1)? })
-            })
+            c.query_row(
+                "SELECT count(*), min(received_at) FROM events WHERE processed = 0",
+                [],
+                |r| {
+                    Ok(QueueStats {
+                        depth: r.get::<_, i64>(0)? as u64,
+                        oldest_received_at: r.get(1)?,
+                    })
+                },
+            )
         })
         .await
     }
@@ -366,7 +396,13 @@ impl Store for SqliteStore {
                  ORDER BY score DESC, id ASC LIMIT ?4 OFFSET ?5"
             ))?;
             let rows = s.query_map(
-                params![q.min_score, q.max_score, q.search_needle(), q.limit as i64, q.offset as i64],
+                params![
+                    q.min_score,
+                    q.max_score,
+                    q.search_needle(),
+                    q.limit as i64,
+                    q.offset as i64
+                ],
                 lead_from_row,
             )?;
             rows.collect()
@@ -385,7 +421,11 @@ impl Store for SqliteStore {
     }
 
     async fn history(&self, lead_id: &str, page: &DetailPage) -> StoreResult<Vec<HistoryEntry>> {
-        let (id, limit, offset) = (lead_id.to_string(), page.history_limit as i64, page.history_offset as i64);
+        let (id, limit, offset) = (
+            lead_id.to_string(),
+            page.history_limit as i64,
+            page.history_offset as i64,
+        );
         self.read(move |c| {
             let mut s = c.prepare_cached(
                 "SELECT lead_id, event_id, event_type, old_score, new_score, delta, timestamp FROM score_history \
@@ -408,7 +448,11 @@ impl Store for SqliteStore {
     }
 
     async fn lead_events(&self, lead_id: &str, page: &DetailPage) -> StoreResult<Vec<StoredEvent>> {
-        let (id, limit, offset) = (lead_id.to_string(), page.events_limit as i64, page.events_offset as i64);
+        let (id, limit, offset) = (
+            lead_id.to_string(),
+            page.events_limit as i64,
+            page.events_offset as i64,
+        );
         self.read(move |c| {
             let mut s = c.prepare_cached(&format!(
                 "SELECT {EVENT_COLUMNS} FROM events WHERE lead_id = ?1 \
@@ -422,7 +466,9 @@ impl Store for SqliteStore {
 
     async fn rules(&self) -> StoreResult<Vec<Rule>> {
         self.read(|c| {
-            let mut s = c.prepare_cached("SELECT event_type, points, is_active, updated_at FROM rules ORDER BY event_type")?;
+            let mut s = c.prepare_cached(
+                "SELECT event_type, points, is_active, updated_at FROM rules ORDER BY event_type",
+            )?;
             let rows = s.query_map([], rule_from_row)?;
             rows.collect()
         })

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The whole test suite: sets up what is missing, then unit, store conformance, HTTP and crash
+# tests (cargo test), then browser tests in headless Chromium (cargo leptos end-to-end).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+export PATH="$HOME/.cargo/bin:$PWD/node_modules/.bin:$PATH"
+
+printf '\n\033[1;36m==> Rust tests (unit, store conformance, HTTP, crash recovery)\033[0m\n'
+cargo test --features ssr
+
+printf '\n\033[1;36m==> Browser tests (builds server + WASM, serves on 127.0.0.1:5001)\033[0m\n'
+E2E_DIR="$PWD/target/e2e"
+rm -rf "$E2E_DIR" end2end/artifacts
+mkdir -p "$E2E_DIR" end2end/artifacts
+# A throw-away database, so browser tests never touch data/leadscore.db.
+DATABASE_URL="sqlite://$E2E_DIR/leadscore.db" cargo leptos end-to-end
+echo "Screenshots: end2end/artifacts/"

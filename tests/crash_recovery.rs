@@ -1,0 +1,229 @@
+//! A server process SIGKILLed in the middle of a large batch ingest, then restarted on the
+//! same database: every event that got a 202 is scored exactly once, and retried batches
+//! never count twice.
+
+mod common;
+
+use common::event;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const BATCHES: usize = 60;
+const PER_BATCH: usize = 500;
+const LEADS: usize = 97;
+
+struct Server {
+    child: Child,
+    base: String,
+}
+
+fn spawn_server(db: &std::path::Path) -> Server {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_leadscore"))
+        .env("DATABASE_URL", format!("sqlite://{}", db.display()))
+        .env("PORT", "0")
+        .env("HOST", "127.0.0.1")
+        .env("LEPTOS_OUTPUT_NAME", "leadscore")
+        .env("NO_COLOR", "1")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start server binary");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(rest) = line.split("listening on ").nth(1) {
+                let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_string());
+            }
+        }
+    });
+    let base = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("server printed its address");
+    Server { child, base }
+}
+
+/// The events of batch `b`: ids are unique across batches, leads cycle through `LEADS`.
+fn batch(b: usize) -> Vec<Value> {
+    (0..PER_BATCH)
+        .map(|i| {
+            event(
+                &format!("b{b}-{i}"),
+                &format!("lead-{}", (b * PER_BATCH + i) % LEADS),
+                "Page View",
+            )
+        })
+        .collect()
+}
+
+/// Posts all batches with 4 concurrent clients; returns which batches got a 202.
+async fn post_all(base: &str, acknowledged: Arc<Mutex<Vec<usize>>>, stop_after: Option<usize>) {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let next = Arc::new(Mutex::new(0usize));
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let (client, next, acknowledged, url) = (
+            client.clone(),
+            next.clone(),
+            acknowledged.clone(),
+            format!("{base}/api/events/batch"),
+        );
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let b = {
+                    let mut n = next.lock().unwrap();
+                    if *n >= BATCHES
+                        || stop_after.is_some_and(|s| acknowledged.lock().unwrap().len() >= s)
+                    {
+                        return;
+                    }
+                    *n += 1;
+                    *n - 1
+                };
+                match client.post(&url).json(&batch(b)).send().await {
+                    Ok(r) if r.status().as_u16() == 202 || r.status().as_u16() == 409 => {
+                        acknowledged.lock().unwrap().push(b)
+                    }
+                    Ok(r) => panic!("batch {b}: unexpected status {}", r.status()),
+                    Err(_) => return, // the server died under us
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+}
+
+async fn wait_drained(client: &reqwest::Client, base: &str) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Ok(r) = client.get(format!("{base}/api/health")).send().await {
+            let h: Value = r.json().await.unwrap_or(Value::Null);
+            if h["queue"]["depth"] == 0 && h["worker"]["alive"] == true {
+                return;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "queue did not drain after restart"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigkill_mid_ingest_loses_nothing_and_counts_nothing_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("crash.db");
+
+    // 1. Ingest until a dozen batches were acknowledged, then kill -9 while more are in flight
+    //    and the worker is busy scoring.
+    let mut server = spawn_server(&db);
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let poster = tokio::spawn({
+        let (base, acked) = (server.base.clone(), acked.clone());
+        async move { post_all(&base, acked, None).await }
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while acked.lock().unwrap().len() < 12 {
+        assert!(
+            Instant::now() < deadline,
+            "ingest too slow to reach the kill point"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    server.child.kill().unwrap(); // SIGKILL
+    server.child.wait().unwrap();
+    let _ = poster.await;
+    let before_crash: Vec<usize> = acked.lock().unwrap().clone();
+    assert!(
+        before_crash.len() >= 12 && before_crash.len() < BATCHES,
+        "killed mid-ingest: {} batches",
+        before_crash.len()
+    );
+
+    // 2. Restart on the same file: everything acknowledged before the crash gets scored once.
+    let mut server = spawn_server(&db);
+    let client = reqwest::Client::new();
+    wait_drained(&client, &server.base).await;
+    let expected: HashMap<String, i64> = expected_scores(&before_crash);
+    for (lead, min_score) in &expected {
+        let detail = lead_detail(&client, &server.base, lead).await;
+        let history = detail["history"].as_array().unwrap();
+        let ids: std::collections::HashSet<&str> = history
+            .iter()
+            .map(|h| h["eventId"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            ids.len(),
+            history.len(),
+            "{lead}: an event was scored twice"
+        );
+        for b in &before_crash {
+            for e in batch(*b).iter().filter(|e| e["leadId"] == lead.as_str()) {
+                assert!(
+                    ids.contains(e["eventId"].as_str().unwrap()),
+                    "{lead}: acknowledged event {} lost",
+                    e["eventId"]
+                );
+            }
+        }
+        let score = detail["lead"]["score"].as_i64().unwrap();
+        assert!(score >= *min_score, "{lead}: {score} < {min_score}");
+        assert_eq!(
+            score,
+            5 * history.len() as i64,
+            "{lead}: score is not the sum of its history"
+        );
+    }
+
+    // 3. Clients retry everything (as they would after connection errors): totals become
+    //    exactly one scoring per event, whatever the crash left half-done.
+    let all = Arc::new(Mutex::new(Vec::new()));
+    post_all(&server.base, all.clone(), None).await;
+    assert_eq!(all.lock().unwrap().len(), BATCHES);
+    wait_drained(&client, &server.base).await;
+    let every: Vec<usize> = (0..BATCHES).collect();
+    for (lead, score) in expected_scores(&every) {
+        let detail = lead_detail(&client, &server.base, &lead).await;
+        assert_eq!(detail["lead"]["score"].as_i64().unwrap(), score, "{lead}");
+        assert_eq!(
+            detail["lead"]["eventCount"].as_i64().unwrap(),
+            score / 5,
+            "{lead}"
+        );
+    }
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+}
+
+fn expected_scores(batches: &[usize]) -> HashMap<String, i64> {
+    let mut scores = HashMap::new();
+    for b in batches {
+        for e in batch(*b) {
+            *scores
+                .entry(e["leadId"].as_str().unwrap().to_string())
+                .or_insert(0) += 5;
+        }
+    }
+    scores
+}
+
+async fn lead_detail(client: &reqwest::Client, base: &str, lead: &str) -> Value {
+    let r = client
+        .get(format!("{base}/api/leads/{lead}?historyLimit=500"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200, "{lead}");
+    r.json().await.unwrap()
+}
