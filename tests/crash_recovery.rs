@@ -19,6 +19,7 @@ const LEADS: usize = 97;
 struct Server {
     child: Child,
     base: String,
+    log: Arc<Mutex<Vec<String>>>,
 }
 
 fn spawn_server(db: &std::path::Path) -> Server {
@@ -35,54 +36,40 @@ fn spawn_server(db: &std::path::Path) -> Server {
         .expect("start server binary");
     let stdout = child.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let lines = log.clone();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
             if let Some(rest) = line.split("listening on ").nth(1) {
                 let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_string());
             }
+            lines.lock().unwrap().push(line);
         }
     });
-    let base = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("server printed its address");
-    Server { child, base }
+    let base = rx.recv_timeout(Duration::from_secs(60)).expect("server printed its address");
+    Server { child, base, log }
 }
 
 /// The events of batch `b`: ids are unique across batches, leads cycle through `LEADS`.
 fn batch(b: usize) -> Vec<Value> {
     (0..PER_BATCH)
-        .map(|i| {
-            event(
-                &format!("b{b}-{i}"),
-                &format!("lead-{}", (b * PER_BATCH + i) % LEADS),
-                "Page View",
-            )
-        })
+        .map(|i| event(&format!("b{b}-{i}"), &format!("lead-{}", (b * PER_BATCH + i) % LEADS), "Page View"))
         .collect()
 }
 
 /// Posts all batches with 4 concurrent clients; returns which batches got a 202.
 async fn post_all(base: &str, acknowledged: Arc<Mutex<Vec<usize>>>, stop_after: Option<usize>) {
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap();
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
     let next = Arc::new(Mutex::new(0usize));
     let mut tasks = Vec::new();
     for _ in 0..4 {
-        let (client, next, acknowledged, url) = (
-            client.clone(),
-            next.clone(),
-            acknowledged.clone(),
-            format!("{base}/api/events/batch"),
-        );
+        let (client, next, acknowledged, url) =
+            (client.clone(), next.clone(), acknowledged.clone(), format!("{base}/api/events/batch"));
         tasks.push(tokio::spawn(async move {
             loop {
                 let b = {
                     let mut n = next.lock().unwrap();
-                    if *n >= BATCHES
-                        || stop_after.is_some_and(|s| acknowledged.lock().unwrap().len() >= s)
-                    {
+                    if *n >= BATCHES || stop_after.is_some_and(|s| acknowledged.lock().unwrap().len() >= s) {
                         return;
                     }
                     *n += 1;
@@ -112,10 +99,7 @@ async fn wait_drained(client: &reqwest::Client, base: &str) {
                 return;
             }
         }
-        assert!(
-            Instant::now() < deadline,
-            "queue did not drain after restart"
-        );
+        assert!(Instant::now() < deadline, "queue did not drain after restart");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -135,10 +119,7 @@ async fn sigkill_mid_ingest_loses_nothing_and_counts_nothing_twice() {
     });
     let deadline = Instant::now() + Duration::from_secs(60);
     while acked.lock().unwrap().len() < 12 {
-        assert!(
-            Instant::now() < deadline,
-            "ingest too slow to reach the kill point"
-        );
+        assert!(Instant::now() < deadline, "ingest too slow to reach the kill point");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     server.child.kill().unwrap(); // SIGKILL
@@ -159,15 +140,8 @@ async fn sigkill_mid_ingest_loses_nothing_and_counts_nothing_twice() {
     for (lead, min_score) in &expected {
         let detail = lead_detail(&client, &server.base, lead).await;
         let history = detail["history"].as_array().unwrap();
-        let ids: std::collections::HashSet<&str> = history
-            .iter()
-            .map(|h| h["eventId"].as_str().unwrap())
-            .collect();
-        assert_eq!(
-            ids.len(),
-            history.len(),
-            "{lead}: an event was scored twice"
-        );
+        let ids: std::collections::HashSet<&str> = history.iter().map(|h| h["eventId"].as_str().unwrap()).collect();
+        assert_eq!(ids.len(), history.len(), "{lead}: an event was scored twice");
         for b in &before_crash {
             for e in batch(*b).iter().filter(|e| e["leadId"] == lead.as_str()) {
                 assert!(
@@ -179,11 +153,7 @@ async fn sigkill_mid_ingest_loses_nothing_and_counts_nothing_twice() {
         }
         let score = detail["lead"]["score"].as_i64().unwrap();
         assert!(score >= *min_score, "{lead}: {score} < {min_score}");
-        assert_eq!(
-            score,
-            5 * history.len() as i64,
-            "{lead}: score is not the sum of its history"
-        );
+        assert_eq!(score, 5 * history.len() as i64, "{lead}: score is not the sum of its history");
     }
 
     // 3. Clients retry everything (as they would after connection errors): totals become
@@ -196,11 +166,7 @@ async fn sigkill_mid_ingest_loses_nothing_and_counts_nothing_twice() {
     for (lead, score) in expected_scores(&every) {
         let detail = lead_detail(&client, &server.base, &lead).await;
         assert_eq!(detail["lead"]["score"].as_i64().unwrap(), score, "{lead}");
-        assert_eq!(
-            detail["lead"]["eventCount"].as_i64().unwrap(),
-            score / 5,
-            "{lead}"
-        );
+        assert_eq!(detail["lead"]["eventCount"].as_i64().unwrap(), score / 5, "{lead}");
     }
     server.child.kill().unwrap();
     server.child.wait().unwrap();
@@ -210,20 +176,52 @@ fn expected_scores(batches: &[usize]) -> HashMap<String, i64> {
     let mut scores = HashMap::new();
     for b in batches {
         for e in batch(*b) {
-            *scores
-                .entry(e["leadId"].as_str().unwrap().to_string())
-                .or_insert(0) += 5;
+            *scores.entry(e["leadId"].as_str().unwrap().to_string()).or_insert(0) += 5;
         }
     }
     scores
 }
 
 async fn lead_detail(client: &reqwest::Client, base: &str, lead: &str) -> Value {
-    let r = client
-        .get(format!("{base}/api/leads/{lead}?historyLimit=500"))
-        .send()
-        .await
-        .unwrap();
+    let r = client.get(format!("{base}/api/leads/{lead}?historyLimit=500")).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 200, "{lead}");
     r.json().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_cleanly_and_the_rest_is_scored_after_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("term.db");
+    let mut server = spawn_server(&db);
+    {
+        let log = server.log.lock().unwrap();
+        assert!(log.iter().any(|l| l.contains("opened store") && l.contains("sqlite")), "startup names the store: {log:?}");
+    }
+    let client = reqwest::Client::new();
+    let events: Vec<Value> = (0..5000).map(|i| event(&format!("t{i}"), &format!("lead-{}", i % 10), "Page View")).collect();
+    let r = client.post(format!("{}/api/events/batch", server.base)).json(&events).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 202);
+
+    let pid = server.child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = server.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "server did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "clean exit on SIGTERM: {status:?}");
+    std::thread::sleep(Duration::from_millis(100)); // let the reader thread see the last lines
+    assert!(server.log.lock().unwrap().iter().any(|l| l.contains("worker stopped")), "the worker finished its batch and stopped");
+
+    let mut server = spawn_server(&db);
+    wait_drained(&client, &server.base).await;
+    for lead in 0..10 {
+        let detail = lead_detail(&client, &server.base, &format!("lead-{lead}")).await;
+        assert_eq!(detail["lead"]["score"], 2500, "lead-{lead}");
+    }
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
 }

@@ -6,20 +6,13 @@ use common::{event, segment, TestServer};
 use serde_json::{json, Value};
 
 fn fields(body: &Value) -> Vec<String> {
-    body["details"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d["field"].as_str().unwrap().to_string())
-        .collect()
+    body["details"].as_array().unwrap().iter().map(|d| d["field"].as_str().unwrap().to_string()).collect()
 }
 
 #[tokio::test]
 async fn accepted_event_is_scored_by_the_default_rules() {
     let s = TestServer::start().await;
-    let (status, body) = s
-        .post("/api/events", &event("e1", "lead-1", "Demo Request"))
-        .await;
+    let (status, body) = s.post("/api/events", &event("e1", "lead-1", "Demo Request")).await;
     assert_eq!(status, 202);
     assert_eq!(body, json!({"message": "Event received", "eventId": "e1"}));
     s.drained().await;
@@ -38,9 +31,7 @@ async fn duplicate_event_is_409_with_the_stored_event() {
     let mut first = event("dup", "lead", "Page View");
     first["metadata"] = json!({"page": "/pricing"});
     assert_eq!(s.post("/api/events", &first).await.0, 202);
-    let (status, body) = s
-        .post("/api/events", &event("dup", "other", "Purchase"))
-        .await;
+    let (status, body) = s.post("/api/events", &event("dup", "other", "Purchase")).await;
     assert_eq!(status, 409);
     assert_eq!(body["message"], "Duplicate event");
     assert_eq!(body["event"]["eventId"], "dup");
@@ -56,38 +47,21 @@ async fn duplicate_event_is_409_with_the_stored_event() {
 #[tokio::test]
 async fn invalid_events_get_400_naming_each_field() {
     let s = TestServer::start().await;
-    let (status, body) = s
-        .post(
-            "/api/events",
-            &json!({"eventId": 7, "leadId": "", "metadata": []}),
-        )
-        .await;
+    let (status, body) = s.post("/api/events", &json!({"eventId": 7, "leadId": "", "metadata": []})).await;
     assert_eq!(status, 400);
     assert_eq!(body["error"], "Validation failed");
-    assert_eq!(
-        fields(&body),
-        ["eventId", "leadId", "eventType", "timestamp", "metadata"]
-    );
-    assert_eq!(
-        body["details"][0]["problem"],
-        "must be a string, got a number"
-    );
+    assert_eq!(fields(&body), ["eventId", "leadId", "eventType", "timestamp", "metadata"]);
+    assert_eq!(body["details"][0]["problem"], "must be a string, got a number");
 
     let mut bad_time = event("t", "l", "Page View");
     bad_time["timestamp"] = json!("last tuesday");
     let (status, body) = s.post("/api/events", &bad_time).await;
-    assert_eq!(
-        (status, fields(&body)),
-        (400, vec!["timestamp".to_string()])
-    );
+    assert_eq!((status, fields(&body)), (400, vec!["timestamp".to_string()]));
 
     let mut long = event(&"x".repeat(257), "l", "Page View");
     long["metadata"] = json!({"blob": "y".repeat(17 * 1024)});
     let (status, body) = s.post("/api/events", &long).await;
-    assert_eq!(
-        (status, fields(&body)),
-        (400, vec!["eventId".to_string(), "metadata".to_string()])
-    );
+    assert_eq!((status, fields(&body)), (400, vec!["eventId".to_string(), "metadata".to_string()]));
 
     let (status, body) = s.post("/api/events", &json!([1])).await;
     assert_eq!((status, fields(&body)), (400, vec!["body".to_string()]));
@@ -97,58 +71,23 @@ async fn invalid_events_get_400_naming_each_field() {
 #[tokio::test]
 async fn malformed_json_wrong_type_and_oversized_bodies() {
     let s = TestServer::start().await;
-    let (status, body) = s
-        .post_raw(
-            "/api/events",
-            "application/json",
-            b"{\"eventId\": ".to_vec(),
-        )
-        .await;
+    let (status, body) = s.post_raw("/api/events", "application/json", b"{\"eventId\": ".to_vec()).await;
     assert_eq!(status, 400);
     assert_eq!(body["error"], "Malformed JSON");
-    assert!(
-        body["details"][0]["problem"]
-            .as_str()
-            .unwrap()
-            .contains("line 1 column"),
-        "{body}"
-    );
+    assert!(body["details"][0]["problem"].as_str().unwrap().contains("line 1 column"), "{body}");
 
-    let (status, body) = s
-        .post_raw("/api/events", "text/plain", b"{}".to_vec())
-        .await;
+    let (status, body) = s.post_raw("/api/events", "text/plain", b"{}".to_vec()).await;
     assert_eq!(status, 415);
     assert_eq!(body["details"][0]["field"], "Content-Type");
 
-    let r = s
-        .client
-        .post(s.url("/api/events"))
-        .body("{}")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        r.status().as_u16(),
-        415,
-        "a missing content type is not JSON either"
-    );
+    let r = s.client.post(s.url("/api/events")).body("{}").send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 415, "a missing content type is not JSON either");
 
-    let (status, _) = s
-        .post_raw(
-            "/api/events",
-            "application/json; charset=utf-8",
-            b"{}".to_vec(),
-        )
-        .await;
-    assert_eq!(
-        status, 400,
-        "charset parameter is fine; the empty object is invalid"
-    );
+    let (status, _) = s.post_raw("/api/events", "application/json; charset=utf-8", b"{}".to_vec()).await;
+    assert_eq!(status, 400, "charset parameter is fine; the empty object is invalid");
 
     let huge = format!("{{\"pad\": \"{}\"}}", "z".repeat(1024 * 1024 + 1));
-    let (status, body) = s
-        .post_raw("/api/events", "application/json", huge.into_bytes())
-        .await;
+    let (status, body) = s.post_raw("/api/events", "application/json", huge.into_bytes()).await;
     assert_eq!(status, 413);
     assert_eq!(body["error"], "Payload too large");
     s.stop().await;
@@ -157,12 +96,7 @@ async fn malformed_json_wrong_type_and_oversized_bodies() {
 #[tokio::test]
 async fn batch_accepts_valid_items_and_reports_every_other_one() {
     let s = TestServer::start().await;
-    assert_eq!(
-        s.post("/api/events", &event("old", "a", "Page View"))
-            .await
-            .0,
-        202
-    );
+    assert_eq!(s.post("/api/events", &event("old", "a", "Page View")).await.0, 202);
     let batch = json!([
         event("b1", "a", "Purchase"),
         {"eventId": "bad", "leadId": "a", "eventType": "Page View", "timestamp": "nope"},
@@ -174,11 +108,7 @@ async fn batch_accepts_valid_items_and_reports_every_other_one() {
     let (status, report) = s.post("/api/events/batch", &batch).await;
     assert_eq!(status, 202);
     assert_eq!(
-        (
-            report["accepted"].as_u64(),
-            report["duplicates"].as_u64(),
-            report["rejected"].as_u64()
-        ),
+        (report["accepted"].as_u64(), report["duplicates"].as_u64(), report["rejected"].as_u64()),
         (Some(2), Some(2), Some(2))
     );
     assert!(report["message"].as_str().unwrap().contains("2 accepted"));
@@ -186,13 +116,7 @@ async fn batch_accepts_valid_items_and_reports_every_other_one() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|e| {
-            (
-                e["index"].as_u64().unwrap(),
-                e["eventId"].clone(),
-                e["field"].as_str().unwrap().to_string(),
-            )
-        })
+        .map(|e| (e["index"].as_u64().unwrap(), e["eventId"].clone(), e["field"].as_str().unwrap().to_string()))
         .collect();
     assert_eq!(
         errors,
@@ -204,74 +128,38 @@ async fn batch_accepts_valid_items_and_reports_every_other_one() {
             (4, Value::Null, "timestamp".to_string()),
         ]
     );
-    let dup_indexes: Vec<_> = report["duplicateItems"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d["index"].as_u64().unwrap())
-        .collect();
+    let dup_indexes: Vec<_> =
+        report["duplicateItems"].as_array().unwrap().iter().map(|d| d["index"].as_u64().unwrap()).collect();
     assert_eq!(dup_indexes, [2, 3]);
     s.drained().await;
     let (_, a) = s.get("/api/leads/a").await;
-    assert_eq!(
-        a["lead"]["score"], 105,
-        "5 from the single event + 100 once from b1"
-    );
+    assert_eq!(a["lead"]["score"], 105, "5 from the single event + 100 once from b1");
     s.stop().await;
 }
 
 #[tokio::test]
 async fn batch_status_codes_and_limits() {
     let s = TestServer::start().await;
-    let (status, report) = s
-        .post("/api/events/batch", &json!([{"eventId": "x"}]))
-        .await;
-    assert_eq!(
-        (
-            status,
-            report["accepted"].as_u64(),
-            report["rejected"].as_u64()
-        ),
-        (400, Some(0), Some(1))
-    );
+    let (status, report) = s.post("/api/events/batch", &json!([{"eventId": "x"}])).await;
+    assert_eq!((status, report["accepted"].as_u64(), report["rejected"].as_u64()), (400, Some(0), Some(1)));
 
-    assert_eq!(
-        s.post("/api/events/batch", &json!([event("k", "l", "Page View")]))
-            .await
-            .0,
-        202
-    );
-    let (status, report) = s
-        .post("/api/events/batch", &json!([event("k", "l", "Page View")]))
-        .await;
-    assert_eq!(
-        (status, report["duplicates"].as_u64()),
-        (409, Some(1)),
-        "a pure retry is a duplicate, not invalid"
-    );
+    assert_eq!(s.post("/api/events/batch", &json!([event("k", "l", "Page View")])).await.0, 202);
+    let (status, report) = s.post("/api/events/batch", &json!([event("k", "l", "Page View")])).await;
+    assert_eq!((status, report["duplicates"].as_u64()), (409, Some(1)), "a pure retry is a duplicate, not invalid");
 
     let (status, body) = s.post("/api/events/batch", &json!([])).await;
     assert_eq!((status, fields(&body)), (400, vec!["body".to_string()]));
     let (status, body) = s.post("/api/events/batch", &json!({"events": []})).await;
     assert_eq!(status, 400);
-    assert_eq!(
-        body["details"][0]["problem"],
-        "must be a JSON array of events"
-    );
+    assert_eq!(body["details"][0]["problem"], "must be a JSON array of events");
 
-    let many: Vec<Value> = (0..5001)
-        .map(|i| event(&format!("m{i}"), "l", "Page View"))
-        .collect();
+    let many: Vec<Value> = (0..5001).map(|i| event(&format!("m{i}"), "l", "Page View")).collect();
     let (status, body) = s.post("/api/events/batch", &Value::Array(many)).await;
     assert_eq!(status, 413);
-    assert!(body["details"][0]["problem"]
-        .as_str()
-        .unwrap()
-        .contains("at most 5000 events"));
+    assert!(body["details"][0]["problem"].as_str().unwrap().contains("at most 5000 events"));
 
-    let exactly: Vec<Value> = (0..5000)
-        .map(|i| event(&format!("n{i}"), &format!("lead{}", i % 7), "Page View"))
-        .collect();
+    let exactly: Vec<Value> =
+        (0..5000).map(|i| event(&format!("n{i}"), &format!("lead{}", i % 7), "Page View")).collect();
     let (status, report) = s.post("/api/events/batch", &Value::Array(exactly)).await;
     assert_eq!((status, report["accepted"].as_u64()), (202, Some(5000)));
 
@@ -290,117 +178,54 @@ async fn batch_status_codes_and_limits() {
 #[tokio::test]
 async fn leaderboard_sorts_filters_and_searches_literally() {
     let s = TestServer::start().await;
-    let batch: Vec<Value> = [
-        ("acme.io", "Purchase"),
-        ("acmexio", "Demo Request"),
-        ("Beta", "Purchase"),
-        ("gamma", "Page View"),
-    ]
-    .iter()
-    .enumerate()
-    .map(|(i, (lead, ty))| event(&format!("e{i}"), lead, ty))
-    .collect();
-    assert_eq!(
-        s.post("/api/events/batch", &Value::Array(batch)).await.0,
-        202
-    );
-    s.drained().await;
-    let ids = |v: &Value| {
-        v.as_array()
-            .unwrap()
+    let batch: Vec<Value> =
+        [("acme.io", "Purchase"), ("acmexio", "Demo Request"), ("Beta", "Purchase"), ("gamma", "Page View")]
             .iter()
-            .map(|l| l["_id"].as_str().unwrap().to_string())
-            .collect::<Vec<_>>()
-    };
+            .enumerate()
+            .map(|(i, (lead, ty))| event(&format!("e{i}"), lead, ty))
+            .collect();
+    assert_eq!(s.post("/api/events/batch", &Value::Array(batch)).await.0, 202);
+    s.drained().await;
+    let ids =
+        |v: &Value| v.as_array().unwrap().iter().map(|l| l["_id"].as_str().unwrap().to_string()).collect::<Vec<_>>();
     let (_, all) = s.get("/api/leads").await;
-    assert_eq!(
-        ids(&all),
-        ["Beta", "acme.io", "acmexio", "gamma"],
-        "score desc, ties by id"
-    );
-    assert_eq!(
-        ids(&s.get("/api/leads?limit=1&offset=1").await.1),
-        ["acme.io"]
-    );
-    assert_eq!(
-        ids(&s.get("/api/leads?search=ACME.IO").await.1),
-        ["acme.io"],
-        "dot is literal"
-    );
-    assert_eq!(
-        ids(&s.get("/api/leads?search=.*").await.1),
-        Vec::<String>::new()
-    );
-    assert_eq!(
-        ids(&s.get("/api/leads?search=%5B").await.1),
-        Vec::<String>::new(),
-        "'[' is not a regex error"
-    );
-    assert_eq!(
-        ids(&s.get("/api/leads?minScore=10&maxScore=60").await.1),
-        ["acmexio"]
-    );
+    assert_eq!(ids(&all), ["Beta", "acme.io", "acmexio", "gamma"], "score desc, ties by id");
+    assert_eq!(ids(&s.get("/api/leads?limit=1&offset=1").await.1), ["acme.io"]);
+    assert_eq!(ids(&s.get("/api/leads?search=ACME.IO").await.1), ["acme.io"], "dot is literal");
+    assert_eq!(ids(&s.get("/api/leads?search=.*").await.1), Vec::<String>::new());
+    assert_eq!(ids(&s.get("/api/leads?search=%5B").await.1), Vec::<String>::new(), "'[' is not a regex error");
+    assert_eq!(ids(&s.get("/api/leads?minScore=10&maxScore=60").await.1), ["acmexio"]);
     assert_eq!(ids(&s.get("/api/leads?limit=&search=").await.1).len(), 4);
 
     let (status, body) = s.get("/api/leads?limit=0").await;
     assert_eq!((status, fields(&body)), (400, vec!["limit".to_string()]));
     let (status, body) = s.get("/api/leads?limit=501&minScore=abc").await;
-    assert_eq!(
-        (status, fields(&body)),
-        (400, vec!["limit".to_string(), "minScore".to_string()])
-    );
+    assert_eq!((status, fields(&body)), (400, vec!["limit".to_string(), "minScore".to_string()]));
     s.stop().await;
 }
 
 #[tokio::test]
 async fn lead_detail_round_trips_awkward_ids_and_pages() {
     let s = TestServer::start().await;
-    let awkward = [
-        "with space",
-        "ünïcødé ✓",
-        "slash/inside",
-        "percent%25",
-        "q?x=1#frag",
-    ];
-    let batch: Vec<Value> = awkward
-        .iter()
-        .enumerate()
-        .map(|(i, id)| event(&format!("a{i}"), id, "Email Open"))
-        .collect();
-    assert_eq!(
-        s.post("/api/events/batch", &Value::Array(batch)).await.0,
-        202
-    );
-    let more: Vec<Value> = (0..60)
-        .map(|i| event(&format!("p{i}"), "with space", "Page View"))
-        .collect();
-    assert_eq!(
-        s.post("/api/events/batch", &Value::Array(more)).await.0,
-        202
-    );
+    let awkward = ["with space", "ünïcødé ✓", "slash/inside", "percent%25", "q?x=1#frag"];
+    let batch: Vec<Value> =
+        awkward.iter().enumerate().map(|(i, id)| event(&format!("a{i}"), id, "Email Open")).collect();
+    assert_eq!(s.post("/api/events/batch", &Value::Array(batch)).await.0, 202);
+    let more: Vec<Value> = (0..60).map(|i| event(&format!("p{i}"), "with space", "Page View")).collect();
+    assert_eq!(s.post("/api/events/batch", &Value::Array(more)).await.0, 202);
     s.drained().await;
     for id in awkward {
         let (status, body) = s.get(&format!("/api/leads/{}", segment(id))).await;
         assert_eq!(status, 200, "{id}");
         assert_eq!(body["lead"]["_id"], id);
     }
-    let (_, detail) = s
-        .get(&format!("/api/leads/{}", segment("with space")))
-        .await;
-    assert_eq!(
-        detail["history"].as_array().unwrap().len(),
-        50,
-        "newest 50 by default"
-    );
+    let (_, detail) = s.get(&format!("/api/leads/{}", segment("with space"))).await;
+    assert_eq!(detail["history"].as_array().unwrap().len(), 50, "newest 50 by default");
     assert_eq!(detail["events"].as_array().unwrap().len(), 50);
     assert_eq!(detail["lead"]["score"], 10 + 60 * 5);
     assert_eq!(detail["history"][0]["newScore"], 310);
-    let (_, page) = s
-        .get(&format!(
-            "/api/leads/{}?historyLimit=5&historyOffset=58&eventsLimit=2",
-            segment("with space")
-        ))
-        .await;
+    let (_, page) =
+        s.get(&format!("/api/leads/{}?historyLimit=5&historyOffset=58&eventsLimit=2", segment("with space"))).await;
     let history = page["history"].as_array().unwrap();
     assert_eq!(history.len(), 3);
     assert_eq!(history[2]["eventId"], "a0", "oldest entry last");
@@ -408,15 +233,9 @@ async fn lead_detail_round_trips_awkward_ids_and_pages() {
     assert_eq!(page["events"].as_array().unwrap().len(), 2);
 
     let (status, body) = s.get("/api/leads/nobody").await;
-    assert_eq!(
-        (status, body["error"].as_str()),
-        (404, Some("Lead not found"))
-    );
+    assert_eq!((status, body["error"].as_str()), (404, Some("Lead not found")));
     let (status, body) = s.get("/api/leads/x?eventsLimit=-1").await;
-    assert_eq!(
-        (status, fields(&body)),
-        (400, vec!["eventsLimit".to_string()])
-    );
+    assert_eq!((status, fields(&body)), (400, vec!["eventsLimit".to_string()]));
     s.stop().await;
 }
 
@@ -429,12 +248,7 @@ async fn rules_are_seeded_listed_upserted_and_used_for_the_next_event() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|r| {
-            (
-                r["eventType"].as_str().unwrap().into(),
-                r["points"].as_i64().unwrap(),
-            )
-        })
+        .map(|r| (r["eventType"].as_str().unwrap().into(), r["points"].as_i64().unwrap()))
         .collect();
     pairs.sort();
     assert_eq!(
@@ -449,64 +263,24 @@ async fn rules_are_seeded_listed_upserted_and_used_for_the_next_event() {
     );
     assert!(rules[0]["isActive"].as_bool().unwrap());
 
-    assert_eq!(
-        s.post("/api/events", &event("before", "l", "Page View"))
-            .await
-            .0,
-        202
-    );
+    assert_eq!(s.post("/api/events", &event("before", "l", "Page View")).await.0, 202);
     s.drained().await;
-    let (status, rule) = s
-        .post(
-            "/api/rules",
-            &json!({"eventType": "Page View", "points": 8}),
-        )
-        .await;
-    assert_eq!(
-        (status, rule["points"].as_i64(), rule["isActive"].as_bool()),
-        (200, Some(8), Some(true))
-    );
-    let (_, rule) = s
-        .post(
-            "/api/rules",
-            &json!({"eventType": "Webinar", "points": -4, "isActive": false}),
-        )
-        .await;
+    let (status, rule) = s.post("/api/rules", &json!({"eventType": "Page View", "points": 8})).await;
+    assert_eq!((status, rule["points"].as_i64(), rule["isActive"].as_bool()), (200, Some(8), Some(true)));
+    let (_, rule) = s.post("/api/rules", &json!({"eventType": "Webinar", "points": -4, "isActive": false})).await;
     assert_eq!(rule["isActive"], false);
     assert_eq!(s.get("/api/rules").await.1.as_array().unwrap().len(), 6);
 
-    assert_eq!(
-        s.post("/api/events", &event("after", "l", "Page View"))
-            .await
-            .0,
-        202
-    );
-    assert_eq!(
-        s.post("/api/events", &event("off", "l", "Webinar")).await.0,
-        202
-    );
+    assert_eq!(s.post("/api/events", &event("after", "l", "Page View")).await.0, 202);
+    assert_eq!(s.post("/api/events", &event("off", "l", "Webinar")).await.0, 202);
     s.drained().await;
     let (_, detail) = s.get("/api/leads/l").await;
-    let deltas: Vec<_> = detail["history"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|h| h["delta"].as_i64().unwrap())
-        .collect();
-    assert_eq!(
-        deltas,
-        [0, 8, 5],
-        "inactive rule scores 0 but is logged; old event keeps its points"
-    );
+    let deltas: Vec<_> = detail["history"].as_array().unwrap().iter().map(|h| h["delta"].as_i64().unwrap()).collect();
+    assert_eq!(deltas, [0, 8, 5], "inactive rule scores 0 but is logged; old event keeps its points");
     assert_eq!(detail["lead"]["score"], 13);
 
-    let (status, body) = s
-        .post("/api/rules", &json!({"eventType": "", "points": "ten"}))
-        .await;
-    assert_eq!(
-        (status, fields(&body)),
-        (400, vec!["eventType".to_string(), "points".to_string()])
-    );
+    let (status, body) = s.post("/api/rules", &json!({"eventType": "", "points": "ten"})).await;
+    assert_eq!((status, fields(&body)), (400, vec!["eventType".to_string(), "points".to_string()]));
     s.stop().await;
 }
 
@@ -523,10 +297,7 @@ async fn health_reports_store_worker_and_queue() {
     assert_eq!(h["queue"]["depth"], 0);
     assert_eq!(h["queue"]["oldestUnprocessedAgeMs"], Value::Null);
     let (status, body) = s.get("/api/nothing-here").await;
-    assert_eq!(
-        (status, body["error"].as_str()),
-        (404, Some("No such API route"))
-    );
+    assert_eq!((status, body["error"].as_str()), (404, Some("No such API route")));
     s.stop().await;
 }
 
@@ -542,29 +313,15 @@ async fn health_is_503_while_no_worker_is_running() {
     let config = common::test_config(dir.path());
     let store = Arc::new(SqliteStore::open(dir.path().join("test.db")).unwrap());
     let service = Arc::new(Service::new(store, BatchLimits { max_events: 5000 }));
-    let state = AppState {
-        leptos_options: leptos::prelude::LeptosOptions::builder()
-            .output_name("leadscore")
-            .build(),
-        service,
-        config: Arc::new(config),
-    };
+    let options = leptos::prelude::LeptosOptions::builder().output_name("leadscore").build();
+    let state = AppState::new(options, service, config);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, router(state)).await.unwrap() });
     let client = reqwest::Client::new();
-    let r = client
-        .post(format!("{base}/api/events"))
-        .json(&event("q", "l", "Page View"))
-        .send()
-        .await
-        .unwrap();
+    let r = client.post(format!("{base}/api/events")).json(&event("q", "l", "Page View")).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 202);
-    let r = client
-        .get(format!("{base}/api/health"))
-        .send()
-        .await
-        .unwrap();
+    let r = client.get(format!("{base}/api/health")).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 503);
     let h: Value = r.json().await.unwrap();
     assert_eq!(h["status"], "unavailable");
@@ -585,12 +342,8 @@ async fn thirty_two_concurrent_clients_on_one_lead_give_the_exact_score() {
             let mut codes = Vec::new();
             for k in 0..40u64 {
                 let id = (c * 13 + k * 7) % 400;
-                let r = client
-                    .post(&url)
-                    .json(&event(&format!("c{id}"), "hot-lead", "Email Open"))
-                    .send()
-                    .await
-                    .unwrap();
+                let r =
+                    client.post(&url).json(&event(&format!("c{id}"), "hot-lead", "Email Open")).send().await.unwrap();
                 codes.push(r.status().as_u16());
             }
             codes
@@ -607,31 +360,60 @@ async fn thirty_two_concurrent_clients_on_one_lead_give_the_exact_score() {
             }
         }
     }
-    let distinct: std::collections::HashSet<u64> = (0..32u64)
-        .flat_map(|c| (0..40u64).map(move |k| (c * 13 + k * 7) % 400))
-        .collect();
-    assert_eq!(
-        accepted,
-        distinct.len(),
-        "each distinct id accepted exactly once"
-    );
+    let distinct: std::collections::HashSet<u64> =
+        (0..32u64).flat_map(|c| (0..40u64).map(move |k| (c * 13 + k * 7) % 400)).collect();
+    assert_eq!(accepted, distinct.len(), "each distinct id accepted exactly once");
     assert_eq!(accepted + duplicates, 32 * 40);
     s.drained().await;
     let (_, detail) = s.get("/api/leads/hot-lead?historyLimit=500").await;
-    assert_eq!(
-        detail["lead"]["score"].as_i64().unwrap(),
-        10 * distinct.len() as i64
-    );
-    let sum: i64 = detail["history"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|h| h["delta"].as_i64().unwrap())
-        .sum();
-    assert_eq!(
-        sum,
-        detail["lead"]["score"].as_i64().unwrap(),
-        "score equals the sum of history deltas"
-    );
+    assert_eq!(detail["lead"]["score"].as_i64().unwrap(), 10 * distinct.len() as i64);
+    let sum: i64 = detail["history"].as_array().unwrap().iter().map(|h| h["delta"].as_i64().unwrap()).sum();
+    assert_eq!(sum, detail["lead"]["score"].as_i64().unwrap(), "score equals the sum of history deltas");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn api_keys_when_configured() {
+    let s = TestServer::start_with(|c| c.api_keys = vec!["secret-1".into(), "secret-2".into()]).await;
+    let url = s.url("/api/events");
+    let r = s.client.post(&url).json(&event("a1", "l", "Page View")).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    assert_eq!(r.headers()["www-authenticate"], "Bearer");
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["details"][0]["field"], "Authorization");
+    let r = s.client.post(&url).bearer_auth("wrong").json(&event("a1", "l", "Page View")).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    let r = s.client.post(&url).bearer_auth("secret-2").json(&event("a1", "l", "Page View")).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 202);
+    let r = s.client.get(s.url("/api/leads")).header("x-api-key", "secret-1").send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(s.get("/api/leads").await.0, 401, "reads need a key too");
+    assert_eq!(s.get("/api/health").await.0, 200, "probes never need a key");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn rate_limit_answers_429_with_retry_after() {
+    let s = TestServer::start_with(|c| {
+        c.rate_limit_per_second = 1.0;
+        c.rate_limit_burst = 3.0;
+    })
+    .await;
+    for i in 0..3 {
+        assert_eq!(s.post("/api/events", &event(&format!("r{i}"), "l", "Page View")).await.0, 202);
+    }
+    let r = s.client.post(s.url("/api/events")).json(&event("r3", "l", "Page View")).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 429);
+    assert_eq!(r.headers()["retry-after"], "1");
+    let r = s
+        .client
+        .post(s.url("/api/events"))
+        .header("x-api-key", "other")
+        .json(&event("r4", "l", "Page View"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 202, "another client has its own budget");
+    assert_eq!(s.get("/api/health").await.0, 200, "health is never limited");
     s.stop().await;
 }

@@ -128,10 +128,7 @@ pub struct FieldError {
 
 impl FieldError {
     pub fn new(field: impl Into<String>, problem: impl Into<String>) -> Self {
-        Self {
-            field: field.into(),
-            problem: problem.into(),
-        }
+        Self { field: field.into(), problem: problem.into() }
     }
 }
 
@@ -179,9 +176,7 @@ mod metadata_json {
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-        Ok(Option::<Value>::deserialize(d)?
-            .filter(|v| !v.is_null())
-            .map(|v| v.to_string()))
+        Ok(Option::<Value>::deserialize(d)?.filter(|v| !v.is_null()).map(|v| v.to_string()))
     }
 }
 

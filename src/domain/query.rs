@@ -24,20 +24,12 @@ pub struct LeadQuery {
 
 impl Default for LeadQuery {
     fn default() -> Self {
-        Self {
-            limit: DEFAULT_LIMIT,
-            offset: 0,
-            search: None,
-            min_score: None,
-            max_score: None,
-        }
+        Self { limit: DEFAULT_LIMIT, offset: 0, search: None, min_score: None, max_score: None }
     }
 }
 
 impl LeadQuery {
-    pub fn parse<'a>(
-        pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
-    ) -> Result<Self, Vec<FieldError>> {
+    pub fn parse<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result<Self, Vec<FieldError>> {
         let mut q = LeadQuery::default();
         let mut errors = Vec::new();
         for (key, value) in pairs {
@@ -46,15 +38,10 @@ impl LeadQuery {
                 continue;
             }
             match key {
-                "limit" => {
-                    q.limit = bounded(key, value, 1, MAX_LIMIT, &mut errors).unwrap_or(q.limit)
-                }
+                "limit" => q.limit = bounded(key, value, 1, MAX_LIMIT, &mut errors).unwrap_or(q.limit),
                 "offset" => q.offset = bounded(key, value, 0, usize::MAX, &mut errors).unwrap_or(0),
                 "search" if value.chars().count() > MAX_SEARCH_CHARS => {
-                    errors.push(FieldError::new(
-                        key,
-                        format!("must be at most {MAX_SEARCH_CHARS} characters"),
-                    ))
+                    errors.push(FieldError::new(key, format!("must be at most {MAX_SEARCH_CHARS} characters")))
                 }
                 "search" => q.search = Some(value.to_string()),
                 "minScore" => q.min_score = integer(key, value, &mut errors),
@@ -64,10 +51,7 @@ impl LeadQuery {
         }
         if let (Some(min), Some(max)) = (q.min_score, q.max_score) {
             if min > max {
-                errors.push(FieldError::new(
-                    "minScore",
-                    "must not be greater than maxScore",
-                ));
+                errors.push(FieldError::new("minScore", "must not be greater than maxScore"));
             }
         }
         if errors.is_empty() {
@@ -86,9 +70,7 @@ impl LeadQuery {
     pub fn matches(&self, id: &str, score: i64) -> bool {
         self.min_score.is_none_or(|m| score >= m)
             && self.max_score.is_none_or(|m| score <= m)
-            && self
-                .search_needle()
-                .is_none_or(|n| id.to_lowercase().contains(&n))
+            && self.search_needle().is_none_or(|n| id.to_lowercase().contains(&n))
     }
 }
 
@@ -104,19 +86,12 @@ pub struct DetailPage {
 
 impl Default for DetailPage {
     fn default() -> Self {
-        Self {
-            history_limit: DEFAULT_PAGE,
-            history_offset: 0,
-            events_limit: DEFAULT_PAGE,
-            events_offset: 0,
-        }
+        Self { history_limit: DEFAULT_PAGE, history_offset: 0, events_limit: DEFAULT_PAGE, events_offset: 0 }
     }
 }
 
 impl DetailPage {
-    pub fn parse<'a>(
-        pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
-    ) -> Result<Self, Vec<FieldError>> {
+    pub fn parse<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result<Self, Vec<FieldError>> {
         let mut p = DetailPage::default();
         let mut errors = Vec::new();
         for (key, value) in pairs {
@@ -130,11 +105,7 @@ impl DetailPage {
                 "eventsOffset" => &mut p.events_offset,
                 _ => continue,
             };
-            let (min, max) = if key.ends_with("Limit") {
-                (1, MAX_PAGE)
-            } else {
-                (0, usize::MAX)
-            };
+            let (min, max) = if key.ends_with("Limit") { (1, MAX_PAGE) } else { (0, usize::MAX) };
             if let Some(n) = bounded(key, value, min, max, &mut errors) {
                 *slot = n;
             }
@@ -147,13 +118,7 @@ impl DetailPage {
     }
 }
 
-fn bounded(
-    key: &str,
-    value: &str,
-    min: usize,
-    max: usize,
-    errors: &mut Vec<FieldError>,
-) -> Option<usize> {
+fn bounded(key: &str, value: &str, min: usize, max: usize, errors: &mut Vec<FieldError>) -> Option<usize> {
     match value.parse::<usize>() {
         Ok(n) if (min..=max).contains(&n) => Some(n),
         Ok(_) if max == usize::MAX => {
@@ -166,10 +131,7 @@ fn bounded(
             } else {
                 format!("a whole number from {min} to {max}")
             };
-            errors.push(FieldError::new(
-                key,
-                format!("must be {range}, got {value:?}"),
-            ));
+            errors.push(FieldError::new(key, format!("must be {range}, got {value:?}")));
             None
         }
     }
@@ -179,10 +141,7 @@ fn integer(key: &str, value: &str, errors: &mut Vec<FieldError>) -> Option<i64> 
     match value.parse::<i64>() {
         Ok(n) => Some(n),
         Err(_) => {
-            errors.push(FieldError::new(
-                key,
-                format!("must be an integer, got {value:?}"),
-            ));
+            errors.push(FieldError::new(key, format!("must be an integer, got {value:?}")));
             None
         }
     }
@@ -195,10 +154,7 @@ mod tests {
     #[test]
     fn defaults_and_empty_values() {
         assert_eq!(LeadQuery::parse([]).unwrap(), LeadQuery::default());
-        assert_eq!(
-            LeadQuery::parse([("limit", ""), ("search", "")]).unwrap(),
-            LeadQuery::default()
-        );
+        assert_eq!(LeadQuery::parse([("limit", ""), ("search", "")]).unwrap(), LeadQuery::default());
     }
 
     #[test]
@@ -226,14 +182,10 @@ mod tests {
 
     #[test]
     fn rejects_out_of_range_and_non_numeric() {
-        let errs =
-            LeadQuery::parse([("limit", "501"), ("offset", "-1"), ("minScore", "x")]).unwrap_err();
+        let errs = LeadQuery::parse([("limit", "501"), ("offset", "-1"), ("minScore", "x")]).unwrap_err();
         let fields: Vec<_> = errs.iter().map(|e| e.field.as_str()).collect();
         assert_eq!(fields, ["limit", "offset", "minScore"]);
-        assert_eq!(
-            errs[0].problem,
-            "must be a whole number from 1 to 500, got \"501\""
-        );
+        assert_eq!(errs[0].problem, "must be a whole number from 1 to 500, got \"501\"");
         assert!(LeadQuery::parse([("limit", "0")]).is_err());
         assert_eq!(
             LeadQuery::parse([("minScore", "10"), ("maxScore", "5")]).unwrap_err()[0].problem,
@@ -243,17 +195,10 @@ mod tests {
 
     #[test]
     fn search_is_a_literal_case_insensitive_substring() {
-        let q = LeadQuery {
-            search: Some("A.C".into()),
-            ..Default::default()
-        };
+        let q = LeadQuery { search: Some("A.C".into()), ..Default::default() };
         assert!(q.matches("xa.cx", 0));
         assert!(!q.matches("abc", 0), "a dot is a dot, not a wildcard");
-        let q = LeadQuery {
-            search: Some("ÜBER".into()),
-            min_score: Some(10),
-            ..Default::default()
-        };
+        let q = LeadQuery { search: Some("ÜBER".into()), min_score: Some(10), ..Default::default() };
         assert!(q.matches("lead-über", 10));
         assert!(!q.matches("lead-über", 9));
     }
@@ -262,17 +207,8 @@ mod tests {
     fn detail_paging() {
         assert_eq!(DetailPage::parse([]).unwrap(), DetailPage::default());
         let p = DetailPage::parse([("historyLimit", "5"), ("eventsOffset", "10")]).unwrap();
-        assert_eq!(
-            (p.history_limit, p.events_offset, p.events_limit),
-            (5, 10, DEFAULT_PAGE)
-        );
-        assert_eq!(
-            DetailPage::parse([("eventsLimit", "0")]).unwrap_err()[0].field,
-            "eventsLimit"
-        );
-        assert_eq!(
-            DetailPage::parse([("historyLimit", "501")]).unwrap_err()[0].field,
-            "historyLimit"
-        );
+        assert_eq!((p.history_limit, p.events_offset, p.events_limit), (5, 10, DEFAULT_PAGE));
+        assert_eq!(DetailPage::parse([("eventsLimit", "0")]).unwrap_err()[0].field, "eventsLimit");
+        assert_eq!(DetailPage::parse([("historyLimit", "501")]).unwrap_err()[0].field, "historyLimit");
     }
 }

@@ -21,11 +21,7 @@ pub fn parse_iso(s: &str) -> Option<Millis> {
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
         return Some(t.timestamp_millis());
     }
-    for fmt in [
-        "%Y-%m-%dT%H:%M:%S%.f",
-        "%Y-%m-%dT%H:%M",
-        "%Y-%m-%d %H:%M:%S%.f",
-    ] {
+    for fmt in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M:%S%.f"] {
         if let Ok(t) = NaiveDateTime::parse_from_str(s, fmt) {
             return Some(t.and_utc().timestamp_millis());
         }
@@ -66,9 +62,9 @@ pub mod iso_opt {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Millis>, D::Error> {
         match Option::<String>::deserialize(d)? {
             None => Ok(None),
-            Some(s) => parse_iso(&s)
-                .map(Some)
-                .ok_or_else(|| serde::de::Error::custom(format!("invalid timestamp {s:?}"))),
+            Some(s) => {
+                parse_iso(&s).map(Some).ok_or_else(|| serde::de::Error::custom(format!("invalid timestamp {s:?}")))
+            }
         }
     }
 }
@@ -99,13 +95,7 @@ mod tests {
 
     #[test]
     fn rejects_garbage() {
-        for bad in [
-            "",
-            "yesterday",
-            "2023-13-01",
-            "2023-02-30T00:00:00Z",
-            "12345",
-        ] {
+        for bad in ["", "yesterday", "2023-13-01", "2023-02-30T00:00:00Z", "12345"] {
             assert_eq!(parse_iso(bad), None, "{bad}");
         }
     }

@@ -21,10 +21,7 @@ pub const MIN_TIMESTAMP_MS: Millis = 31_536_000_000;
 /// Validates one event object. `now` bounds how far in the future a timestamp may be.
 pub fn validate_event(value: &Value, now: Millis) -> Result<NewEvent, Vec<FieldError>> {
     let Some(obj) = value.as_object() else {
-        return Err(vec![FieldError::new(
-            "body",
-            format!("must be a JSON object, got {}", kind(value)),
-        )]);
+        return Err(vec![FieldError::new("body", format!("must be a JSON object, got {}", kind(value)))]);
     };
     let mut errors = Vec::new();
     let event_id = text_field(obj, "eventId", MAX_ID_CHARS, &mut errors);
@@ -33,16 +30,8 @@ pub fn validate_event(value: &Value, now: Millis) -> Result<NewEvent, Vec<FieldE
     let timestamp = timestamp_field(obj, now, &mut errors);
     let metadata = metadata_field(obj, &mut errors);
     match (event_id, lead_id, event_type, timestamp, metadata) {
-        (Some(event_id), Some(lead_id), Some(event_type), Some(timestamp), Some(metadata))
-            if errors.is_empty() =>
-        {
-            Ok(NewEvent {
-                event_id,
-                lead_id,
-                event_type,
-                timestamp,
-                metadata,
-            })
+        (Some(event_id), Some(lead_id), Some(event_type), Some(timestamp), Some(metadata)) if errors.is_empty() => {
+            Ok(NewEvent { event_id, lead_id, event_type, timestamp, metadata })
         }
         _ => Err(errors),
     }
@@ -51,10 +40,7 @@ pub fn validate_event(value: &Value, now: Millis) -> Result<NewEvent, Vec<FieldE
 /// Validates a rule upsert: `{eventType, points, isActive?}`.
 pub fn validate_rule(value: &Value) -> Result<RuleInput, Vec<FieldError>> {
     let Some(obj) = value.as_object() else {
-        return Err(vec![FieldError::new(
-            "body",
-            format!("must be a JSON object, got {}", kind(value)),
-        )]);
+        return Err(vec![FieldError::new("body", format!("must be a JSON object, got {}", kind(value)))]);
     };
     let mut errors = Vec::new();
     let event_type = text_field(obj, "eventType", MAX_EVENT_TYPE_CHARS, &mut errors);
@@ -66,17 +52,12 @@ pub fn validate_rule(value: &Value) -> Result<RuleInput, Vec<FieldError>> {
         Some(v) => match v.as_i64() {
             Some(p) if p.abs() <= MAX_ABS_POINTS => Some(p),
             Some(_) => {
-                errors.push(FieldError::new(
-                    "points",
-                    format!("must be between -{MAX_ABS_POINTS} and {MAX_ABS_POINTS}"),
-                ));
+                errors
+                    .push(FieldError::new("points", format!("must be between -{MAX_ABS_POINTS} and {MAX_ABS_POINTS}")));
                 None
             }
             None => {
-                errors.push(FieldError::new(
-                    "points",
-                    format!("must be an integer, got {}", describe(v)),
-                ));
+                errors.push(FieldError::new("points", format!("must be an integer, got {}", describe(v))));
                 None
             }
         },
@@ -85,43 +66,28 @@ pub fn validate_rule(value: &Value) -> Result<RuleInput, Vec<FieldError>> {
         None | Some(Value::Null) => Some(true),
         Some(Value::Bool(b)) => Some(*b),
         Some(v) => {
-            errors.push(FieldError::new(
-                "isActive",
-                format!("must be true or false, got {}", kind(v)),
-            ));
+            errors.push(FieldError::new("isActive", format!("must be true or false, got {}", kind(v))));
             None
         }
     };
     match (event_type, points, is_active) {
-        (Some(event_type), Some(points), Some(is_active)) if errors.is_empty() => Ok(RuleInput {
-            event_type,
-            points,
-            is_active,
-        }),
+        (Some(event_type), Some(points), Some(is_active)) if errors.is_empty() => {
+            Ok(RuleInput { event_type, points, is_active })
+        }
         _ => Err(errors),
     }
 }
 
 /// A required, non-blank string of bounded length without control characters.
 /// The value is kept exactly as sent (ids with spaces must round-trip).
-fn text_field(
-    obj: &Map<String, Value>,
-    field: &str,
-    max_chars: usize,
-    errors: &mut Vec<FieldError>,
-) -> Option<String> {
+fn text_field(obj: &Map<String, Value>, field: &str, max_chars: usize, errors: &mut Vec<FieldError>) -> Option<String> {
     let problem = match obj.get(field) {
         None | Some(Value::Null) => "is required".to_string(),
         Some(Value::String(s)) if s.trim().is_empty() => "must not be empty".to_string(),
         Some(Value::String(s)) if s.chars().count() > max_chars => {
-            format!(
-                "must be at most {max_chars} characters, got {}",
-                s.chars().count()
-            )
+            format!("must be at most {max_chars} characters, got {}", s.chars().count())
         }
-        Some(Value::String(s)) if s.chars().any(char::is_control) => {
-            "must not contain control characters".to_string()
-        }
+        Some(Value::String(s)) if s.chars().any(char::is_control) => "must not contain control characters".to_string(),
         Some(Value::String(s)) => return Some(s.clone()),
         Some(v) => format!("must be a string, got {}", kind(v)),
     };
@@ -129,11 +95,7 @@ fn text_field(
     None
 }
 
-fn timestamp_field(
-    obj: &Map<String, Value>,
-    now: Millis,
-    errors: &mut Vec<FieldError>,
-) -> Option<Millis> {
+fn timestamp_field(obj: &Map<String, Value>, now: Millis, errors: &mut Vec<FieldError>) -> Option<Millis> {
     let problem = match obj.get("timestamp") {
         None | Some(Value::Null) => "is required".to_string(),
         Some(Value::String(s)) => match parse_iso(s) {
@@ -141,9 +103,7 @@ fn timestamp_field(
                 format!("must be an ISO-8601 date-time such as 2024-05-01T12:00:00Z, got {s:?}")
             }
             Some(ms) if ms < MIN_TIMESTAMP_MS => "must not be before 1971-01-01".to_string(),
-            Some(ms) if ms > now + MAX_FUTURE_SKEW_MS => {
-                "must not be more than 24 hours in the future".to_string()
-            }
+            Some(ms) if ms > now + MAX_FUTURE_SKEW_MS => "must not be more than 24 hours in the future".to_string(),
             Some(ms) => return Some(ms),
         },
         Some(v) => format!("must be an ISO-8601 string, got {}", kind(v)),
@@ -153,10 +113,7 @@ fn timestamp_field(
 }
 
 /// `Some(None)` for absent metadata, `Some(Some(json))` for a valid object, `None` on error.
-fn metadata_field(
-    obj: &Map<String, Value>,
-    errors: &mut Vec<FieldError>,
-) -> Option<Option<String>> {
+fn metadata_field(obj: &Map<String, Value>, errors: &mut Vec<FieldError>) -> Option<Option<String>> {
     match obj.get("metadata") {
         None | Some(Value::Null) => Some(None),
         Some(v @ Value::Object(_)) => {
@@ -164,10 +121,7 @@ fn metadata_field(
             if text.len() > MAX_METADATA_BYTES {
                 errors.push(FieldError::new(
                     "metadata",
-                    format!(
-                        "must be at most {MAX_METADATA_BYTES} bytes as JSON, got {}",
-                        text.len()
-                    ),
+                    format!("must be at most {MAX_METADATA_BYTES} bytes as JSON, got {}", text.len()),
                 ));
                 None
             } else {
@@ -175,10 +129,7 @@ fn metadata_field(
             }
         }
         Some(v) => {
-            errors.push(FieldError::new(
-                "metadata",
-                format!("must be a JSON object, got {}", kind(v)),
-            ));
+            errors.push(FieldError::new("metadata", format!("must be a JSON object, got {}", kind(v))));
             None
         }
     }
@@ -215,11 +166,7 @@ mod tests {
     }
 
     fn problems(v: Value) -> Vec<(String, String)> {
-        validate_event(&v, NOW)
-            .unwrap_err()
-            .into_iter()
-            .map(|e| (e.field, e.problem))
-            .collect()
+        validate_event(&v, NOW).unwrap_err().into_iter().map(|e| (e.field, e.problem)).collect()
     }
 
     fn with(field: &str, value: Value) -> Value {
@@ -242,12 +189,7 @@ mod tests {
         let mut v = good();
         v.as_object_mut().unwrap().remove("metadata");
         assert_eq!(validate_event(&v, NOW).unwrap().metadata, None);
-        assert_eq!(
-            validate_event(&with("metadata", Value::Null), NOW)
-                .unwrap()
-                .metadata,
-            None
-        );
+        assert_eq!(validate_event(&with("metadata", Value::Null), NOW).unwrap().metadata, None);
     }
 
     #[test]
@@ -260,62 +202,36 @@ mod tests {
 
     #[test]
     fn rejects_wrong_types_with_what_was_sent() {
-        assert_eq!(
-            problems(with("eventId", json!(42))),
-            [("eventId".into(), "must be a string, got a number".into())]
-        );
+        assert_eq!(problems(with("eventId", json!(42))), [("eventId".into(), "must be a string, got a number".into())]);
         assert_eq!(
             problems(with("leadId", json!(["a"]))),
             [("leadId".into(), "must be a string, got an array".into())]
         );
         assert_eq!(
             problems(with("timestamp", json!(1700000000))),
-            [(
-                "timestamp".into(),
-                "must be an ISO-8601 string, got a number".into()
-            )]
+            [("timestamp".into(), "must be an ISO-8601 string, got a number".into())]
         );
         assert_eq!(
             problems(with("metadata", json!("x"))),
-            [(
-                "metadata".into(),
-                "must be a JSON object, got a string".into()
-            )]
+            [("metadata".into(), "must be a JSON object, got a string".into())]
         );
     }
 
     #[test]
     fn rejects_blank_long_and_control_character_ids() {
-        assert_eq!(
-            problems(with("eventId", json!("   "))),
-            [("eventId".into(), "must not be empty".into())]
-        );
+        assert_eq!(problems(with("eventId", json!("   "))), [("eventId".into(), "must not be empty".into())]);
         let long = "x".repeat(MAX_ID_CHARS + 1);
-        assert_eq!(
-            problems(with("leadId", json!(long)))[0].1,
-            "must be at most 256 characters, got 257"
-        );
+        assert_eq!(problems(with("leadId", json!(long)))[0].1, "must be at most 256 characters, got 257");
         assert!(validate_event(&with("leadId", json!("x".repeat(MAX_ID_CHARS))), NOW).is_ok());
         let long_type = "t".repeat(MAX_EVENT_TYPE_CHARS + 1);
-        assert_eq!(
-            problems(with("eventType", json!(long_type)))[0].0,
-            "eventType"
-        );
-        assert_eq!(
-            problems(with("eventId", json!("a\nb")))[0].1,
-            "must not contain control characters"
-        );
+        assert_eq!(problems(with("eventType", json!(long_type)))[0].0, "eventType");
+        assert_eq!(problems(with("eventId", json!("a\nb")))[0].1, "must not contain control characters");
     }
 
     #[test]
     fn rejects_unparseable_ancient_and_future_timestamps() {
-        assert!(problems(with("timestamp", json!("not a date")))[0]
-            .1
-            .starts_with("must be an ISO-8601 date-time"));
-        assert_eq!(
-            problems(with("timestamp", json!("1970-01-01T00:00:00Z")))[0].1,
-            "must not be before 1971-01-01"
-        );
+        assert!(problems(with("timestamp", json!("not a date")))[0].1.starts_with("must be an ISO-8601 date-time"));
+        assert_eq!(problems(with("timestamp", json!("1970-01-01T00:00:00Z")))[0].1, "must not be before 1971-01-01");
         assert_eq!(
             problems(with("timestamp", json!("2023-11-16T22:13:20Z")))[0].1,
             "must not be more than 24 hours in the future"
@@ -333,27 +249,14 @@ mod tests {
 
     #[test]
     fn non_objects_are_rejected_as_a_whole() {
-        assert_eq!(
-            problems(json!([1, 2])),
-            [("body".into(), "must be a JSON object, got an array".into())]
-        );
-        assert_eq!(
-            problems(json!(null))[0].1,
-            "must be a JSON object, got null"
-        );
+        assert_eq!(problems(json!([1, 2])), [("body".into(), "must be a JSON object, got an array".into())]);
+        assert_eq!(problems(json!(null))[0].1, "must be a JSON object, got null");
     }
 
     #[test]
     fn rule_defaults_to_active_and_allows_negative_points() {
         let r = validate_rule(&json!({"eventType": "Unsubscribe", "points": -15})).unwrap();
-        assert_eq!(
-            r,
-            RuleInput {
-                event_type: "Unsubscribe".into(),
-                points: -15,
-                is_active: true
-            }
-        );
+        assert_eq!(r, RuleInput { event_type: "Unsubscribe".into(), points: -15, is_active: true });
         let r = validate_rule(&json!({"eventType": "X", "points": 0, "isActive": false})).unwrap();
         assert!(!r.is_active);
     }
@@ -370,10 +273,7 @@ mod tests {
             [
                 ("eventType".into(), "is required".into()),
                 ("points".into(), "must be an integer, got 1.5".into()),
-                (
-                    "isActive".into(),
-                    "must be true or false, got a string".into()
-                ),
+                ("isActive".into(), "must be true or false, got a string".into()),
             ]
         );
         let p = validate_rule(&json!({"eventType": "X", "points": 2_000_000})).unwrap_err();

@@ -16,18 +16,13 @@ impl Database {
     pub fn parse(url: &str) -> Result<Self, String> {
         if let Some(path) = url.strip_prefix("sqlite://") {
             if path.is_empty() {
-                return Err(
-                    "DATABASE_URL sqlite:// needs a file path, e.g. sqlite://data/leadscore.db"
-                        .into(),
-                );
+                return Err("DATABASE_URL sqlite:// needs a file path, e.g. sqlite://data/leadscore.db".into());
             }
             Ok(Database::Sqlite(PathBuf::from(path)))
         } else if url.starts_with("mongodb://") || url.starts_with("mongodb+srv://") {
             Ok(Database::Mongo(url.to_string()))
         } else {
-            Err(format!(
-                "DATABASE_URL must start with sqlite://, mongodb:// or mongodb+srv://, got {url:?}"
-            ))
+            Err(format!("DATABASE_URL must start with sqlite://, mongodb:// or mongodb+srv://, got {url:?}"))
         }
     }
 }
@@ -44,6 +39,11 @@ pub struct Config {
     pub max_batch_events: usize,
     pub worker_batch_size: usize,
     pub worker_idle_poll_ms: u64,
+    /// When non-empty, REST calls (all but `/api/health`) must present one of these keys.
+    pub api_keys: Vec<String>,
+    /// Requests per second per client (API key, else IP); 0 turns the limit off.
+    pub rate_limit_per_second: f64,
+    pub rate_limit_burst: f64,
 }
 
 impl Config {
@@ -57,9 +57,7 @@ impl Config {
         let path = std::env::var("LEADSCORE_CONFIG").unwrap_or_else(|_| "Leptos.toml".into());
         let file = match std::fs::read_to_string(&path) {
             Ok(text) => FileConfig::parse(&text).map_err(|e| format!("{path}: {e}"))?,
-            Err(e)
-                if e.kind() == std::io::ErrorKind::NotFound && !Path::new(&path).is_absolute() =>
-            {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !Path::new(&path).is_absolute() => {
                 FileConfig::default()
             }
             Err(e) => return Err(format!("cannot read {path}: {e}")),
@@ -68,28 +66,19 @@ impl Config {
     }
 
     /// Combines the file with environment variables looked up by `env`.
-    pub fn from_sources(
-        file: FileConfig,
-        env: impl Fn(&str) -> Option<String>,
-    ) -> Result<Self, String> {
+    pub fn from_sources(file: FileConfig, env: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
         let s = file.server;
         let host = match env("HOST") {
-            Some(h) => h
-                .parse()
-                .map_err(|_| format!("HOST must be an IP address, got {h:?}"))?,
+            Some(h) => h.parse().map_err(|_| format!("HOST must be an IP address, got {h:?}"))?,
             None => s.host,
         };
         let port = match env("PORT") {
-            Some(p) => p
-                .parse()
-                .map_err(|_| format!("PORT must be a number from 0 to 65535, got {p:?}"))?,
+            Some(p) => p.parse().map_err(|_| format!("PORT must be a number from 0 to 65535, got {p:?}"))?,
             None => s.port,
         };
         // DATABASE_URL wins; MONGO_URI / MONGODB_URI are what old deployments set.
-        let url = env("DATABASE_URL")
-            .or_else(|| env("MONGODB_URI"))
-            .or_else(|| env("MONGO_URI"))
-            .unwrap_or(s.database_url);
+        let url =
+            env("DATABASE_URL").or_else(|| env("MONGODB_URI")).or_else(|| env("MONGO_URI")).unwrap_or(s.database_url);
         let client_url = env("CLIENT_URL").unwrap_or(s.client_url);
         let client_origins = client_url
             .split(',')
@@ -98,9 +87,20 @@ impl Config {
             .collect();
         let number = |key: &str, default: usize| -> Result<usize, String> {
             match env(key) {
-                Some(v) => v
-                    .parse()
-                    .map_err(|_| format!("{key} must be a whole number, got {v:?}")),
+                Some(v) => v.parse().map_err(|_| format!("{key} must be a whole number, got {v:?}")),
+                None => Ok(default),
+            }
+        };
+        let list = |v: String| v.split(',').map(|k| k.trim().to_string()).filter(|k| !k.is_empty()).collect::<Vec<_>>();
+        let api_keys = match env("API_KEYS") {
+            Some(v) => list(v),
+            None => file.security.api_keys.clone(),
+        };
+        let float = |key: &str, default: f64| -> Result<f64, String> {
+            match env(key) {
+                Some(v) => {
+                    v.parse::<f64>().ok().filter(|f| *f >= 0.0).ok_or(format!("{key} must be a number ≥ 0, got {v:?}"))
+                }
                 None => Ok(default),
             }
         };
@@ -113,8 +113,10 @@ impl Config {
             max_batch_bytes: number("MAX_BATCH_BYTES", file.ingest.max_batch_bytes)?,
             max_batch_events: number("MAX_BATCH_EVENTS", file.ingest.max_batch_events)?,
             worker_batch_size: number("WORKER_BATCH_SIZE", file.worker.batch_size)?,
-            worker_idle_poll_ms: number("WORKER_IDLE_POLL_MS", file.worker.idle_poll_ms as usize)?
-                as u64,
+            worker_idle_poll_ms: number("WORKER_IDLE_POLL_MS", file.worker.idle_poll_ms as usize)? as u64,
+            api_keys,
+            rate_limit_per_second: float("RATE_LIMIT_PER_SECOND", file.security.rate_limit_per_second)?,
+            rate_limit_burst: float("RATE_LIMIT_BURST", file.security.rate_limit_burst)?,
         };
         if config.worker_batch_size == 0 || config.max_batch_events == 0 {
             return Err("WORKER_BATCH_SIZE and MAX_BATCH_EVENTS must be at least 1".into());
@@ -130,6 +132,7 @@ pub struct FileConfig {
     pub server: ServerSection,
     pub ingest: IngestSection,
     pub worker: WorkerSection,
+    pub security: SecuritySection,
 }
 
 impl FileConfig {
@@ -168,11 +171,7 @@ pub struct IngestSection {
 
 impl Default for IngestSection {
     fn default() -> Self {
-        Self {
-            max_body_bytes: 1024 * 1024,
-            max_batch_bytes: 5 * 1024 * 1024,
-            max_batch_events: 5000,
-        }
+        Self { max_body_bytes: 1024 * 1024, max_batch_bytes: 5 * 1024 * 1024, max_batch_events: 5000 }
     }
 }
 
@@ -185,10 +184,21 @@ pub struct WorkerSection {
 
 impl Default for WorkerSection {
     fn default() -> Self {
-        Self {
-            batch_size: 1000,
-            idle_poll_ms: 1000,
-        }
+        Self { batch_size: 1000, idle_poll_ms: 1000 }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SecuritySection {
+    pub api_keys: Vec<String>,
+    pub rate_limit_per_second: f64,
+    pub rate_limit_burst: f64,
+}
+
+impl Default for SecuritySection {
+    fn default() -> Self {
+        Self { api_keys: Vec::new(), rate_limit_per_second: 1000.0, rate_limit_burst: 2000.0 }
     }
 }
 
@@ -198,37 +208,41 @@ mod tests {
     use std::collections::HashMap;
 
     fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         move |k| map.get(k).cloned()
     }
 
     #[test]
     fn the_checked_in_leptos_toml_parses_and_matches_the_defaults() {
-        let text =
-            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/Leptos.toml")).unwrap();
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/Leptos.toml")).unwrap();
         let file = FileConfig::parse(&text).unwrap();
         let c = Config::from_sources(file, env(&[])).unwrap();
         assert_eq!(c.port, 5001);
         assert_eq!(c.database, Database::Sqlite("data/leadscore.db".into()));
-        assert_eq!(
-            (c.max_body_bytes, c.max_batch_bytes, c.max_batch_events),
-            (1 << 20, 5 << 20, 5000)
-        );
+        assert_eq!((c.max_body_bytes, c.max_batch_bytes, c.max_batch_events), (1 << 20, 5 << 20, 5000));
         assert!(c.client_origins.is_empty());
+        assert!(c.api_keys.is_empty());
+        assert_eq!((c.rate_limit_per_second, c.rate_limit_burst), (1000.0, 2000.0));
+    }
+
+    #[test]
+    fn api_keys_and_rate_limits_from_the_environment() {
+        let c = Config::from_sources(
+            FileConfig::default(),
+            env(&[("API_KEYS", "k1, k2,,"), ("RATE_LIMIT_PER_SECOND", "0"), ("RATE_LIMIT_BURST", "5")]),
+        )
+        .unwrap();
+        assert_eq!(c.api_keys, ["k1", "k2"]);
+        assert_eq!((c.rate_limit_per_second, c.rate_limit_burst), (0.0, 5.0));
+        let err = Config::from_sources(FileConfig::default(), env(&[("RATE_LIMIT_PER_SECOND", "-1")])).unwrap_err();
+        assert!(err.starts_with("RATE_LIMIT_PER_SECOND"), "{err}");
     }
 
     #[test]
     fn environment_overrides_the_file() {
         let c = Config::from_sources(
             FileConfig::default(),
-            env(&[
-                ("PORT", "8080"),
-                ("HOST", "0.0.0.0"),
-                ("CLIENT_URL", "http://a.example/, http://b.example"),
-            ]),
+            env(&[("PORT", "8080"), ("HOST", "0.0.0.0"), ("CLIENT_URL", "http://a.example/, http://b.example")]),
         )
         .unwrap();
         assert_eq!(c.addr().to_string(), "0.0.0.0:8080");
@@ -237,43 +251,22 @@ mod tests {
 
     #[test]
     fn mongo_aliases_of_old_deployments_are_honoured() {
+        let c = Config::from_sources(FileConfig::default(), env(&[("MONGO_URI", "mongodb://db:27017/leads")])).unwrap();
+        assert_eq!(c.database, Database::Mongo("mongodb://db:27017/leads".into()));
         let c = Config::from_sources(
             FileConfig::default(),
-            env(&[("MONGO_URI", "mongodb://db:27017/leads")]),
+            env(&[("MONGO_URI", "mongodb://old"), ("DATABASE_URL", "sqlite://x.db")]),
         )
         .unwrap();
-        assert_eq!(
-            c.database,
-            Database::Mongo("mongodb://db:27017/leads".into())
-        );
-        let c = Config::from_sources(
-            FileConfig::default(),
-            env(&[
-                ("MONGO_URI", "mongodb://old"),
-                ("DATABASE_URL", "sqlite://x.db"),
-            ]),
-        )
-        .unwrap();
-        assert_eq!(
-            c.database,
-            Database::Sqlite("x.db".into()),
-            "DATABASE_URL wins"
-        );
+        assert_eq!(c.database, Database::Sqlite("x.db".into()), "DATABASE_URL wins");
     }
 
     #[test]
     fn bad_values_name_the_variable() {
-        let err =
-            Config::from_sources(FileConfig::default(), env(&[("PORT", "http")])).unwrap_err();
+        let err = Config::from_sources(FileConfig::default(), env(&[("PORT", "http")])).unwrap_err();
         assert!(err.starts_with("PORT"), "{err}");
-        let err = Config::from_sources(
-            FileConfig::default(),
-            env(&[("DATABASE_URL", "postgres://x")]),
-        )
-        .unwrap_err();
+        let err = Config::from_sources(FileConfig::default(), env(&[("DATABASE_URL", "postgres://x")])).unwrap_err();
         assert!(err.starts_with("DATABASE_URL"), "{err}");
-        assert!(FileConfig::parse("[server]\nprot = 1")
-            .unwrap_err()
-            .contains("prot"));
+        assert!(FileConfig::parse("[server]\nprot = 1").unwrap_err().contains("prot"));
     }
 }

@@ -2,6 +2,7 @@
 //! functions on one axum router, with a clean start and a graceful stop.
 
 use super::config::{Config, Database};
+use super::guard::{self, RateLimiter};
 use super::service::{BatchLimits, Service};
 use super::store::{sqlite::SqliteStore, DynStore};
 use super::worker::Worker;
@@ -10,6 +11,7 @@ use crate::app::{shell, App};
 use crate::domain::scoring::default_rules;
 use axum::extract::FromRef;
 use axum::http::{header, HeaderValue, Method};
+use axum::middleware;
 use axum::Router;
 use leptos::prelude::*;
 use leptos_axum::{generate_route_list, LeptosRoutes};
@@ -27,6 +29,16 @@ pub struct AppState {
     pub leptos_options: LeptosOptions,
     pub service: Arc<Service>,
     pub config: Arc<Config>,
+    /// `None` when the rate limit is off.
+    pub rate_limiter: Option<Arc<RateLimiter>>,
+}
+
+impl AppState {
+    pub fn new(leptos_options: LeptosOptions, service: Arc<Service>, config: Config) -> Self {
+        let rate_limiter = (config.rate_limit_per_second > 0.0)
+            .then(|| Arc::new(RateLimiter::new(config.rate_limit_per_second, config.rate_limit_burst)));
+        Self { leptos_options, service, config: Arc::new(config), rate_limiter }
+    }
 }
 
 impl FromRef<AppState> for LeptosOptions {
@@ -38,12 +50,8 @@ impl FromRef<AppState> for LeptosOptions {
 /// Opens the configured store.
 pub async fn open_store(config: &Config) -> Result<DynStore, String> {
     match &config.database {
-        Database::Sqlite(path) => Ok(Arc::new(
-            SqliteStore::open(path).map_err(|e| e.to_string())?,
-        )),
-        Database::Mongo(_) => {
-            Err("MongoDB support is not built yet; use a sqlite:// DATABASE_URL".into())
-        }
+        Database::Sqlite(path) => Ok(Arc::new(SqliteStore::open(path).map_err(|e| e.to_string())?)),
+        Database::Mongo(_) => Err("MongoDB support is not built yet; use a sqlite:// DATABASE_URL".into()),
     }
 }
 
@@ -51,16 +59,12 @@ pub fn router(state: AppState) -> Router {
     let routes = generate_route_list(App);
     let leptos_options = state.leptos_options.clone();
     let mut router = api::routes()
+        .layer(middleware::from_fn_with_state(state.clone(), guard::guard))
         .leptos_routes(&state, routes, move || shell(leptos_options.clone()))
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
         .with_state(state.clone());
     if !state.config.client_origins.is_empty() {
-        let origins: Vec<HeaderValue> = state
-            .config
-            .client_origins
-            .iter()
-            .filter_map(|o| o.parse().ok())
-            .collect();
+        let origins: Vec<HeaderValue> = state.config.client_origins.iter().filter_map(|o| o.parse().ok()).collect();
         router = router.layer(
             CorsLayer::new()
                 .allow_origin(AllowOrigin::list(origins))
@@ -99,25 +103,12 @@ impl Running {
 }
 
 /// Opens the store, seeds default rules into an empty one, starts the worker and serves.
-pub async fn launch(
-    config: Config,
-    leptos_options: LeptosOptions,
-    listener: TcpListener,
-) -> Result<Running, String> {
+pub async fn launch(config: Config, leptos_options: LeptosOptions, listener: TcpListener) -> Result<Running, String> {
     let store = open_store(&config).await?;
-    if store
-        .seed_rules(default_rules(), now_ms())
-        .await
-        .map_err(|e| e.to_string())?
-    {
+    if store.seed_rules(default_rules(), now_ms()).await.map_err(|e| e.to_string())? {
         tracing::info!("seeded the default scoring rules into an empty store");
     }
-    let service = Arc::new(Service::new(
-        store.clone(),
-        BatchLimits {
-            max_events: config.max_batch_events,
-        },
-    ));
+    let service = Arc::new(Service::new(store.clone(), BatchLimits { max_events: config.max_batch_events }));
     let (shutdown, shutdown_rx) = watch::channel(false);
 
     let (wake, updates, heartbeat) = service.worker_handles();
@@ -132,30 +123,17 @@ pub async fn launch(
     let worker = tokio::spawn(worker.run(shutdown_rx.clone()));
 
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    let state = AppState {
-        leptos_options,
-        service: service.clone(),
-        config: Arc::new(config),
-    };
+    let state = AppState::new(leptos_options, service.clone(), config);
     let app = router(state);
     let mut stop = shutdown_rx;
     let server = tokio::spawn(async move {
-        let serve = axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
-            let _ = stop.wait_for(|s| *s).await;
-        });
+        let serve = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(async move {
+                let _ = stop.wait_for(|s| *s).await;
+            });
         if let Err(e) = serve.await {
             tracing::error!(error = %e, "server error");
         }
     });
-    Ok(Running {
-        addr,
-        service,
-        shutdown,
-        server,
-        worker,
-    })
+    Ok(Running { addr, service, shutdown, server, worker })
 }

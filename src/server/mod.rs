@@ -2,6 +2,7 @@
 
 pub mod api;
 pub mod config;
+pub mod guard;
 pub mod http;
 pub mod service;
 pub mod store;

@@ -9,8 +9,7 @@ use crate::domain::query::{DetailPage, LeadQuery};
 use crate::domain::time::Millis;
 use crate::domain::validation::{validate_event, validate_rule};
 use crate::domain::{
-    BatchDuplicate, BatchItemError, BatchReport, FieldError, LeadDetail, NewEvent, Rule,
-    ScoreChange, StoredEvent,
+    BatchDuplicate, BatchItemError, BatchReport, FieldError, LeadDetail, NewEvent, Rule, ScoreChange, StoredEvent,
 };
 use serde::Serialize;
 use serde_json::Value;
@@ -124,11 +123,7 @@ impl Service {
 
     /// Handles the worker needs: its wake-up signal, the update channel and its heartbeat.
     pub fn worker_handles(&self) -> (Arc<Notify>, broadcast::Sender<UpdateBatch>, Arc<AtomicI64>) {
-        (
-            self.wake_worker.clone(),
-            self.updates.clone(),
-            self.worker_heartbeat.clone(),
-        )
+        (self.wake_worker.clone(), self.updates.clone(), self.worker_heartbeat.clone())
     }
 
     /// Live score changes, batch by batch as the worker applies them.
@@ -156,19 +151,12 @@ impl Service {
     /// item: accepted, duplicate (of a stored event or an earlier item) or rejected with reasons.
     pub async fn ingest_batch(&self, items: &[Value]) -> ServiceResult<BatchReport> {
         if items.is_empty() {
-            return Err(ServiceError::Invalid(vec![FieldError::new(
-                "body",
-                "batch must contain at least one event",
-            )]));
+            return Err(ServiceError::Invalid(vec![FieldError::new("body", "batch must contain at least one event")]));
         }
         if items.len() > self.batch_limits.max_events {
             return Err(ServiceError::Invalid(vec![FieldError::new(
                 "body",
-                format!(
-                    "batch must contain at most {} events, got {}",
-                    self.batch_limits.max_events,
-                    items.len()
-                ),
+                format!("batch must contain at most {} events, got {}", self.batch_limits.max_events, items.len()),
             )]));
         }
         let now = now_ms();
@@ -178,42 +166,28 @@ impl Service {
         for (index, raw) in items.iter().enumerate() {
             match validate_event(raw, now) {
                 Ok(event) if !seen.insert(event.event_id.clone()) => {
-                    report.duplicate_items.push(BatchDuplicate {
-                        index,
-                        event_id: event.event_id,
-                    });
+                    report.duplicate_items.push(BatchDuplicate { index, event_id: event.event_id });
                 }
                 Ok(event) => valid.push((index, event)),
                 Err(problems) => {
                     report.rejected += 1;
-                    let event_id = raw
-                        .get("eventId")
-                        .and_then(Value::as_str)
-                        .map(str::to_string);
-                    report
-                        .errors
-                        .extend(problems.into_iter().map(|p| BatchItemError {
-                            index,
-                            event_id: event_id.clone(),
-                            field: p.field,
-                            problem: p.problem,
-                        }));
+                    let event_id = raw.get("eventId").and_then(Value::as_str).map(str::to_string);
+                    report.errors.extend(problems.into_iter().map(|p| BatchItemError {
+                        index,
+                        event_id: event_id.clone(),
+                        field: p.field,
+                        problem: p.problem,
+                    }));
                 }
             }
         }
         let (indexes, events): (Vec<usize>, Vec<NewEvent>) = valid.into_iter().unzip();
         let ids: Vec<String> = events.iter().map(|e| e.event_id.clone()).collect();
-        let outcomes = if events.is_empty() {
-            Vec::new()
-        } else {
-            self.record(events).await?
-        };
+        let outcomes = if events.is_empty() { Vec::new() } else { self.record(events).await? };
         for ((index, event_id), outcome) in indexes.into_iter().zip(ids).zip(outcomes) {
             match outcome {
                 InsertOutcome::Inserted => report.accepted += 1,
-                InsertOutcome::Duplicate(_) => report
-                    .duplicate_items
-                    .push(BatchDuplicate { index, event_id }),
+                InsertOutcome::Duplicate(_) => report.duplicate_items.push(BatchDuplicate { index, event_id }),
             }
         }
         report.duplicate_items.sort_by_key(|d| d.index);
@@ -227,10 +201,7 @@ impl Service {
 
     async fn record(&self, events: Vec<NewEvent>) -> ServiceResult<Vec<InsertOutcome>> {
         let outcomes = self.store.insert_events(events).await?;
-        if outcomes
-            .iter()
-            .any(|o| matches!(o, InsertOutcome::Inserted))
-        {
+        if outcomes.iter().any(|o| matches!(o, InsertOutcome::Inserted)) {
             self.wake_worker.notify_one();
         }
         Ok(outcomes)
@@ -241,20 +212,10 @@ impl Service {
     }
 
     pub async fn lead_detail(&self, lead_id: &str, page: &DetailPage) -> ServiceResult<LeadDetail> {
-        let lead = self
-            .store
-            .lead(lead_id)
-            .await?
-            .ok_or(ServiceError::NotFound)?;
-        let (history, events) = tokio::try_join!(
-            self.store.history(lead_id, page),
-            self.store.lead_events(lead_id, page)
-        )?;
-        Ok(LeadDetail {
-            lead,
-            history,
-            events,
-        })
+        let lead = self.store.lead(lead_id).await?.ok_or(ServiceError::NotFound)?;
+        let (history, events) =
+            tokio::try_join!(self.store.history(lead_id, page), self.store.lead_events(lead_id, page))?;
+        Ok(LeadDetail { lead, history, events })
     }
 
     pub async fn rules(&self) -> ServiceResult<Vec<Rule>> {
@@ -279,33 +240,15 @@ impl Service {
                     oldest_unprocessed_age_ms: q.oldest_received_at.map(|t| (now - t).max(0)),
                 },
             ),
-            Err(e) => (
-                false,
-                Some(e.to_string()),
-                QueueHealth {
-                    depth: None,
-                    oldest_unprocessed_age_ms: None,
-                },
-            ),
+            Err(e) => (false, Some(e.to_string()), QueueHealth { depth: None, oldest_unprocessed_age_ms: None }),
         };
         let beat = self.worker_heartbeat.load(Ordering::Relaxed);
         let ago = (beat > 0).then(|| (now - beat).max(0));
         let alive = ago.is_some_and(|a| a < WORKER_STALE_MS);
         Health {
-            status: if reachable && alive {
-                "ok"
-            } else {
-                "unavailable"
-            },
-            store: StoreHealth {
-                backend: self.store.backend(),
-                reachable,
-                error,
-            },
-            worker: WorkerHealth {
-                alive,
-                last_heartbeat_ms_ago: ago,
-            },
+            status: if reachable && alive { "ok" } else { "unavailable" },
+            store: StoreHealth { backend: self.store.backend(), reachable, error },
+            worker: WorkerHealth { alive, last_heartbeat_ms_ago: ago },
             queue,
         }
     }

@@ -12,9 +12,7 @@
 use super::{InsertOutcome, QueueStats, Store, StoreError, StoreResult};
 use crate::domain::query::{DetailPage, LeadQuery};
 use crate::domain::time::Millis;
-use crate::domain::{
-    HistoryEntry, Lead, NewEvent, Rule, RuleInput, ScoreChange, ScoredEvent, StoredEvent,
-};
+use crate::domain::{HistoryEntry, Lead, NewEvent, Rule, RuleInput, ScoreChange, ScoredEvent, StoredEvent};
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
 use std::path::{Path, PathBuf};
@@ -72,8 +70,7 @@ CREATE TABLE IF NOT EXISTS rules (
 );
 "#;
 
-const EVENT_COLUMNS: &str =
-    "seq, event_id, lead_id, event_type, timestamp, metadata, received_at, processed, points";
+const EVENT_COLUMNS: &str = "seq, event_id, lead_id, event_type, timestamp, metadata, received_at, processed, points";
 const LEAD_COLUMNS: &str = "id, score, last_event_id, updated_at, last_event_at, event_count";
 
 /// Work for the writer thread. It runs inside the shared transaction and hands back a
@@ -92,9 +89,8 @@ impl SqliteStore {
     pub fn open(path: impl AsRef<Path>) -> StoreResult<Self> {
         let path = path.as_ref().to_path_buf();
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
-            })?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| StoreError::Unavailable(format!("cannot create {}: {e}", dir.display())))?;
         }
         let conn = Connection::open(&path).map_err(|e| unavailable(&path, e))?;
         conn.execute_batch(
@@ -102,8 +98,7 @@ impl SqliteStore {
              PRAGMA busy_timeout = 5000; PRAGMA cache_size = -65536;",
         )
         .map_err(|e| unavailable(&path, e))?;
-        conn.execute_batch(SCHEMA)
-            .map_err(|e| unavailable(&path, e))?;
+        conn.execute_batch(SCHEMA).map_err(|e| unavailable(&path, e))?;
 
         let (tx, rx) = mpsc::channel::<Job>();
         std::thread::Builder::new()
@@ -111,10 +106,7 @@ impl SqliteStore {
             .spawn(move || writer_loop(conn, rx))
             .map_err(|e| StoreError::Internal(e.to_string()))?;
         Ok(Self {
-            readers: Arc::new(ReaderPool {
-                path: path.clone(),
-                idle: Mutex::new(Vec::new()),
-            }),
+            readers: Arc::new(ReaderPool { path: path.clone(), idle: Mutex::new(Vec::new()) }),
             path,
             writer: Mutex::new(Some(tx)),
         })
@@ -142,8 +134,7 @@ impl SqliteStore {
             .ok_or_else(|| StoreError::Unavailable("store is closed".into()))?
             .send(job)
             .map_err(|_| StoreError::Unavailable("sqlite writer thread stopped".into()))?;
-        rx.await
-            .map_err(|_| StoreError::Unavailable("sqlite writer thread stopped".into()))?
+        rx.await.map_err(|_| StoreError::Unavailable("sqlite writer thread stopped".into()))?
     }
 
     async fn read<T: Send + 'static>(
@@ -151,9 +142,7 @@ impl SqliteStore {
         f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> StoreResult<T> {
         let pool = self.readers.clone();
-        tokio::task::spawn_blocking(move || pool.with(f))
-            .await
-            .map_err(|e| StoreError::Internal(e.to_string()))?
+        tokio::task::spawn_blocking(move || pool.with(f)).await.map_err(|e| StoreError::Internal(e.to_string()))?
     }
 }
 
@@ -196,10 +185,7 @@ fn writer_loop(conn: Connection, jobs: mpsc::Receiver<Job>) {
     }
 }
 
-fn in_savepoint<T>(
-    conn: &Connection,
-    f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
-) -> rusqlite::Result<T> {
+fn in_savepoint<T>(conn: &Connection, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> rusqlite::Result<T> {
     conn.execute_batch("SAVEPOINT job")?;
     match f(conn) {
         Ok(v) => {
@@ -228,8 +214,7 @@ impl ReaderPool {
                     OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
                 )
                 .map_err(|e| unavailable(&self.path, e))?;
-                c.execute_batch("PRAGMA busy_timeout = 5000;")
-                    .map_err(|e| unavailable(&self.path, e))?;
+                c.execute_batch("PRAGMA busy_timeout = 5000;").map_err(|e| unavailable(&self.path, e))?;
                 c
             }
         };
@@ -268,12 +253,7 @@ fn lead_from_row(r: &Row) -> rusqlite::Result<Lead> {
 }
 
 fn rule_from_row(r: &Row) -> rusqlite::Result<Rule> {
-    Ok(Rule {
-        event_type: r.get(0)?,
-        points: r.get(1)?,
-        is_active: r.get(2)?,
-        updated_at: r.get(3)?,
-    })
+    Ok(Rule { event_type: r.get(0)?, points: r.get(1)?, is_active: r.get(2)?, updated_at: r.get(3)? })
 }
 
 fn now_ms() -> Millis {
@@ -304,8 +284,14 @@ impl Store for SqliteStore {
             let mut existing = c.prepare_cached(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE event_id = ?1"))?;
             let mut out = Vec::with_capacity(events.len());
             for e in &events {
-                let inserted =
-                    insert.execute(params![e.event_id, e.lead_id, e.event_type, e.timestamp, e.metadata, received_at])?;
+                let inserted = insert.execute(params![
+                    e.event_id,
+                    e.lead_id,
+                    e.event_type,
+                    e.timestamp,
+                    e.metadata,
+                    received_at
+                ])?;
                 out.push(if inserted == 1 {
                     InsertOutcome::Inserted
                 } else {
@@ -371,16 +357,9 @@ impl Store for SqliteStore {
 
     async fn queue_stats(&self) -> StoreResult<QueueStats> {
         self.read(|c| {
-            c.query_row(
-                "SELECT count(*), min(received_at) FROM events WHERE processed = 0",
-                [],
-                |r| {
-                    Ok(QueueStats {
-                        depth: r.get::<_, i64>(0)? as u64,
-                        oldest_received_at: r.get(1)?,
-                    })
-                },
-            )
+            c.query_row("SELECT count(*), min(received_at) FROM events WHERE processed = 0", [], |r| {
+                Ok(QueueStats { depth: r.get::<_, i64>(0)? as u64, oldest_received_at: r.get(1)? })
+            })
         })
         .await
     }
@@ -396,13 +375,7 @@ impl Store for SqliteStore {
                  ORDER BY score DESC, id ASC LIMIT ?4 OFFSET ?5"
             ))?;
             let rows = s.query_map(
-                params![
-                    q.min_score,
-                    q.max_score,
-                    q.search_needle(),
-                    q.limit as i64,
-                    q.offset as i64
-                ],
+                params![q.min_score, q.max_score, q.search_needle(), q.limit as i64, q.offset as i64],
                 lead_from_row,
             )?;
             rows.collect()
@@ -421,11 +394,7 @@ impl Store for SqliteStore {
     }
 
     async fn history(&self, lead_id: &str, page: &DetailPage) -> StoreResult<Vec<HistoryEntry>> {
-        let (id, limit, offset) = (
-            lead_id.to_string(),
-            page.history_limit as i64,
-            page.history_offset as i64,
-        );
+        let (id, limit, offset) = (lead_id.to_string(), page.history_limit as i64, page.history_offset as i64);
         self.read(move |c| {
             let mut s = c.prepare_cached(
                 "SELECT lead_id, event_id, event_type, old_score, new_score, delta, timestamp FROM score_history \
@@ -448,11 +417,7 @@ impl Store for SqliteStore {
     }
 
     async fn lead_events(&self, lead_id: &str, page: &DetailPage) -> StoreResult<Vec<StoredEvent>> {
-        let (id, limit, offset) = (
-            lead_id.to_string(),
-            page.events_limit as i64,
-            page.events_offset as i64,
-        );
+        let (id, limit, offset) = (lead_id.to_string(), page.events_limit as i64, page.events_offset as i64);
         self.read(move |c| {
             let mut s = c.prepare_cached(&format!(
                 "SELECT {EVENT_COLUMNS} FROM events WHERE lead_id = ?1 \
@@ -466,9 +431,8 @@ impl Store for SqliteStore {
 
     async fn rules(&self) -> StoreResult<Vec<Rule>> {
         self.read(|c| {
-            let mut s = c.prepare_cached(
-                "SELECT event_type, points, is_active, updated_at FROM rules ORDER BY event_type",
-            )?;
+            let mut s =
+                c.prepare_cached("SELECT event_type, points, is_active, updated_at FROM rules ORDER BY event_type")?;
             let rows = s.query_map([], rule_from_row)?;
             rows.collect()
         })
@@ -494,7 +458,9 @@ impl Store for SqliteStore {
             if count > 0 {
                 return Ok(false);
             }
-            let mut s = c.prepare_cached("INSERT INTO rules (event_type, points, is_active, updated_at) VALUES (?1, ?2, ?3, ?4)")?;
+            let mut s = c.prepare_cached(
+                "INSERT INTO rules (event_type, points, is_active, updated_at) VALUES (?1, ?2, ?3, ?4)",
+            )?;
             for r in defaults {
                 s.execute(params![r.event_type, r.points, r.is_active, now])?;
             }
