@@ -4,6 +4,8 @@
 //! - `server` (feature `ssr`): store, service, worker, REST API and server assembly;
 //! - `app`: the Leptos shell, router and pages, rendered on the server and hydrated here.
 
+#![recursion_limit = "256"]
+
 pub mod app;
 pub mod domain;
 #[cfg(feature = "ssr")]

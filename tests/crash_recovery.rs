@@ -195,10 +195,14 @@ async fn sigterm_stops_cleanly_and_the_rest_is_scored_after_restart() {
     let mut server = spawn_server(&db);
     {
         let log = server.log.lock().unwrap();
-        assert!(log.iter().any(|l| l.contains("opened store") && l.contains("sqlite")), "startup names the store: {log:?}");
+        assert!(
+            log.iter().any(|l| l.contains("opened store") && l.contains("sqlite")),
+            "startup names the store: {log:?}"
+        );
     }
     let client = reqwest::Client::new();
-    let events: Vec<Value> = (0..5000).map(|i| event(&format!("t{i}"), &format!("lead-{}", i % 10), "Page View")).collect();
+    let events: Vec<Value> =
+        (0..5000).map(|i| event(&format!("t{i}"), &format!("lead-{}", i % 10), "Page View")).collect();
     let r = client.post(format!("{}/api/events/batch", server.base)).json(&events).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 202);
 
@@ -214,7 +218,10 @@ async fn sigterm_stops_cleanly_and_the_rest_is_scored_after_restart() {
     };
     assert!(status.success(), "clean exit on SIGTERM: {status:?}");
     std::thread::sleep(Duration::from_millis(100)); // let the reader thread see the last lines
-    assert!(server.log.lock().unwrap().iter().any(|l| l.contains("worker stopped")), "the worker finished its batch and stopped");
+    assert!(
+        server.log.lock().unwrap().iter().any(|l| l.contains("worker stopped")),
+        "the worker finished its batch and stopped"
+    );
 
     let mut server = spawn_server(&db);
     wait_drained(&client, &server.base).await;

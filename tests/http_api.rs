@@ -314,7 +314,9 @@ async fn health_is_503_while_no_worker_is_running() {
     let store = Arc::new(SqliteStore::open(dir.path().join("test.db")).unwrap());
     let service = Arc::new(Service::new(store, BatchLimits { max_events: 5000 }));
     let options = leptos::prelude::LeptosOptions::builder().output_name("leadscore").build();
-    let state = AppState::new(options, service, config);
+    let (_stop, stopped) = tokio::sync::watch::channel(false);
+    let hub = leadscore::server::stream::StreamHub::new(stopped);
+    let state = AppState::new(options, service, config, hub);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, router(state)).await.unwrap() });

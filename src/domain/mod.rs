@@ -4,10 +4,12 @@
 //! rule about what is valid and how many points an event is worth unit-testable, and lets the
 //! same types travel to the WASM client through server functions.
 
+pub mod live;
 pub mod model;
 pub mod query;
 pub mod scoring;
 pub mod time;
+pub mod upload;
 pub mod validation;
 
 pub use model::*;

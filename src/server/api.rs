@@ -22,6 +22,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/leads/{id}", get(lead_detail))
         .route("/api/rules", get(list_rules).post(upsert_rule))
         .route("/api/health", get(health))
+        .route("/api/stream", get(super::stream::stream_handler))
         .route("/api/{*rest}", any(unknown_route))
 }
 

@@ -1,5 +1,6 @@
 //! Who may call the REST API and how often: optional API keys and a per-client rate limit.
-//! The old app had neither. Both are off for reads of `/api/health`, so probes always work.
+//! The old app had neither. `/api/health` is exempt from both, so probes always work, and the
+//! dashboard's `/api/stream` from keys (browsers' EventSource cannot send headers).
 
 use super::api::ApiError;
 use super::http::AppState;
@@ -70,10 +71,12 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 /// Middleware for `/api/*` REST routes.
 pub async fn guard(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    if request.uri().path() == "/api/health" {
+    let path = request.uri().path();
+    if path == "/api/health" {
         return next.run(request).await;
     }
-    let keys = &state.config.api_keys;
+    // The dashboard's live stream is opened by browsers, which cannot send API keys.
+    let keys: &[String] = if path == "/api/stream" { &[] } else { &state.config.api_keys };
     let key = presented_key(request.headers()).map(str::to_string);
     if !keys.is_empty() {
         let ok =

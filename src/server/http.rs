@@ -5,6 +5,7 @@ use super::config::{Config, Database};
 use super::guard::{self, RateLimiter};
 use super::service::{BatchLimits, Service};
 use super::store::{sqlite::SqliteStore, DynStore};
+use super::stream::StreamHub;
 use super::worker::Worker;
 use super::{api, service::now_ms};
 use crate::app::{shell, App};
@@ -23,6 +24,9 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
+/// How often the live stream publishes a frame: at most 10 messages per second per client.
+const STREAM_INTERVAL_MS: u64 = 100;
+
 /// Shared by REST handlers and server functions (which get it from Leptos context).
 #[derive(Clone)]
 pub struct AppState {
@@ -31,13 +35,20 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// `None` when the rate limit is off.
     pub rate_limiter: Option<Arc<RateLimiter>>,
+    pub hub: Arc<StreamHub>,
 }
 
 impl AppState {
-    pub fn new(leptos_options: LeptosOptions, service: Arc<Service>, config: Config) -> Self {
+    pub fn new(leptos_options: LeptosOptions, service: Arc<Service>, config: Config, hub: Arc<StreamHub>) -> Self {
         let rate_limiter = (config.rate_limit_per_second > 0.0)
             .then(|| Arc::new(RateLimiter::new(config.rate_limit_per_second, config.rate_limit_burst)));
-        Self { leptos_options, service, config: Arc::new(config), rate_limiter }
+        Self { leptos_options, service, config: Arc::new(config), rate_limiter, hub }
+    }
+}
+
+impl FromRef<AppState> for Arc<StreamHub> {
+    fn from_ref(state: &AppState) -> Self {
+        state.hub.clone()
     }
 }
 
@@ -123,7 +134,9 @@ pub async fn launch(config: Config, leptos_options: LeptosOptions, listener: Tcp
     let worker = tokio::spawn(worker.run(shutdown_rx.clone()));
 
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    let state = AppState::new(leptos_options, service.clone(), config);
+    let hub = StreamHub::new(shutdown_rx.clone());
+    hub.start(service.subscribe(), Duration::from_millis(STREAM_INTERVAL_MS));
+    let state = AppState::new(leptos_options, service.clone(), config, hub);
     let app = router(state);
     let mut stop = shutdown_rx;
     let server = tokio::spawn(async move {

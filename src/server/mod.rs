@@ -6,4 +6,5 @@ pub mod guard;
 pub mod http;
 pub mod service;
 pub mod store;
+pub mod stream;
 pub mod worker;

@@ -1,0 +1,259 @@
+//! `/`: the live leaderboard, its filters (evaluated on the server, kept in the URL), the
+//! test-event form and the file upload.
+
+use super::live::Live;
+use super::server_fns::{describe, fetch_leaderboard, fetch_rules, send_test_event};
+use super::upload::Upload;
+use super::{lead_href, short_time, LoadError};
+use crate::domain::live::apply_updates;
+use crate::domain::query::LeadQuery;
+use crate::domain::FieldError;
+use leptos::prelude::*;
+use leptos_meta::Title;
+use leptos_router::components::Form;
+use leptos_router::hooks::use_query_map;
+use std::collections::HashMap;
+
+#[component]
+pub fn Dashboard() -> impl IntoView {
+    let live = Live::get();
+    let params = use_query_map();
+    let parsed = Memo::new(move |_| {
+        let map = params.read();
+        let pairs: Vec<(String, String)> = ["search", "minScore", "maxScore", "limit"]
+            .iter()
+            .filter_map(|k| map.get(k).map(|v| (k.to_string(), v)))
+            .collect();
+        LeadQuery::parse(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+    });
+    let query = Memo::new(move |_| parsed.get().unwrap_or_default());
+    let query_errors = move || parsed.get().err().unwrap_or_default();
+
+    let leads = Resource::new(move || (query.get(), live.resync.get()), |(q, _)| fetch_leaderboard(q));
+    // Lead ids changed by the latest frame, with a counter so the row re-renders and flashes.
+    let flashes = RwSignal::new(HashMap::<String, u32>::new());
+
+    Effect::new(move |_| {
+        let Some(frame) = live.frame.get() else { return };
+        let q = query.get_untracked();
+        let mut refetch = false;
+        leads.update(|current| {
+            if let Some(Ok(rows)) = current {
+                refetch = apply_updates(rows, &frame, &q);
+            }
+        });
+        flashes.update(|f| frame.iter().for_each(|u| *f.entry(u.lead_id.clone()).or_default() += 1));
+        if refetch {
+            leads.refetch();
+        }
+    });
+
+    view! {
+        <Title text="Leaderboard · Leadscore"/>
+        <div class="dashboard">
+            <section class="panel leaderboard" aria-labelledby="board-title">
+                <div class="panel-head">
+                    <h1 id="board-title">"Leaderboard"</h1>
+                </div>
+                <Filters query/>
+                <FieldErrors errors=Signal::derive(query_errors)/>
+                <Transition fallback=|| view! { <p class="muted">"Loading leads…"</p> }>
+                    {move || Suspend::new(async move {
+                        match leads.await {
+                            Err(e) => view! { <LoadError what="the leaderboard" message=describe(&e)/> }.into_any(),
+                            Ok(_) => view! { <LeadTable leads flashes offset=Signal::derive(move || query.get().offset)/> }.into_any(),
+                        }
+                    })}
+                </Transition>
+            </section>
+            <aside class="side">
+                <TestEventForm/>
+                <Upload/>
+            </aside>
+        </div>
+    }
+}
+
+#[component]
+fn Filters(query: Memo<LeadQuery>) -> impl IntoView {
+    let value = move |f: fn(&LeadQuery) -> String| move || f(&query.get());
+    view! {
+        <Form method="GET" action="" attr:class="filters" attr:aria-label="Filter leads">
+            <label>
+                "Search lead id"
+                <input type="search" name="search" placeholder="e.g. acme" prop:value=value(|q| q.search.clone().unwrap_or_default())/>
+            </label>
+            <label>
+                "Min score"
+                <input type="number" name="minScore" inputmode="numeric" prop:value=value(|q| q.min_score.map(|v| v.to_string()).unwrap_or_default())/>
+            </label>
+            <label>
+                "Max score"
+                <input type="number" name="maxScore" inputmode="numeric" prop:value=value(|q| q.max_score.map(|v| v.to_string()).unwrap_or_default())/>
+            </label>
+            <label>
+                "Show"
+                <select name="limit" prop:value=value(|q| q.limit.to_string())>
+                    {[10, 25, 50, 100, 250, 500].map(|n| view! { <option value=n.to_string()>{n}</option> }).collect_view()}
+                </select>
+            </label>
+            <button type="submit">"Apply"</button>
+            <a class="button secondary" href="/">"Reset"</a>
+        </Form>
+    }
+}
+
+#[component]
+fn LeadTable(
+    leads: Resource<Result<Vec<crate::domain::Lead>, ServerFnError>>,
+    flashes: RwSignal<HashMap<String, u32>>,
+    offset: Signal<usize>,
+) -> impl IntoView {
+    let ordered = Memo::new(move |_| leads.get().and_then(Result::ok).unwrap_or_default());
+    let ids = Memo::new(move |_| ordered.with(|rows| rows.iter().map(|l| l.id.clone()).collect::<Vec<_>>()));
+    // A row is rebuilt (and its highlight animation replays) only when its lead changed.
+    let rows = move || {
+        let flashes = flashes.get();
+        ordered.get().into_iter().map(|lead| (flashes.get(&lead.id).copied().unwrap_or(0), lead)).collect::<Vec<_>>()
+    };
+    view! {
+        <table class="table" id="leaderboard">
+            <thead>
+                <tr>
+                    <th scope="col" class="num">"#"</th>
+                    <th scope="col">"Lead"</th>
+                    <th scope="col" class="num">"Score"</th>
+                    <th scope="col">"Last active"</th>
+                </tr>
+            </thead>
+            <tbody>
+                <For
+                    each=rows
+                    key=|(version, lead)| (lead.id.clone(), lead.score, *version)
+                    children=move |(version, lead)| {
+                        let href = lead_href(&lead.id);
+                        let id = lead.id.clone();
+                        let rank = move || ids.with(|ids| ids.iter().position(|x| *x == id)).map(|p| p + offset.get() + 1);
+                        view! {
+                            <tr class:flash={version > 0} data-lead=lead.id.clone()>
+                                <td class="num rank">{rank}</td>
+                                <td class="lead-id"><a href=href>{lead.id.clone()}</a></td>
+                                <td class="num score">{lead.score}</td>
+                                <td class="time">{short_time(lead.updated_at)}</td>
+                            </tr>
+                        }
+                    }
+                />
+            </tbody>
+        </table>
+        <Show when=move || ordered.with(Vec::is_empty)>
+            <p class="muted empty">"No leads match. Send an event to get started."</p>
+        </Show>
+    }
+}
+
+/// Field problems from the server or the form, listed with the field they belong to.
+#[component]
+pub fn FieldErrors(#[prop(into)] errors: Signal<Vec<FieldError>>) -> impl IntoView {
+    view! {
+        <Show when=move || !errors.get().is_empty()>
+            <ul class="notice error field-errors" role="alert">
+                {move || errors.get().into_iter().map(|e| view! { <li><strong>{e.field}</strong>" "{e.problem}</li> }).collect_view()}
+            </ul>
+        </Show>
+    }
+}
+
+#[component]
+fn TestEventForm() -> impl IntoView {
+    let rules = Resource::new(|| (), |_| fetch_rules());
+    let lead_id = RwSignal::new(String::new());
+    let event_type = RwSignal::new(String::new());
+    let metadata = RwSignal::new(String::new());
+    let problems = RwSignal::new(Vec::<FieldError>::new());
+    let sent = RwSignal::new(None::<String>);
+    let send = Action::new(|(lead, ty, meta): &(String, String, String)| {
+        send_test_event(lead.clone(), ty.clone(), meta.clone())
+    });
+
+    Effect::new(move |_| match send.value().get() {
+        Some(Ok(Ok(id))) => {
+            problems.set(vec![]);
+            sent.set(Some(id));
+        }
+        Some(Ok(Err(p))) => {
+            sent.set(None);
+            problems.set(p);
+        }
+        Some(Err(e)) => {
+            sent.set(None);
+            problems.set(vec![FieldError::new("server", describe(&e))]);
+        }
+        None => {}
+    });
+
+    let on_submit = move |ev: leptos::ev::SubmitEvent| {
+        ev.prevent_default();
+        // Checked here first so the common mistakes need no round trip; the server checks again.
+        let mut p = Vec::new();
+        if lead_id.get_untracked().trim().is_empty() {
+            p.push(FieldError::new("leadId", "is required"));
+        }
+        if event_type.get_untracked().is_empty() {
+            p.push(FieldError::new("eventType", "choose an event type"));
+        }
+        let meta = metadata.get_untracked();
+        if !meta.trim().is_empty() {
+            match serde_json::from_str::<serde_json::Value>(&meta) {
+                Ok(serde_json::Value::Object(_)) => {}
+                Ok(_) => p.push(FieldError::new("metadata", "must be a JSON object, like {\"page\": \"/pricing\"}")),
+                Err(e) => p.push(FieldError::new("metadata", format!("is not valid JSON: {e}"))),
+            }
+        }
+        sent.set(None);
+        if p.is_empty() {
+            problems.set(vec![]);
+            send.dispatch((lead_id.get_untracked(), event_type.get_untracked(), meta));
+        } else {
+            problems.set(p);
+        }
+    };
+    let invalid = move |field: &'static str| move || problems.get().iter().any(|p| p.field == field).to_string();
+
+    view! {
+        <section class="panel" aria-labelledby="send-title">
+            <h2 id="send-title">"Send test event"</h2>
+            <form class="stack" on:submit=on_submit novalidate>
+                <label>
+                    "Lead id"
+                    <input name="leadId" bind:value=lead_id autocomplete="off" aria-invalid=invalid("leadId")/>
+                </label>
+                <label>
+                    "Event type"
+                    <select name="eventType" bind:value=event_type aria-invalid=invalid("eventType")>
+                        <option value="">"Choose…"</option>
+                        <Suspense>
+                            {move || Suspend::new(async move {
+                                rules.await.unwrap_or_default().into_iter().filter(|r| r.is_active).map(|r| {
+                                    let label = format!("{} ({:+})", r.event_type, r.points);
+                                    view! { <option value=r.event_type.clone()>{label}</option> }
+                                }).collect_view()
+                            })}
+                        </Suspense>
+                    </select>
+                </label>
+                <label>
+                    "Metadata (optional JSON object)"
+                    <textarea name="metadata" rows="3" bind:value=metadata placeholder="{\"page\": \"/pricing\"}" aria-invalid=invalid("metadata")></textarea>
+                </label>
+                <FieldErrors errors=problems/>
+                <button type="submit" disabled=move || send.pending().get()>
+                    {move || if send.pending().get() { "Sending…" } else { "Send event" }}
+                </button>
+                <Show when=move || sent.get().is_some()>
+                    <p class="notice ok" role="status">"Accepted " <code>{move || sent.get().unwrap_or_default()}</code></p>
+                </Show>
+            </form>
+        </section>
+    }
+}

@@ -1,0 +1,161 @@
+//! The HTML shell, the router and the pages. Rendered on the server, hydrated in the browser
+//! (`lib.rs`); data comes from server functions, live changes from `/api/stream`.
+
+mod chart;
+mod dashboard;
+mod lead;
+pub mod live;
+mod rules;
+pub mod server_fns;
+mod upload;
+
+use leptos::prelude::*;
+use leptos_meta::{provide_meta_context, MetaTags, Stylesheet, Title};
+use leptos_router::{
+    components::{Route, Router, Routes, A},
+    path,
+};
+use live::Live;
+
+pub fn shell(options: LeptosOptions) -> impl IntoView {
+    view! {
+        <!DOCTYPE html>
+        <html lang="en">
+            <head>
+                <meta charset="utf-8"/>
+                <meta name="viewport" content="width=device-width, initial-scale=1"/>
+                <meta name="color-scheme" content="dark light"/>
+                <link rel="icon" type="image/svg+xml" href="/favicon.svg"/>
+                <AutoReload options=options.clone()/>
+                <HydrationScripts options/>
+                <MetaTags/>
+            </head>
+            <body>
+                <App/>
+            </body>
+        </html>
+    }
+}
+
+#[component]
+pub fn App() -> impl IntoView {
+    provide_meta_context();
+    #[cfg_attr(not(feature = "hydrate"), allow(unused_variables))]
+    let live = Live::provide();
+    // Set once the WASM client has taken over the page; browser tests wait for it.
+    let hydrated = RwSignal::new(false);
+    Effect::new(move |_| {
+        hydrated.set(true);
+        #[cfg(feature = "hydrate")]
+        live.connect();
+    });
+
+    view! {
+        <Stylesheet id="leptos" href="/pkg/leadscore.css"/>
+        <Title text="Leadscore"/>
+        <Router>
+            <div class="app" data-hydrated=move || hydrated.get().to_string()>
+                <header class="topbar">
+                    <A href="/" attr:class="brand">"Leadscore"</A>
+                    <nav aria-label="Main">
+                        <A href="/" exact=true>"Leaderboard"</A>
+                        <A href="/rules">"Rules"</A>
+                    </nav>
+                    <ConnectionBadge/>
+                </header>
+                <main>
+                    <Routes fallback=NotFound>
+                        <Route path=path!("/") view=dashboard::Dashboard/>
+                        <Route path=path!("/leads/:id") view=lead::LeadPage/>
+                        <Route path=path!("/rules") view=rules::RulesPage/>
+                    </Routes>
+                </main>
+            </div>
+        </Router>
+    }
+}
+
+/// Shows whether live updates are flowing.
+#[component]
+fn ConnectionBadge() -> impl IntoView {
+    let live = Live::get();
+    let state = move || live.connection.get();
+    view! {
+        <span
+            class="connection"
+            data-state=move || format!("{:?}", state()).to_lowercase()
+            role="status"
+            aria-live="polite"
+            title="Live updates"
+        >
+            <span class="dot" aria-hidden="true"></span>
+            {move || state().label()}
+        </span>
+    }
+}
+
+#[component]
+fn NotFound() -> impl IntoView {
+    #[cfg(feature = "ssr")]
+    if let Some(response) = use_context::<leptos_axum::ResponseOptions>() {
+        response.set_status(axum::http::StatusCode::NOT_FOUND);
+    }
+    view! {
+        <Title text="Not found · Leadscore"/>
+        <section class="panel">
+            <h1>"Page not found"</h1>
+            <p>"There is nothing at this address. " <a href="/">"Back to the leaderboard"</a></p>
+        </section>
+    }
+}
+
+/// What a failed load looks like: what failed, why, and a way to retry.
+#[component]
+fn LoadError(what: &'static str, message: String) -> impl IntoView {
+    let live = Live::get();
+    view! {
+        <div class="notice error" role="alert">
+            <strong>{format!("Could not load {what}. ")}</strong>
+            {message}
+            " "
+            <button type="button" class="link" on:click=move |_| live.resync.update(|n| *n += 1)>
+                "Try again"
+            </button>
+        </div>
+    }
+}
+
+/// Formats an epoch-millisecond time for tables: `2024-05-01 12:00:03`.
+fn short_time(ms: crate::domain::time::Millis) -> String {
+    let iso = crate::domain::time::to_iso(ms);
+    iso.get(..19).map(|s| s.replace('T', " ")).unwrap_or(iso)
+}
+
+/// Link to a lead's page, with the id encoded as one path segment.
+fn lead_href(id: &str) -> String {
+    let mut out = String::from("/leads/");
+    for b in id.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(b as char),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lead_links_encode_awkward_ids_as_one_segment() {
+        assert_eq!(lead_href("lead-1"), "/leads/lead-1");
+        assert_eq!(lead_href("a/b c"), "/leads/a%2Fb%20c");
+        assert_eq!(lead_href("ü"), "/leads/%C3%BC");
+    }
+
+    #[test]
+    fn short_time_is_readable() {
+        assert_eq!(short_time(1_700_000_000_123), "2023-11-14 22:13:20");
+    }
+}
