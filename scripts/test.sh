@@ -13,6 +13,11 @@ printf '\n\033[1;36m==> Browser tests (builds server + WASM, serves on 127.0.0.1
 E2E_DIR="$PWD/target/e2e"
 rm -rf "$E2E_DIR" end2end/artifacts
 mkdir -p "$E2E_DIR" end2end/artifacts
-# A throw-away database, so browser tests never touch data/leadscore.db.
-DATABASE_URL="sqlite://$E2E_DIR/leadscore.db" cargo leptos end-to-end
+# The restart test runs the built server binary itself; tell it where that and the site are.
+TARGET_DIR=$(cargo metadata --format-version 1 --no-deps | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.parse(s).target_directory))')
+export LEADSCORE_BIN="$TARGET_DIR/debug/leadscore"
+export LEADSCORE_SITE_ROOT="$PWD/target/site"
+# A throw-away database, so browser tests never touch data/leadscore.db; no rate limit, the
+# tests post faster than one client normally would.
+DATABASE_URL="sqlite://$E2E_DIR/leadscore.db" RATE_LIMIT_PER_SECOND=0 cargo leptos end-to-end
 echo "Screenshots: end2end/artifacts/"

@@ -1,4 +1,4 @@
-import { expect, Page } from "@playwright/test";
+import { expect, Page, APIRequestContext } from "@playwright/test";
 
 /** Collects console errors and uncaught exceptions of a page. */
 export function watchConsole(page: Page): string[] {
@@ -15,6 +15,49 @@ export async function hydrated(page: Page) {
   await expect(page.locator("[data-hydrated=true]")).toBeVisible();
 }
 
+/** Waits until the live stream is connected. */
+export async function live(page: Page) {
+  await hydrated(page);
+  await expect(page.locator(".connection")).toHaveAttribute("data-state", "live");
+}
+
 export async function screenshot(page: Page, name: string) {
   await page.screenshot({ path: `artifacts/${name}.png`, fullPage: true });
+}
+
+/** A prefix no other test run uses, so tests never see each other's leads. */
+export function unique(name: string): string {
+  return `${name}-${Date.now().toString(36)}-${Math.floor(Math.random() * 1e6).toString(36)}`;
+}
+
+let counter = 0;
+export function event(leadId: string, eventType: string, extra: Record<string, unknown> = {}) {
+  counter += 1;
+  return {
+    eventId: unique(`evt${counter}`),
+    leadId,
+    eventType,
+    timestamp: new Date().toISOString(),
+    ...extra,
+  };
+}
+
+export async function postEvent(request: APIRequestContext, body: unknown, base = "") {
+  const r = await request.post(`${base}/api/events`, { data: body });
+  expect(r.status()).toBe(202);
+}
+
+/** Polls the REST API until a lead has the expected score (bounded: 15 s). */
+export async function expectScore(request: APIRequestContext, leadId: string, score: number, base = "") {
+  await expect
+    .poll(async () => {
+      const r = await request.get(`${base}/api/leads/${encodeURIComponent(leadId)}`);
+      return r.ok() ? (await r.json()).lead.score : null;
+    }, { timeout: 15_000 })
+    .toBe(score);
+}
+
+/** Lead ids in the leaderboard, top to bottom. */
+export async function boardIds(page: Page): Promise<string[]> {
+  return page.locator("#leaderboard tbody tr td.lead-id").allTextContents();
 }

@@ -1,0 +1,40 @@
+import { test, expect } from "@playwright/test";
+import { event, expectScore, hydrated, postEvent, unique } from "./helpers";
+
+test("the lead page chart has one step per history entry and the table matches", async ({ page, request }) => {
+  const lead = unique("lead page/ü"); // a slash and unicode must survive the URL
+  const types = ["Page View", "Email Open", "Purchase", "Form Submission"];
+  for (const t of types) await postEvent(request, event(lead, t, { metadata: { source: t } }));
+  await expectScore(request, lead, 5 + 10 + 100 + 20);
+
+  await page.goto("/");
+  await hydrated(page);
+  await page.goto(`/?search=${encodeURIComponent(lead)}`);
+  await page.getByRole("link", { name: lead }).click();
+  await expect(page.locator("h1.lead-title")).toHaveText(lead);
+  await hydrated(page);
+  await expect(page.locator("#lead-score")).toHaveText("135");
+
+  const points = page.locator("svg.chart circle.step-point");
+  const rows = page.locator("#history tbody tr");
+  await expect(points).toHaveCount(4);
+  await expect(rows).toHaveCount(4);
+  // The chart is chronological; the table is newest first.
+  const tips = await points.locator("title").allTextContents();
+  const newScores = (await rows.locator("td.new-score").allTextContents()).reverse();
+  expect(tips.map((t) => t.split(" → ")[1].split(" ")[0])).toEqual(newScores);
+  expect(newScores).toEqual(["5", "15", "115", "135"]);
+  expect(await page.locator("svg.chart path.step-line").getAttribute("d")).toMatch(/^M[\d.]+,[\d.]+( H[\d.]+ V[\d.]+){4}$/);
+  await expect(page.locator("#events tbody tr")).toHaveCount(4);
+  await expect(page.locator("#events")).toContainText('{"source":"Purchase"}');
+
+  // Live: a new event for this lead adds a step without a reload.
+  await postEvent(request, event(lead, "Demo Request"));
+  await expect(points).toHaveCount(5);
+  await expect(page.locator("#lead-score")).toHaveText("185");
+});
+
+test("an unknown lead says so", async ({ page }) => {
+  await page.goto("/leads/nobody-at-all");
+  await expect(page.locator("h1")).toHaveText("Lead not found");
+});

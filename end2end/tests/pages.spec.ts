@@ -1,0 +1,39 @@
+import { test, expect } from "@playwright/test";
+import { event, expectScore, hydrated, live, postEvent, screenshot, unique, watchConsole } from "./helpers";
+
+test("every page renders and hydrates without console errors", async ({ page, request }) => {
+  const errors = watchConsole(page);
+  const lead = unique("screens");
+  for (const t of ["Page View", "Purchase", "Email Open", "Demo Request"]) {
+    await postEvent(request, event(lead, t, { metadata: { page: "/pricing" } }));
+  }
+  await expectScore(request, lead, 165);
+
+  for (const [path, name, heading] of [
+    ["/", "dashboard", "Leaderboard"],
+    [`/leads/${lead}`, "lead", lead],
+    ["/rules", "rules", "Scoring rules"],
+  ]) {
+    const response = await page.goto(path);
+    expect(response?.status(), path).toBe(200);
+    await expect(page.locator("h1").first()).toHaveText(heading);
+    await live(page);
+    await screenshot(page, name);
+  }
+  const response = await page.goto("/no/such/page");
+  expect(response?.status()).toBe(404);
+  await expect(page.locator("h1")).toHaveText("Page not found");
+  await hydrated(page);
+  await screenshot(page, "not-found");
+  // A 404 document logs one console error of its own; nothing else may.
+  expect(errors.filter((e) => !e.includes("404"))).toEqual([]);
+});
+
+test("keyboard users can reach the filters and the test-event form", async ({ page }) => {
+  await page.goto("/");
+  await hydrated(page);
+  await page.getByLabel("Search lead id").focus();
+  await page.keyboard.type("acme");
+  await page.keyboard.press("Enter");
+  await expect(page).toHaveURL(/search=acme/);
+});

@@ -1,0 +1,69 @@
+import { test, expect } from "@playwright/test";
+import { spawn, ChildProcess } from "child_process";
+import { mkdtempSync } from "fs";
+import { tmpdir } from "os";
+import { join } from "path";
+import { boardIds, event, live, postEvent, unique } from "./helpers";
+
+// This test runs its own server (the binary cargo-leptos built) so it can restart it.
+const bin = process.env.LEADSCORE_BIN;
+const siteRoot = process.env.LEADSCORE_SITE_ROOT;
+const port = 5055;
+const base = `http://127.0.0.1:${port}`;
+
+function startServer(db: string): Promise<ChildProcess> {
+  const child = spawn(bin!, [], {
+    env: {
+      ...process.env,
+      PORT: String(port),
+      HOST: "127.0.0.1",
+      DATABASE_URL: `sqlite://${db}`,
+      LEPTOS_OUTPUT_NAME: "leadscore",
+      LEPTOS_SITE_ROOT: siteRoot!,
+      LEPTOS_SITE_PKG_DIR: "pkg",
+      NO_COLOR: "1",
+    },
+    stdio: ["ignore", "pipe", "inherit"],
+  });
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error("server did not start in 30 s")), 30_000);
+    child.stdout!.on("data", (chunk: Buffer) => {
+      if (chunk.toString().includes("listening on")) {
+        clearTimeout(timer);
+        resolve(child);
+      }
+    });
+    child.on("exit", (code) => reject(new Error(`server exited with ${code}`)));
+  });
+}
+
+function stop(child: ChildProcess): Promise<void> {
+  return new Promise((resolve) => {
+    child.removeAllListeners("exit");
+    child.on("exit", () => resolve());
+    child.kill("SIGKILL");
+  });
+}
+
+test("after the server restarts, an open dashboard reconnects and shows new events", async ({ page, request }) => {
+  test.skip(!bin || !siteRoot, "LEADSCORE_BIN / LEADSCORE_SITE_ROOT not set (scripts/test.sh sets them)");
+  const db = join(mkdtempSync(join(tmpdir(), "leadscore-restart-")), "restart.db");
+  const prefix = unique("restart");
+  let server = await startServer(db);
+  try {
+    await page.goto(`${base}/?search=${prefix}`);
+    await live(page);
+    await postEvent(request, event(`${prefix}-before`, "Email Open"), base);
+    await expect.poll(() => boardIds(page)).toEqual([`${prefix}-before`]);
+
+    await stop(server);
+    await expect(page.locator(".connection")).toHaveAttribute("data-state", "reconnecting");
+
+    server = await startServer(db);
+    await expect(page.locator(".connection")).toHaveAttribute("data-state", "live", { timeout: 20_000 });
+    await postEvent(request, event(`${prefix}-after`, "Purchase"), base);
+    await expect.poll(() => boardIds(page), { timeout: 15_000 }).toEqual([`${prefix}-after`, `${prefix}-before`]);
+  } finally {
+    await stop(server);
+  }
+});
