@@ -9,6 +9,13 @@ export PATH="$HOME/.cargo/bin:$PWD/node_modules/.bin:$PATH"
 printf '\n\033[1;36m==> Rust tests (unit, store conformance, HTTP, crash recovery)\033[0m\n'
 cargo test --features ssr
 
+if [ -n "${MONGODB_TEST_URI:-}" ]; then
+  printf '\n\033[1;36m==> HTTP and stream tests again, on MongoDB (MONGODB_TEST_URI)\033[0m\n'
+  LEADSCORE_TEST_BACKEND=mongodb cargo test --features ssr --test http_api --test live_stream
+else
+  echo "skipped: MONGODB_TEST_URI not set — the HTTP and stream tests ran on SQLite only, not on MongoDB"
+fi
+
 printf '\n\033[1;36m==> Browser tests (builds server + WASM, serves on 127.0.0.1:5001)\033[0m\n'
 E2E_DIR="$PWD/target/e2e"
 rm -rf "$E2E_DIR" end2end/artifacts

@@ -419,3 +419,25 @@ async fn rate_limit_answers_429_with_retry_after() {
     assert_eq!(s.get("/api/health").await.0, 200, "health is never limited");
     s.stop().await;
 }
+
+#[tokio::test]
+async fn an_unreachable_mongodb_means_503_never_202() {
+    use leadscore::server::config::Database;
+    // Nothing listens on port 1: the real driver fails to select a server.
+    let s = TestServer::start_with(|c| {
+        c.database = Database::Mongo("mongodb://127.0.0.1:1/leadscore?serverSelectionTimeoutMS=300".into());
+        c.store_startup_attempts = 1;
+    })
+    .await;
+    let (status, body) = s.post("/api/events", &event("m1", "l", "Page View")).await;
+    assert_eq!((status, body["error"].as_str()), (503, Some("Store unavailable, retry later")));
+    let (status, report) = s.post("/api/events/batch", &json!([event("m2", "l", "Page View")])).await;
+    assert_eq!(status, 503, "{report}");
+    assert_eq!(s.get("/api/leads").await.0, 503);
+    let (status, h) = s.get("/api/health").await;
+    assert_eq!(status, 503);
+    assert_eq!(h["store"]["backend"], "mongodb");
+    assert_eq!(h["store"]["reachable"], false);
+    assert!(h["store"]["error"].as_str().unwrap().contains("MongoDB unreachable"), "{h}");
+    s.stop().await;
+}

@@ -6,6 +6,7 @@
 use leadscore::domain::query::{DetailPage, LeadQuery};
 use leadscore::domain::scoring::{default_rules, RuleBook};
 use leadscore::domain::{NewEvent, RuleInput, ScoredEvent, StoredEvent};
+use leadscore::server::store::mongo::MongoStore;
 use leadscore::server::store::sqlite::SqliteStore;
 use leadscore::server::store::{DynStore, InsertOutcome};
 use libtest_mimic::{Arguments, Failed, Trial};
@@ -39,7 +40,36 @@ fn main() {
     for (name, case) in cases.iter().copied() {
         trials.push(Trial::test(format!("sqlite::{name}"), move || run(case, open_sqlite)));
     }
+    let mongo_missing = mongo_uri().is_none();
+    if mongo_missing {
+        println!(
+            "skipped: MONGODB_TEST_URI not set — the mongodb:: conformance tests are reported as ignored, not passed"
+        );
+    }
+    for (name, case) in cases.iter().copied() {
+        trials.push(Trial::test(format!("mongodb::{name}"), move || run_mongo(case)).with_ignored_flag(mongo_missing));
+    }
     libtest_mimic::run(&args, trials).exit();
+}
+
+fn mongo_uri() -> Option<String> {
+    std::env::var("MONGODB_TEST_URI").ok().filter(|u| !u.trim().is_empty())
+}
+
+/// Runs a case on a fresh MongoDB database, dropped afterwards even when the case fails.
+fn run_mongo(case: Case) -> Result<(), Failed> {
+    let uri = mongo_uri().ok_or("MONGODB_TEST_URI not set")?;
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    rt.block_on(async move {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("leadscore_conformance_{}_{n}", std::process::id());
+        let store = Arc::new(MongoStore::connect_to(&uri, Some(&name)).await.map_err(|e| e.to_string())?);
+        store.prepare().await.map_err(|e| e.to_string())?;
+        let outcome = tokio::spawn(case(store.clone())).await;
+        store.drop_database().await.map_err(|e| e.to_string())?;
+        outcome.map_err(|e| Failed::from(format!("case failed: {e}")))
+    })
 }
 
 fn run(case: Case, open: fn(&tempfile::TempDir) -> DynStore) -> Result<(), Failed> {

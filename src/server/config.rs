@@ -44,6 +44,8 @@ pub struct Config {
     /// Requests per second per client (API key, else IP); 0 turns the limit off.
     pub rate_limit_per_second: f64,
     pub rate_limit_burst: f64,
+    /// How often to try reaching a database server at start before serving without it.
+    pub store_startup_attempts: u32,
 }
 
 impl Config {
@@ -117,6 +119,7 @@ impl Config {
             api_keys,
             rate_limit_per_second: float("RATE_LIMIT_PER_SECOND", file.security.rate_limit_per_second)?,
             rate_limit_burst: float("RATE_LIMIT_BURST", file.security.rate_limit_burst)?,
+            store_startup_attempts: number("STORE_STARTUP_ATTEMPTS", s.store_startup_attempts as usize)?.max(1) as u32,
         };
         if config.worker_batch_size == 0 || config.max_batch_events == 0 {
             return Err("WORKER_BATCH_SIZE and MAX_BATCH_EVENTS must be at least 1".into());
@@ -148,6 +151,7 @@ pub struct ServerSection {
     pub port: u16,
     pub database_url: String,
     pub client_url: String,
+    pub store_startup_attempts: u32,
 }
 
 impl Default for ServerSection {
@@ -157,6 +161,7 @@ impl Default for ServerSection {
             port: 5001,
             database_url: "sqlite://data/leadscore.db".into(),
             client_url: String::new(),
+            store_startup_attempts: 5,
         }
     }
 }

@@ -4,7 +4,7 @@
 use super::config::{Config, Database};
 use super::guard::{self, RateLimiter};
 use super::service::{BatchLimits, Service};
-use super::store::{sqlite::SqliteStore, DynStore};
+use super::store::{mongo::MongoStore, sqlite::SqliteStore, DynStore, Store, StoreError};
 use super::stream::StreamHub;
 use super::worker::Worker;
 use super::{api, service::now_ms};
@@ -58,12 +58,65 @@ impl FromRef<AppState> for LeptosOptions {
     }
 }
 
-/// Opens the configured store.
+/// Opens the configured store. MongoDB may be down at start: the server then starts anyway,
+/// answers 503 to ingest and says why on `/api/health`, and finishes its setup (indexes)
+/// by itself once the database answers.
 pub async fn open_store(config: &Config) -> Result<DynStore, String> {
     match &config.database {
         Database::Sqlite(path) => Ok(Arc::new(SqliteStore::open(path).map_err(|e| e.to_string())?)),
-        Database::Mongo(_) => Err("MongoDB support is not built yet; use a sqlite:// DATABASE_URL".into()),
+        Database::Mongo(uri) => {
+            let store = Arc::new(MongoStore::connect(uri).await.map_err(|e| e.to_string())?);
+            let attempts = config.store_startup_attempts;
+            for attempt in 1..=attempts {
+                match store.prepare().await {
+                    Ok(()) => return Ok(store),
+                    Err(e) => {
+                        tracing::warn!("MongoDB at {} not ready (attempt {attempt}/{attempts}): {e}", store.location())
+                    }
+                }
+                if attempt < attempts {
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                }
+            }
+            tracing::warn!("starting without MongoDB: ingest answers 503 until it is reachable; retrying every 5 s");
+            let retry = store.clone();
+            tokio::spawn(async move {
+                while let Err(e) = retry.prepare().await {
+                    tracing::debug!("MongoDB still unreachable: {e}");
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                }
+                tracing::info!("MongoDB reachable; indexes ready");
+            });
+            Ok(store)
+        }
     }
+}
+
+/// Seeds the default rules into an empty store; retries in the background while the store
+/// is unreachable.
+async fn seed_default_rules(store: DynStore) -> Result<(), String> {
+    match store.seed_rules(default_rules(), now_ms()).await {
+        Ok(true) => tracing::info!("seeded the default scoring rules into an empty store"),
+        Ok(false) => {}
+        Err(StoreError::Unavailable(_)) => {
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    match store.seed_rules(default_rules(), now_ms()).await {
+                        Ok(seeded) => {
+                            if seeded {
+                                tracing::info!("seeded the default scoring rules into an empty store");
+                            }
+                            break;
+                        }
+                        Err(e) => tracing::debug!("cannot seed rules yet: {e}"),
+                    }
+                }
+            });
+        }
+        Err(e) => return Err(e.to_string()),
+    }
+    Ok(())
 }
 
 pub fn router(state: AppState) -> Router {
@@ -116,9 +169,7 @@ impl Running {
 /// Opens the store, seeds default rules into an empty one, starts the worker and serves.
 pub async fn launch(config: Config, leptos_options: LeptosOptions, listener: TcpListener) -> Result<Running, String> {
     let store = open_store(&config).await?;
-    if store.seed_rules(default_rules(), now_ms()).await.map_err(|e| e.to_string())? {
-        tracing::info!("seeded the default scoring rules into an empty store");
-    }
+    seed_default_rules(store.clone()).await?;
     let service = Arc::new(Service::new(store.clone(), BatchLimits { max_events: config.max_batch_events }));
     let (shutdown, shutdown_rx) = watch::channel(false);
 

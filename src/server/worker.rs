@@ -33,10 +33,12 @@ impl Worker {
                 break;
             }
             let pause = match self.step().await {
-                Ok(n) if n > 0 => {
+                Ok(Step { applied, .. }) if applied > 0 => {
                     failures = 0;
                     continue;
                 }
+                // Events another worker holds (MongoDB claims): look again shortly.
+                Ok(Step { taken, .. }) if taken > 0 => Duration::from_millis(100),
                 Ok(_) => {
                     failures = 0;
                     self.idle_poll
@@ -57,18 +59,28 @@ impl Worker {
         tracing::info!("worker stopped");
     }
 
-    /// Scores one batch; returns how many events it took from the queue.
-    pub async fn step(&self) -> Result<usize, super::store::StoreError> {
+    /// Scores one batch.
+    pub async fn step(&self) -> Result<Step, super::store::StoreError> {
         let events = self.store.unprocessed(self.batch_size).await?;
         if events.is_empty() {
-            return Ok(0);
+            return Ok(Step::default());
         }
         let rules = RuleBook::new(&self.store.rules().await?);
         let changes = self.store.apply(rules.score(&events), now_ms()).await?;
+        let step = Step { taken: events.len(), applied: changes.len() };
         if !changes.is_empty() {
             // No subscribers is fine: nobody is watching the dashboard.
             let _ = self.updates.send(changes.into());
         }
-        Ok(events.len())
+        Ok(step)
     }
+}
+
+/// What one worker step did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Step {
+    /// Unprocessed events read from the queue.
+    pub taken: usize,
+    /// Of those, how many this step applied.
+    pub applied: usize,
 }

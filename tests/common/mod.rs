@@ -11,15 +11,44 @@ pub struct TestServer {
     pub base: String,
     pub client: reqwest::Client,
     running: Option<Running>,
+    /// The MongoDB database to drop afterwards, when running on MongoDB.
+    mongo_database: Option<(String, String)>,
     _dir: tempfile::TempDir,
 }
 
+/// A config on a fresh SQLite file in `dir`.
 pub fn test_config(dir: &std::path::Path) -> Config {
     let mut config = Config::from_sources(FileConfig::default(), |_| None).unwrap();
     config.database = Database::Sqlite(dir.join("test.db"));
     config.port = 0;
     config.worker_idle_poll_ms = 50;
     config
+}
+
+/// With `LEADSCORE_TEST_BACKEND=mongodb`, HTTP tests run on a fresh database at
+/// `MONGODB_TEST_URI` (scripts/test.sh does this when the URI is set).
+fn mongo_backend() -> Option<(String, String)> {
+    if std::env::var("LEADSCORE_TEST_BACKEND").ok()? != "mongodb" {
+        return None;
+    }
+    let uri = std::env::var("MONGODB_TEST_URI").expect("LEADSCORE_TEST_BACKEND=mongodb needs MONGODB_TEST_URI");
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let name = format!("leadscore_http_{}_{n}", std::process::id());
+    // mongodb://host[:port][/db][?options] → same with /<name>
+    let (base, query) = uri.split_once('?').map_or((uri.as_str(), None), |(b, q)| (b, Some(q)));
+    let scheme_end = base.find("://").map_or(0, |i| i + 3);
+    let hosts_end = base[scheme_end..].find('/').map_or(base.len(), |i| scheme_end + i);
+    // Credentials authenticate against the URI's database (or admin): keep that source.
+    let mut query = query.map(str::to_string).unwrap_or_default();
+    if base.contains('@') && !query.contains("authSource") {
+        let source = base[hosts_end..].trim_start_matches('/');
+        let source = if source.is_empty() { "admin" } else { source };
+        query = if query.is_empty() { format!("authSource={source}") } else { format!("{query}&authSource={source}") };
+    }
+    let with_db =
+        format!("{}/{name}{}", &base[..hosts_end], if query.is_empty() { String::new() } else { format!("?{query}") });
+    Some((with_db, name))
 }
 
 impl TestServer {
@@ -30,6 +59,10 @@ impl TestServer {
     pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let mut config = test_config(dir.path());
+        let mongo_database = mongo_backend();
+        if let Some((uri, _)) = &mongo_database {
+            config.database = Database::Mongo(uri.clone());
+        }
         adjust(&mut config);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let options = LeptosOptions::builder().output_name("leadscore").build();
@@ -38,6 +71,7 @@ impl TestServer {
             base: format!("http://{}", running.addr),
             client: reqwest::Client::new(),
             running: Some(running),
+            mongo_database,
             _dir: dir,
         }
     }
@@ -80,6 +114,10 @@ impl TestServer {
     pub async fn stop(mut self) {
         if let Some(r) = self.running.take() {
             r.stop().await;
+        }
+        if let Some((uri, name)) = self.mongo_database.take() {
+            let store = leadscore::server::store::mongo::MongoStore::connect_to(&uri, Some(&name)).await.unwrap();
+            store.drop_database().await.unwrap();
         }
     }
 }

@@ -8,6 +8,7 @@
 //!   so a worker may redeliver after a crash at any instant;
 //! - after `apply`, a lead's score equals the sum of its history deltas.
 
+pub mod mongo;
 pub mod sqlite;
 
 use crate::domain::query::{DetailPage, LeadQuery};
