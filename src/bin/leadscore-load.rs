@@ -131,7 +131,13 @@ struct Gen {
 impl Gen {
     fn new(seed: u64, leads: usize, metadata: bool) -> Self {
         let run = chrono::Utc::now().timestamp_micros() as u64;
-        Self { state: seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1, leads, prefix: format!("{run:x}-{seed}"), next_id: 0, metadata }
+        Self {
+            state: seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
+            leads,
+            prefix: format!("{run:x}-{seed}"),
+            next_id: 0,
+            metadata,
+        }
     }
     fn unit(&mut self) -> f64 {
         self.state ^= self.state >> 12;
@@ -209,7 +215,12 @@ impl Tally {
 }
 
 /// Prints `label done/total rate` on stderr twice a second until `stop`.
-fn progress(label: &'static str, done: Arc<AtomicU64>, total: u64, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<()> {
+fn progress(
+    label: &'static str,
+    done: Arc<AtomicU64>,
+    total: u64,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let start = Instant::now();
         while !stop.load(Ordering::Relaxed) {
@@ -268,7 +279,12 @@ async fn simulate(o: &Opts) -> Result<Value, String> {
         ticker.tick().await;
         let e = gen.event();
         let (status, latency) = post(&client, &url, &e).await;
-        eprintln!("{status} {} {} ({:.1} ms)", e["leadId"].as_str().unwrap_or(""), e["eventType"].as_str().unwrap_or(""), latency.as_secs_f64() * 1e3);
+        eprintln!(
+            "{status} {} {} ({:.1} ms)",
+            e["leadId"].as_str().unwrap_or(""),
+            e["eventType"].as_str().unwrap_or(""),
+            latency.as_secs_f64() * 1e3
+        );
         tally.record(&status, latency);
     }
     Ok(json!({"mode": "simulate", "sent": tally.latencies_us.len(), "latency": tally.summary()}))
@@ -317,7 +333,8 @@ async fn single(o: &Opts) -> Result<Value, String> {
 }
 
 async fn bulk(o: &Opts) -> Result<Value, String> {
-    let (events, batch, concurrency) = (o.get("events", 1_000_000u64), o.get("batch", 5000u64), o.get("concurrency", 4usize));
+    let (events, batch, concurrency) =
+        (o.get("events", 1_000_000u64), o.get("batch", 5000u64), o.get("concurrency", 4usize));
     let (client, base) = (o.client(), o.url());
     let url = format!("{base}/api/events/batch");
     let batches = events.div_ceil(batch);
@@ -440,7 +457,10 @@ async fn stream(o: &Opts) -> Result<Value, String> {
     while connected.load(Ordering::Relaxed) < clients as u64 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    eprintln!("{} of {clients} stream clients connected; ingesting {rate} events/s for {duration} s", connected.load(Ordering::Relaxed));
+    eprintln!(
+        "{} of {clients} stream clients connected; ingesting {rate} events/s for {duration} s",
+        connected.load(Ordering::Relaxed)
+    );
 
     // Ingest in batches of 100 every 1/(rate/100) s; one event per batch is a probe.
     let url = format!("{base}/api/events/batch");
@@ -496,7 +516,8 @@ fn memchr_reload(chunk: &[u8]) -> bool {
 }
 
 async fn query(o: &Opts) -> Result<Value, String> {
-    let (requests, concurrency, leads) = (o.get("requests", 2000usize), o.get("concurrency", 8usize), o.get("leads", 1_000_000usize));
+    let (requests, concurrency, leads) =
+        (o.get("requests", 2000usize), o.get("concurrency", 8usize), o.get("leads", 1_000_000usize));
     let (client, base) = (o.client(), o.url());
     let mut out = json!({"mode": "query"});
     for (name, path) in [("leaderboard_top100", "top"), ("lead_detail", "detail")] {
@@ -550,7 +571,8 @@ fn synthetic(i: u64, lead: usize, event_type: &str) -> NewEvent {
 /// Inserts `events` through the Store API, then scores them the way the worker does, with
 /// the worker's batch size: the ceiling the HTTP path is measured against.
 async fn store_ceiling(o: &Opts) -> Result<Value, String> {
-    let (events, batch, leads) = (o.get("events", 1_000_000u64), o.get("batch", 1000usize), o.get("leads", 100_000usize));
+    let (events, batch, leads) =
+        (o.get("events", 1_000_000u64), o.get("batch", 1000usize), o.get("leads", 100_000usize));
     let dir = tempfile_dir()?;
     let store = SqliteStore::open(dir.join("ceiling.db")).map_err(|e| e.to_string())?;
     let (inserted, scored) = fill(&store, events, leads, 5000, batch, "ceiling").await?;
@@ -575,7 +597,14 @@ async fn populate(o: &Opts) -> Result<Value, String> {
 }
 
 /// Inserts then applies `events` spread over `leads`; returns (insert seconds, apply seconds).
-async fn fill(store: &SqliteStore, events: u64, leads: usize, insert_batch: usize, apply_batch: usize, label: &'static str) -> Result<(f64, f64), String> {
+async fn fill(
+    store: &SqliteStore,
+    events: u64,
+    leads: usize,
+    insert_batch: usize,
+    apply_batch: usize,
+    label: &'static str,
+) -> Result<(f64, f64), String> {
     store.seed_rules(default_rules(), 0).await.map_err(|e| e.to_string())?;
     let rules = RuleBook::new(&store.rules().await.map_err(|e| e.to_string())?);
     let mut gen = Gen::new(3, leads, false);

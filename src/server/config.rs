@@ -189,7 +189,7 @@ pub struct WorkerSection {
 
 impl Default for WorkerSection {
     fn default() -> Self {
-        Self { batch_size: 1000, idle_poll_ms: 1000 }
+        Self { batch_size: 5000, idle_poll_ms: 1000 }
     }
 }
 

@@ -21,7 +21,8 @@ use tokio::sync::oneshot;
 
 /// Upper bound on requests folded into one transaction, so one commit never grows unbounded.
 const MAX_JOBS_PER_COMMIT: usize = 512;
-const MAX_IDLE_READERS: usize = 8;
+/// Readers kept open between requests; each caches up to 8 MB (memory stays bounded).
+const MAX_IDLE_READERS: usize = 4;
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS events (
@@ -38,6 +39,7 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE INDEX IF NOT EXISTS events_unprocessed ON events(seq) WHERE processed = 0;
 CREATE INDEX IF NOT EXISTS events_by_lead ON events(lead_id, timestamp DESC, seq DESC);
 
+-- Clustered by id: one B-tree fewer to update per score change.
 CREATE TABLE IF NOT EXISTS leads (
     id            TEXT PRIMARY KEY,
     search_key    TEXT NOT NULL,
@@ -47,13 +49,15 @@ CREATE TABLE IF NOT EXISTS leads (
     last_event_at INTEGER,
     event_count   INTEGER NOT NULL DEFAULT 0,
     created_at    INTEGER NOT NULL
-);
+) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS leads_by_score ON leads(score DESC, id ASC);
 
+-- One row per applied event; the events table's processed flag (flipped in the same
+-- transaction) is what makes it once-only, so event_id needs no index of its own.
 CREATE TABLE IF NOT EXISTS score_history (
     id         INTEGER PRIMARY KEY,
     lead_id    TEXT NOT NULL,
-    event_id   TEXT NOT NULL UNIQUE,
+    event_id   TEXT NOT NULL,
     event_type TEXT NOT NULL,
     delta      INTEGER NOT NULL,
     old_score  INTEGER NOT NULL,
@@ -95,7 +99,8 @@ impl SqliteStore {
         let conn = Connection::open(&path).map_err(|e| unavailable(&path, e))?;
         conn.execute_batch(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = OFF; \
-             PRAGMA busy_timeout = 5000; PRAGMA cache_size = -65536;",
+             PRAGMA busy_timeout = 5000; PRAGMA cache_size = -32768; \
+             PRAGMA wal_autocheckpoint = 16384; PRAGMA journal_size_limit = 67108864;",
         )
         .map_err(|e| unavailable(&path, e))?;
         conn.execute_batch(SCHEMA).map_err(|e| unavailable(&path, e))?;
@@ -214,7 +219,8 @@ impl ReaderPool {
                     OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
                 )
                 .map_err(|e| unavailable(&self.path, e))?;
-                c.execute_batch("PRAGMA busy_timeout = 5000;").map_err(|e| unavailable(&self.path, e))?;
+                c.execute_batch("PRAGMA busy_timeout = 5000; PRAGMA cache_size = -8192;")
+                    .map_err(|e| unavailable(&self.path, e))?;
                 c
             }
         };
@@ -317,38 +323,59 @@ impl Store for SqliteStore {
     async fn apply(&self, events: Vec<ScoredEvent>, now: Millis) -> StoreResult<Vec<ScoreChange>> {
         self.write(move |c| {
             // The processed flag is the guard: only the call that flips it applies the points,
-            // and the flag, the lead and the history row commit together or not at all.
+            // and the flag, the lead and the history rows commit together or not at all.
             let mut claim = c.prepare_cached("UPDATE events SET processed = 1, points = ?2 WHERE seq = ?1 AND processed = 0")?;
-            let mut bump = c.prepare_cached(
-                "INSERT INTO leads (id, search_key, score, last_event_id, updated_at, last_event_at, event_count, created_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 1, ?5) \
-                 ON CONFLICT(id) DO UPDATE SET score = score + excluded.score, last_event_id = excluded.last_event_id, \
-                   updated_at = excluded.updated_at, last_event_at = max(coalesce(last_event_at, 0), excluded.last_event_at), \
-                   event_count = event_count + 1 \
-                 RETURNING score",
-            )?;
+            let mut claimed = Vec::with_capacity(events.len());
+            for e in events {
+                if claim.execute(params![e.seq, e.points])? == 1 {
+                    claimed.push(e);
+                }
+            }
+            // One read and one write per lead, however many of its events are in the batch.
+            let mut by_lead: Vec<(String, Vec<ScoredEvent>)> = Vec::new();
+            let mut index: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+            for e in claimed {
+                match index.get(&e.lead_id) {
+                    Some(&i) => by_lead[i].1.push(e),
+                    None => {
+                        index.insert(e.lead_id.clone(), by_lead.len());
+                        by_lead.push((e.lead_id.clone(), vec![e]));
+                    }
+                }
+            }
+            let mut current = c.prepare_cached("SELECT score FROM leads WHERE id = ?1")?;
             let mut history = c.prepare_cached(
                 "INSERT INTO score_history (lead_id, event_id, event_type, delta, old_score, new_score, timestamp) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?;
-            let mut changes = Vec::with_capacity(events.len());
-            for e in events {
-                if claim.execute(params![e.seq, e.points])? == 0 {
-                    continue;
+            let mut save = c.prepare_cached(
+                "INSERT INTO leads (id, search_key, score, last_event_id, updated_at, last_event_at, event_count, created_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?5) \
+                 ON CONFLICT(id) DO UPDATE SET score = excluded.score, last_event_id = excluded.last_event_id, \
+                   updated_at = excluded.updated_at, last_event_at = max(coalesce(last_event_at, 0), excluded.last_event_at), \
+                   event_count = event_count + excluded.event_count",
+            )?;
+            let mut changes = Vec::new();
+            for (lead_id, events) in by_lead {
+                // Safe to read then write: this thread is the only writer.
+                let mut score: i64 = current.query_row([&lead_id], |r| r.get(0)).optional()?.unwrap_or(0);
+                let mut last_event_at = i64::MIN;
+                for e in &events {
+                    let old = score;
+                    score += e.points;
+                    last_event_at = last_event_at.max(e.timestamp);
+                    history.execute(params![lead_id, e.event_id, e.event_type, e.points, old, score, now])?;
+                    changes.push(ScoreChange {
+                        lead_id: lead_id.clone(),
+                        event_id: e.event_id.clone(),
+                        event_type: e.event_type.clone(),
+                        delta: e.points,
+                        score,
+                        updated_at: now,
+                    });
                 }
-                let score: i64 = bump.query_row(
-                    params![e.lead_id, e.lead_id.to_lowercase(), e.points, e.event_id, now, e.timestamp],
-                    |r| r.get(0),
-                )?;
-                history.execute(params![e.lead_id, e.event_id, e.event_type, e.points, score - e.points, score, now])?;
-                changes.push(ScoreChange {
-                    lead_id: e.lead_id,
-                    event_id: e.event_id,
-                    event_type: e.event_type,
-                    delta: e.points,
-                    score,
-                    updated_at: now,
-                });
+                let last = events.last().map(|e| e.event_id.as_str());
+                save.execute(params![lead_id, lead_id.to_lowercase(), score, last, now, last_event_at, events.len() as i64])?;
             }
             Ok(changes)
         })
