@@ -20,7 +20,6 @@ WORK=$(mktemp -d /tmp/leadscore-bench.XXXXXX)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
 PORT=5099
 URL="http://127.0.0.1:$PORT"
-PEAK_RSS_KB=0
 
 start_server() {
   RATE_LIMIT_PER_SECOND=0 DATABASE_URL="sqlite://$1" HOST=127.0.0.1 PORT=$PORT LEPTOS_OUTPUT_NAME=leadscore \
@@ -35,7 +34,6 @@ start_server() {
 stop_server() {
   local rss
   rss=$(awk '/VmHWM/ {print $2}' "/proc/$SERVER_PID/status")
-  [ "$rss" -gt "$PEAK_RSS_KB" ] && PEAK_RSS_KB=$rss
   echo "$rss"
   kill -TERM "$SERVER_PID"; wait "$SERVER_PID" || true
 }
@@ -69,10 +67,11 @@ start_server "$WORK/stream.db"
 STREAM_RSS=$(stop_server)
 
 step "Writing BENCHMARKS.md"
-python3 - "$WORK" "$SCALE" "$BULK_RSS" "$SINGLE_RSS" "$BIG_RSS" "$STREAM_RSS" "$PEAK_RSS_KB" <<'PY'
+python3 - "$WORK" "$SCALE" "$BULK_RSS" "$SINGLE_RSS" "$BIG_RSS" "$STREAM_RSS" <<'PY'
 import json, sys, subprocess, platform, datetime, os
 work, scale = sys.argv[1], sys.argv[2]
-bulk_rss, single_rss, big_rss, stream_rss, peak = (int(x) for x in sys.argv[3:8])
+bulk_rss, single_rss, big_rss, stream_rss = (int(x) for x in sys.argv[3:7])
+peak = max(bulk_rss, single_rss, big_rss, stream_rss)
 j = lambda name: json.load(open(os.path.join(work, name + ".json")))
 ceiling, bulk, single, pop, query, stream = (j(n) for n in ["ceiling", "bulk", "single", "populate", "query", "stream"])
 mb = lambda kb: kb / 1024

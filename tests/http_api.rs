@@ -441,3 +441,23 @@ async fn an_unreachable_mongodb_means_503_never_202() {
     assert!(h["store"]["error"].as_str().unwrap().contains("MongoDB unreachable"), "{h}");
     s.stop().await;
 }
+
+#[tokio::test]
+async fn cors_allows_only_the_configured_origins() {
+    let s = TestServer::start_with(|c| c.client_origins = vec!["https://app.example.com".into()]).await;
+    let preflight = |origin: &'static str| {
+        s.client
+            .request(reqwest::Method::OPTIONS, s.url("/api/events"))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", "content-type")
+            .send()
+    };
+    let allowed = preflight("https://app.example.com").await.unwrap();
+    assert_eq!(allowed.headers()["access-control-allow-origin"], "https://app.example.com");
+    let denied = preflight("https://evil.example.net").await.unwrap();
+    assert!(denied.headers().get("access-control-allow-origin").is_none(), "not every origin is allowed");
+    let r = s.client.get(s.url("/api/rules")).header("origin", "https://app.example.com").send().await.unwrap();
+    assert_eq!(r.headers()["access-control-allow-origin"], "https://app.example.com");
+    s.stop().await;
+}

@@ -53,16 +53,23 @@ test("after the server restarts, an open dashboard reconnects and shows new even
   try {
     await page.goto(`${base}/?search=${prefix}`);
     await live(page);
+    await page.evaluate(() => ((window as any).__stillHere = true));
     await postEvent(request, event(`${prefix}-before`, "Email Open"), base);
     await expect.poll(() => boardIds(page)).toEqual([`${prefix}-before`]);
 
     await stop(server);
     await expect(page.locator(".connection")).toHaveAttribute("data-state", "reconnecting");
+    // While the server is away, pages say what failed instead of breaking.
+    await page.getByRole("link", { name: "Rules" }).click();
+    await expect(page.locator(".notice.error")).toContainText("Could not load the rules");
+    await page.getByRole("link", { name: "Leaderboard" }).click();
 
     server = await startServer(db);
     await expect(page.locator(".connection")).toHaveAttribute("data-state", "live", { timeout: 20_000 });
     await postEvent(request, event(`${prefix}-after`, "Purchase"), base);
+    // Back online, the page refetches by itself (this database holds only this test's leads).
     await expect.poll(() => boardIds(page), { timeout: 15_000 }).toEqual([`${prefix}-after`, `${prefix}-before`]);
+    expect(await page.evaluate(() => (window as any).__stillHere)).toBe(true);
   } finally {
     await stop(server);
   }

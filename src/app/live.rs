@@ -1,6 +1,7 @@
 //! The browser's end of `/api/stream`: one EventSource per page, shared through context.
 //! Pages read `frame` (the latest coalesced updates) and `resync` (bumped when the stream
-//! says the client missed something and must refetch). The browser's EventSource resumes
+//! says the client missed something and must refetch, or, throttled, that a frame was
+//! truncated). The browser's EventSource resumes
 //! with `Last-Event-ID` by itself; if it gives up, we open a new one with a backoff.
 
 use crate::domain::live::LeadUpdate;
@@ -89,7 +90,7 @@ mod client {
                 continue;
             };
             let subscriptions: Vec<_> =
-                ["ready", "leadUpdated", "reload"].iter().filter_map(|kind| source.subscribe(*kind).ok()).collect();
+                ["ready", "leadUpdated", "truncated", "reload"].iter().filter_map(|kind| source.subscribe(*kind).ok()).collect();
             let source = Rc::new(source);
             let watcher = Rc::downgrade(&source);
             // While the browser retries on its own, the source sits in Connecting: show it.
@@ -103,6 +104,7 @@ mod client {
                 }
             });
             let mut messages = futures::stream::select_all(subscriptions);
+            let mut last_truncated_resync = 0.0;
             while let Some(message) = messages.next().await {
                 let Ok((kind, event)) = message else { break };
                 let data = event.data().as_string().unwrap_or_default();
@@ -119,6 +121,14 @@ mod client {
                         }
                     }
                     "reload" => live.resync.update(|n| *n += 1),
+                    // The frame left some leads out: views may refetch, at most every 2 s.
+                    "truncated" => {
+                        let now = js_sys::Date::now();
+                        if now - last_truncated_resync > 2000.0 {
+                            last_truncated_resync = now;
+                            live.resync.update(|n| *n += 1);
+                        }
+                    }
                     _ => {}
                 }
             }

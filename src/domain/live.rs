@@ -71,6 +71,20 @@ impl Coalescer {
         let mut latest = std::mem::take(&mut self.latest);
         std::mem::take(&mut self.order).into_iter().filter_map(|id| latest.remove(&id)).collect()
     }
+
+    /// At most `max` updates — the highest scores, which is what leaderboards show — and how
+    /// many were left out. Any changed lead in the global top `max` is always included: at
+    /// most `max - 1` changed leads can outscore it.
+    pub fn flush_top(&mut self, max: usize) -> (Vec<LeadUpdate>, usize) {
+        let mut all = self.flush();
+        if all.len() <= max {
+            return (all, 0);
+        }
+        all.sort_by(|a, b| b.score.cmp(&a.score).then_with(|| a.lead_id.cmp(&b.lead_id)));
+        let omitted = all.len() - max;
+        all.truncate(max);
+        (all, omitted)
+    }
 }
 
 /// What a reconnecting client gets.
@@ -212,6 +226,19 @@ mod tests {
         assert_eq!((out[1].lead_id.as_str(), out[1].score), ("b", 10));
         assert!(c.is_empty());
         assert!(c.flush().is_empty());
+    }
+
+    #[test]
+    fn capped_flush_keeps_the_highest_scores_and_counts_the_rest() {
+        let mut c = Coalescer::default();
+        for (i, score) in [5, 50, 20, 70, 1].iter().enumerate() {
+            c.add(&change(&format!("l{i}"), &format!("e{i}"), *score, *score, 0));
+        }
+        let (top, omitted) = c.flush_top(3);
+        assert_eq!(top.iter().map(|u| u.score).collect::<Vec<_>>(), [70, 50, 20]);
+        assert_eq!(omitted, 2);
+        c.add(&change("a", "x", 1, 1, 0));
+        assert_eq!(c.flush_top(3).1, 0);
     }
 
     #[test]

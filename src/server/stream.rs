@@ -1,21 +1,26 @@
 //! `GET /api/stream`: live score changes as Server-Sent Events.
 //!
 //! One hub task folds the worker's score changes per lead and publishes at most one frame
-//! per interval (100 ms by default), serialised once and shared by every client. A frame is
-//! an SSE `leadUpdated` event whose data is an array of `{leadId, score, delta, eventType,
-//! updatedAt}`, one per changed lead, and whose id is `<server run>-<frame number>`.
+//! per interval (100 ms by default). A frame is an SSE `leadUpdated` event whose data is an
+//! array of `{leadId, score, delta, eventType, updatedAt}`, one per changed lead, with id
+//! `<server run>-<frame number>`. A frame carries at most [`MAX_FRAME_UPDATES`] leads — the
+//! highest scores — followed by a `truncated` event saying how many were left out, so views
+//! that filter differently know to refetch. Each frame is encoded once into shared bytes that
+//! every client's connection writes as they are: a thousand clients cost a thousand socket
+//! writes, not a thousand copies.
+//!
 //! Reconnecting browsers send `Last-Event-ID` and get the frames they missed from a bounded
 //! replay buffer; if they fell too far behind, or the server restarted, they get a `reload`
 //! event and refetch. Clients read from a broadcast channel that never blocks the hub: a
 //! stalled client only ever hurts itself (it lags, and is told to reload).
 
 use super::service::UpdateBatch;
-use crate::domain::live::{Coalescer, Replay, ReplayBuffer};
+use crate::domain::live::{Coalescer, LeadUpdate, Replay, ReplayBuffer};
+use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::http::HeaderMap;
-use axum::response::sse::{Event, KeepAlive, Sse};
-use axum::response::IntoResponse;
-use futures::stream::{self, Stream, StreamExt};
+use axum::http::{header, HeaderMap};
+use axum::response::{IntoResponse, Response};
+use futures::stream::{self, Stream};
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
@@ -26,13 +31,17 @@ use tokio::sync::{broadcast, watch};
 const REPLAY_FRAMES: usize = 600;
 /// Frames a client may fall behind before it is told to reload.
 const CLIENT_LAG_FRAMES: usize = 256;
+/// Leads per frame; the dashboard shows at most 500 rows and refetches when told.
+pub const MAX_FRAME_UPDATES: usize = 100;
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
-type Frame = (u64, Arc<str>);
+/// A published frame: its number (0 = a control message, never replayed) and its bytes.
+type Frame = (u64, Bytes);
 
 pub struct StreamHub {
     /// Identifies this server run; ids from another run cannot be replayed.
     epoch: String,
-    buffer: Mutex<ReplayBuffer<Arc<str>>>,
+    buffer: Mutex<ReplayBuffer<Bytes>>,
     live: broadcast::Sender<Frame>,
     /// Server shutdown: open streams end so graceful shutdown does not wait on them forever.
     shutdown: watch::Receiver<bool>,
@@ -67,13 +76,14 @@ impl StreamHub {
                         Ok(batch) => batch.iter().for_each(|c| pending.add(c)),
                         Err(broadcast::error::RecvError::Lagged(n)) => {
                             tracing::warn!(missed = n, "live stream fell behind the worker; clients will reload");
-                            hub.publish_reload();
+                            let _ = hub.live.send((0, sse("reload", None, r#"{"reason":"server fell behind; reload"}"#)));
                         }
                         Err(broadcast::error::RecvError::Closed) => break,
                     },
                     _ = tick.tick() => {
                         if !pending.is_empty() {
-                            hub.publish(&pending.flush());
+                            let (updates, omitted) = pending.flush_top(MAX_FRAME_UPDATES);
+                            hub.publish(&updates, omitted);
                         }
                     }
                     _ = shutdown.changed() => break,
@@ -82,29 +92,30 @@ impl StreamHub {
         })
     }
 
-    fn publish(&self, updates: &[crate::domain::live::LeadUpdate]) {
-        let data: Arc<str> = serde_json::to_string(updates).unwrap_or_else(|_| "[]".into()).into();
+    fn publish(&self, updates: &[LeadUpdate], omitted: usize) {
+        let data = serde_json::to_string(updates).unwrap_or_else(|_| "[]".into());
         let mut buffer = self.buffer.lock().unwrap();
-        let id = buffer.push(data.clone());
+        let id = buffer.last_id() + 1;
+        let mut bytes = sse("leadUpdated", Some(&self.event_id(id)), &data).to_vec();
+        if omitted > 0 {
+            bytes.extend_from_slice(&sse("truncated", None, &format!(r#"{{"omitted":{omitted}}}"#)));
+        }
+        let bytes = Bytes::from(bytes);
+        buffer.push(bytes.clone());
         // Sent under the lock, so a subscriber sees each frame either in its replay or live.
-        let _ = self.live.send((id, data));
-    }
-
-    /// Tells every client to refetch (id 0 marks a control frame, never replayed).
-    fn publish_reload(&self) {
-        let _ = self.live.send((0, Arc::from("")));
+        let _ = self.live.send((id, bytes));
     }
 
     fn event_id(&self, id: u64) -> String {
         format!("{}-{id}", self.epoch)
     }
 
-    /// The events a client starts with, and its live feed.
-    fn subscribe(&self, last_event_id: Option<&str>) -> (Vec<Event>, broadcast::Receiver<Frame>, u64) {
+    /// What a client starts with (replay, then `ready`), and its live feed.
+    fn subscribe(&self, last_event_id: Option<&str>) -> (Vec<Bytes>, broadcast::Receiver<Frame>, u64) {
         let buffer = self.buffer.lock().unwrap();
         let rx = self.live.subscribe();
         let current = buffer.last_id();
-        let mut first = Vec::new();
+        let mut first = vec![Bytes::from_static(b"retry: 1000\n\n")];
         let seen = match last_event_id.map(|l| l.rsplit_once('-')) {
             None => None,
             Some(Some((epoch, n))) if epoch == self.epoch => n.parse::<u64>().ok(),
@@ -112,71 +123,115 @@ impl StreamHub {
         };
         match seen.map(|s| buffer.after(s)) {
             None => {}
-            Some(Replay::Frames(frames)) => {
-                first.extend(frames.into_iter().map(|(id, data)| self.frame_event(id, &data)));
-            }
-            Some(Replay::TooOld) => first.push(reload_event("missed updates; reload")),
+            Some(Replay::Frames(frames)) => first.extend(frames.into_iter().map(|(_, bytes)| bytes)),
+            Some(Replay::TooOld) => first.push(sse("reload", None, r#"{"reason":"missed updates; reload"}"#)),
         }
         // `ready` carries the current id, so even a quiet connection can resume exactly.
-        first.push(
-            Event::default()
-                .event("ready")
-                .id(self.event_id(current))
-                .retry(Duration::from_millis(1000))
-                .data(format!(r#"{{"epoch":"{}","id":{current}}}"#, self.epoch)),
-        );
+        let ready = format!(r#"{{"epoch":"{}","id":{current}}}"#, self.epoch);
+        first.push(sse("ready", Some(&self.event_id(current)), &ready));
         (first, rx, current)
-    }
-
-    fn frame_event(&self, id: u64, data: &str) -> Event {
-        Event::default().event("leadUpdated").id(self.event_id(id)).data(data)
     }
 }
 
-fn reload_event(reason: &str) -> Event {
-    Event::default().event("reload").data(format!(r#"{{"reason":"{reason}"}}"#))
+/// Encodes one SSE event. `data` is single-line JSON.
+fn sse(event: &str, id: Option<&str>, data: &str) -> Bytes {
+    let mut out = String::with_capacity(data.len() + event.len() + 40);
+    if let Some(id) = id {
+        out.push_str("id: ");
+        out.push_str(id);
+        out.push('\n');
+    }
+    out.push_str("event: ");
+    out.push_str(event);
+    out.push_str("\ndata: ");
+    out.push_str(data);
+    out.push_str("\n\n");
+    Bytes::from(out)
 }
 
 /// The SSE endpoint.
-pub async fn stream_handler(State(hub): State<Arc<StreamHub>>, headers: HeaderMap) -> impl IntoResponse {
+pub async fn stream_handler(State(hub): State<Arc<StreamHub>>, headers: HeaderMap) -> Response {
     let last = headers.get("last-event-id").and_then(|v| v.to_str().ok()).map(str::to_string);
     let (first, rx, current) = hub.subscribe(last.as_deref());
-    Sse::new(client_stream(hub, first, rx, current)).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+    (
+        [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-cache"),
+            (header::HeaderName::from_static("x-accel-buffering"), "no"),
+        ],
+        Body::from_stream(client_stream(hub.shutdown.clone(), first, rx, current)),
+    )
+        .into_response()
 }
 
 fn client_stream(
-    hub: Arc<StreamHub>,
-    first: Vec<Event>,
+    shutdown: watch::Receiver<bool>,
+    first: Vec<Bytes>,
     rx: broadcast::Receiver<Frame>,
     current: u64,
-) -> impl Stream<Item = Result<Event, Infallible>> {
-    let queued: VecDeque<Event> = first.into();
-    let shutdown = hub.shutdown.clone();
-    stream::unfold((queued, rx, current, shutdown), move |(mut queued, mut rx, mut sent, mut shutdown)| {
-        let hub = hub.clone();
-        async move {
-            loop {
-                if let Some(event) = queued.pop_front() {
-                    return Some((event, (queued, rx, sent, shutdown)));
+) -> impl Stream<Item = Result<Bytes, Infallible>> {
+    let queued: VecDeque<Bytes> = first.into();
+    stream::unfold((queued, rx, current, shutdown), |(mut queued, mut rx, mut sent, mut shutdown)| async move {
+        loop {
+            if let Some(bytes) = queued.pop_front() {
+                return Some((Ok(bytes), (queued, rx, sent, shutdown)));
+            }
+            let frame = tokio::select! {
+                frame = rx.recv() => frame,
+                _ = tokio::time::sleep(KEEP_ALIVE) => {
+                    queued.push_back(Bytes::from_static(b": keep-alive\n\n"));
+                    continue;
                 }
-                let frame = tokio::select! {
-                    frame = rx.recv() => frame,
-                    _ = shutdown.wait_for(|stop| *stop) => return None,
-                };
-                match frame {
-                    Ok((0, _)) => queued.push_back(reload_event("server fell behind; reload")),
-                    Ok((id, data)) if id > sent => {
-                        sent = id;
-                        queued.push_back(hub.frame_event(id, &data));
-                    }
-                    Ok(_) => {} // already sent in the replay
-                    Err(broadcast::error::RecvError::Lagged(_)) => {
-                        queued.push_back(reload_event("client fell behind; reload"));
-                    }
-                    Err(broadcast::error::RecvError::Closed) => return None,
+                _ = shutdown.wait_for(|stop| *stop) => return None,
+            };
+            match frame {
+                Ok((0, control)) => queued.push_back(control),
+                Ok((id, bytes)) if id > sent => {
+                    sent = id;
+                    queued.push_back(bytes);
                 }
+                Ok(_) => {} // already sent in the replay
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    queued.push_back(sse("reload", None, r#"{"reason":"client fell behind; reload"}"#));
+                }
+                Err(broadcast::error::RecvError::Closed) => return None,
             }
         }
     })
-    .map(Ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_are_encoded_as_sse() {
+        assert_eq!(&sse("ready", Some("a-1"), "{}")[..], b"id: a-1\nevent: ready\ndata: {}\n\n");
+        assert_eq!(&sse("reload", None, "{}")[..], b"event: reload\ndata: {}\n\n");
+    }
+
+    #[tokio::test]
+    async fn replay_and_truncation_notices() {
+        let (_tx, rx) = watch::channel(false);
+        let hub = StreamHub::new(rx);
+        let update = |id: &str| LeadUpdate {
+            lead_id: id.into(),
+            score: 1,
+            delta: 1,
+            event_type: "t".into(),
+            updated_at: 0,
+            event_id: "e".into(),
+            events: 1,
+        };
+        hub.publish(&[update("a")], 0);
+        hub.publish(&[update("b")], 3);
+        let (first, _, current) = hub.subscribe(Some(&hub.event_id(1)));
+        assert_eq!(current, 2);
+        let text: Vec<String> = first.iter().map(|b| String::from_utf8_lossy(b).to_string()).collect();
+        assert_eq!(text[0], "retry: 1000\n\n");
+        assert!(text[1].contains(r#""leadId":"b""#) && text[1].contains("event: truncated\ndata: {\"omitted\":3}"));
+        assert!(text[2].starts_with(&format!("id: {}-2\nevent: ready", hub.epoch)));
+        let (first, _, _) = hub.subscribe(Some("other-1"));
+        assert!(String::from_utf8_lossy(&first[1]).starts_with("event: reload"));
+    }
 }
