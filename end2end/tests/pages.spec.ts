@@ -37,3 +37,18 @@ test("keyboard users can reach the filters and the test-event form", async ({ pa
   await page.keyboard.press("Enter");
   await expect(page).toHaveURL(/search=acme/);
 });
+
+test("when the server cannot be reached, pages say so and can retry", async ({ page }) => {
+  await page.goto("/");
+  await live(page);
+  // Every server-function call fails as if the network were down.
+  await page.route("**/rpc/**", (route) => route.abort("connectionrefused"));
+  await page.getByRole("link", { name: "Rules" }).click();
+  const notice = page.locator(".notice.error");
+  await expect(notice).toContainText("Could not load the rules");
+  await expect(notice).toContainText("Cannot reach the server");
+  await page.unroute("**/rpc/**");
+  await notice.getByRole("button", { name: "Try again" }).click();
+  await expect(page.locator("#rules tbody tr").first()).toBeVisible();
+  await expect(notice).toHaveCount(0);
+});

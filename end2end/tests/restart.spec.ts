@@ -59,10 +59,6 @@ test("after the server restarts, an open dashboard reconnects and shows new even
 
     await stop(server);
     await expect(page.locator(".connection")).toHaveAttribute("data-state", "reconnecting");
-    // While the server is away, pages say what failed instead of breaking.
-    await page.getByRole("link", { name: "Rules" }).click();
-    await expect(page.locator(".notice.error")).toContainText("Could not load the rules");
-    await page.getByRole("link", { name: "Leaderboard" }).click();
 
     server = await startServer(db);
     await expect(page.locator(".connection")).toHaveAttribute("data-state", "live", { timeout: 20_000 });
