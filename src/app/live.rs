@@ -89,8 +89,10 @@ mod client {
                 sleep(backoff).await;
                 continue;
             };
-            let subscriptions: Vec<_> =
-                ["ready", "leadUpdated", "truncated", "reload"].iter().filter_map(|kind| source.subscribe(*kind).ok()).collect();
+            let subscriptions: Vec<_> = ["ready", "leadUpdated", "truncated", "reload"]
+                .iter()
+                .filter_map(|kind| source.subscribe(*kind).ok())
+                .collect();
             let source = Rc::new(source);
             let watcher = Rc::downgrade(&source);
             // While the browser retries on its own, the source sits in Connecting: show it.
