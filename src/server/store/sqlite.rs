@@ -86,8 +86,6 @@ pub struct SqliteStore {
     path: PathBuf,
     writer: Mutex<Option<mpsc::Sender<Job>>>,
     readers: Arc<ReaderPool>,
-    /// Dropping it ends the checkpoint thread.
-    _stop_checkpoints: mpsc::Sender<()>,
 }
 
 impl SqliteStore {
@@ -102,7 +100,7 @@ impl SqliteStore {
         conn.execute_batch(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = OFF; \
              PRAGMA busy_timeout = 5000; PRAGMA cache_size = -32768; \
-             PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = 67108864;",
+             PRAGMA wal_autocheckpoint = 16384; PRAGMA journal_size_limit = 67108864;",
         )
         .map_err(|e| unavailable(&path, e))?;
         conn.execute_batch(SCHEMA).map_err(|e| unavailable(&path, e))?;
@@ -112,19 +110,10 @@ impl SqliteStore {
             .name("sqlite-writer".into())
             .spawn(move || writer_loop(conn, rx))
             .map_err(|e| StoreError::Internal(e.to_string()))?;
-        // Checkpoints run beside the writer, so no commit (and no 202) waits for one.
-        let checkpoints = Connection::open(&path).map_err(|e| unavailable(&path, e))?;
-        checkpoints.execute_batch("PRAGMA busy_timeout = 5000;").map_err(|e| unavailable(&path, e))?;
-        let (stop_checkpoints, stopped) = mpsc::channel::<()>();
-        std::thread::Builder::new()
-            .name("sqlite-checkpoint".into())
-            .spawn(move || checkpoint_loop(checkpoints, stopped))
-            .map_err(|e| StoreError::Internal(e.to_string()))?;
         Ok(Self {
             readers: Arc::new(ReaderPool { path: path.clone(), idle: Mutex::new(Vec::new()) }),
             path,
             writer: Mutex::new(Some(tx)),
-            _stop_checkpoints: stop_checkpoints,
         })
     }
 
@@ -197,21 +186,6 @@ fn writer_loop(conn: Connection, jobs: mpsc::Receiver<Job>) {
         }
         for reply in replies {
             reply(commit.clone());
-        }
-    }
-}
-
-/// Copies the WAL back into the database file twice a second (PASSIVE: never blocks the
-/// writer or readers), so the WAL stays small without commits paying for checkpoints.
-fn checkpoint_loop(conn: Connection, stop: mpsc::Receiver<()>) {
-    loop {
-        match stop.recv_timeout(std::time::Duration::from_millis(500)) {
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                if let Err(e) = conn.execute_batch("PRAGMA wal_checkpoint(PASSIVE);") {
-                    tracing::warn!(error = %e, "sqlite: checkpoint failed");
-                }
-            }
-            _ => break,
         }
     }
 }
