@@ -21,8 +21,9 @@ use tokio::sync::oneshot;
 
 /// Upper bound on requests folded into one transaction, so one commit never grows unbounded.
 const MAX_JOBS_PER_COMMIT: usize = 512;
-/// Readers kept open between requests; each caches up to 8 MB (memory stays bounded).
-const MAX_IDLE_READERS: usize = 4;
+/// Readers kept open between requests (opening one per request would parse the schema each
+/// time); each caches up to 4 MB, so memory stays bounded.
+const MAX_IDLE_READERS: usize = 8;
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS events (
@@ -219,7 +220,7 @@ impl ReaderPool {
                     OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
                 )
                 .map_err(|e| unavailable(&self.path, e))?;
-                c.execute_batch("PRAGMA busy_timeout = 5000; PRAGMA cache_size = -8192;")
+                c.execute_batch("PRAGMA busy_timeout = 5000; PRAGMA cache_size = -4096;")
                     .map_err(|e| unavailable(&self.path, e))?;
                 c
             }
