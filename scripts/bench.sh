@@ -39,8 +39,8 @@ stop_server() {
 }
 
 EVENTS=$(scaled 1000000)
-step "1. Raw store ceiling: $EVENTS events through the Store API, worker batch 5000"
-"$LOAD" store-ceiling --events "$EVENTS" --batch 5000 --json | tail -1 >"$WORK/ceiling.json"
+step "1. Raw store ceiling: $EVENTS events through the Store API, the worker's batch size"
+"$LOAD" store-ceiling --events "$EVENTS" --json | tail -1 >"$WORK/ceiling.json"
 
 step "2. End-to-end batch ingest: $EVENTS events, batches of 5000, 4 connections"
 start_server "$WORK/bulk.db"

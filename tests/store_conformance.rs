@@ -31,6 +31,7 @@ fn main() {
         leads_sort_by_score_then_id_with_paging_and_filters,
         search_is_literal_and_case_insensitive,
         lead_events_and_history_are_newest_first_and_paged,
+        lead_events_list_unscored_events_too,
         rules_seed_once_and_upsert_by_event_type,
         queue_stats_track_the_backlog,
         concurrent_applies_on_one_lead_are_exact,
@@ -271,12 +272,52 @@ async fn lead_events_and_history_are_newest_first_and_paged(store: DynStore) {
     let page =
         |events_limit, events_offset| DetailPage { events_limit, events_offset, history_limit: 3, history_offset: 1 };
     let ids = |v: Vec<StoredEvent>| v.into_iter().map(|e| e.event_id).collect::<Vec<_>>();
-    assert_eq!(ids(store.lead_events("l", &page(3, 0)).await.unwrap()), ["e6", "e5", "e4"]);
-    assert_eq!(ids(store.lead_events("l", &page(3, 6)).await.unwrap()), ["e0"]);
+    // Ingest order (e6, e1, …, e5, e0), newest first, whatever the timestamps say.
+    assert_eq!(ids(store.lead_events("l", &page(3, 0)).await.unwrap()), ["e0", "e5", "e4"]);
+    assert_eq!(ids(store.lead_events("l", &page(3, 6)).await.unwrap()), ["e6"]);
     let history = store.history("l", &page(3, 0)).await.unwrap();
     // History follows scoring order (ingest order): e0(ingested last), e5, e4, ... newest first, skip 1.
     assert_eq!(history.iter().map(|h| h.event_id.as_str()).collect::<Vec<_>>(), ["e5", "e4", "e3"]);
     assert!(store.lead_events("other", &page(3, 0)).await.unwrap().is_empty());
+}
+
+async fn lead_events_list_unscored_events_too(store: DynStore) {
+    ingest_and_score(&store, (0..3).map(|i| ev(&format!("e{i}"), "l", "Page View", T0 + i)).collect()).await;
+    store
+        .insert_events(vec![
+            ev("e3", "l", "Purchase", T0),
+            ev("x", "other", "Purchase", T0),
+            ev("e4", "l", "Email Open", T0),
+        ])
+        .await
+        .unwrap();
+    let page = |events_limit, events_offset| DetailPage { events_limit, events_offset, ..Default::default() };
+    let summary = |v: Vec<StoredEvent>| v.into_iter().map(|e| (e.event_id, e.processed, e.points)).collect::<Vec<_>>();
+    let s = |id: &str, processed, points| (id.to_string(), processed, points);
+    assert_eq!(
+        summary(store.lead_events("l", &page(10, 0)).await.unwrap()),
+        [
+            s("e4", false, None),
+            s("e3", false, None),
+            s("e2", true, Some(5)),
+            s("e1", true, Some(5)),
+            s("e0", true, Some(5))
+        ]
+    );
+    // A page that straddles unscored and scored events.
+    assert_eq!(
+        summary(store.lead_events("l", &page(2, 1)).await.unwrap()),
+        [s("e3", false, None), s("e2", true, Some(5))]
+    );
+    assert_eq!(summary(store.lead_events("l", &page(2, 4)).await.unwrap()), [s("e0", true, Some(5))]);
+
+    ingest_and_score(&store, vec![]).await;
+    assert_eq!(
+        summary(store.lead_events("l", &page(2, 0)).await.unwrap()),
+        [s("e4", true, Some(10)), s("e3", true, Some(100))],
+        "scored in place, same order"
+    );
+    assert_eq!(store.lead_events("l", &page(10, 0)).await.unwrap().len(), 5, "no event listed twice");
 }
 
 async fn rules_seed_once_and_upsert_by_event_type(store: DynStore) {

@@ -8,7 +8,7 @@
 //! leadscore-load bulk     [--events 1000000] [--batch 5000] [--concurrency 4]
 //! leadscore-load stream   [--clients 1000] [--rate 20000] [--duration 10] [--leads 10000]
 //! leadscore-load query    [--requests 2000] [--concurrency 8] [--leads 1000000]
-//! leadscore-load store-ceiling [--events 1000000] [--batch 1000]      (no server: Store API)
+//! leadscore-load store-ceiling [--events 1000000] [--batch 20000]     (no server: Store API)
 //! leadscore-load populate --db FILE [--leads 1000000] [--events 5000000] (no server)
 //! common: --url URL  --api-key KEY  --json (print a JSON summary line last)
 //! ```
@@ -16,6 +16,7 @@
 use futures::StreamExt;
 use leadscore::domain::scoring::{default_rules, RuleBook};
 use leadscore::domain::NewEvent;
+use leadscore::server::config::WorkerSection;
 use leadscore::server::store::sqlite::SqliteStore;
 use leadscore::server::store::Store;
 use serde_json::{json, Value};
@@ -571,8 +572,11 @@ fn synthetic(i: u64, lead: usize, event_type: &str) -> NewEvent {
 /// Inserts `events` through the Store API, then scores them the way the worker does, with
 /// the worker's batch size: the ceiling the HTTP path is measured against.
 async fn store_ceiling(o: &Opts) -> Result<Value, String> {
-    let (events, batch, leads) =
-        (o.get("events", 1_000_000u64), o.get("batch", 1000usize), o.get("leads", 100_000usize));
+    let (events, batch, leads) = (
+        o.get("events", 1_000_000u64),
+        o.get("batch", WorkerSection::default().batch_size),
+        o.get("leads", 100_000usize),
+    );
     let dir = tempfile_dir()?;
     let store = SqliteStore::open(dir.join("ceiling.db")).map_err(|e| e.to_string())?;
     let (inserted, scored) = fill(&store, events, leads, 5000, batch, "ceiling").await?;
@@ -592,7 +596,7 @@ async fn populate(o: &Opts) -> Result<Value, String> {
     let db = o.0.get("db").ok_or("populate needs --db FILE")?;
     let (leads, events) = (o.get("leads", 1_000_000usize), o.get("events", 5_000_000u64));
     let store = SqliteStore::open(db).map_err(|e| e.to_string())?;
-    let (inserted, scored) = fill(&store, events, leads, 5000, 5000, "populate").await?;
+    let (inserted, scored) = fill(&store, events, leads, 20000, WorkerSection::default().batch_size, "populate").await?;
     Ok(json!({"mode": "populate", "leads": leads, "events": events, "insert_s": inserted, "apply_s": scored}))
 }
 

@@ -189,7 +189,7 @@ pub struct WorkerSection {
 
 impl Default for WorkerSection {
     fn default() -> Self {
-        Self { batch_size: 5000, idle_poll_ms: 1000 }
+        Self { batch_size: 20000, idle_poll_ms: 1000 }
     }
 }
 
@@ -228,6 +228,7 @@ mod tests {
         assert!(c.client_origins.is_empty());
         assert!(c.api_keys.is_empty());
         assert_eq!((c.rate_limit_per_second, c.rate_limit_burst), (1000.0, 2000.0));
+        assert_eq!(c.worker_batch_size, WorkerSection::default().batch_size);
     }
 
     #[test]

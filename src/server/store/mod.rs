@@ -64,7 +64,7 @@ pub trait Store: Send + Sync + 'static {
     async fn lead(&self, lead_id: &str) -> StoreResult<Option<Lead>>;
     /// A lead's history, newest first.
     async fn history(&self, lead_id: &str, page: &DetailPage) -> StoreResult<Vec<HistoryEntry>>;
-    /// A lead's events, newest timestamp first.
+    /// A lead's events, newest first in ingest order (the order they are scored in), scored or not.
     async fn lead_events(&self, lead_id: &str, page: &DetailPage) -> StoreResult<Vec<StoredEvent>>;
 
     /// All rules, ordered by event type.

@@ -43,6 +43,9 @@ use std::time::Duration;
 /// How long a worker's claim on an event protects it from other workers.
 pub const CLAIM_LEASE_MS: Millis = 10_000;
 const DUPLICATE_KEY: i32 = 11000;
+/// `dropIndexes` of an index (or collection) that is not there: nothing to drop.
+const INDEX_NOT_FOUND: i32 = 27;
+const NAMESPACE_NOT_FOUND: i32 = 26;
 const DEFAULT_DATABASE: &str = "leadscore";
 
 pub struct MongoStore {
@@ -104,6 +107,14 @@ impl MongoStore {
     pub async fn prepare(&self) -> StoreResult<()> {
         for (collection, index) in docs::indexes() {
             self.db.collection::<Document>(collection).create_index(index).await.map_err(classify)?;
+        }
+        for (collection, name) in docs::SUPERSEDED_INDEXES {
+            match self.db.collection::<Document>(collection).drop_index(*name).await {
+                Ok(()) => tracing::info!(collection, index = name, "mongodb: dropped superseded index"),
+                Err(e) if matches!(*e.kind, ErrorKind::Command(ref c) if c.code == INDEX_NOT_FOUND || c.code == NAMESPACE_NOT_FOUND) =>
+                    {}
+                Err(e) => return Err(classify(e)),
+            }
         }
         Ok(())
     }
@@ -388,6 +399,9 @@ pub mod docs {
     use mongodb::options::IndexOptions;
     use mongodb::IndexModel;
 
+    /// Indexes earlier releases created that no query uses any more, by collection.
+    pub const SUPERSEDED_INDEXES: &[(&str, &str)] = &[("events", "lead_events")];
+
     /// The indexes behind every query, by collection.
     pub fn indexes() -> Vec<(&'static str, IndexModel)> {
         let index = |keys: Document, options: IndexOptions| IndexModel::builder().keys(keys).options(options).build();
@@ -400,7 +414,7 @@ pub mod docs {
                     IndexOptions::builder().name("eventId_unique".to_string()).unique(true).build(),
                 ),
             ),
-            ("events", index(doc! {"leadId": 1, "timestamp": -1, "_id": -1}, named("lead_events"))),
+            ("events", index(doc! {"leadId": 1, "_id": -1}, named("lead_events_by_seq"))),
             (
                 "events",
                 index(
@@ -550,7 +564,7 @@ pub mod docs {
     }
 
     pub fn lead_events_page(lead_id: &str) -> (Document, Document) {
-        (doc! {"leadId": lead_id}, doc! {"timestamp": -1, "_id": -1})
+        (doc! {"leadId": lead_id}, doc! {"_id": -1})
     }
 
     pub fn upsert_rule(r: &RuleInput, now: Millis) -> (Document, Document) {
@@ -671,7 +685,15 @@ mod tests {
         let (keys, model) = keys_and_options("events", "eventId_unique");
         assert_eq!(keys, doc! {"eventId": 1});
         assert_eq!(model.options.unwrap().unique, Some(true));
-        assert_eq!(keys_and_options("events", "lead_events").0, doc! {"leadId": 1, "timestamp": -1, "_id": -1});
+        assert_eq!(keys_and_options("events", "lead_events_by_seq").0, doc! {"leadId": 1, "_id": -1});
+        assert_eq!(SUPERSEDED_INDEXES, &[("events", "lead_events")]);
+        for (collection, model) in indexes() {
+            let name = model.options.and_then(|o| o.name).unwrap();
+            assert!(
+                !SUPERSEDED_INDEXES.contains(&(collection, name.as_str())),
+                "{name} would be created, then dropped"
+            );
+        }
         let (keys, model) = keys_and_options("events", "unprocessed");
         assert_eq!(keys, doc! {"processed": 1, "_id": 1});
         assert_eq!(model.options.unwrap().partial_filter_expression, Some(doc! {"processed": false}));
@@ -687,7 +709,7 @@ mod tests {
         // The queries' sorts are prefixes the indexes serve.
         assert_eq!(leads_sort(), doc! {"score": -1, "_id": 1});
         assert_eq!(history_page("l").1, doc! {"timestamp": -1, "seq": -1});
-        assert_eq!(lead_events_page("l").1, doc! {"timestamp": -1, "_id": -1});
+        assert_eq!(lead_events_page("l").1, doc! {"_id": -1}, "ingest order, newest first");
     }
 
     #[test]

@@ -25,6 +25,9 @@ const MAX_JOBS_PER_COMMIT: usize = 512;
 /// time); each caches up to 4 MB, so memory stays bounded.
 const MAX_IDLE_READERS: usize = 8;
 
+/// Bumped whenever the layout changes; `migrate` brings older files up to date on open.
+const SCHEMA_VERSION: i64 = 2;
+
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS events (
     seq         INTEGER PRIMARY KEY,
@@ -37,8 +40,12 @@ CREATE TABLE IF NOT EXISTS events (
     processed   INTEGER NOT NULL DEFAULT 0,
     points      INTEGER
 );
-CREATE INDEX IF NOT EXISTS events_unprocessed ON events(seq) WHERE processed = 0;
-CREATE INDEX IF NOT EXISTS events_by_lead ON events(lead_id, timestamp DESC, seq DESC);
+-- The durable queue, in ingest order. It carries lead_id so a lead's page can pick its
+-- not-yet-scored events out of the queue without touching the table. There is deliberately no
+-- full index of events by lead: that was a random B-tree insert per event, the single most
+-- expensive write at ingest, and it grew with the data. Scored events are found through
+-- score_history instead.
+CREATE INDEX IF NOT EXISTS events_queue ON events(seq, lead_id) WHERE processed = 0;
 
 -- Clustered by id: one B-tree fewer to update per score change.
 CREATE TABLE IF NOT EXISTS leads (
@@ -53,8 +60,9 @@ CREATE TABLE IF NOT EXISTS leads (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS leads_by_score ON leads(score DESC, id ASC);
 
--- One row per applied event; the events table's processed flag (flipped in the same
--- transaction) is what makes it once-only, so event_id needs no index of its own.
+-- One row per applied event, keyed by the event's seq: the worker applies in seq order, so
+-- this appends, and `id` joins back to the event (metadata, timestamp) for a lead's event log.
+-- The events table's processed flag (flipped in the same transaction) makes it once-only.
 CREATE TABLE IF NOT EXISTS score_history (
     id         INTEGER PRIMARY KEY,
     lead_id    TEXT NOT NULL,
@@ -74,6 +82,42 @@ CREATE TABLE IF NOT EXISTS rules (
     updated_at INTEGER NOT NULL
 );
 "#;
+
+/// Schema 1 (the first release) kept a full `events_by_lead` index and numbered history rows
+/// on their own. Renumbering history by event seq keeps every row; the old index goes.
+const MIGRATE_1_TO_2: &str = r#"
+CREATE TABLE score_history_v2 (
+    id         INTEGER PRIMARY KEY,
+    lead_id    TEXT NOT NULL,
+    event_id   TEXT NOT NULL,
+    event_type TEXT NOT NULL,
+    delta      INTEGER NOT NULL,
+    old_score  INTEGER NOT NULL,
+    new_score  INTEGER NOT NULL,
+    timestamp  INTEGER NOT NULL
+);
+INSERT INTO score_history_v2 (id, lead_id, event_id, event_type, delta, old_score, new_score, timestamp)
+    SELECT e.seq, h.lead_id, h.event_id, h.event_type, h.delta, h.old_score, h.new_score, h.timestamp
+    FROM score_history h JOIN events e ON e.event_id = h.event_id ORDER BY h.id;
+DROP TABLE score_history;
+ALTER TABLE score_history_v2 RENAME TO score_history;
+DROP INDEX IF EXISTS events_by_lead;
+DROP INDEX IF EXISTS events_unprocessed;
+"#;
+
+/// A page of one lead's events, newest first: its not-yet-scored events among the newest
+/// `PENDING_WINDOW` in the queue (read from the queue index alone), then its scored ones from
+/// the history, keyed by seq. SQLite merges the two ordered walks and stops at the page.
+const LEAD_EVENTS_PAGE: &str = "SELECT e.seq, e.event_id, e.lead_id, e.event_type, e.timestamp, e.metadata, \
+        e.received_at, e.processed, e.points \
+    FROM (SELECT seq FROM (SELECT seq, lead_id FROM events WHERE processed = 0 ORDER BY seq DESC LIMIT 10000) \
+              WHERE lead_id = ?1 \
+          UNION ALL SELECT id FROM score_history WHERE lead_id = ?1 \
+          ORDER BY 1 DESC LIMIT ?2 OFFSET ?3) page \
+    JOIN events e ON e.seq = page.seq ORDER BY e.seq DESC";
+/// How far back into the queue a lead's page looks for unscored events. The worker drains
+/// far faster than this per second, so only a deep backlog hides an event, until it is scored.
+pub const PENDING_WINDOW: usize = 10_000;
 
 const EVENT_COLUMNS: &str = "seq, event_id, lead_id, event_type, timestamp, metadata, received_at, processed, points";
 const LEAD_COLUMNS: &str = "id, score, last_event_id, updated_at, last_event_at, event_count";
@@ -97,14 +141,16 @@ impl SqliteStore {
             std::fs::create_dir_all(dir)
                 .map_err(|e| StoreError::Unavailable(format!("cannot create {}: {e}", dir.display())))?;
         }
-        let conn = Connection::open(&path).map_err(|e| unavailable(&path, e))?;
+        let mut conn = Connection::open(&path).map_err(|e| unavailable(&path, e))?;
+        // temp_store = MEMORY: each request's savepoint journals pages it re-dirties; in a
+        // temp file that doubled the bytes written per commit.
         conn.execute_batch(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = OFF; \
-             PRAGMA busy_timeout = 5000; PRAGMA cache_size = -32768; \
+             PRAGMA busy_timeout = 5000; PRAGMA cache_size = -32768; PRAGMA temp_store = MEMORY; \
              PRAGMA wal_autocheckpoint = 16384; PRAGMA journal_size_limit = 67108864;",
         )
         .map_err(|e| unavailable(&path, e))?;
-        conn.execute_batch(SCHEMA).map_err(|e| unavailable(&path, e))?;
+        prepare_schema(&mut conn).map_err(|e| unavailable(&path, e))?;
 
         let (tx, rx) = mpsc::channel::<Job>();
         std::thread::Builder::new()
@@ -157,6 +203,39 @@ impl Drop for SqliteStore {
         // Closing the channel lets the writer thread finish its last commit and exit.
         self.writer.lock().unwrap().take();
     }
+}
+
+/// Creates the schema, or brings a file written by an older release up to date, in one
+/// transaction: a crash mid-migration leaves the file as it was.
+fn prepare_schema(conn: &mut Connection) -> Result<(), String> {
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(|e| e.to_string())?;
+    if version > SCHEMA_VERSION {
+        return Err(format!(
+            "the file has schema version {version}, written by a newer Leadscore; this build knows up to {SCHEMA_VERSION}"
+        ));
+    }
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(|e| e.to_string())?;
+    let has_events: bool = tx
+        .query_row("SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'events'", [], |r| r.get(0))
+        .map_err(|e| e.to_string())?;
+    // Schema 1 never set user_version: version 0 with tables present means schema 1.
+    if version < 2 && has_events {
+        let count = |tx: &rusqlite::Transaction| -> rusqlite::Result<i64> {
+            tx.query_row("SELECT count(*) FROM score_history", [], |r| r.get(0))
+        };
+        let before = count(&tx).map_err(|e| e.to_string())?;
+        tx.execute_batch(MIGRATE_1_TO_2).map_err(|e| format!("migrating schema 1 to 2: {e}"))?;
+        let after = count(&tx).map_err(|e| e.to_string())?;
+        if before != after {
+            return Err(format!(
+                "migrating schema 1 to 2 would keep {after} of {before} history rows; file left unchanged"
+            ));
+        }
+        tracing::info!(history_rows = after, "sqlite: migrated schema 1 to 2");
+    }
+    tx.execute_batch(SCHEMA).map_err(|e| e.to_string())?;
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(|e| e.to_string())?;
+    tx.commit().map_err(|e| e.to_string())
 }
 
 fn unavailable(path: &Path, e: impl std::fmt::Display) -> StoreError {
@@ -344,11 +423,13 @@ impl Store for SqliteStore {
                     }
                 }
             }
-            let mut current = c.prepare_cached("SELECT score FROM leads WHERE id = ?1")?;
             let mut history = c.prepare_cached(
-                "INSERT INTO score_history (lead_id, event_id, event_type, delta, old_score, new_score, timestamp) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT INTO score_history (id, lead_id, event_id, event_type, delta, old_score, new_score, timestamp) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             )?;
+            let mut current = c.prepare_cached("SELECT score FROM leads WHERE id = ?1")?;
+            // Not `RETURNING`: a statement with it needs a statement journal, and releasing
+            // one costs time in proportion to the pages the transaction has dirtied.
             let mut save = c.prepare_cached(
                 "INSERT INTO leads (id, search_key, score, last_event_id, updated_at, last_event_at, event_count, created_at) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?5) \
@@ -360,12 +441,10 @@ impl Store for SqliteStore {
             for (lead_id, events) in by_lead {
                 // Safe to read then write: this thread is the only writer.
                 let mut score: i64 = current.query_row([&lead_id], |r| r.get(0)).optional()?.unwrap_or(0);
-                let mut last_event_at = i64::MIN;
                 for e in &events {
                     let old = score;
                     score += e.points;
-                    last_event_at = last_event_at.max(e.timestamp);
-                    history.execute(params![lead_id, e.event_id, e.event_type, e.points, old, score, now])?;
+                    history.execute(params![e.seq, lead_id, e.event_id, e.event_type, e.points, old, score, now])?;
                     changes.push(ScoreChange {
                         lead_id: lead_id.clone(),
                         event_id: e.event_id.clone(),
@@ -375,6 +454,7 @@ impl Store for SqliteStore {
                         updated_at: now,
                     });
                 }
+                let last_event_at = events.iter().map(|e| e.timestamp).max();
                 let last = events.last().map(|e| e.event_id.as_str());
                 save.execute(params![lead_id, lead_id.to_lowercase(), score, last, now, last_event_at, events.len() as i64])?;
             }
@@ -457,10 +537,7 @@ impl Store for SqliteStore {
     async fn lead_events(&self, lead_id: &str, page: &DetailPage) -> StoreResult<Vec<StoredEvent>> {
         let (id, limit, offset) = (lead_id.to_string(), page.events_limit as i64, page.events_offset as i64);
         self.read(move |c| {
-            let mut s = c.prepare_cached(&format!(
-                "SELECT {EVENT_COLUMNS} FROM events WHERE lead_id = ?1 \
-                 ORDER BY timestamp DESC, seq DESC LIMIT ?2 OFFSET ?3"
-            ))?;
+            let mut s = c.prepare_cached(LEAD_EVENTS_PAGE)?;
             let rows = s.query_map(params![id, limit, offset], event_from_row)?;
             rows.collect()
         })
@@ -505,5 +582,164 @@ impl Store for SqliteStore {
             Ok(true)
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The layout of the first release, verbatim: what a user's existing file looks like.
+    const SCHEMA_1: &str = r#"
+        CREATE TABLE events (seq INTEGER PRIMARY KEY, event_id TEXT NOT NULL UNIQUE, lead_id TEXT NOT NULL,
+            event_type TEXT NOT NULL, timestamp INTEGER NOT NULL, metadata TEXT, received_at INTEGER NOT NULL,
+            processed INTEGER NOT NULL DEFAULT 0, points INTEGER);
+        CREATE INDEX events_unprocessed ON events(seq) WHERE processed = 0;
+        CREATE INDEX events_by_lead ON events(lead_id, timestamp DESC, seq DESC);
+        CREATE TABLE leads (id TEXT PRIMARY KEY, search_key TEXT NOT NULL, score INTEGER NOT NULL,
+            last_event_id TEXT, updated_at INTEGER NOT NULL, last_event_at INTEGER,
+            event_count INTEGER NOT NULL DEFAULT 0, created_at INTEGER NOT NULL) WITHOUT ROWID;
+        CREATE INDEX leads_by_score ON leads(score DESC, id ASC);
+        CREATE TABLE score_history (id INTEGER PRIMARY KEY, lead_id TEXT NOT NULL, event_id TEXT NOT NULL,
+            event_type TEXT NOT NULL, delta INTEGER NOT NULL, old_score INTEGER NOT NULL,
+            new_score INTEGER NOT NULL, timestamp INTEGER NOT NULL);
+        CREATE INDEX history_by_lead ON score_history(lead_id, id DESC);
+        CREATE TABLE rules (event_type TEXT PRIMARY KEY, points INTEGER NOT NULL, is_active INTEGER NOT NULL,
+            updated_at INTEGER NOT NULL);
+        -- Two scored events (history ids numbered on their own), one still queued.
+        INSERT INTO events VALUES (10, 'a', 'l', 'Purchase', 1000, NULL, 1, 1, 100);
+        INSERT INTO events VALUES (11, 'b', 'l', 'Page View', 500, '{"page":"/"}', 2, 1, 5);
+        INSERT INTO events VALUES (12, 'c', 'l', 'Page View', 2000, NULL, 3, 0, NULL);
+        INSERT INTO score_history VALUES (1, 'l', 'a', 'Purchase', 100, 0, 100, 7);
+        INSERT INTO score_history VALUES (2, 'l', 'b', 'Page View', 5, 100, 105, 8);
+        INSERT INTO leads VALUES ('l', 'l', 105, 'b', 8, 1000, 2, 7);
+        INSERT INTO rules VALUES ('Page View', 5, 1, 0);
+    "#;
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+    }
+
+    fn user_version(path: &Path) -> i64 {
+        Connection::open(path).unwrap().query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap()
+    }
+
+    #[test]
+    fn a_new_file_gets_the_current_schema_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("new.db");
+        drop(SqliteStore::open(&path).unwrap());
+        assert_eq!(user_version(&path), SCHEMA_VERSION);
+    }
+
+    #[test]
+    fn a_schema_1_file_is_migrated_without_losing_anything() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v1.db");
+        Connection::open(&path).unwrap().execute_batch(SCHEMA_1).unwrap();
+
+        let store = SqliteStore::open(&path).unwrap();
+        let rt = runtime();
+        let page = DetailPage::default();
+        let history = rt.block_on(store.history("l", &page)).unwrap();
+        let summary: Vec<_> = history.iter().map(|h| (h.event_id.as_str(), h.old_score, h.new_score)).collect();
+        assert_eq!(summary, [("b", 100, 105), ("a", 0, 100)]);
+        let events = rt.block_on(store.lead_events("l", &page)).unwrap();
+        let summary: Vec<_> = events.iter().map(|e| (e.event_id.as_str(), e.processed, e.points)).collect();
+        assert_eq!(summary, [("c", false, None), ("b", true, Some(5)), ("a", true, Some(100))]);
+        assert_eq!(events[1].metadata.as_deref(), Some(r#"{"page":"/"}"#));
+
+        // The queued event is still queued and scores on top of the migrated history.
+        let queued = rt.block_on(store.unprocessed(10)).unwrap();
+        assert_eq!(queued.iter().map(|e| e.event_id.as_str()).collect::<Vec<_>>(), ["c"]);
+        let scored = crate::domain::scoring::RuleBook::new(&rt.block_on(store.rules()).unwrap()).score(&queued);
+        let changes = rt.block_on(store.apply(scored, 9)).unwrap();
+        assert_eq!(changes.iter().map(|c| c.score).collect::<Vec<_>>(), [110]);
+        drop(store);
+
+        assert_eq!(user_version(&path), SCHEMA_VERSION);
+        let conn = Connection::open(&path).unwrap();
+        let history_ids: Vec<i64> = conn
+            .prepare("SELECT id FROM score_history ORDER BY id")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(history_ids, [10, 11, 12], "history rows are keyed by their event's seq");
+        let old_index: i64 = conn
+            .query_row("SELECT count(*) FROM sqlite_master WHERE name = 'events_by_lead'", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(old_index, 0);
+    }
+
+    #[test]
+    fn a_file_from_a_newer_release_is_refused_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("future.db");
+        Connection::open(&path).unwrap().execute_batch("PRAGMA user_version = 99; CREATE TABLE events (x);").unwrap();
+        let err = SqliteStore::open(&path).err().expect("refused").to_string();
+        assert!(err.contains("schema version 99") && err.contains("newer Leadscore"), "{err}");
+        assert_eq!(user_version(&path), 99);
+    }
+
+    #[test]
+    fn lead_event_pages_walk_indexes_not_the_whole_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("plan.db");
+        drop(SqliteStore::open(&path).unwrap());
+        let conn = Connection::open(&path).unwrap();
+        let plan: Vec<String> = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {LEAD_EVENTS_PAGE}"))
+            .unwrap()
+            .query_map(params!["l", 5, 0], |r| r.get::<_, String>(3))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let plan = plan.join("\n");
+        assert!(plan.contains("COVERING INDEX events_queue"), "{plan}");
+        assert!(plan.contains("history_by_lead"), "{plan}");
+        assert!(plan.contains("SEARCH score_history USING COVERING INDEX history_by_lead"), "{plan}");
+        assert!(!plan.lines().any(|l| l == "SCAN events" || l == "SCAN score_history"), "no full scan:\n{plan}");
+    }
+}
+
+#[cfg(test)]
+mod pending_window {
+    use super::*;
+
+    #[test]
+    fn the_page_query_uses_the_documented_window() {
+        assert!(LEAD_EVENTS_PAGE.contains(&format!("LIMIT {PENDING_WINDOW})")));
+    }
+
+    #[test]
+    fn an_event_deep_in_the_queue_shows_once_scored() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path().join("window.db")).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let ev = |id: String, lead: &str| NewEvent {
+            event_id: id,
+            lead_id: lead.into(),
+            event_type: "Page View".into(),
+            timestamp: 1,
+            metadata: None,
+        };
+        let mut batch = vec![ev("deep".into(), "x")];
+        batch.extend((0..PENDING_WINDOW).map(|i| ev(format!("e{i}"), "crowd")));
+        rt.block_on(store.insert_events(batch)).unwrap();
+        let page = DetailPage::default();
+        assert!(rt.block_on(store.lead_events("x", &page)).unwrap().is_empty(), "behind the window");
+
+        rt.block_on(store.insert_events(vec![ev("recent".into(), "x")])).unwrap();
+        let ids = |v: Vec<StoredEvent>| v.into_iter().map(|e| e.event_id).collect::<Vec<_>>();
+        assert_eq!(ids(rt.block_on(store.lead_events("x", &page)).unwrap()), ["recent"]);
+
+        let queued = rt.block_on(store.unprocessed(1)).unwrap();
+        assert_eq!(queued[0].event_id, "deep");
+        let rules = [Rule { event_type: "Page View".into(), points: 5, is_active: true, updated_at: 0 }];
+        let scored = crate::domain::scoring::RuleBook::new(&rules).score(&queued);
+        rt.block_on(store.apply(scored, 2)).unwrap();
+        assert_eq!(ids(rt.block_on(store.lead_events("x", &page)).unwrap()), ["recent", "deep"]);
     }
 }
