@@ -271,10 +271,12 @@ fn writer_loop(conn: Connection, jobs: mpsc::Receiver<Job>) {
 }
 
 fn in_savepoint<T>(conn: &Connection, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> rusqlite::Result<T> {
-    conn.execute_batch("SAVEPOINT job")?;
+    // Cached statements: a single-event request is one insert, so parsing these two for
+    // every job would be most of its SQL work.
+    conn.prepare_cached("SAVEPOINT job")?.execute([])?;
     match f(conn) {
         Ok(v) => {
-            conn.execute_batch("RELEASE job")?;
+            conn.prepare_cached("RELEASE job")?.execute([])?;
             Ok(v)
         }
         Err(e) => {
