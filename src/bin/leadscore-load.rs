@@ -596,7 +596,8 @@ async fn populate(o: &Opts) -> Result<Value, String> {
     let db = o.0.get("db").ok_or("populate needs --db FILE")?;
     let (leads, events) = (o.get("leads", 1_000_000usize), o.get("events", 5_000_000u64));
     let store = SqliteStore::open(db).map_err(|e| e.to_string())?;
-    let (inserted, scored) = fill(&store, events, leads, 20000, WorkerSection::default().batch_size, "populate").await?;
+    let (inserted, scored) =
+        fill(&store, events, leads, 20000, WorkerSection::default().batch_size, "populate").await?;
     Ok(json!({"mode": "populate", "leads": leads, "events": events, "insert_s": inserted, "apply_s": scored}))
 }
 

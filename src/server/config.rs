@@ -39,6 +39,7 @@ pub struct Config {
     pub max_batch_events: usize,
     pub worker_batch_size: usize,
     pub worker_idle_poll_ms: u64,
+    pub worker_linger_ms: u64,
     /// When non-empty, REST calls (all but `/api/health`) must present one of these keys.
     pub api_keys: Vec<String>,
     /// Requests per second per client (API key, else IP); 0 turns the limit off.
@@ -116,6 +117,7 @@ impl Config {
             max_batch_events: number("MAX_BATCH_EVENTS", file.ingest.max_batch_events)?,
             worker_batch_size: number("WORKER_BATCH_SIZE", file.worker.batch_size)?,
             worker_idle_poll_ms: number("WORKER_IDLE_POLL_MS", file.worker.idle_poll_ms as usize)? as u64,
+            worker_linger_ms: number("WORKER_LINGER_MS", file.worker.linger_ms as usize)? as u64,
             api_keys,
             rate_limit_per_second: float("RATE_LIMIT_PER_SECOND", file.security.rate_limit_per_second)?,
             rate_limit_burst: float("RATE_LIMIT_BURST", file.security.rate_limit_burst)?,
@@ -185,11 +187,12 @@ impl Default for IngestSection {
 pub struct WorkerSection {
     pub batch_size: usize,
     pub idle_poll_ms: u64,
+    pub linger_ms: u64,
 }
 
 impl Default for WorkerSection {
     fn default() -> Self {
-        Self { batch_size: 20000, idle_poll_ms: 1000 }
+        Self { batch_size: 20000, idle_poll_ms: 1000, linger_ms: 20 }
     }
 }
 
@@ -229,6 +232,7 @@ mod tests {
         assert!(c.api_keys.is_empty());
         assert_eq!((c.rate_limit_per_second, c.rate_limit_burst), (1000.0, 2000.0));
         assert_eq!(c.worker_batch_size, WorkerSection::default().batch_size);
+        assert_eq!(c.worker_linger_ms, WorkerSection::default().linger_ms);
     }
 
     #[test]

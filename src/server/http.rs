@@ -181,6 +181,7 @@ pub async fn launch(config: Config, leptos_options: LeptosOptions, listener: Tcp
         heartbeat,
         batch_size: config.worker_batch_size,
         idle_poll: Duration::from_millis(config.worker_idle_poll_ms),
+        linger: Duration::from_millis(config.worker_linger_ms),
     };
     let worker = tokio::spawn(worker.run(shutdown_rx.clone()));
 

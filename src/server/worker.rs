@@ -21,6 +21,9 @@ pub struct Worker {
     pub batch_size: usize,
     /// How long to sleep when idle and not woken; bounds the heartbeat interval too.
     pub idle_poll: Duration,
+    /// Pause after a small batch so the next one gathers more events (fewer, larger
+    /// transactions under a steady trickle); a full batch goes straight on.
+    pub linger: Duration,
 }
 
 impl Worker {
@@ -33,8 +36,14 @@ impl Worker {
                 break;
             }
             let pause = match self.step().await {
-                Ok(Step { applied, .. }) if applied > 0 => {
+                Ok(Step { applied, taken }) if applied > 0 => {
                     failures = 0;
+                    if taken < self.batch_size / 4 && !self.linger.is_zero() {
+                        tokio::select! {
+                            _ = tokio::time::sleep(self.linger) => {}
+                            _ = shutdown.changed() => {}
+                        }
+                    }
                     continue;
                 }
                 // Events another worker holds (MongoDB claims): look again shortly.
