@@ -408,6 +408,14 @@ async fn stream(o: &Opts) -> Result<Value, String> {
     let connected = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
 
+    // A frame carries the 100 highest-scoring changed leads. Probe leads must be among them
+    // to be measured at all, so probes use a rule worth more than any load lead can reach.
+    let rule = json!({"eventType": PROBE_TYPE, "points": 1_000_000, "isActive": true});
+    let saved = client.post(format!("{base}/api/rules")).json(&rule).send().await.map_err(|e| e.to_string())?;
+    if !saved.status().is_success() {
+        return Err(format!("cannot create the probe rule: HTTP {}", saved.status()));
+    }
+
     let mut readers = Vec::new();
     for i in 0..clients {
         let (client, url) = (client.clone(), format!("{base}/api/stream"));
@@ -478,7 +486,7 @@ async fn stream(o: &Opts) -> Result<Value, String> {
         ticker.tick().await;
         let mut events: Vec<Value> = (0..per_batch - 1).map(|_| gen.event()).collect();
         let probe_id = gen.event_id();
-        events.push(json!({"eventId": probe_id, "leadId": format!("probe-{b}"), "eventType": "Purchase",
+        events.push(json!({"eventId": probe_id, "leadId": format!("probe-{b}"), "eventType": PROBE_TYPE,
                            "timestamp": leadscore::domain::time::to_iso(chrono::Utc::now().timestamp_millis())}));
         let (client, url, accepted_at, sent) = (client.clone(), url.clone(), accepted_at.clone(), sent.clone());
         posts.push(tokio::spawn(async move {
@@ -511,6 +519,8 @@ async fn stream(o: &Opts) -> Result<Value, String> {
     eprintln!("{}", serde_json::to_string_pretty(&summary).unwrap_or_default());
     Ok(summary)
 }
+
+const PROBE_TYPE: &str = "Load Probe";
 
 fn memchr_reload(chunk: &[u8]) -> bool {
     chunk.windows(13).any(|w| w == b"event: reload")
