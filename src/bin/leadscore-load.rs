@@ -4,13 +4,15 @@
 //!
 //! ```text
 //! leadscore-load simulate [--rate 20] [--duration 60] [--leads 500] [--metadata]
-//! leadscore-load single   [--events 100000] [--concurrency 64]
-//! leadscore-load bulk     [--events 1000000] [--batch 5000] [--concurrency 4]
+//! leadscore-load single   [--events 100000] [--concurrency 64] [--random-ids]
+//! leadscore-load bulk     [--events 1000000] [--batch 5000] [--concurrency 4] [--random-ids]
 //! leadscore-load stream   [--clients 1000] [--rate 20000] [--duration 10] [--leads 10000]
 //! leadscore-load query    [--requests 2000] [--concurrency 8] [--leads 1000000]
 //! leadscore-load store-ceiling [--events 1000000] [--batch 20000]     (no server: Store API)
 //! leadscore-load populate --db FILE [--leads 1000000] [--events 5000000] (no server)
 //! common: --url URL  --api-key KEY  --json (print a JSON summary line last)
+//! --random-ids: random 104-bit event ids (like UUIDv4) instead of counters, so the unique
+//! eventId index takes inserts at random places rather than at a few growing ends.
 //! ```
 
 use futures::StreamExt;
@@ -127,6 +129,8 @@ struct Gen {
     prefix: String,
     next_id: u64,
     metadata: bool,
+    /// Random 128-bit ids (like UUIDv4) instead of a per-run counter.
+    random_ids: bool,
 }
 
 impl Gen {
@@ -138,6 +142,7 @@ impl Gen {
             prefix: format!("{run:x}-{seed}"),
             next_id: 0,
             metadata,
+            random_ids: false,
         }
     }
     fn unit(&mut self) -> f64 {
@@ -162,6 +167,10 @@ impl Gen {
         TYPES[0].0
     }
     fn event_id(&mut self) -> String {
+        if self.random_ids {
+            let (a, b) = ((self.unit() * 2f64.powi(52)) as u64, (self.unit() * 2f64.powi(52)) as u64);
+            return format!("{a:013x}-{b:013x}");
+        }
         self.next_id += 1;
         format!("load-{}-{}", self.prefix, self.next_id)
     }
@@ -293,6 +302,7 @@ async fn simulate(o: &Opts) -> Result<Value, String> {
 
 async fn single(o: &Opts) -> Result<Value, String> {
     let (events, concurrency) = (o.get("events", 100_000u64), o.get("concurrency", 64usize));
+    let random_ids = o.flag("random-ids");
     let (client, base) = (o.client(), o.url());
     let url = format!("{base}/api/events");
     let done = Arc::new(AtomicU64::new(0));
@@ -305,6 +315,7 @@ async fn single(o: &Opts) -> Result<Value, String> {
         let share = events / concurrency as u64 + u64::from((worker as u64) < events % concurrency as u64);
         tasks.push(tokio::spawn(async move {
             let mut gen = Gen::new(worker as u64 + 1, 10_000, false);
+            gen.random_ids = random_ids;
             let mut tally = Tally::default();
             for _ in 0..share {
                 let (status, latency) = post(&client, &url, &gen.event()).await;
@@ -336,6 +347,7 @@ async fn single(o: &Opts) -> Result<Value, String> {
 async fn bulk(o: &Opts) -> Result<Value, String> {
     let (events, batch, concurrency) =
         (o.get("events", 1_000_000u64), o.get("batch", 5000u64), o.get("concurrency", 4usize));
+    let random_ids = o.flag("random-ids");
     let (client, base) = (o.client(), o.url());
     let url = format!("{base}/api/events/batch");
     let batches = events.div_ceil(batch);
@@ -349,6 +361,7 @@ async fn bulk(o: &Opts) -> Result<Value, String> {
         let (client, url, next, done) = (client.clone(), url.clone(), next.clone(), done.clone());
         tasks.push(tokio::spawn(async move {
             let mut gen = Gen::new(worker as u64 + 101, 100_000, true);
+            gen.random_ids = random_ids;
             let mut tally = Tally::default();
             let mut accepted = 0u64;
             loop {
