@@ -4,6 +4,10 @@
 //! and hands them to `Store::apply`, which flips each event's processed flag together with its
 //! score change and history entry. A crash anywhere leaves events either fully applied or still
 //! unprocessed, and the next start picks the latter up again: there is no in-memory queue.
+//!
+//! Batch size trades latency for throughput: a step takes whatever is queued (up to
+//! `batch_size`), and after a small one waits `linger` before the next, so a steady trickle is
+//! scored in fewer, larger transactions. A backlog is drained back to back.
 
 use super::service::{now_ms, UpdateBatch};
 use super::store::DynStore;
@@ -38,9 +42,10 @@ impl Worker {
             let pause = match self.step().await {
                 Ok(Step { applied, taken }) if applied > 0 => {
                     failures = 0;
-                    if taken < self.batch_size / 4 && !self.linger.is_zero() {
+                    if let Some(linger) = linger_after(taken, self.batch_size, self.linger) {
+                        // Not woken by new events: gathering them is the point.
                         tokio::select! {
-                            _ = tokio::time::sleep(self.linger) => {}
+                            _ = tokio::time::sleep(linger) => {}
                             _ = shutdown.changed() => {}
                         }
                     }
@@ -92,4 +97,25 @@ pub struct Step {
     pub taken: usize,
     /// Of those, how many this step applied.
     pub applied: usize,
+}
+
+/// The pause after a step that applied `taken` events: none after a large batch (a backlog
+/// drains back to back) or when lingering is off.
+fn linger_after(taken: usize, batch_size: usize, linger: Duration) -> Option<Duration> {
+    (taken < batch_size / 4 && !linger.is_zero()).then_some(linger)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lingers_only_after_a_small_batch() {
+        let linger = Duration::from_millis(20);
+        assert_eq!(linger_after(1, 20_000, linger), Some(linger));
+        assert_eq!(linger_after(4_999, 20_000, linger), Some(linger));
+        assert_eq!(linger_after(5_000, 20_000, linger), None, "a quarter batch or more: straight on");
+        assert_eq!(linger_after(20_000, 20_000, linger), None);
+        assert_eq!(linger_after(1, 20_000, Duration::ZERO), None, "0 turns lingering off");
+    }
 }
