@@ -84,25 +84,19 @@ CREATE TABLE IF NOT EXISTS rules (
 "#;
 
 /// Schema 1 (the first release) kept a full `events_by_lead` index and numbered history rows
-/// on their own. Renumbering history by event seq keeps every row; the old index goes.
-const MIGRATE_1_TO_2: &str = r#"
-CREATE TABLE score_history_v2 (
-    id         INTEGER PRIMARY KEY,
-    lead_id    TEXT NOT NULL,
-    event_id   TEXT NOT NULL,
-    event_type TEXT NOT NULL,
-    delta      INTEGER NOT NULL,
-    old_score  INTEGER NOT NULL,
-    new_score  INTEGER NOT NULL,
-    timestamp  INTEGER NOT NULL
-);
-INSERT INTO score_history_v2 (id, lead_id, event_id, event_type, delta, old_score, new_score, timestamp)
-    SELECT e.seq, h.lead_id, h.event_id, h.event_type, h.delta, h.old_score, h.new_score, h.timestamp
-    FROM score_history h JOIN events e ON e.event_id = h.event_id ORDER BY h.id;
-DROP TABLE score_history;
-ALTER TABLE score_history_v2 RENAME TO score_history;
+/// on their own. Its history table and indexes are set aside, `SCHEMA` creates the current
+/// ones, and the rows come back renumbered by event seq; the old index goes.
+const MIGRATE_1_TO_2_SET_ASIDE: &str = r#"
+ALTER TABLE score_history RENAME TO score_history_v1;
+DROP INDEX IF EXISTS history_by_lead;
 DROP INDEX IF EXISTS events_by_lead;
 DROP INDEX IF EXISTS events_unprocessed;
+"#;
+const MIGRATE_1_TO_2_MOVE_BACK: &str = r#"
+INSERT INTO score_history (id, lead_id, event_id, event_type, delta, old_score, new_score, timestamp)
+    SELECT e.seq, h.lead_id, h.event_id, h.event_type, h.delta, h.old_score, h.new_score, h.timestamp
+    FROM score_history_v1 h JOIN events e ON e.event_id = h.event_id ORDER BY h.id;
+DROP TABLE score_history_v1;
 "#;
 
 /// A page of one lead's events, newest first: its not-yet-scored events among the newest
@@ -219,13 +213,18 @@ fn prepare_schema(conn: &mut Connection) -> Result<(), String> {
         .query_row("SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'events'", [], |r| r.get(0))
         .map_err(|e| e.to_string())?;
     // Schema 1 never set user_version: version 0 with tables present means schema 1.
-    if version < 2 && has_events {
-        let count = |tx: &rusqlite::Transaction| -> rusqlite::Result<i64> {
-            tx.query_row("SELECT count(*) FROM score_history", [], |r| r.get(0))
-        };
-        let before = count(&tx).map_err(|e| e.to_string())?;
-        tx.execute_batch(MIGRATE_1_TO_2).map_err(|e| format!("migrating schema 1 to 2: {e}"))?;
-        let after = count(&tx).map_err(|e| e.to_string())?;
+    let from_schema_1 = version < 2 && has_events;
+    let count = |tx: &rusqlite::Transaction| -> Result<i64, String> {
+        tx.query_row("SELECT count(*) FROM score_history", [], |r| r.get(0)).map_err(|e| e.to_string())
+    };
+    let history_before = if from_schema_1 { Some(count(&tx)?) } else { None };
+    if from_schema_1 {
+        tx.execute_batch(MIGRATE_1_TO_2_SET_ASIDE).map_err(|e| format!("migrating schema 1 to 2: {e}"))?;
+    }
+    tx.execute_batch(SCHEMA).map_err(|e| e.to_string())?;
+    if let Some(before) = history_before {
+        tx.execute_batch(MIGRATE_1_TO_2_MOVE_BACK).map_err(|e| format!("migrating schema 1 to 2: {e}"))?;
+        let after = count(&tx)?;
         if before != after {
             return Err(format!(
                 "migrating schema 1 to 2 would keep {after} of {before} history rows; file left unchanged"
@@ -233,7 +232,6 @@ fn prepare_schema(conn: &mut Connection) -> Result<(), String> {
         }
         tracing::info!(history_rows = after, "sqlite: migrated schema 1 to 2");
     }
-    tx.execute_batch(SCHEMA).map_err(|e| e.to_string())?;
     tx.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(|e| e.to_string())?;
     tx.commit().map_err(|e| e.to_string())
 }
@@ -673,6 +671,14 @@ mod tests {
             .query_row("SELECT count(*) FROM sqlite_master WHERE name = 'events_by_lead'", [], |r| r.get(0))
             .unwrap();
         assert_eq!(old_index, 0);
+        let history_index_table: String = conn
+            .query_row("SELECT tbl_name FROM sqlite_master WHERE name = 'history_by_lead'", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(history_index_table, "score_history", "the index follows the new table, not the set-aside one");
+        let leftovers: i64 = conn
+            .query_row("SELECT count(*) FROM sqlite_master WHERE name = 'score_history_v1'", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(leftovers, 0);
     }
 
     #[test]
