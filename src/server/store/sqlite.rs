@@ -25,7 +25,7 @@ const MAX_JOBS_PER_COMMIT: usize = 512;
 /// time); each caches up to 4 MB, so memory stays bounded.
 const MAX_IDLE_READERS: usize = 8;
 
-/// Bumped whenever the layout changes; `migrate` brings older files up to date on open.
+/// Bumped whenever the layout changes; `prepare_schema` brings older files up to date on open.
 const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = r#"
