@@ -129,7 +129,7 @@ struct Gen {
     prefix: String,
     next_id: u64,
     metadata: bool,
-    /// Random 128-bit ids (like UUIDv4) instead of a per-run counter.
+    /// Random 104-bit ids (UUID-like) instead of a per-run counter.
     random_ids: bool,
 }
 
