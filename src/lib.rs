@@ -1,7 +1,8 @@
 //! Leadscore: real-time, event-driven lead scoring.
 //!
 //! - `domain`: the pure core (model, validation, scoring), shared with the browser;
-//! - `server` (feature `ssr`): store, service, worker, REST API and server assembly;
+//! - `service` (feature `ssr`): the service layer, the store behind it and the scoring worker;
+//! - `server` (feature `ssr`): REST API, access policy, live stream and server assembly;
 //! - `app`: the Leptos shell, router and pages, rendered on the server and hydrated here.
 
 #![recursion_limit = "256"]
@@ -10,6 +11,8 @@ pub mod app;
 pub mod domain;
 #[cfg(feature = "ssr")]
 pub mod server;
+#[cfg(feature = "ssr")]
+pub mod service;
 
 #[cfg(feature = "hydrate")]
 #[wasm_bindgen::prelude::wasm_bindgen]

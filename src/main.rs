@@ -17,6 +17,10 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if !args.is_empty() {
+        return leadscore::server::cli::run(config, &args).await;
+    }
     // Where the built JS/WASM/CSS live; cargo-leptos passes these in LEPTOS_* variables.
     let leptos_options = match get_configuration(None) {
         Ok(c) => c.leptos_options,

@@ -22,6 +22,15 @@ struct Server {
     log: Arc<Mutex<Vec<String>>>,
 }
 
+/// The server runs with access control on; this test's clients use an all-scopes key.
+const KEY: &str = "crash-test-key-4e9a";
+
+fn key_header() -> reqwest::header::HeaderMap {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert("x-api-key", KEY.parse().unwrap());
+    headers
+}
+
 fn spawn_server(db: &std::path::Path) -> Server {
     let mut child = Command::new(env!("CARGO_BIN_EXE_leadscore"))
         .env("DATABASE_URL", format!("sqlite://{}", db.display()))
@@ -30,6 +39,7 @@ fn spawn_server(db: &std::path::Path) -> Server {
         .env("LEPTOS_OUTPUT_NAME", "leadscore")
         .env("NO_COLOR", "1")
         .env("RUST_LOG", "info")
+        .env("API_KEYS", KEY)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -59,7 +69,7 @@ fn batch(b: usize) -> Vec<Value> {
 
 /// Posts all batches with 4 concurrent clients; returns which batches got a 202.
 async fn post_all(base: &str, acknowledged: Arc<Mutex<Vec<usize>>>, stop_after: Option<usize>) {
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).default_headers(key_header()).build().unwrap();
     let next = Arc::new(Mutex::new(0usize));
     let mut tasks = Vec::new();
     for _ in 0..4 {
@@ -134,7 +144,7 @@ async fn sigkill_mid_ingest_loses_nothing_and_counts_nothing_twice() {
 
     // 2. Restart on the same file: everything acknowledged before the crash gets scored once.
     let mut server = spawn_server(&db);
-    let client = reqwest::Client::new();
+    let client = reqwest::Client::builder().default_headers(key_header()).build().unwrap();
     wait_drained(&client, &server.base).await;
     let expected: HashMap<String, i64> = expected_scores(&before_crash);
     for (lead, min_score) in &expected {
@@ -200,7 +210,7 @@ async fn sigterm_stops_cleanly_and_the_rest_is_scored_after_restart() {
             "startup names the store: {log:?}"
         );
     }
-    let client = reqwest::Client::new();
+    let client = reqwest::Client::builder().default_headers(key_header()).build().unwrap();
     let events: Vec<Value> =
         (0..5000).map(|i| event(&format!("t{i}"), &format!("lead-{}", i % 10), "Page View")).collect();
     let r = client.post(format!("{}/api/events/batch", server.base)).json(&events).send().await.unwrap();

@@ -304,23 +304,25 @@ async fn health_reports_store_worker_and_queue() {
 #[tokio::test]
 async fn health_is_503_while_no_worker_is_running() {
     use leadscore::server::http::{router, AppState};
-    use leadscore::server::service::{BatchLimits, Service};
-    use leadscore::server::store::sqlite::SqliteStore;
+    use leadscore::service::{BatchLimits, Service};
+    use leadscore::service::store::sqlite::SqliteStore;
     use std::sync::Arc;
 
     // A server whose worker never started: accepted events pile up and health says so.
     let dir = tempfile::tempdir().unwrap();
     let config = common::test_config(dir.path());
     let store = Arc::new(SqliteStore::open(dir.path().join("test.db")).unwrap());
-    let service = Arc::new(Service::new(store, BatchLimits { max_events: 5000 }));
+    let service = Arc::new(Service::new(store.clone(), BatchLimits { max_events: 5000 }));
+    let accounts = Arc::new(leadscore::service::accounts::Accounts::new(store, &config.api_keys));
     let options = leptos::prelude::LeptosOptions::builder().output_name("leadscore").build();
     let (_stop, stopped) = tokio::sync::watch::channel(false);
     let hub = leadscore::server::stream::StreamHub::new(stopped);
-    let state = AppState::new(options, service, config, hub);
+    let state = AppState::new(options, service, accounts, config, hub);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, router(state)).await.unwrap() });
-    let client = reqwest::Client::new();
+    let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let client = common::keyed_client(common::ADMIN_KEY);
     let r = client.post(format!("{base}/api/events")).json(&event("q", "l", "Page View")).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 202);
     let r = client.get(format!("{base}/api/health")).send().await.unwrap();
@@ -399,6 +401,7 @@ async fn rate_limit_answers_429_with_retry_after() {
     let s = TestServer::start_with(|c| {
         c.rate_limit_per_second = 1.0;
         c.rate_limit_burst = 3.0;
+        c.api_keys.push("other-key".into());
     })
     .await;
     for i in 0..3 {
@@ -410,7 +413,7 @@ async fn rate_limit_answers_429_with_retry_after() {
     let r = s
         .client
         .post(s.url("/api/events"))
-        .header("x-api-key", "other")
+        .header("x-api-key", "other-key")
         .json(&event("r4", "l", "Page View"))
         .send()
         .await

@@ -3,13 +3,17 @@
 //! Runs with its own harness so a backend that cannot run here (MongoDB without
 //! `MONGODB_TEST_URI`) is reported as ignored — never as passed.
 
+use leadscore::domain::access::{ApiKeyInfo, AuditEntry, Role, Scope, UserInfo};
 use leadscore::domain::query::{DetailPage, LeadQuery};
 use leadscore::domain::scoring::{default_rules, RuleBook};
 use leadscore::domain::{NewEvent, RuleInput, ScoredEvent, StoredEvent};
-use leadscore::server::store::mongo::MongoStore;
-use leadscore::server::store::sqlite::SqliteStore;
-use leadscore::server::store::{DynStore, InsertOutcome};
+use leadscore::service::store::mongo::MongoStore;
+use leadscore::service::store::sqlite::SqliteStore;
+use leadscore::service::store::{
+    CreateUser, DynStore, InsertOutcome, KeyRecord, NewAuditEntry, SessionRecord, UserChange, UserRecord,
+};
 use libtest_mimic::{Arguments, Failed, Trial};
+use serde_json::{json, Value};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -36,6 +40,13 @@ fn main() {
         queue_stats_track_the_backlog,
         concurrent_applies_on_one_lead_are_exact,
         unknown_lead_is_none,
+        accounts_are_created_once_and_listed_by_username,
+        concurrent_first_run_setups_create_one_account,
+        account_updates_bump_the_epoch_only_with_a_password,
+        deleting_accounts_reopens_first_run_setup,
+        sessions_expire_and_are_purged,
+        api_keys_are_listed_newest_first_revoked_once_and_touched_forward,
+        audit_log_is_newest_first_with_json_intact,
     ];
     let mut trials = Vec::new();
     for (name, case) in cases.iter().copied() {
@@ -375,4 +386,260 @@ async fn concurrent_applies_on_one_lead_are_exact(store: DynStore) {
 async fn unknown_lead_is_none(store: DynStore) {
     assert!(store.lead("nobody").await.unwrap().is_none());
     assert!(store.history("nobody", &DetailPage::default()).await.unwrap().is_empty());
+}
+
+// ---- accounts, sessions, API keys, audit log ----
+
+fn account(name: &str, role: Role) -> UserRecord {
+    UserRecord {
+        info: UserInfo { username: name.into(), role, created_at: T0, updated_at: T0 + 1 },
+        password_hash: format!("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA${name}"),
+        session_epoch: 0,
+    }
+}
+
+async fn accounts_are_created_once_and_listed_by_username(store: DynStore) {
+    assert_eq!(store.count_users().await.unwrap(), 0);
+    assert!(store.users().await.unwrap().is_empty());
+    assert_eq!(store.create_user(account("carol", Role::Admin), true).await.unwrap(), CreateUser::Created);
+    assert_eq!(store.create_user(account("zed", Role::Admin), true).await.unwrap(), CreateUser::NotFirst);
+    assert_eq!(
+        store.create_user(account("carol", Role::Viewer), true).await.unwrap(),
+        CreateUser::NotFirst,
+        "setup is closed once any account exists, whatever the name"
+    );
+    assert_eq!(store.create_user(account("carol", Role::Viewer), false).await.unwrap(), CreateUser::Exists);
+    assert_eq!(store.create_user(account("bob", Role::Editor), false).await.unwrap(), CreateUser::Created);
+    assert_eq!(store.create_user(account("alice", Role::Viewer), false).await.unwrap(), CreateUser::Created);
+    assert_eq!(store.count_users().await.unwrap(), 3);
+
+    let users = store.users().await.unwrap();
+    assert_eq!(users.iter().map(|u| u.username.as_str()).collect::<Vec<_>>(), ["alice", "bob", "carol"]);
+    assert_eq!(users[0], account("alice", Role::Viewer).info);
+    assert_eq!(users[2].role, Role::Admin, "the duplicate did not overwrite the first account");
+
+    let carol = store.user("carol").await.unwrap().unwrap();
+    assert_eq!(carol, account("carol", Role::Admin), "with its password hash and session epoch");
+    let mut epoch7 = account("dave", Role::Editor);
+    epoch7.session_epoch = 7;
+    store.create_user(epoch7.clone(), false).await.unwrap();
+    assert_eq!(store.user("dave").await.unwrap(), Some(epoch7));
+    assert!(store.user("nobody").await.unwrap().is_none());
+    assert!(store.user("Carol").await.unwrap().is_none(), "usernames are exact");
+}
+
+async fn concurrent_first_run_setups_create_one_account(store: DynStore) {
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            store.create_user(account(&format!("admin{i}"), Role::Admin), true).await.unwrap()
+        }));
+    }
+    let mut outcomes = Vec::new();
+    for t in tasks {
+        outcomes.push(t.await.unwrap());
+    }
+    assert_eq!(outcomes.iter().filter(|o| **o == CreateUser::Created).count(), 1, "{outcomes:?}");
+    assert!(outcomes.iter().all(|o| matches!(o, CreateUser::Created | CreateUser::NotFirst)), "{outcomes:?}");
+    assert_eq!(store.count_users().await.unwrap(), 1);
+}
+
+async fn account_updates_bump_the_epoch_only_with_a_password(store: DynStore) {
+    store.create_user(account("bob", Role::Viewer), true).await.unwrap();
+    let original_hash = account("bob", Role::Viewer).password_hash;
+
+    let role_only = UserChange { role: Some(Role::Editor), password_hash: None };
+    let bob = store.update_user("bob", role_only, T0 + 5).await.unwrap().unwrap();
+    assert_eq!(bob.info.role, Role::Editor);
+    assert_eq!((bob.session_epoch, bob.password_hash.as_str()), (0, original_hash.as_str()), "no new password");
+    assert_eq!((bob.info.created_at, bob.info.updated_at), (T0, T0 + 5));
+
+    let password = UserChange { role: None, password_hash: Some("$argon2id$new".into()) };
+    let bob = store.update_user("bob", password, T0 + 6).await.unwrap().unwrap();
+    assert_eq!((bob.info.role, bob.session_epoch, bob.password_hash.as_str()), (Role::Editor, 1, "$argon2id$new"));
+    assert_eq!(bob.info.updated_at, T0 + 6);
+
+    let both = UserChange { role: Some(Role::Admin), password_hash: Some("$argon2id$newer".into()) };
+    let bob = store.update_user("bob", both, T0 + 7).await.unwrap().unwrap();
+    assert_eq!((bob.info.role, bob.session_epoch, bob.password_hash.as_str()), (Role::Admin, 2, "$argon2id$newer"));
+    assert_eq!(store.user("bob").await.unwrap(), Some(bob.clone()), "the returned record is the stored one");
+
+    let nothing = store.update_user("bob", UserChange::default(), T0 + 8).await.unwrap().unwrap();
+    assert_eq!((nothing.info.role, nothing.session_epoch, nothing.info.updated_at), (Role::Admin, 2, T0 + 8));
+
+    assert!(store.update_user("nobody", UserChange::default(), T0).await.unwrap().is_none());
+    assert_eq!(store.count_users().await.unwrap(), 1, "updating an unknown account creates nothing");
+}
+
+async fn deleting_accounts_reopens_first_run_setup(store: DynStore) {
+    store.create_user(account("ann", Role::Admin), true).await.unwrap();
+    store.create_user(account("ben", Role::Viewer), false).await.unwrap();
+    assert!(store.delete_user("ann").await.unwrap());
+    assert!(!store.delete_user("ann").await.unwrap(), "already gone");
+    assert!(!store.delete_user("nobody").await.unwrap());
+    assert_eq!(store.count_users().await.unwrap(), 1);
+    assert!(store.user("ann").await.unwrap().is_none());
+    assert_eq!(
+        store.create_user(account("cid", Role::Admin), true).await.unwrap(),
+        CreateUser::NotFirst,
+        "ben still exists"
+    );
+    assert!(store.delete_user("ben").await.unwrap());
+    assert_eq!(store.count_users().await.unwrap(), 0);
+    assert_eq!(store.create_user(account("cid", Role::Admin), true).await.unwrap(), CreateUser::Created);
+    assert_eq!(store.create_user(account("ann", Role::Viewer), false).await.unwrap(), CreateUser::Created);
+    assert_eq!(store.users().await.unwrap().len(), 2);
+}
+
+fn session(id: &str, data: Value, expires_at: i64) -> SessionRecord {
+    SessionRecord { id_hash: id.into(), data, expires_at }
+}
+
+async fn sessions_expire_and_are_purged(store: DynStore) {
+    let first = session("a", json!({"user": "ann", "epoch": 0}), T0 + 100);
+    assert!(store.create_session(first.clone()).await.unwrap());
+    assert!(!store.create_session(session("a", json!({"other": true}), T0 + 999)).await.unwrap(), "id taken");
+    assert_eq!(store.load_session("a", T0).await.unwrap(), Some(first.clone()), "the first write stands");
+    assert_eq!(store.load_session("a", T0 + 99).await.unwrap(), Some(first));
+    assert!(store.load_session("a", T0 + 100).await.unwrap().is_none(), "expired at its expiry instant");
+    assert!(store.load_session("a", T0 + 5_000).await.unwrap().is_none());
+    assert!(store.load_session("missing", T0).await.unwrap().is_none());
+
+    // Saving replaces data and expiry, and can revive an expired session.
+    let data = json!({"user": "ann", "n": 2, "nested": {"list": [1, "x", null, true], "ratio": 1.5}, "k.with.dots": 1});
+    let saved = session("a", data, T0 + 200);
+    store.save_session(saved.clone()).await.unwrap();
+    assert_eq!(store.load_session("a", T0 + 150).await.unwrap(), Some(saved.clone()));
+    // Saving creates a session that does not exist.
+    store.save_session(session("b", json!({}), T0 + 50)).await.unwrap();
+    assert_eq!(store.load_session("b", T0).await.unwrap(), Some(session("b", json!({}), T0 + 50)));
+    store.delete_session("b").await.unwrap();
+    assert!(store.load_session("b", T0).await.unwrap().is_none());
+    store.delete_session("b").await.unwrap();
+
+    for (id, expires_at) in [("c", T0 + 10), ("d", T0 + 20), ("e", T0 + 300)] {
+        assert!(store.create_session(session(id, json!({"id": id}), expires_at)).await.unwrap());
+    }
+    assert_eq!(store.purge_sessions(T0 + 20).await.unwrap(), 2, "c and d: expired at or before now");
+    assert_eq!(store.purge_sessions(T0 + 20).await.unwrap(), 0);
+    assert!(store.load_session("c", T0).await.unwrap().is_none(), "purged, not merely expired");
+    assert!(store.load_session("d", T0).await.unwrap().is_none());
+    assert_eq!(store.load_session("a", T0).await.unwrap(), Some(saved));
+    assert!(store.load_session("e", T0).await.unwrap().is_some());
+    assert!(store.create_session(session("c", json!({}), T0 + 40)).await.unwrap(), "a purged id is free again");
+}
+
+fn api_key(id: &str, hash: &str, created_at: i64) -> KeyRecord {
+    KeyRecord {
+        info: ApiKeyInfo {
+            id: id.into(),
+            name: format!("key {id}"),
+            scopes: vec![Scope::Ingest, Scope::Read],
+            prefix: format!("lsk_{id}"),
+            created_at,
+            created_by: "ann".into(),
+            last_used_at: None,
+            revoked_at: None,
+        },
+        hash: hash.into(),
+    }
+}
+
+async fn api_keys_are_listed_newest_first_revoked_once_and_touched_forward(store: DynStore) {
+    assert!(store.keys().await.unwrap().is_empty());
+    store.create_key(api_key("k1", "h1", T0)).await.unwrap();
+    store.create_key(api_key("k2", "h2", T0 + 10)).await.unwrap();
+    let mut admin = api_key("k3", "h3", T0 + 5);
+    admin.info.scopes = vec![Scope::Admin];
+    store.create_key(admin.clone()).await.unwrap();
+    assert!(store.create_key(api_key("k4", "h1", T0)).await.is_err(), "a digest belongs to one key");
+
+    let ids = |keys: Vec<ApiKeyInfo>| keys.into_iter().map(|k| k.id).collect::<Vec<_>>();
+    assert_eq!(ids(store.keys().await.unwrap()), ["k2", "k3", "k1"], "newest first");
+    assert_eq!(store.key_by_hash("h3").await.unwrap(), Some(admin.info.clone()));
+    assert_eq!(store.key_by_hash("h1").await.unwrap(), Some(api_key("k1", "h1", T0).info));
+    assert!(store.key_by_hash("nope").await.unwrap().is_none());
+    assert!(store.key_by_hash("k1").await.unwrap().is_none(), "found by digest, not by id");
+
+    let revoked = store.revoke_key("k1", T0 + 20).await.unwrap().unwrap();
+    assert_eq!(revoked.revoked_at, Some(T0 + 20));
+    assert_eq!(revoked.id, "k1");
+    let again = store.revoke_key("k1", T0 + 30).await.unwrap().unwrap();
+    assert_eq!(again.revoked_at, Some(T0 + 20), "revoked once: the first time stands");
+    assert_eq!(store.key_by_hash("h1").await.unwrap().unwrap().revoked_at, Some(T0 + 20), "still found");
+    assert_eq!(ids(store.keys().await.unwrap()), ["k2", "k3", "k1"], "revoked keys are listed too");
+    assert!(store.revoke_key("nope", T0).await.unwrap().is_none());
+    assert_eq!(store.key_by_hash("h2").await.unwrap().unwrap().revoked_at, None, "only k1 was revoked");
+
+    let last_used = |store: DynStore| async move { store.key_by_hash("h2").await.unwrap().unwrap().last_used_at };
+    store.touch_key("k2", T0 + 100).await.unwrap();
+    assert_eq!(last_used(store.clone()).await, Some(T0 + 100));
+    store.touch_key("k2", T0 + 50).await.unwrap();
+    assert_eq!(last_used(store.clone()).await, Some(T0 + 100), "never moves backwards");
+    store.touch_key("k2", T0 + 200).await.unwrap();
+    assert_eq!(last_used(store.clone()).await, Some(T0 + 200));
+    store.touch_key("nope", T0).await.unwrap();
+    assert_eq!(store.keys().await.unwrap().len(), 3, "touching an unknown key creates nothing");
+    assert_eq!(store.key_by_hash("h3").await.unwrap().unwrap().last_used_at, None);
+}
+
+fn audit_entry(i: i64, before: Option<Value>, after: Option<Value>) -> NewAuditEntry {
+    NewAuditEntry {
+        at: T0 + i,
+        actor: "ann".into(),
+        action: "rule.update".into(),
+        target: format!("rule {i}"),
+        before,
+        after,
+        ip: Some("10.0.0.1".into()),
+    }
+}
+
+fn audit_targets(entries: &[AuditEntry]) -> Vec<String> {
+    entries.iter().map(|e| e.target.clone()).collect()
+}
+
+async fn audit_log_is_newest_first_with_json_intact(store: DynStore) {
+    assert!(store.audit(10, 0).await.unwrap().is_empty());
+    let created = json!({"eventType": "Purchase", "points": 100, "isActive": true});
+    let before =
+        json!({"points": 100, "ratio": 0.5, "tags": ["a", "b"], "none": null, "nested": {"deep": [1, {"x": "y"}]}});
+    store.append_audit(audit_entry(1, None, Some(created.clone()))).await.unwrap();
+    store.append_audit(audit_entry(2, Some(before.clone()), Some(json!({"points": -5})))).await.unwrap();
+    let mut failed = audit_entry(3, None, None);
+    failed.actor = "anonymous".into();
+    failed.action = "login.failed".into();
+    failed.ip = None;
+    store.append_audit(failed).await.unwrap();
+
+    let all = store.audit(10, 0).await.unwrap();
+    assert_eq!(audit_targets(&all), ["rule 3", "rule 2", "rule 1"], "newest first");
+    assert!(all.windows(2).all(|w| w[0].id > w[1].id), "numbered in order");
+    assert_eq!((all[2].before.as_ref(), all[2].after.as_ref()), (None, Some(&created)));
+    assert_eq!((all[1].before.as_ref(), all[1].after.as_ref()), (Some(&before), Some(&json!({"points": -5}))));
+    let third = &all[0];
+    assert_eq!((third.actor.as_str(), third.action.as_str(), third.at), ("anonymous", "login.failed", T0 + 3));
+    assert_eq!((third.before.as_ref(), third.after.as_ref(), third.ip.as_deref()), (None, None, None));
+    assert_eq!((all[2].actor.as_str(), all[2].action.as_str()), ("ann", "rule.update"));
+    assert_eq!((all[2].at, all[2].ip.as_deref()), (T0 + 1, Some("10.0.0.1")));
+
+    assert_eq!(audit_targets(&store.audit(1, 1).await.unwrap()), ["rule 2"]);
+    assert_eq!(audit_targets(&store.audit(2, 1).await.unwrap()), ["rule 2", "rule 1"]);
+    assert!(store.audit(10, 3).await.unwrap().is_empty());
+    assert!(store.audit(0, 0).await.unwrap().is_empty(), "a limit of 0 is nothing, not everything");
+
+    // Concurrent appends each get their own number.
+    let mut tasks = Vec::new();
+    for i in 10..30 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move { store.append_audit(audit_entry(i, None, None)).await.unwrap() }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let all = store.audit(100, 0).await.unwrap();
+    assert_eq!(all.len(), 23);
+    assert!(all.windows(2).all(|w| w[0].id > w[1].id), "distinct numbers, newest first");
+    assert_eq!(all.last().unwrap().target, "rule 1");
 }

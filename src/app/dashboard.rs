@@ -3,7 +3,9 @@
 
 use super::live::Live;
 use super::server_fns::{describe, fetch_leaderboard, fetch_rules, send_test_event};
+use super::auth::Allowed;
 use super::upload::Upload;
+use crate::domain::access::Access;
 use super::{lead_href, short_time, LoadError};
 use crate::domain::live::apply_updates;
 use crate::domain::query::LeadQuery;
@@ -60,15 +62,17 @@ pub fn Dashboard() -> impl IntoView {
                 <Transition fallback=|| view! { <p class="muted">"Loading leads…"</p> }>
                     {move || Suspend::new(async move {
                         match leads.await {
-                            Err(e) => view! { <LoadError what="the leaderboard" message=describe(&e)/> }.into_any(),
+                            Err(e) => view! { <LoadError what="the leaderboard" error=e/> }.into_any(),
                             Ok(_) => view! { <LeadTable leads flashes offset=Signal::derive(move || query.get().offset)/> }.into_any(),
                         }
                     })}
                 </Transition>
             </section>
             <aside class="side">
-                <TestEventForm/>
-                <Upload/>
+                <Allowed access=Access::Edit>
+                    <TestEventForm/>
+                    <Upload/>
+                </Allowed>
             </aside>
         </div>
     }
@@ -105,7 +109,7 @@ fn Filters(query: Memo<LeadQuery>) -> impl IntoView {
 
 #[component]
 fn LeadTable(
-    leads: Resource<Result<Vec<crate::domain::Lead>, ServerFnError>>,
+    leads: Resource<Result<Vec<crate::domain::Lead>, crate::domain::error::ApiError>>,
     flashes: RwSignal<HashMap<String, u32>>,
     offset: Signal<usize>,
 ) -> impl IntoView {

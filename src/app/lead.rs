@@ -2,7 +2,7 @@
 
 use super::chart::ScoreChart;
 use super::live::Live;
-use super::server_fns::{describe, fetch_lead};
+use super::server_fns::fetch_lead;
 use super::{short_time, LoadError};
 use crate::domain::query::DetailPage;
 use crate::domain::LeadDetail;
@@ -48,7 +48,7 @@ pub fn LeadPage() -> impl IntoView {
         <Transition fallback=|| view! { <p class="muted">"Loading lead…"</p> }>
             {move || Suspend::new(async move {
                 match detail.await {
-                    Err(e) => view! { <LoadError what="this lead" message=describe(&e)/> }.into_any(),
+                    Err(e) => view! { <LoadError what="this lead" error=e/> }.into_any(),
                     Ok(None) => view! {
                         <section class="panel">
                             <h1>"Lead not found"</h1>

@@ -1,6 +1,8 @@
 //! The HTML shell, the router and the pages. Rendered on the server, hydrated in the browser
 //! (`lib.rs`); data comes from server functions, live changes from `/api/stream`.
 
+mod admin;
+pub mod auth;
 mod chart;
 mod dashboard;
 mod lead;
@@ -15,9 +17,30 @@ use leptos_router::{
     components::{Route, Router, Routes, A},
     path,
 };
+use crate::domain::access::Access;
+use auth::{Allowed, AuthOffBanner, UserMenu, Viewer};
 use live::Live;
 
+/// The page's Content-Security-Policy: scripts only with this response's nonce (and WASM),
+/// no framing, no plugins, connections only back to this server.
+#[cfg(feature = "ssr")]
+pub fn page_csp(nonce: &str) -> String {
+    format!(
+        "default-src 'self'; script-src 'nonce-{nonce}' 'wasm-unsafe-eval'; style-src 'self' 'unsafe-inline'; \
+         img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; \
+         frame-ancestors 'none'"
+    )
+}
+
 pub fn shell(options: LeptosOptions) -> impl IntoView {
+    #[cfg(feature = "ssr")]
+    if let (Some(nonce), Some(response)) =
+        (leptos::nonce::use_nonce(), use_context::<leptos_axum::ResponseOptions>())
+    {
+        if let Ok(value) = axum::http::HeaderValue::from_str(&page_csp(&nonce.to_string())) {
+            response.insert_header(axum::http::header::CONTENT_SECURITY_POLICY, value);
+        }
+    }
     view! {
         <!DOCTYPE html>
         <html lang="en">
@@ -42,6 +65,7 @@ pub fn App() -> impl IntoView {
     provide_meta_context();
     #[cfg_attr(not(feature = "hydrate"), allow(unused_variables))]
     let live = Live::provide();
+    Viewer::provide();
     // Set once the WASM client has taken over the page; browser tests wait for it.
     let hydrated = RwSignal::new(false);
     Effect::new(move |_| {
@@ -58,16 +82,30 @@ pub fn App() -> impl IntoView {
                 <header class="topbar">
                     <A href="/" attr:class="brand">"Leadscore"</A>
                     <nav aria-label="Main">
-                        <A href="/" exact=true>"Leaderboard"</A>
-                        <A href="/rules">"Rules"</A>
+                        <Allowed access=Access::Read>
+                            <A href="/" exact=true>"Leaderboard"</A>
+                            <A href="/rules">"Rules"</A>
+                        </Allowed>
+                        <Allowed access=Access::Admin>
+                            <A href="/users">"Users"</A>
+                            <A href="/keys">"API keys"</A>
+                            <A href="/audit">"Audit log"</A>
+                        </Allowed>
                     </nav>
                     <ConnectionBadge/>
+                    <UserMenu/>
                 </header>
+                <AuthOffBanner/>
                 <main>
                     <Routes fallback=NotFound>
                         <Route path=path!("/") view=dashboard::Dashboard/>
                         <Route path=path!("/leads/:id") view=lead::LeadPage/>
                         <Route path=path!("/rules") view=rules::RulesPage/>
+                        <Route path=path!("/users") view=admin::UsersPage/>
+                        <Route path=path!("/keys") view=admin::KeysPage/>
+                        <Route path=path!("/audit") view=admin::AuditPage/>
+                        <Route path=path!("/login") view=auth::LoginPage/>
+                        <Route path=path!("/setup") view=auth::SetupPage/>
                     </Routes>
                 </main>
             </div>
@@ -109,10 +147,15 @@ fn NotFound() -> impl IntoView {
     }
 }
 
-/// What a failed load looks like: what failed, why, and a way to retry.
+/// What a failed load looks like: what failed, why, and a way to retry. A session that has
+/// ended sends the browser to sign in again.
 #[component]
-fn LoadError(what: &'static str, message: String) -> impl IntoView {
+fn LoadError(what: &'static str, error: crate::domain::error::ApiError) -> impl IntoView {
     let live = Live::get();
+    let message = error.describe();
+    if error.status == 401 {
+        Effect::new(move |_| auth::sign_in_again());
+    }
     view! {
         <div class="notice error" role="alert">
             <strong>{format!("Could not load {what}. ")}</strong>

@@ -1,7 +1,9 @@
 //! `/rules`: every rule, edited in place; new rules added below.
 
 use super::dashboard::FieldErrors;
+use super::auth::{Allowed, Viewer};
 use super::live::Live;
+use crate::domain::access::Access;
 use super::server_fns::{describe, fetch_rules, save_rule};
 use super::LoadError;
 use crate::domain::{FieldError, Rule};
@@ -18,6 +20,7 @@ enum Feedback {
 #[component]
 pub fn RulesPage() -> impl IntoView {
     let live = Live::get();
+    let viewer = Viewer::get();
     let reload = RwSignal::new(0u32);
     let rules = Resource::new(move || (reload.get(), live.resync.get()), |_| fetch_rules());
     let feedback = RwSignal::new(None::<Feedback>);
@@ -60,15 +63,20 @@ pub fn RulesPage() -> impl IntoView {
             })}
             <Transition fallback=|| view! { <p class="muted">"Loading rules…"</p> }>
                 {move || Suspend::new(async move {
+                    let editable = viewer.0.await.is_ok_and(|me| me.may(Access::Edit));
                     match rules.await {
-                        Err(e) => view! { <LoadError what="the rules" message=describe(&e)/> }.into_any(),
+                        Err(e) => view! { <LoadError what="the rules" error=e/> }.into_any(),
                         Ok(list) => view! {
                             <table class="table rules" id="rules">
                                 <thead><tr>
                                     <th scope="col">"Event type"</th><th scope="col">"Points"</th><th scope="col">"Active"</th><th scope="col"><span class="sr-only">"Save"</span></th>
                                 </tr></thead>
                                 <tbody>
-                                    {list.into_iter().map(|rule| view! { <RuleRow rule ctx/> }).collect_view()}
+                                    {list.into_iter().map(|rule| if editable {
+                                        view! { <RuleRow rule ctx/> }.into_any()
+                                    } else {
+                                        view! { <ReadOnlyRule rule/> }.into_any()
+                                    }).collect_view()}
                                 </tbody>
                             </table>
                         }.into_any(),
@@ -76,13 +84,28 @@ pub fn RulesPage() -> impl IntoView {
                 })}
             </Transition>
         </section>
-        <NewRule ctx/>
+        <Allowed access=Access::Edit>
+            <NewRule ctx/>
+        </Allowed>
+    }
+}
+
+/// A rule as a viewer sees it: no inputs, no buttons.
+#[component]
+fn ReadOnlyRule(rule: Rule) -> impl IntoView {
+    view! {
+        <tr data-rule=rule.event_type.clone()>
+            <th scope="row">{rule.event_type.clone()}</th>
+            <td>{format!("{:+}", rule.points)}</td>
+            <td>{if rule.is_active { "Active" } else { "Off" }}</td>
+            <td></td>
+        </tr>
     }
 }
 
 #[derive(Clone, Copy)]
 struct RuleEditing {
-    save: Action<(String, String, bool), (String, Result<super::server_fns::Checked<Rule>, ServerFnError>)>,
+    save: Action<(String, String, bool), (String, Result<super::server_fns::Checked<Rule>, crate::domain::error::ApiError>)>,
     problems: RwSignal<(String, Vec<FieldError>)>,
 }
 

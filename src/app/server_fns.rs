@@ -1,7 +1,11 @@
 //! Server functions: the dashboard's calls into the same service layer the REST API uses.
-//! Validation problems travel as data (`Checked`), so forms show them beside their fields;
-//! anything else (server unreachable, store down) is a `ServerFnError` with a readable text.
+//! Each is served only through its entry in the access policy (`server::policy`), which has
+//! already checked the caller; the body finds the services and the caller in context.
+//! Errors are `ApiError`s with their HTTP status, so pages can tell 401 from 403 from 503.
+//! Validation problems of the older forms travel as data (`Checked`), shown beside fields.
 
+use crate::domain::access::{ApiKeyInfo, AuditEntry, CreatedKey, Me, UserInfo};
+use crate::domain::error::ApiError;
 use crate::domain::query::{DetailPage, LeadQuery};
 use crate::domain::{BatchReport, FieldError, Lead, LeadDetail, Rule};
 use leptos::prelude::*;
@@ -13,34 +17,43 @@ pub type Checked<T> = Result<T, Vec<FieldError>>;
 
 #[cfg(feature = "ssr")]
 mod backend {
-    use crate::server::http::AppState;
-    use crate::server::service::{Service, ServiceError};
+    use crate::domain::error::ApiError;
+    use crate::service::accounts::Actor;
+    use crate::service::{Backend, ServiceError};
     use leptos::prelude::*;
-    use std::sync::Arc;
 
-    pub fn service() -> Result<Arc<Service>, ServerFnError> {
-        use_context::<AppState>()
-            .map(|s| s.service.clone())
-            .ok_or_else(|| ServerFnError::new("server state is missing"))
+    /// The services and the caller the gate let through. No caller means the request did not
+    /// come through the policy's routes: refused.
+    pub fn backend() -> Result<(Backend, Actor), ApiError> {
+        let backend = use_context::<Backend>().ok_or_else(|| fail(ApiError::new(500, "server state is missing", vec![])))?;
+        let actor = use_context::<axum::http::request::Parts>()
+            .and_then(|p| p.extensions.get::<Actor>().cloned())
+            .ok_or_else(|| fail(ApiError::unauthorized("this call did not pass the access policy")))?;
+        Ok((backend, actor))
     }
 
-    /// Errors that are not about the input become a message for the page.
-    pub fn failure(e: ServiceError) -> ServerFnError {
-        match e {
-            ServiceError::Unavailable(_) => {
-                ServerFnError::new("The database is unavailable right now; try again shortly.")
-            }
-            ServiceError::NotFound => ServerFnError::new("Not found."),
-            ServiceError::Invalid(d) => ServerFnError::new(format!("Invalid input: {d:?}")),
-            ServiceError::Internal(m) => {
-                tracing::error!(error = %m, "server function failed");
-                ServerFnError::new("Something went wrong on the server; it has been logged.")
+    pub fn session() -> Result<tower_sessions::Session, ApiError> {
+        use_context::<axum::http::request::Parts>()
+            .and_then(|p| p.extensions.get::<tower_sessions::Session>().cloned())
+            .ok_or_else(|| fail(ApiError::new(500, "sessions are not set up", vec![])))
+    }
+
+    /// Sets the answer's HTTP status to the error's, so the client decodes it as this error.
+    pub fn fail(e: ApiError) -> ApiError {
+        if let Some(response) = use_context::<leptos_axum::ResponseOptions>() {
+            if let Ok(status) = axum::http::StatusCode::from_u16(e.status) {
+                response.set_status(status);
             }
         }
+        e
+    }
+
+    pub fn failure(e: ServiceError) -> ApiError {
+        fail(e.into())
     }
 
     /// Splits validation problems (data) from failures (errors).
-    pub fn checked<T>(r: Result<T, ServiceError>) -> Result<super::Checked<T>, ServerFnError> {
+    pub fn checked<T>(r: Result<T, ServiceError>) -> Result<super::Checked<T>, ApiError> {
         match r {
             Ok(v) => Ok(Ok(v)),
             Err(ServiceError::Invalid(problems)) => Ok(Err(problems)),
@@ -49,16 +62,61 @@ mod backend {
     }
 }
 
+/// Who the browser is signed in as (nobody: both fields empty).
 #[server(prefix = "/rpc", input = Json)]
-pub async fn fetch_leaderboard(query: LeadQuery) -> Result<Vec<Lead>, ServerFnError> {
-    backend::service()?.leaderboard(&query).await.map_err(backend::failure)
+pub async fn current_user() -> Result<Me, ApiError> {
+    use crate::domain::access::Principal;
+    let (backend, actor) = backend::backend()?;
+    Ok(match actor.principal {
+        Principal::User { username, role } => Me { username: Some(username), role: Some(role), auth_off: false },
+        _ => Me { username: None, role: None, auth_off: backend.auth_off },
+    })
+}
+
+#[server(prefix = "/rpc", input = Json)]
+pub async fn login(username: String, password: String) -> Result<Me, ApiError> {
+    let (backend, actor) = backend::backend()?;
+    let raw = serde_json::json!({"username": username, "password": password});
+    let user = backend.accounts.login(&raw, actor.ip).await.map_err(backend::failure)?;
+    crate::service::sessions::sign_in(&backend::session()?, &user).await.map_err(backend::failure)?;
+    Ok(Me { username: Some(user.info.username), role: Some(user.info.role), auth_off: false })
+}
+
+#[server(prefix = "/rpc", input = Json)]
+pub async fn logout() -> Result<(), ApiError> {
+    use crate::domain::access::Principal;
+    let (backend, actor) = backend::backend()?;
+    if let Principal::User { username, .. } = &actor.principal {
+        backend.accounts.audit_event(&actor, "logout", username, None, None).await;
+    }
+    crate::service::sessions::sign_out(&backend::session()?).await.map_err(backend::failure)
+}
+
+/// Creates the first admin with the token from the server's log, and signs them in.
+#[server(prefix = "/rpc", input = Json)]
+pub async fn setup(token: String, username: String, password: String) -> Result<Me, ApiError> {
+    let (backend, actor) = backend::backend()?;
+    let raw = serde_json::json!({"token": token, "username": username, "password": password});
+    let user = backend.accounts.setup(&raw, actor.ip).await.map_err(backend::failure)?;
+    let record = backend.accounts.store().user(&user.username).await.map_err(|e| backend::failure(e.into()))?;
+    if let Some(record) = record {
+        crate::service::sessions::sign_in(&backend::session()?, &record).await.map_err(backend::failure)?;
+    }
+    Ok(Me { username: Some(user.username), role: Some(user.role), auth_off: false })
+}
+
+#[server(prefix = "/rpc", input = Json)]
+pub async fn fetch_leaderboard(query: LeadQuery) -> Result<Vec<Lead>, ApiError> {
+    let (backend, _) = backend::backend()?;
+    backend.service.leaderboard(&query).await.map_err(backend::failure)
 }
 
 /// `None` for an unknown lead.
 #[server(prefix = "/rpc", input = Json)]
-pub async fn fetch_lead(id: String, page: DetailPage) -> Result<Option<LeadDetail>, ServerFnError> {
-    use crate::server::service::ServiceError;
-    match backend::service()?.lead_detail(&id, &page).await {
+pub async fn fetch_lead(id: String, page: DetailPage) -> Result<Option<LeadDetail>, ApiError> {
+    use crate::service::ServiceError;
+    let (backend, _) = backend::backend()?;
+    match backend.service.lead_detail(&id, &page).await {
         Ok(detail) => Ok(Some(detail)),
         Err(ServiceError::NotFound) => Ok(None),
         Err(e) => Err(backend::failure(e)),
@@ -66,13 +124,15 @@ pub async fn fetch_lead(id: String, page: DetailPage) -> Result<Option<LeadDetai
 }
 
 #[server(prefix = "/rpc", input = Json)]
-pub async fn fetch_rules() -> Result<Vec<Rule>, ServerFnError> {
-    backend::service()?.rules().await.map_err(backend::failure)
+pub async fn fetch_rules() -> Result<Vec<Rule>, ApiError> {
+    let (backend, _) = backend::backend()?;
+    backend.service.rules().await.map_err(backend::failure)
 }
 
 /// Creates or updates a rule. `points` is the form's text, so a non-number is a field error.
 #[server(prefix = "/rpc", input = Json)]
-pub async fn save_rule(event_type: String, points: String, is_active: bool) -> Result<Checked<Rule>, ServerFnError> {
+pub async fn save_rule(event_type: String, points: String, is_active: bool) -> Result<Checked<Rule>, ApiError> {
+    let (backend, actor) = backend::backend()?;
     let points = match points.trim().parse::<i64>() {
         Ok(p) => Value::from(p),
         Err(_) if points.trim().is_empty() => Value::Null,
@@ -81,7 +141,7 @@ pub async fn save_rule(event_type: String, points: String, is_active: bool) -> R
         }
     };
     let raw = serde_json::json!({"eventType": event_type, "points": points, "isActive": is_active});
-    backend::checked(backend::service()?.upsert_rule(&raw).await)
+    backend::checked(backend.service.upsert_rule(&raw, &actor).await)
 }
 
 /// Sends one event from the dashboard's test form; the server stamps id and time.
@@ -91,8 +151,9 @@ pub async fn send_test_event(
     lead_id: String,
     event_type: String,
     metadata: String,
-) -> Result<Checked<String>, ServerFnError> {
-    use crate::server::service::IngestOutcome;
+) -> Result<Checked<String>, ApiError> {
+    use crate::service::IngestOutcome;
+    let (backend, _) = backend::backend()?;
     let metadata = if metadata.trim().is_empty() {
         Value::Null
     } else {
@@ -107,7 +168,7 @@ pub async fn send_test_event(
         "eventId": event_id, "leadId": lead_id, "eventType": event_type,
         "timestamp": crate::domain::time::to_iso(now.timestamp_millis()), "metadata": metadata,
     });
-    Ok(match backend::checked(backend::service()?.ingest_one(&raw).await)? {
+    Ok(match backend::checked(backend.service.ingest_one(&raw).await)? {
         Ok(IngestOutcome::Accepted { event_id }) => Ok(event_id),
         Ok(IngestOutcome::Duplicate(_)) => Err(vec![FieldError::new("eventId", "was already received")]),
         Err(problems) => Err(problems),
@@ -116,15 +177,65 @@ pub async fn send_test_event(
 
 /// One chunk of an uploaded file, as a batch.
 #[server(prefix = "/rpc", input = Json)]
-pub async fn upload_events(events: Vec<Value>) -> Result<Checked<BatchReport>, ServerFnError> {
-    backend::checked(backend::service()?.ingest_batch(&events).await)
+pub async fn upload_events(events: Vec<Value>) -> Result<Checked<BatchReport>, ApiError> {
+    let (backend, _) = backend::backend()?;
+    backend::checked(backend.service.ingest_batch(&events).await)
+}
+
+#[server(prefix = "/rpc", input = Json)]
+pub async fn fetch_users() -> Result<Vec<UserInfo>, ApiError> {
+    let (backend, _) = backend::backend()?;
+    backend.accounts.users().await.map_err(backend::failure)
+}
+
+/// Creates an account (`create`) or changes one's role and, if given, password.
+#[server(prefix = "/rpc", input = Json)]
+pub async fn save_user(username: String, role: String, password: String, create: bool) -> Result<UserInfo, ApiError> {
+    let (backend, actor) = backend::backend()?;
+    let mut raw = serde_json::json!({"username": username, "role": role});
+    if create || !password.is_empty() {
+        raw["password"] = Value::String(password);
+    }
+    let result = if create {
+        backend.accounts.create_user(&raw, &actor).await
+    } else {
+        backend.accounts.update_user(&username, &raw, &actor).await
+    };
+    result.map_err(backend::failure)
+}
+
+#[server(prefix = "/rpc", input = Json)]
+pub async fn remove_user(username: String) -> Result<(), ApiError> {
+    let (backend, actor) = backend::backend()?;
+    backend.accounts.delete_user(&username, &actor).await.map_err(backend::failure)
+}
+
+#[server(prefix = "/rpc", input = Json)]
+pub async fn fetch_keys() -> Result<Vec<ApiKeyInfo>, ApiError> {
+    let (backend, _) = backend::backend()?;
+    backend.accounts.keys().await.map_err(backend::failure)
+}
+
+#[server(prefix = "/rpc", input = Json)]
+pub async fn create_key(name: String, scopes: Vec<String>) -> Result<CreatedKey, ApiError> {
+    let (backend, actor) = backend::backend()?;
+    let raw = serde_json::json!({"name": name, "scopes": scopes});
+    backend.accounts.create_key(&raw, &actor).await.map_err(backend::failure)
+}
+
+#[server(prefix = "/rpc", input = Json)]
+pub async fn revoke_key(id: String) -> Result<ApiKeyInfo, ApiError> {
+    let (backend, actor) = backend::backend()?;
+    backend.accounts.revoke_key(&id, &actor).await.map_err(backend::failure)
+}
+
+#[server(prefix = "/rpc", input = Json)]
+pub async fn fetch_audit(offset: usize) -> Result<Vec<AuditEntry>, ApiError> {
+    let (backend, _) = backend::backend()?;
+    backend.accounts.audit(50, offset).await.map_err(backend::failure)
 }
 
 /// A readable sentence for a failed server call.
-pub fn describe(e: &ServerFnError) -> String {
-    match e {
-        ServerFnError::ServerError(m) => m.clone(),
-        ServerFnError::Request(m) => format!("Cannot reach the server ({m})."),
-        other => other.to_string(),
-    }
+pub fn describe(e: &ApiError) -> String {
+    e.describe()
 }

@@ -4,6 +4,8 @@
 //! rule about what is valid and how many points an event is worth unit-testable, and lets the
 //! same types travel to the WASM client through server functions.
 
+pub mod access;
+pub mod error;
 pub mod live;
 pub mod model;
 pub mod query;

@@ -27,6 +27,15 @@ impl Database {
     }
 }
 
+/// Whether requests need credentials.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuthMode {
+    /// The default: people sign in, external systems send API keys.
+    Required,
+    /// The old app's openness, for local demos and migrating old senders.
+    Off,
+}
+
 #[derive(Clone, Debug)]
 pub struct Config {
     pub host: IpAddr,
@@ -40,8 +49,17 @@ pub struct Config {
     pub worker_batch_size: usize,
     pub worker_idle_poll_ms: u64,
     pub worker_linger_ms: u64,
-    /// When non-empty, REST calls (all but `/api/health`) must present one of these keys.
+    /// Keys with every scope, from the environment (besides keys admins create).
     pub api_keys: Vec<String>,
+    pub auth: AuthMode,
+    /// Session cookies only travel over https (set when served over https).
+    pub cookie_secure: bool,
+    /// A session ends after this long without a request…
+    pub session_idle_seconds: u64,
+    /// …and this long after sign-in in any case.
+    pub session_max_seconds: u64,
+    /// Proxies whose `X-Forwarded-For` names the real client address.
+    pub trusted_proxies: Vec<IpAddr>,
     /// Requests per second per client (API key, else IP); 0 turns the limit off.
     pub rate_limit_per_second: f64,
     pub rate_limit_burst: f64,
@@ -107,6 +125,22 @@ impl Config {
                 None => Ok(default),
             }
         };
+        let auth = match env("AUTH").unwrap_or(file.security.auth.clone()).to_ascii_lowercase().as_str() {
+            "required" | "" => AuthMode::Required,
+            "off" => AuthMode::Off,
+            other => return Err(format!("AUTH must be \"required\" or \"off\", got {other:?}")),
+        };
+        let cookie_secure = match env("COOKIE_SECURE") {
+            Some(v) => matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes"),
+            None => file.security.cookie_secure,
+        };
+        let trusted_proxies = match env("TRUSTED_PROXIES") {
+            Some(v) => list(v),
+            None => file.security.trusted_proxies.clone(),
+        }
+        .iter()
+        .map(|p| p.parse::<IpAddr>().map_err(|_| format!("TRUSTED_PROXIES must list IP addresses, got {p:?}")))
+        .collect::<Result<Vec<_>, _>>()?;
         let config = Config {
             host,
             port,
@@ -119,6 +153,11 @@ impl Config {
             worker_idle_poll_ms: number("WORKER_IDLE_POLL_MS", file.worker.idle_poll_ms as usize)? as u64,
             worker_linger_ms: number("WORKER_LINGER_MS", file.worker.linger_ms as usize)? as u64,
             api_keys,
+            auth,
+            cookie_secure,
+            session_idle_seconds: number("SESSION_IDLE_SECONDS", file.security.session_idle_seconds as usize)? as u64,
+            session_max_seconds: number("SESSION_MAX_SECONDS", file.security.session_max_seconds as usize)? as u64,
+            trusted_proxies,
             rate_limit_per_second: float("RATE_LIMIT_PER_SECOND", file.security.rate_limit_per_second)?,
             rate_limit_burst: float("RATE_LIMIT_BURST", file.security.rate_limit_burst)?,
             store_startup_attempts: number("STORE_STARTUP_ATTEMPTS", s.store_startup_attempts as usize)?.max(1) as u32,
@@ -199,14 +238,28 @@ impl Default for WorkerSection {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SecuritySection {
+    pub auth: String,
     pub api_keys: Vec<String>,
+    pub cookie_secure: bool,
+    pub session_idle_seconds: u64,
+    pub session_max_seconds: u64,
+    pub trusted_proxies: Vec<String>,
     pub rate_limit_per_second: f64,
     pub rate_limit_burst: f64,
 }
 
 impl Default for SecuritySection {
     fn default() -> Self {
-        Self { api_keys: Vec::new(), rate_limit_per_second: 1000.0, rate_limit_burst: 2000.0 }
+        Self {
+            auth: "required".into(),
+            api_keys: Vec::new(),
+            cookie_secure: false,
+            session_idle_seconds: 8 * 3600,
+            session_max_seconds: 7 * 24 * 3600,
+            trusted_proxies: Vec::new(),
+            rate_limit_per_second: 1000.0,
+            rate_limit_burst: 2000.0,
+        }
     }
 }
 
@@ -230,6 +283,9 @@ mod tests {
         assert_eq!((c.max_body_bytes, c.max_batch_bytes, c.max_batch_events), (1 << 20, 5 << 20, 5000));
         assert!(c.client_origins.is_empty());
         assert!(c.api_keys.is_empty());
+        assert_eq!(c.auth, AuthMode::Required, "credentials are required unless turned off");
+        assert!(!c.cookie_secure && c.trusted_proxies.is_empty());
+        assert_eq!((c.session_idle_seconds, c.session_max_seconds), (8 * 3600, 7 * 24 * 3600));
         assert_eq!((c.rate_limit_per_second, c.rate_limit_burst), (1000.0, 2000.0));
         assert_eq!(c.worker_batch_size, WorkerSection::default().batch_size);
         assert_eq!(c.worker_linger_ms, WorkerSection::default().linger_ms);
@@ -246,6 +302,22 @@ mod tests {
         assert_eq!((c.rate_limit_per_second, c.rate_limit_burst), (0.0, 5.0));
         let err = Config::from_sources(FileConfig::default(), env(&[("RATE_LIMIT_PER_SECOND", "-1")])).unwrap_err();
         assert!(err.starts_with("RATE_LIMIT_PER_SECOND"), "{err}");
+    }
+
+    #[test]
+    fn auth_settings_from_the_environment() {
+        let c = Config::from_sources(
+            FileConfig::default(),
+            env(&[("AUTH", "off"), ("COOKIE_SECURE", "true"), ("TRUSTED_PROXIES", "10.0.0.1, ::1")]),
+        )
+        .unwrap();
+        assert_eq!(c.auth, AuthMode::Off);
+        assert!(c.cookie_secure);
+        assert_eq!(c.trusted_proxies.len(), 2);
+        let err = Config::from_sources(FileConfig::default(), env(&[("AUTH", "maybe")])).unwrap_err();
+        assert!(err.starts_with("AUTH"), "{err}");
+        let err = Config::from_sources(FileConfig::default(), env(&[("TRUSTED_PROXIES", "proxy.local")])).unwrap_err();
+        assert!(err.starts_with("TRUSTED_PROXIES"), "{err}");
     }
 
     #[test]

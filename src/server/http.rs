@@ -1,21 +1,22 @@
 //! Assembles the server: store, service, worker, REST routes, Leptos pages and server
 //! functions on one axum router, with a clean start and a graceful stop.
 
-use super::config::{Config, Database};
-use super::guard::{self, RateLimiter};
-use super::service::{BatchLimits, Service};
-use super::store::{mongo::MongoStore, sqlite::SqliteStore, DynStore, Store, StoreError};
+use super::config::{AuthMode, Config, Database};
+use super::policy;
+use super::ratelimit::RateLimiter;
+use crate::service::accounts::Accounts;
+use crate::service::sessions::{StoreSessions, COOKIE_NAME};
+use crate::service::{Backend, BatchLimits, Service};
+use crate::service::store::{mongo::MongoStore, sqlite::SqliteStore, DynStore, Store, StoreError};
 use super::stream::StreamHub;
-use super::worker::Worker;
-use super::{api, service::now_ms};
-use crate::app::{shell, App};
+use crate::service::worker::Worker;
+use crate::service::now_ms;
+use crate::app::shell;
 use crate::domain::scoring::default_rules;
 use axum::extract::FromRef;
 use axum::http::{header, HeaderValue, Method};
-use axum::middleware;
 use axum::Router;
 use leptos::prelude::*;
-use leptos_axum::{generate_route_list, LeptosRoutes};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,11 +28,13 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 /// How often the live stream publishes a frame: at most 10 messages per second per client.
 const STREAM_INTERVAL_MS: u64 = 100;
 
-/// Shared by REST handlers and server functions (which get it from Leptos context).
+/// What REST handlers and the gate share. Server functions get `Backend` through context.
 #[derive(Clone)]
 pub struct AppState {
     pub leptos_options: LeptosOptions,
     pub service: Arc<Service>,
+    pub accounts: Arc<Accounts>,
+    pub backend: Backend,
     pub config: Arc<Config>,
     /// `None` when the rate limit is off.
     pub rate_limiter: Option<Arc<RateLimiter>>,
@@ -39,10 +42,18 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(leptos_options: LeptosOptions, service: Arc<Service>, config: Config, hub: Arc<StreamHub>) -> Self {
+    pub fn new(
+        leptos_options: LeptosOptions,
+        service: Arc<Service>,
+        accounts: Arc<Accounts>,
+        config: Config,
+        hub: Arc<StreamHub>,
+    ) -> Self {
         let rate_limiter = (config.rate_limit_per_second > 0.0)
             .then(|| Arc::new(RateLimiter::new(config.rate_limit_per_second, config.rate_limit_burst)));
-        Self { leptos_options, service, config: Arc::new(config), rate_limiter, hub }
+        let backend =
+            Backend { service: service.clone(), accounts: accounts.clone(), auth_off: config.auth == AuthMode::Off };
+        Self { leptos_options, service, accounts, backend, config: Arc::new(config), rate_limiter, hub }
     }
 }
 
@@ -119,20 +130,32 @@ async fn seed_default_rules(store: DynStore) -> Result<(), String> {
     Ok(())
 }
 
+/// The policy's routes with sessions, then static files and the not-found page, all with
+/// the security headers.
 pub fn router(state: AppState) -> Router {
-    let routes = generate_route_list(App);
-    let leptos_options = state.leptos_options.clone();
-    let mut router = api::routes()
-        .layer(middleware::from_fn_with_state(state.clone(), guard::guard))
-        .leptos_routes(&state, routes, move || shell(leptos_options.clone()))
-        .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
-        .with_state(state.clone());
+    let sessions = tower_sessions::SessionManagerLayer::new(StoreSessions(state.service.store().clone()))
+        .with_name(COOKIE_NAME)
+        .with_http_only(true)
+        .with_same_site(tower_sessions::cookie::SameSite::Lax)
+        .with_secure(state.config.cookie_secure)
+        .with_expiry(tower_sessions::Expiry::OnInactivity(time::Duration::seconds(
+            state.config.session_idle_seconds as i64,
+        )));
+    let mut router = policy::router(&state)
+        .layer(sessions)
+        .fallback(leptos_axum::file_and_error_handler_with_context::<AppState, _>(
+            leptos::nonce::provide_nonce,
+            shell,
+        ))
+        .with_state(state.clone())
+        .layer(axum::middleware::from_fn(super::headers::security_headers));
     if !state.config.client_origins.is_empty() {
         let origins: Vec<HeaderValue> = state.config.client_origins.iter().filter_map(|o| o.parse().ok()).collect();
         router = router.layer(
             CorsLayer::new()
                 .allow_origin(AllowOrigin::list(origins))
-                .allow_methods([Method::GET, Method::POST])
+                .allow_methods([Method::GET, Method::POST, Method::PATCH, Method::DELETE])
+                .allow_credentials(true)
                 .allow_headers([
                     header::CONTENT_TYPE,
                     header::AUTHORIZATION,
@@ -141,6 +164,42 @@ pub fn router(state: AppState) -> Router {
         );
     }
     router
+}
+
+/// Says at start how the server is protected. With no account yet it prints the one-time
+/// setup link (like a notebook server's token), so nobody else on the network can claim it.
+async fn announce_access(config: &Config, accounts: &Accounts, addr: Option<SocketAddr>) {
+    if config.auth == AuthMode::Off {
+        tracing::warn!("AUTH=off: anyone who can reach this server may read, ingest and change rules; use only for local demos");
+        return;
+    }
+    match accounts.open_setup().await {
+        Ok(Some(token)) => {
+            let host = match addr {
+                Some(a) if a.ip().is_unspecified() => format!("127.0.0.1:{}", a.port()),
+                Some(a) => a.to_string(),
+                None => config.addr().to_string(),
+            };
+            tracing::warn!("no account exists yet; create the first admin at http://{host}/setup?token={token}");
+        }
+        Ok(None) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot tell whether first-run setup is needed yet"),
+    }
+}
+
+/// Deletes expired sessions every hour, so the table does not grow with abandoned sign-ins.
+async fn purge_expired_sessions(store: DynStore, mut stop: watch::Receiver<bool>) {
+    loop {
+        match store.purge_sessions(now_ms()).await {
+            Ok(n) if n > 0 => tracing::debug!(sessions = n, "purged expired sessions"),
+            Ok(_) => {}
+            Err(e) => tracing::debug!(error = %e, "cannot purge expired sessions now"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
 }
 
 /// A running server: its address and what it takes to stop it.
@@ -171,7 +230,10 @@ pub async fn launch(config: Config, leptos_options: LeptosOptions, listener: Tcp
     let store = open_store(&config).await?;
     seed_default_rules(store.clone()).await?;
     let service = Arc::new(Service::new(store.clone(), BatchLimits { max_events: config.max_batch_events }));
+    let accounts = Arc::new(Accounts::new(store.clone(), &config.api_keys));
+    announce_access(&config, &accounts, listener.local_addr().ok()).await;
     let (shutdown, shutdown_rx) = watch::channel(false);
+    tokio::spawn(purge_expired_sessions(store.clone(), shutdown_rx.clone()));
 
     let (wake, updates, heartbeat) = service.worker_handles();
     let worker = Worker {
@@ -188,7 +250,7 @@ pub async fn launch(config: Config, leptos_options: LeptosOptions, listener: Tcp
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let hub = StreamHub::new(shutdown_rx.clone());
     hub.start(service.subscribe(), Duration::from_millis(STREAM_INTERVAL_MS));
-    let state = AppState::new(leptos_options, service.clone(), config, hub);
+    let state = AppState::new(leptos_options, service.clone(), accounts, config, hub);
     let app = router(state);
     let mut stop = shutdown_rx;
     let server = tokio::spawn(async move {

@@ -1,10 +1,14 @@
-//! Everything that only runs on the server (feature `ssr`).
+//! The HTTP side of the server (feature `ssr`). Every route comes from the access policy
+//! table (`policy`) and passes the `gate`; handlers translate HTTP to calls of the service
+//! layer (`crate::service`) and back.
 
+pub mod account_api;
 pub mod api;
+pub mod cli;
 pub mod config;
-pub mod guard;
+pub mod gate;
+pub mod headers;
 pub mod http;
-pub mod service;
-pub mod store;
+pub mod policy;
+pub mod ratelimit;
 pub mod stream;
-pub mod worker;

@@ -7,6 +7,9 @@ use leptos::prelude::LeptosOptions;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
+/// A key with every scope (as if from `API_KEYS`); `client` sends it on every request.
+pub const ADMIN_KEY: &str = "test-admin-key-6f1d2c";
+
 pub struct TestServer {
     pub base: String,
     pub client: reqwest::Client,
@@ -22,6 +25,7 @@ pub fn test_config(dir: &std::path::Path) -> Config {
     config.database = Database::Sqlite(dir.join("test.db"));
     config.port = 0;
     config.worker_idle_poll_ms = 50;
+    config.api_keys = vec![ADMIN_KEY.to_string()];
     config
 }
 
@@ -69,7 +73,7 @@ impl TestServer {
         let running = launch(config, options, listener).await.unwrap();
         Self {
             base: format!("http://{}", running.addr),
-            client: reqwest::Client::new(),
+            client: keyed_client(ADMIN_KEY),
             running: Some(running),
             mongo_database,
             _dir: dir,
@@ -116,9 +120,46 @@ impl TestServer {
             r.stop().await;
         }
         if let Some((uri, name)) = self.mongo_database.take() {
-            let store = leadscore::server::store::mongo::MongoStore::connect_to(&uri, Some(&name)).await.unwrap();
+            let store = leadscore::service::store::mongo::MongoStore::connect_to(&uri, Some(&name)).await.unwrap();
             store.drop_database().await.unwrap();
         }
+    }
+}
+
+/// A client that sends `key` as `X-API-Key` on every request.
+pub fn keyed_client(key: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert("x-api-key", key.parse().unwrap());
+    reqwest::Client::builder().default_headers(headers).build().unwrap()
+}
+
+impl TestServer {
+    /// A client with no credentials that keeps cookies and, like a browser on the dashboard,
+    /// says it comes from this server.
+    pub fn browser(&self) -> reqwest::Client {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert("origin", self.base.parse().unwrap());
+        reqwest::Client::builder().cookie_store(true).default_headers(headers).build().unwrap()
+    }
+
+    /// Creates an account with the admin key.
+    pub async fn create_user(&self, username: &str, role: &str, password: &str) {
+        let (status, body) =
+            self.post("/api/users", &json!({"username": username, "role": role, "password": password})).await;
+        assert_eq!(status, 201, "{body}");
+    }
+
+    /// A browser client signed in as `username`.
+    pub async fn signed_in(&self, username: &str, password: &str) -> reqwest::Client {
+        let client = self.browser();
+        let r = client
+            .post(self.url("/api/auth/login"))
+            .json(&json!({"username": username, "password": password}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "login as {username}: {}", r.text().await.unwrap_or_default());
+        client
     }
 }
 

@@ -9,6 +9,8 @@
 //! Durability: WAL with `synchronous = FULL`, so a committed transaction (and with it every
 //! 202 the API answered) survives a process crash or power loss.
 
+mod accounts;
+
 use super::{InsertOutcome, QueueStats, Store, StoreError, StoreResult};
 use crate::domain::query::{DetailPage, LeadQuery};
 use crate::domain::time::Millis;
@@ -26,7 +28,7 @@ const MAX_JOBS_PER_COMMIT: usize = 512;
 const MAX_IDLE_READERS: usize = 8;
 
 /// Bumped whenever the layout changes; `prepare_schema` brings older files up to date on open.
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS events (
@@ -80,6 +82,44 @@ CREATE TABLE IF NOT EXISTS rules (
     points     INTEGER NOT NULL,
     is_active  INTEGER NOT NULL,
     updated_at INTEGER NOT NULL
+);
+
+-- Schema 3: access control (see accounts.rs). New tables only, so a schema 2 file is brought
+-- up to date by creating them.
+CREATE TABLE IF NOT EXISTS users (
+    username      TEXT PRIMARY KEY,
+    role          TEXT NOT NULL,
+    password_hash TEXT NOT NULL,
+    session_epoch INTEGER NOT NULL DEFAULT 0,
+    created_at    INTEGER NOT NULL,
+    updated_at    INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS sessions (
+    id_hash    TEXT PRIMARY KEY,
+    data       TEXT NOT NULL,
+    expires_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS sessions_by_expiry ON sessions(expires_at);
+CREATE TABLE IF NOT EXISTS api_keys (
+    id           TEXT PRIMARY KEY,
+    hash         TEXT NOT NULL UNIQUE,
+    name         TEXT NOT NULL,
+    scopes       TEXT NOT NULL,
+    prefix       TEXT NOT NULL,
+    created_at   INTEGER NOT NULL,
+    created_by   TEXT NOT NULL,
+    last_used_at INTEGER,
+    revoked_at   INTEGER
+);
+CREATE TABLE IF NOT EXISTS audit_log (
+    id     INTEGER PRIMARY KEY,
+    at     INTEGER NOT NULL,
+    actor  TEXT NOT NULL,
+    action TEXT NOT NULL,
+    target TEXT NOT NULL,
+    before TEXT,
+    after  TEXT,
+    ip     TEXT
 );
 "#;
 

@@ -9,7 +9,7 @@
 //! `batch_size`), and after a small one waits `linger` before the next, so a steady trickle is
 //! scored in fewer, larger transactions. A backlog is drained back to back.
 
-use super::service::{now_ms, UpdateBatch};
+use super::{now_ms, UpdateBatch};
 use super::store::DynStore;
 use crate::domain::scoring::RuleBook;
 use std::sync::atomic::{AtomicI64, Ordering};

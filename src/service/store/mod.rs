@@ -8,8 +8,11 @@
 //!   so a worker may redeliver after a crash at any instant;
 //! - after `apply`, a lead's score equals the sum of its history deltas.
 
+pub mod accounts;
 pub mod mongo;
 pub mod sqlite;
+
+pub use accounts::{AccountStore, CreateUser, KeyRecord, NewAuditEntry, SessionRecord, UserChange, UserRecord};
 
 use crate::domain::query::{DetailPage, LeadQuery};
 use crate::domain::time::Millis;
@@ -44,7 +47,8 @@ pub struct QueueStats {
 }
 
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+/// Events, leads and rules; accounts, sessions, keys and the audit log come from `AccountStore`.
+pub trait Store: AccountStore + Send + Sync + 'static {
     /// A short name for logs and health: `sqlite` or `mongodb`.
     fn backend(&self) -> &'static str;
     /// Where the data lives, without credentials.

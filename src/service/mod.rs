@@ -4,7 +4,15 @@
 //! Ingest path: validate → durably record as unprocessed → answer 202 → wake the worker.
 //! Scoring happens in `worker`, never on the request path.
 
-use super::store::{DynStore, InsertOutcome, StoreError};
+pub mod accounts;
+pub mod sessions;
+pub mod store;
+pub mod throttle;
+pub mod worker;
+
+use self::accounts::Actor;
+use self::store::{DynStore, InsertOutcome, NewAuditEntry, StoreError};
+use crate::domain::error::ApiError;
 use crate::domain::query::{DetailPage, LeadQuery};
 use crate::domain::time::Millis;
 use crate::domain::validation::{validate_event, validate_rule};
@@ -32,6 +40,18 @@ pub enum ServiceError {
     Invalid(Vec<FieldError>),
     #[error("not found")]
     NotFound,
+    /// Credentials are missing or wrong (the text names what).
+    #[error("{0}")]
+    Unauthorized(String),
+    /// Allowed in general, refused here (e.g. removing the last admin).
+    #[error("{0}")]
+    Forbidden(String),
+    /// The change conflicts with what exists (a taken username, setup already done).
+    #[error("{0}")]
+    Conflict(String),
+    /// Too many attempts; retry after this many seconds.
+    #[error("too many attempts; retry in {0} s")]
+    TooManyRequests(u64),
     #[error("{0}")]
     Unavailable(String),
     #[error("{0}")]
@@ -48,6 +68,47 @@ impl From<StoreError> for ServiceError {
 }
 
 pub type ServiceResult<T> = Result<T, ServiceError>;
+
+/// The one mapping from service errors to the error answer, for REST and server functions.
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> Self {
+        match e {
+            ServiceError::Invalid(details) => ApiError::invalid(details),
+            ServiceError::NotFound => ApiError::not_found("Not found"),
+            ServiceError::Unauthorized(m) => {
+                let (field, problem) = m.split_once(": ").unwrap_or(("Authorization", &m));
+                ApiError::field(401, "Unauthorized", field, problem)
+            }
+            ServiceError::Forbidden(m) => ApiError::forbidden(m),
+            ServiceError::Conflict(m) => {
+                let (field, problem) = m.split_once(": ").unwrap_or(("body", &m));
+                ApiError::field(409, "Conflict", field, problem)
+            }
+            ServiceError::TooManyRequests(secs) => {
+                ApiError::field(429, "Too many requests", "rate", format!("too many failed attempts; retry in {secs} s"))
+            }
+            ServiceError::Unavailable(m) => {
+                tracing::warn!(error = %m, "store unavailable");
+                ApiError::new(503, "Store unavailable, retry later", vec![])
+            }
+            ServiceError::Internal(m) => {
+                tracing::error!(error = %m, "internal error");
+                ApiError::new(500, "Internal error", vec![])
+            }
+        }
+    }
+}
+
+
+/// What the dashboard's server functions and page renders get through context: the services
+/// and the access settings they need. The caller travels in the request (`accounts::Actor`).
+#[derive(Clone)]
+pub struct Backend {
+    pub service: Arc<Service>,
+    pub accounts: Arc<accounts::Accounts>,
+    /// `AUTH=off`: everything open; pages show a banner.
+    pub auth_off: bool,
+}
 
 #[derive(Debug, PartialEq)]
 pub enum IngestOutcome {
@@ -223,10 +284,26 @@ impl Service {
     }
 
     /// Creates or updates the rule for an event type. Events scored from now on use it;
-    /// already scored events keep their points (history is never rewritten).
-    pub async fn upsert_rule(&self, raw: &Value) -> ServiceResult<Rule> {
+    /// already scored events keep their points (history is never rewritten). The change goes
+    /// to the audit log with the rule as it was before.
+    pub async fn upsert_rule(&self, raw: &Value, actor: &Actor) -> ServiceResult<Rule> {
         let rule = validate_rule(raw).map_err(ServiceError::Invalid)?;
-        Ok(self.store.upsert_rule(rule, now_ms()).await?)
+        let before = self.store.rules().await?.into_iter().find(|r| r.event_type == rule.event_type);
+        let saved = self.store.upsert_rule(rule, now_ms()).await?;
+        let summary = |r: &Rule| serde_json::json!({"points": r.points, "isActive": r.is_active});
+        let entry = NewAuditEntry {
+            at: now_ms(),
+            actor: actor.principal.actor(),
+            action: if before.is_some() { "rule.update" } else { "rule.create" }.into(),
+            target: saved.event_type.clone(),
+            before: before.as_ref().map(summary),
+            after: Some(summary(&saved)),
+            ip: actor.ip.clone(),
+        };
+        if let Err(e) = self.store.append_audit(entry).await {
+            tracing::error!(error = %e, "cannot write the audit log");
+        }
+        Ok(saved)
     }
 
     pub async fn health(&self) -> Health {

@@ -2,7 +2,8 @@
 //!
 //! Collections are the old app's — `leads` (`_id` = lead id), `events`, `scorehistories`,
 //! `scoringrules` — plus `counters` for the ingest sequence. Every filter, update and index
-//! this store sends is built by a function in [`docs`], unit-tested to the document.
+//! this store sends is built by a function in [`docs`], unit-tested to the document; the
+//! account collections (`users`, `sessions`, `api_keys`, `audit_log`) live in `accounts`.
 //!
 //! # Exactly once without transactions
 //!
@@ -27,6 +28,8 @@
 //! already happened are recognised (1: duplicate key, 3: `pending` holds it, 4: `applied`)
 //! and the rest run. So every event is added to its lead exactly once, and a lead's score is
 //! the sum of its applied history deltas.
+
+mod accounts;
 
 use super::{InsertOutcome, QueueStats, Store, StoreError, StoreResult};
 use crate::domain::query::{DetailPage, LeadQuery};
@@ -103,9 +106,10 @@ impl MongoStore {
         }
     }
 
-    /// Creates the indexes (idempotent: MongoDB ignores an identical existing index).
+    /// Creates the indexes, the account collections' included (idempotent: MongoDB ignores an
+    /// identical existing index).
     pub async fn prepare(&self) -> StoreResult<()> {
-        for (collection, index) in docs::indexes() {
+        for (collection, index) in docs::indexes().into_iter().chain(accounts::indexes()) {
             self.db.collection::<Document>(collection).create_index(index).await.map_err(classify)?;
         }
         for (collection, name) in docs::SUPERSEDED_INDEXES {

@@ -1,0 +1,162 @@
+//! REST routes for access control: first-run setup, signing in and out, users, API keys and
+//! the audit log. Same service calls as the dashboard's server functions.
+
+use super::api::{read_json, service_error};
+use crate::domain::error::ApiError;
+use super::http::AppState;
+use crate::domain::access::Principal;
+use crate::service::accounts::Actor;
+use crate::service::sessions::{sign_in, sign_out};
+use axum::body::Body;
+use axum::extract::{Extension, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+use tower_sessions::Session;
+
+type Answer = Result<Response, Response>;
+
+fn fail(e: crate::service::ServiceError) -> Response {
+    service_error(e)
+}
+
+fn bad(e: ApiError) -> Response {
+    e.into_response()
+}
+
+pub async fn setup_status(State(state): State<AppState>) -> Answer {
+    let needed = state.accounts.setup_needed().await.map_err(fail)?;
+    Ok(Json(json!({"needed": needed && state.config.auth == super::config::AuthMode::Required})).into_response())
+}
+
+/// Creates the first admin (with the token from the log) and signs them in.
+pub async fn setup(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    session: Session,
+    headers: HeaderMap,
+    body: Body,
+) -> Answer {
+    let raw = read_json(&headers, body, 64 * 1024).await.map_err(bad)?;
+    let user = state.accounts.setup(&raw, actor.ip).await.map_err(fail)?;
+    let record = state.accounts.store().user(&user.username).await.map_err(|e| fail(e.into()))?;
+    if let Some(record) = record {
+        sign_in(&session, &record).await.map_err(fail)?;
+    }
+    Ok((StatusCode::CREATED, Json(json!({"username": user.username, "role": user.role}))).into_response())
+}
+
+pub async fn login(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    session: Session,
+    headers: HeaderMap,
+    body: Body,
+) -> Answer {
+    let raw = read_json(&headers, body, 64 * 1024).await.map_err(bad)?;
+    let user = state.accounts.login(&raw, actor.ip).await.map_err(fail)?;
+    sign_in(&session, &user).await.map_err(fail)?;
+    Ok(Json(json!({"username": user.info.username, "role": user.info.role})).into_response())
+}
+
+pub async fn logout(State(state): State<AppState>, Extension(actor): Extension<Actor>, session: Session) -> Answer {
+    if let Principal::User { username, .. } = &actor.principal {
+        state.accounts.audit_event(&actor, "logout", username, None, None).await;
+    }
+    sign_out(&session).await.map_err(fail)?;
+    Ok(Json(json!({"message": "Signed out"})).into_response())
+}
+
+pub async fn me(Extension(actor): Extension<Actor>) -> Answer {
+    Ok(match actor.principal {
+        Principal::User { username, role } => Json(json!({"username": username, "role": role})).into_response(),
+        Principal::Key { id, name, scopes } => Json(json!({"key": {"id": id, "name": name, "scopes": scopes}})).into_response(),
+        Principal::Open => Json(json!({"username": null, "role": "admin", "authOff": true})).into_response(),
+        Principal::Anonymous => return Err(ApiError::unauthorized("not signed in").into_response()),
+    })
+}
+
+pub async fn list_users(State(state): State<AppState>) -> Answer {
+    Ok(Json(state.accounts.users().await.map_err(fail)?).into_response())
+}
+
+pub async fn create_user(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    headers: HeaderMap,
+    body: Body,
+) -> Answer {
+    let raw = read_json(&headers, body, 64 * 1024).await.map_err(bad)?;
+    let user = state.accounts.create_user(&raw, &actor).await.map_err(fail)?;
+    Ok((StatusCode::CREATED, Json(user)).into_response())
+}
+
+pub async fn update_user(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Path(username): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Answer {
+    let raw = read_json(&headers, body, 64 * 1024).await.map_err(bad)?;
+    Ok(Json(state.accounts.update_user(&username, &raw, &actor).await.map_err(fail)?).into_response())
+}
+
+pub async fn delete_user(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Path(username): Path<String>,
+) -> Answer {
+    state.accounts.delete_user(&username, &actor).await.map_err(fail)?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+pub async fn list_keys(State(state): State<AppState>) -> Answer {
+    Ok(Json(state.accounts.keys().await.map_err(fail)?).into_response())
+}
+
+pub async fn create_key(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    headers: HeaderMap,
+    body: Body,
+) -> Answer {
+    let raw = read_json(&headers, body, 64 * 1024).await.map_err(bad)?;
+    Ok((StatusCode::CREATED, Json(state.accounts.create_key(&raw, &actor).await.map_err(fail)?)).into_response())
+}
+
+pub async fn revoke_key(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Path(id): Path<String>,
+) -> Answer {
+    Ok(Json(state.accounts.revoke_key(&id, &actor).await.map_err(fail)?).into_response())
+}
+
+#[derive(serde::Deserialize)]
+pub struct AuditPage {
+    limit: Option<String>,
+    offset: Option<String>,
+}
+
+/// `?limit=` (1–500, default 50) `&offset=`; newest first.
+pub async fn audit(State(state): State<AppState>, Query(page): Query<AuditPage>) -> Answer {
+    let mut problems = Vec::new();
+    let mut number = |name: &str, raw: Option<String>, default: usize, max: usize| match raw.as_deref() {
+        None | Some("") => default,
+        Some(v) => match v.parse::<usize>() {
+            Ok(n) if n <= max => n,
+            _ => {
+                problems.push(crate::domain::FieldError::new(name, format!("must be a whole number up to {max}")));
+                default
+            }
+        },
+    };
+    let limit = number("limit", page.limit, 50, 500).max(1);
+    let offset = number("offset", page.offset, 0, 10_000_000);
+    if !problems.is_empty() {
+        return Err(ApiError::new(400, "Invalid query parameters", problems).into_response());
+    }
+    Ok(Json(state.accounts.audit(limit, offset).await.map_err(fail)?).into_response())
+}

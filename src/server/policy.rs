@@ -1,0 +1,164 @@
+//! The access policy, as one table: every REST route, server function and page, with the
+//! access it needs. The router is built from this table and nothing else (`router`), each
+//! entry behind the gate with its own rule, so a route cannot exist without a rule; the policy
+//! tests walk the same table. A server function or page missing from it is not served at all.
+//!
+//! | Access | who has it |
+//! |---|---|
+//! | public | anyone |
+//! | read   | any signed-in user; `read` or `admin` keys |
+//! | ingest | editors, admins; `ingest` or `admin` keys |
+//! | edit   | editors, admins; `admin` keys |
+//! | admin  | admins; `admin` keys |
+
+use super::gate::{gate, Gate, Kind};
+use super::http::AppState;
+use super::{account_api as accounts, api, stream};
+use crate::app::server_fns::*;
+use crate::app::{shell, App};
+use crate::domain::access::Access::{self, *};
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::Method;
+use axum::middleware::from_fn_with_state;
+use axum::routing::{delete, get, patch, post, MethodRouter};
+use axum::Router;
+use leptos::prelude::*;
+use leptos_axum::{generate_route_list, handle_server_fns_with_context, render_app_to_stream_with_context};
+use server_fn::ServerFn;
+
+/// What serves an entry.
+pub enum Serve {
+    Rest(MethodRouter<AppState>),
+    ServerFn,
+    Page,
+}
+
+/// One row of the policy table.
+pub struct Entry {
+    pub method: Method,
+    /// In axum's syntax (`/api/leads/{id}`).
+    pub path: &'static str,
+    pub access: Access,
+    pub serve: Serve,
+}
+
+impl Entry {
+    pub fn kind(&self) -> Kind {
+        match self.serve {
+            Serve::Rest(_) => Kind::Rest,
+            Serve::ServerFn => Kind::ServerFn,
+            Serve::Page => Kind::Page,
+        }
+    }
+}
+
+fn rest(method: Method, path: &'static str, access: Access, handler: MethodRouter<AppState>) -> Entry {
+    Entry { method, path, access, serve: Serve::Rest(handler) }
+}
+
+fn server_fn<F: ServerFn>(access: Access) -> Entry {
+    Entry { method: Method::POST, path: F::PATH, access, serve: Serve::ServerFn }
+}
+
+fn page(path: &'static str, access: Access) -> Entry {
+    Entry { method: Method::GET, path, access, serve: Serve::Page }
+}
+
+/// The table.
+pub fn table() -> Vec<Entry> {
+    vec![
+        // External systems and scripts.
+        rest(Method::GET, "/api/health", Public, get(api::health)),
+        rest(Method::POST, "/api/events", Ingest, post(api::post_event)),
+        rest(Method::POST, "/api/events/batch", Ingest, post(api::post_batch)),
+        rest(Method::GET, "/api/leads", Read, get(api::list_leads)),
+        rest(Method::GET, "/api/leads/{id}", Read, get(api::lead_detail)),
+        rest(Method::GET, "/api/rules", Read, get(api::list_rules)),
+        rest(Method::POST, "/api/rules", Edit, post(api::upsert_rule)),
+        rest(Method::GET, "/api/stream", Read, get(stream::stream_handler)),
+        // Accounts.
+        rest(Method::GET, "/api/setup", Public, get(accounts::setup_status)),
+        rest(Method::POST, "/api/setup", Public, post(accounts::setup)),
+        rest(Method::POST, "/api/auth/login", Public, post(accounts::login)),
+        rest(Method::POST, "/api/auth/logout", Public, post(accounts::logout)),
+        rest(Method::GET, "/api/auth/me", Public, get(accounts::me)),
+        rest(Method::GET, "/api/users", Admin, get(accounts::list_users)),
+        rest(Method::POST, "/api/users", Admin, post(accounts::create_user)),
+        rest(Method::PATCH, "/api/users/{username}", Admin, patch(accounts::update_user)),
+        rest(Method::DELETE, "/api/users/{username}", Admin, delete(accounts::delete_user)),
+        rest(Method::GET, "/api/keys", Admin, get(accounts::list_keys)),
+        rest(Method::POST, "/api/keys", Admin, post(accounts::create_key)),
+        rest(Method::DELETE, "/api/keys/{id}", Admin, delete(accounts::revoke_key)),
+        rest(Method::GET, "/api/audit", Admin, get(accounts::audit)),
+        // The dashboard's server functions.
+        server_fn::<CurrentUser>(Public),
+        server_fn::<Login>(Public),
+        server_fn::<Logout>(Public),
+        server_fn::<Setup>(Public),
+        server_fn::<FetchLeaderboard>(Read),
+        server_fn::<FetchLead>(Read),
+        server_fn::<FetchRules>(Read),
+        server_fn::<SaveRule>(Edit),
+        server_fn::<SendTestEvent>(Edit),
+        server_fn::<UploadEvents>(Edit),
+        server_fn::<FetchUsers>(Admin),
+        server_fn::<SaveUser>(Admin),
+        server_fn::<RemoveUser>(Admin),
+        server_fn::<FetchKeys>(Admin),
+        server_fn::<CreateKey>(Admin),
+        server_fn::<RevokeKey>(Admin),
+        server_fn::<FetchAudit>(Admin),
+        // Pages.
+        page("/", Read),
+        page("/leads/{id}", Read),
+        page("/rules", Read),
+        page("/users", Admin),
+        page("/keys", Admin),
+        page("/audit", Admin),
+        page("/login", Public),
+        page("/setup", Public),
+    ]
+}
+
+/// What server functions and page renders find in context: the services and the settings
+/// the pages need. (The caller, an `Actor`, travels in the request's extensions.)
+pub fn provide_backend(state: &AppState) {
+    provide_context(state.backend.clone());
+}
+
+/// Every route of the table, each behind the gate with its entry's rule.
+pub fn router(state: &AppState) -> Router<AppState> {
+    let pages = generate_route_list(App);
+    let mut router = Router::new();
+    for entry in table() {
+        let rate_limited = !(entry.access == Public && entry.method == Method::GET && entry.kind() == Kind::Rest);
+        let rule = Gate { state: state.clone(), access: entry.access, kind: entry.kind(), path: entry.path, rate_limited };
+        let layer = from_fn_with_state(rule, gate);
+        let handler: MethodRouter<AppState> = match entry.serve {
+            Serve::Rest(handler) => handler,
+            Serve::ServerFn => post(rpc),
+            Serve::Page => {
+                if !pages.iter().any(|p| p.path() == entry.path) {
+                    tracing::error!(path = entry.path, "the policy names a page the app does not have");
+                }
+                let state = state.clone();
+                let options = state.leptos_options.clone();
+                get(render_app_to_stream_with_context(
+                    move || {
+                        provide_backend(&state);
+                        leptos::nonce::provide_nonce();
+                    },
+                    move || shell(options.clone()),
+                ))
+            }
+        };
+        router = router.route(entry.path, handler.route_layer(layer));
+    }
+    router.route("/api/{*rest}", axum::routing::any(api::unknown_route))
+}
+
+async fn rpc(State(state): State<AppState>, request: Request<Body>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    handle_server_fns_with_context(move || provide_backend(&state), request).await.into_response()
+}
