@@ -5,6 +5,8 @@ const baseURL = process.env.LEADSCORE_URL ?? "http://127.0.0.1:5001";
 
 export default defineConfig({
   testDir: "./tests",
+  // Creates the test accounts and signs the admin in (storageState below).
+  globalSetup: "./global-setup.ts",
   timeout: 60_000,
   expect: { timeout: 15_000 },
   fullyParallel: false,
@@ -14,6 +16,9 @@ export default defineConfig({
   outputDir: "test-results",
   use: {
     baseURL,
+    // Signed in as an admin; API calls from tests come from this site, as the dashboard's do.
+    storageState: "./.auth/admin.json",
+    extraHTTPHeaders: { Origin: baseURL },
     trace: "retain-on-failure",
     launchOptions: {
       // Debian's Chromium: Playwright never downloads a browser here.

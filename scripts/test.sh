@@ -26,5 +26,7 @@ export LEADSCORE_BIN="$TARGET_DIR/debug/leadscore"
 export LEADSCORE_SITE_ROOT="$PWD/target/site"
 # A throw-away database, so browser tests never touch data/leadscore.db; no rate limit, the
 # tests post faster than one client normally would.
-DATABASE_URL="sqlite://$E2E_DIR/leadscore.db" RATE_LIMIT_PER_SECOND=0 cargo leptos end-to-end
+# The tests create their accounts with this key (end2end/global-setup.ts) and sign in.
+export E2E_ADMIN_KEY="e2e-admin-key-$RANDOM$RANDOM"
+DATABASE_URL="sqlite://$E2E_DIR/leadscore.db" RATE_LIMIT_PER_SECOND=0 API_KEYS="$E2E_ADMIN_KEY" cargo leptos end-to-end
 echo "Screenshots: end2end/artifacts/"

@@ -22,6 +22,8 @@ function startServer(db: string): Promise<ChildProcess> {
       LEPTOS_SITE_ROOT: siteRoot!,
       LEPTOS_SITE_PKG_DIR: "pkg",
       NO_COLOR: "1",
+      // This server has its own database and no accounts: the test is about reconnecting.
+      AUTH: "off",
     },
     stdio: ["ignore", "pipe", "inherit"],
   });
