@@ -21,12 +21,13 @@ use crate::domain::access::Access;
 use auth::{Allowed, AuthOffBanner, UserMenu, Viewer};
 use live::Live;
 
-/// The page's Content-Security-Policy: scripts only with this response's nonce (and WASM),
+/// The page's Content-Security-Policy: inline scripts only with this response's nonce; the
+/// bundle and WASM from this server;
 /// no framing, no plugins, connections only back to this server.
 #[cfg(feature = "ssr")]
 pub fn page_csp(nonce: &str) -> String {
     format!(
-        "default-src 'self'; script-src 'nonce-{nonce}' 'wasm-unsafe-eval'; style-src 'self' 'unsafe-inline'; \
+        "default-src 'self'; script-src 'self' 'nonce-{nonce}' 'wasm-unsafe-eval'; style-src 'self' 'unsafe-inline'; \
          img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; \
          frame-ancestors 'none'"
     )
