@@ -138,9 +138,15 @@ fn body_for(path: &str, n: usize) -> Value {
         "/api/setup" => json!({"token": "guess", "username": "mallory", "password": PASSWORD}),
         "/api/auth/login" => json!({}),
         p if p.contains("save_rule") => json!({"event_type": format!("Rpc {n}"), "points": "9", "is_active": true}),
-        p if p.contains("send_test_event") => json!({"lead_id": "policy-lead", "event_type": "Purchase", "metadata": ""}),
-        p if p.contains("upload_events") => json!({"events": [event(&format!("policy-u{n}"), "policy-lead", "Purchase")]}),
-        p if p.contains("save_user") => json!({"username": format!("rpc{n}"), "role": "admin", "password": PASSWORD, "create": true}),
+        p if p.contains("send_test_event") => {
+            json!({"lead_id": "policy-lead", "event_type": "Purchase", "metadata": ""})
+        }
+        p if p.contains("upload_events") => {
+            json!({"events": [event(&format!("policy-u{n}"), "policy-lead", "Purchase")]})
+        }
+        p if p.contains("save_user") => {
+            json!({"username": format!("rpc{n}"), "role": "admin", "password": PASSWORD, "create": true})
+        }
         p if p.contains("remove_user") => json!({"username": "victim"}),
         p if p.contains("create_key") => json!({"name": format!("rk{n}"), "scopes": ["admin"]}),
         p if p.contains("revoke_key") => json!({"id": "victim-key"}),
@@ -178,13 +184,17 @@ async fn every_route_as_every_principal() {
             let location = r.headers().get("location").map(|l| l.to_str().unwrap().to_string());
             // The live stream never ends: its body is not read.
             let body = if entry.path == "/api/stream" { String::new() } else { r.text().await.unwrap_or_default() };
-            let what = format!("{who:?} {} {} ({})", entry.method, entry.path, body.chars().take(200).collect::<String>());
+            let what =
+                format!("{who:?} {} {} ({})", entry.method, entry.path, body.chars().take(200).collect::<String>());
             if allowed {
                 let handler_says_who = entry.path == "/api/auth/me" && unauthenticated(who);
                 assert!(handler_says_who || !matches!(status, 401 | 403), "{what}: allowed, got {status}");
                 // Setup is over once an account exists: its page sends people to sign in.
                 let setup_done = entry.path == "/setup" && status == 303;
-                assert!(entry.kind() != Kind::Page || status == 200 || setup_done, "{what}: page renders, got {status}");
+                assert!(
+                    entry.kind() != Kind::Page || status == 200 || setup_done,
+                    "{what}: page renders, got {status}"
+                );
             } else {
                 match (entry.kind(), unauthenticated(who)) {
                     (Kind::Page, true) => {
@@ -237,10 +247,8 @@ async fn cross_site_writes_with_a_session_cookie_are_refused() {
     s.create_user("victim", "viewer", PASSWORD).await;
     s.create_user("root", "admin", PASSWORD).await;
     let admin = s.signed_in("root", PASSWORD).await;
-    let writes: Vec<_> = table()
-        .into_iter()
-        .filter(|e| e.method != reqwest::Method::GET && e.access != Access::Public)
-        .collect();
+    let writes: Vec<_> =
+        table().into_iter().filter(|e| e.method != reqwest::Method::GET && e.access != Access::Public).collect();
     assert!(writes.len() >= 12, "{} writes", writes.len());
     for (n, entry) in writes.iter().enumerate() {
         let method = Method::from_bytes(entry.method.as_str().as_bytes()).unwrap();

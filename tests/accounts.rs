@@ -42,7 +42,10 @@ fn start_binary(db: &std::path::Path) -> Binary {
         .spawn()
         .expect("start server binary");
     let log = Arc::new(Mutex::new(Vec::new()));
-    for stream in [Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>, Box::new(child.stderr.take().unwrap())] {
+    for stream in [
+        Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+        Box::new(child.stderr.take().unwrap()),
+    ] {
         let log = log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stream).lines().map_while(Result::ok) {
@@ -87,7 +90,11 @@ async fn first_run_needs_the_token_from_the_log_and_then_closes() {
     let client = browser(&base);
 
     let r = client.get(format!("{base}/")).send().await.unwrap();
-    assert_eq!((r.status().as_u16(), r.headers()["location"].to_str().unwrap()), (303, "/setup"), "every page leads to setup");
+    assert_eq!(
+        (r.status().as_u16(), r.headers()["location"].to_str().unwrap()),
+        (303, "/setup"),
+        "every page leads to setup"
+    );
     let r = client.get(format!("{base}/rules")).send().await.unwrap();
     assert_eq!(r.headers()["location"], "/setup");
     let status: Value = client.get(format!("{base}/api/setup")).send().await.unwrap().json().await.unwrap();
@@ -144,12 +151,22 @@ async fn first_run_needs_the_token_from_the_log_and_then_closes() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("role"), "the error names the field");
 
     let ed = browser(&base);
-    let r = ed.post(format!("{base}/api/auth/login")).json(&json!({"username": "ed", "password": PASSWORD})).send().await.unwrap();
+    let r = ed
+        .post(format!("{base}/api/auth/login"))
+        .json(&json!({"username": "ed", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let vi = browser(&base);
     let login = json!({"username": "vi", "password": format!("{PASSWORD}-stdin")});
     assert_eq!(vi.post(format!("{base}/api/auth/login")).json(&login).send().await.unwrap().status(), 200);
-    let r = vi.post(format!("{base}/api/auth/login")).json(&json!({"username": "vi", "password": "not-the-password"})).send().await.unwrap();
+    let r = vi
+        .post(format!("{base}/api/auth/login"))
+        .json(&json!({"username": "vi", "password": "not-the-password"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
 
     // Passwords never reach the log, even at debug level.
@@ -182,15 +199,28 @@ async fn session_cookies_are_http_only_lax_cycled_on_login_and_ended_by_logout()
     };
     assert_eq!(me(first.clone()).await, 200);
     // Signing in again on the same browser gives a new id; the old one stops working.
-    let r = bare.post(s.url("/api/auth/login")).header("cookie", &first).header("origin", &s.base)
-        .json(&json!({"username": "ann", "password": PASSWORD})).send().await.unwrap();
+    let r = bare
+        .post(s.url("/api/auth/login"))
+        .header("cookie", &first)
+        .header("origin", &s.base)
+        .json(&json!({"username": "ann", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
     let second = r.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_string();
     assert_ne!(first, second, "a new session id on login");
     assert_eq!(me(first).await, 401);
     assert_eq!(me(second.clone()).await, 200);
 
-    let r = bare.post(s.url("/api/auth/logout")).header("cookie", &second).header("origin", &s.base)
-        .header("content-type", "application/json").body("{}").send().await.unwrap();
+    let r = bare
+        .post(s.url("/api/auth/logout"))
+        .header("cookie", &second)
+        .header("origin", &s.base)
+        .header("content-type", "application/json")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(me(second).await, 401, "logout really ends the session");
     s.stop().await;
@@ -328,7 +358,8 @@ async fn rule_changes_are_audited_with_who_and_before_and_after() {
     let s = TestServer::start().await;
     s.create_user("eddie", "editor", PASSWORD).await;
     let editor = s.signed_in("eddie", PASSWORD).await;
-    let r = editor.post(s.url("/api/rules")).json(&json!({"eventType": "Purchase", "points": 150})).send().await.unwrap();
+    let r =
+        editor.post(s.url("/api/rules")).json(&json!({"eventType": "Purchase", "points": 150})).send().await.unwrap();
     assert_eq!(r.status(), 200);
     let (_, audit) = s.get("/api/audit?limit=1").await;
     let entry = &audit[0];

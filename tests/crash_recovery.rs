@@ -69,7 +69,8 @@ fn batch(b: usize) -> Vec<Value> {
 
 /// Posts all batches with 4 concurrent clients; returns which batches got a 202.
 async fn post_all(base: &str, acknowledged: Arc<Mutex<Vec<usize>>>, stop_after: Option<usize>) {
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).default_headers(key_header()).build().unwrap();
+    let client =
+        reqwest::Client::builder().timeout(Duration::from_secs(30)).default_headers(key_header()).build().unwrap();
     let next = Arc::new(Mutex::new(0usize));
     let mut tasks = Vec::new();
     for _ in 0..4 {

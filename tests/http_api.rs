@@ -304,8 +304,8 @@ async fn health_reports_store_worker_and_queue() {
 #[tokio::test]
 async fn health_is_503_while_no_worker_is_running() {
     use leadscore::server::http::{router, AppState};
-    use leadscore::service::{BatchLimits, Service};
     use leadscore::service::store::sqlite::SqliteStore;
+    use leadscore::service::{BatchLimits, Service};
     use std::sync::Arc;
 
     // A server whose worker never started: accepted events pile up and health says so.

@@ -1,12 +1,12 @@
 //! `/`: the live leaderboard, its filters (evaluated on the server, kept in the URL), the
 //! test-event form and the file upload.
 
+use super::auth::Allowed;
 use super::live::Live;
 use super::server_fns::{describe, fetch_leaderboard, fetch_rules, send_test_event};
-use super::auth::Allowed;
 use super::upload::Upload;
-use crate::domain::access::Access;
 use super::{lead_href, short_time, LoadError};
+use crate::domain::access::Access;
 use crate::domain::live::apply_updates;
 use crate::domain::query::LeadQuery;
 use crate::domain::FieldError;

@@ -11,14 +11,14 @@ mod rules;
 pub mod server_fns;
 mod upload;
 
+use crate::domain::access::Access;
+use auth::{Allowed, AuthOffBanner, UserMenu, Viewer};
 use leptos::prelude::*;
 use leptos_meta::{provide_meta_context, MetaTags, Stylesheet, Title};
 use leptos_router::{
     components::{Route, Router, Routes, A},
     path,
 };
-use crate::domain::access::Access;
-use auth::{Allowed, AuthOffBanner, UserMenu, Viewer};
 use live::Live;
 
 /// The page's Content-Security-Policy: inline scripts only with this response's nonce; the
@@ -35,9 +35,7 @@ pub fn page_csp(nonce: &str) -> String {
 
 pub fn shell(options: LeptosOptions) -> impl IntoView {
     #[cfg(feature = "ssr")]
-    if let (Some(nonce), Some(response)) =
-        (leptos::nonce::use_nonce(), use_context::<leptos_axum::ResponseOptions>())
-    {
+    if let (Some(nonce), Some(response)) = (leptos::nonce::use_nonce(), use_context::<leptos_axum::ResponseOptions>()) {
         if let Ok(value) = axum::http::HeaderValue::from_str(&page_csp(&nonce.to_string())) {
             response.insert_header(axum::http::header::CONTENT_SECURITY_POLICY, value);
         }

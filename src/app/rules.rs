@@ -1,11 +1,11 @@
 //! `/rules`: every rule, edited in place; new rules added below.
 
-use super::dashboard::FieldErrors;
 use super::auth::{Allowed, Viewer};
+use super::dashboard::FieldErrors;
 use super::live::Live;
-use crate::domain::access::Access;
 use super::server_fns::{describe, fetch_rules, save_rule};
 use super::LoadError;
+use crate::domain::access::Access;
 use crate::domain::{FieldError, Rule};
 use leptos::prelude::*;
 use leptos_meta::Title;
@@ -105,7 +105,10 @@ fn ReadOnlyRule(rule: Rule) -> impl IntoView {
 
 #[derive(Clone, Copy)]
 struct RuleEditing {
-    save: Action<(String, String, bool), (String, Result<super::server_fns::Checked<Rule>, crate::domain::error::ApiError>)>,
+    save: Action<
+        (String, String, bool),
+        (String, Result<super::server_fns::Checked<Rule>, crate::domain::error::ApiError>),
+    >,
     problems: RwSignal<(String, Vec<FieldError>)>,
 }
 

@@ -25,7 +25,8 @@ mod backend {
     /// The services and the caller the gate let through. No caller means the request did not
     /// come through the policy's routes: refused.
     pub fn backend() -> Result<(Backend, Actor), ApiError> {
-        let backend = use_context::<Backend>().ok_or_else(|| fail(ApiError::new(500, "server state is missing", vec![])))?;
+        let backend =
+            use_context::<Backend>().ok_or_else(|| fail(ApiError::new(500, "server state is missing", vec![])))?;
         let actor = use_context::<axum::http::request::Parts>()
             .and_then(|p| p.extensions.get::<Actor>().cloned())
             .ok_or_else(|| fail(ApiError::unauthorized("this call did not pass the access policy")))?;

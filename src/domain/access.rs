@@ -99,8 +99,15 @@ pub enum Principal {
     Anonymous,
     /// `AUTH=off`: the old app's openness, everything allowed.
     Open,
-    User { username: String, role: Role },
-    Key { id: String, name: String, scopes: Vec<Scope> },
+    User {
+        username: String,
+        role: Role,
+    },
+    Key {
+        id: String,
+        name: String,
+        scopes: Vec<Scope>,
+    },
 }
 
 impl Principal {
@@ -253,10 +260,9 @@ pub fn validate_scopes(field: &str, raw: Option<&Value>) -> Result<Vec<Scope>, F
     };
     let mut scopes = Vec::new();
     for item in items {
-        let scope = item
-            .as_str()
-            .and_then(Scope::parse)
-            .ok_or_else(|| FieldError::new(field, format!("unknown scope {item}; use \"ingest\", \"read\", \"admin\"")))?;
+        let scope = item.as_str().and_then(Scope::parse).ok_or_else(|| {
+            FieldError::new(field, format!("unknown scope {item}; use \"ingest\", \"read\", \"admin\""))
+        })?;
         if !scopes.contains(&scope) {
             scopes.push(scope);
         }
@@ -326,7 +332,10 @@ mod tests {
         assert!(validate_password("password", Some(&json!("long enough pw"))).is_ok());
         assert_eq!(validate_role("role", Some(&json!("editor"))).unwrap(), Role::Editor);
         assert!(validate_role("role", Some(&json!("root"))).unwrap_err().problem.contains("\"root\""));
-        assert_eq!(validate_scopes("scopes", Some(&json!(["read", "read", "ingest"]))).unwrap(), [Scope::Read, Scope::Ingest]);
+        assert_eq!(
+            validate_scopes("scopes", Some(&json!(["read", "read", "ingest"]))).unwrap(),
+            [Scope::Read, Scope::Ingest]
+        );
         assert!(validate_scopes("scopes", Some(&json!([]))).is_err());
         assert!(validate_scopes("scopes", Some(&json!(["write"]))).unwrap_err().problem.contains("write"));
         assert!(validate_key_name("name", Some(&json!("  "))).is_err());

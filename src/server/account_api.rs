@@ -2,9 +2,9 @@
 //! the audit log. Same service calls as the dashboard's server functions.
 
 use super::api::{read_json, service_error};
-use crate::domain::error::ApiError;
 use super::http::AppState;
 use crate::domain::access::Principal;
+use crate::domain::error::ApiError;
 use crate::service::accounts::Actor;
 use crate::service::sessions::{sign_in, sign_out};
 use axum::body::Body;
@@ -71,7 +71,9 @@ pub async fn logout(State(state): State<AppState>, Extension(actor): Extension<A
 pub async fn me(Extension(actor): Extension<Actor>) -> Answer {
     Ok(match actor.principal {
         Principal::User { username, role } => Json(json!({"username": username, "role": role})).into_response(),
-        Principal::Key { id, name, scopes } => Json(json!({"key": {"id": id, "name": name, "scopes": scopes}})).into_response(),
+        Principal::Key { id, name, scopes } => {
+            Json(json!({"key": {"id": id, "name": name, "scopes": scopes}})).into_response()
+        }
         Principal::Open => Json(json!({"username": null, "role": "admin", "authOff": true})).into_response(),
         Principal::Anonymous => return Err(ApiError::unauthorized("not signed in").into_response()),
     })

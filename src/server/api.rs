@@ -2,8 +2,8 @@
 //! extension is an added field. Handlers only translate HTTP to service calls and back.
 
 use super::http::AppState;
-use crate::domain::query::{DetailPage, LeadQuery};
 pub use crate::domain::error::ApiError;
+use crate::domain::query::{DetailPage, LeadQuery};
 use crate::service::accounts::Actor;
 use crate::service::{IngestOutcome, ServiceError};
 use axum::body::Body;
@@ -43,11 +43,14 @@ pub async fn read_json(headers: &HeaderMap, body: Body, limit: usize) -> Result<
     let mime = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
     if !(mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))) {
         let got = if content_type.is_empty() { "none".to_string() } else { format!("{content_type:?}") };
-        return Err(ApiError::field(415, "Unsupported content type", "Content-Type", format!("must be application/json, got {got}")));
+        return Err(ApiError::field(
+            415,
+            "Unsupported content type",
+            "Content-Type",
+            format!("must be application/json, got {got}"),
+        ));
     }
-    let too_large = || {
-        ApiError::field(413, "Payload too large", "body", format!("must be at most {limit} bytes"))
-    };
+    let too_large = || ApiError::field(413, "Payload too large", "body", format!("must be at most {limit} bytes"));
     let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
     if declared.is_some_and(|n| n > limit) {
         return Err(too_large());
@@ -83,7 +86,12 @@ pub async fn post_batch(State(state): State<AppState>, headers: HeaderMap, body:
     };
     let limit = state.service.batch_limits().max_events;
     if items.len() > limit {
-        return Err(ApiError::field(413, "Payload too large", "body", format!("must contain at most {limit} events, got {}", items.len())));
+        return Err(ApiError::field(
+            413,
+            "Payload too large",
+            "body",
+            format!("must contain at most {limit} events, got {}", items.len()),
+        ));
     }
     let report = state.service.ingest_batch(&items).await?;
     // 202 when anything was accepted; a batch of nothing but known events is a 409 like a
@@ -115,7 +123,9 @@ pub async fn lead_detail(
     let page = DetailPage::parse(params.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .map_err(|d| ApiError::new(400, "Invalid query parameters", d))?;
     match state.service.lead_detail(&id, &page).await {
-        Err(ServiceError::NotFound) => Err(ApiError::field(404, "Lead not found", "id", format!("no lead with id {id:?}"))),
+        Err(ServiceError::NotFound) => {
+            Err(ApiError::field(404, "Lead not found", "id", format!("no lead with id {id:?}")))
+        }
         other => Ok(Json(other?).into_response()),
     }
 }

@@ -283,7 +283,8 @@ mod tests {
 
     #[test]
     fn cookie_writes_must_be_json_from_this_site() {
-        let ok = headers(&[("content-type", "application/json"), ("host", "a.test:5001"), ("origin", "http://a.test:5001")]);
+        let ok =
+            headers(&[("content-type", "application/json"), ("host", "a.test:5001"), ("origin", "http://a.test:5001")]);
         assert!(same_site_write(&ok, &[]).is_ok());
         let fetch_meta = headers(&[("content-type", "application/json"), ("sec-fetch-site", "same-origin")]);
         assert!(same_site_write(&fetch_meta, &[]).is_ok());
@@ -291,7 +292,8 @@ mod tests {
         assert!(same_site_write(&plain, &[]).is_err(), "text/plain needs no preflight: refused");
         let form = headers(&[("content-type", "application/x-www-form-urlencoded"), ("sec-fetch-site", "same-origin")]);
         assert!(same_site_write(&form, &[]).is_err());
-        let other = headers(&[("content-type", "application/json"), ("host", "a.test"), ("origin", "http://evil.test")]);
+        let other =
+            headers(&[("content-type", "application/json"), ("host", "a.test"), ("origin", "http://evil.test")]);
         assert!(same_site_write(&other, &[]).is_err());
         assert!(same_site_write(&other, &["http://evil.test".to_string()]).is_ok(), "listed in CLIENT_URL");
         let unknown = headers(&[("content-type", "application/json")]);

@@ -4,15 +4,15 @@
 use super::config::{AuthMode, Config, Database};
 use super::policy;
 use super::ratelimit::RateLimiter;
-use crate::service::accounts::Accounts;
-use crate::service::sessions::{StoreSessions, COOKIE_NAME};
-use crate::service::{Backend, BatchLimits, Service};
-use crate::service::store::{mongo::MongoStore, sqlite::SqliteStore, DynStore, Store, StoreError};
 use super::stream::StreamHub;
-use crate::service::worker::Worker;
-use crate::service::now_ms;
 use crate::app::shell;
 use crate::domain::scoring::default_rules;
+use crate::service::accounts::Accounts;
+use crate::service::now_ms;
+use crate::service::sessions::{StoreSessions, COOKIE_NAME};
+use crate::service::store::{mongo::MongoStore, sqlite::SqliteStore, DynStore, Store, StoreError};
+use crate::service::worker::Worker;
+use crate::service::{Backend, BatchLimits, Service};
 use axum::extract::FromRef;
 use axum::http::{header, HeaderValue, Method};
 use axum::Router;
@@ -143,10 +143,7 @@ pub fn router(state: AppState) -> Router {
         )));
     let mut router = policy::router(&state)
         .layer(sessions)
-        .fallback(leptos_axum::file_and_error_handler_with_context::<AppState, _>(
-            leptos::nonce::provide_nonce,
-            shell,
-        ))
+        .fallback(leptos_axum::file_and_error_handler_with_context::<AppState, _>(leptos::nonce::provide_nonce, shell))
         .with_state(state.clone())
         .layer(axum::middleware::from_fn(super::headers::security_headers));
     if !state.config.client_origins.is_empty() {
@@ -170,7 +167,9 @@ pub fn router(state: AppState) -> Router {
 /// setup link (like a notebook server's token), so nobody else on the network can claim it.
 async fn announce_access(config: &Config, accounts: &Accounts, addr: Option<SocketAddr>) {
     if config.auth == AuthMode::Off {
-        tracing::warn!("AUTH=off: anyone who can reach this server may read, ingest and change rules; use only for local demos");
+        tracing::warn!(
+            "AUTH=off: anyone who can reach this server may read, ingest and change rules; use only for local demos"
+        );
         return;
     }
     match accounts.open_setup().await {

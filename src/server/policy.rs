@@ -133,7 +133,8 @@ pub fn router(state: &AppState) -> Router<AppState> {
     let mut router = Router::new();
     for entry in table() {
         let rate_limited = !(entry.access == Public && entry.method == Method::GET && entry.kind() == Kind::Rest);
-        let rule = Gate { state: state.clone(), access: entry.access, kind: entry.kind(), path: entry.path, rate_limited };
+        let rule =
+            Gate { state: state.clone(), access: entry.access, kind: entry.kind(), path: entry.path, rate_limited };
         let layer = from_fn_with_state(rule, gate);
         let handler: MethodRouter<AppState> = match entry.serve {
             Serve::Rest(handler) => handler,

@@ -14,8 +14,8 @@
 //! event and refetch. Clients read from a broadcast channel that never blocks the hub: a
 //! stalled client only ever hurts itself (it lags, and is told to reload).
 
-use crate::service::UpdateBatch;
 use crate::domain::live::{Coalescer, LeadUpdate, Replay, ReplayBuffer};
+use crate::service::UpdateBatch;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{header, HeaderMap};

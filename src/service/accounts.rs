@@ -99,7 +99,8 @@ async fn verify_password(password: String, hash: String) -> bool {
 
 /// A hash nobody's password matches, verified for unknown usernames so that a failed login
 /// takes as long whether or not the account exists.
-const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$1l2oWCEW5TrsnkSkgnA4YqOg9KhVqL4uUs2Ng2cCjW8";
+const DUMMY_HASH: &str =
+    "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$1l2oWCEW5TrsnkSkgnA4YqOg9KhVqL4uUs2Ng2cCjW8";
 
 fn field(raw: &Value, name: &str) -> Option<Value> {
     raw.get(name).cloned()
@@ -344,7 +345,8 @@ impl Accounts {
         if changed_password {
             after_json["password"] = json!("changed");
         }
-        self.audit_event(actor, "user.update", username, Some(json!({"role": before.info.role})), Some(after_json)).await;
+        self.audit_event(actor, "user.update", username, Some(json!({"role": before.info.role})), Some(after_json))
+            .await;
         Ok(after.info)
     }
 

@@ -84,9 +84,12 @@ impl From<ServiceError> for ApiError {
                 let (field, problem) = m.split_once(": ").unwrap_or(("body", &m));
                 ApiError::field(409, "Conflict", field, problem)
             }
-            ServiceError::TooManyRequests(secs) => {
-                ApiError::field(429, "Too many requests", "rate", format!("too many failed attempts; retry in {secs} s"))
-            }
+            ServiceError::TooManyRequests(secs) => ApiError::field(
+                429,
+                "Too many requests",
+                "rate",
+                format!("too many failed attempts; retry in {secs} s"),
+            ),
             ServiceError::Unavailable(m) => {
                 tracing::warn!(error = %m, "store unavailable");
                 ApiError::new(503, "Store unavailable, retry later", vec![])
@@ -98,7 +101,6 @@ impl From<ServiceError> for ApiError {
         }
     }
 }
-
 
 /// What the dashboard's server functions and page renders get through context: the services
 /// and the access settings they need. The caller travels in the request (`accounts::Actor`).

@@ -106,7 +106,11 @@ pub async fn sign_out(session: &Session) -> ServiceResult<()> {
 
 /// The account signed in on this session, if the session is still valid; an invalid one is
 /// ended on the spot.
-pub async fn signed_in_user(session: &Session, accounts: &Accounts, max_age_ms: Millis) -> ServiceResult<Option<UserInfo>> {
+pub async fn signed_in_user(
+    session: &Session,
+    accounts: &Accounts,
+    max_age_ms: Millis,
+) -> ServiceResult<Option<UserInfo>> {
     let Some(signed_in) = session.get::<SignedIn>(SIGNED_IN).await.map_err(session_error)? else {
         return Ok(None);
     };

@@ -32,7 +32,11 @@ impl LoginThrottle {
                 }
             }
         }
-        if wait.is_zero() { Ok(()) } else { Err(wait.as_secs().max(1)) }
+        if wait.is_zero() {
+            Ok(())
+        } else {
+            Err(wait.as_secs().max(1))
+        }
     }
 
     pub fn failed(&self, names: &[String], now: Instant) {

@@ -9,8 +9,8 @@
 //! `batch_size`), and after a small one waits `linger` before the next, so a steady trickle is
 //! scored in fewer, larger transactions. A backlog is drained back to back.
 
-use super::{now_ms, UpdateBatch};
 use super::store::DynStore;
+use super::{now_ms, UpdateBatch};
 use crate::domain::scoring::RuleBook;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;

@@ -193,7 +193,8 @@ impl AccountStore for SqliteStore {
 
     async fn keys(&self) -> StoreResult<Vec<ApiKeyInfo>> {
         self.read(|c| {
-            let mut s = c.prepare_cached(&format!("SELECT {KEY_COLUMNS} FROM api_keys ORDER BY created_at DESC, id"))?;
+            let mut s =
+                c.prepare_cached(&format!("SELECT {KEY_COLUMNS} FROM api_keys ORDER BY created_at DESC, id"))?;
             let rows = s.query_map([], key_from_row)?;
             rows.collect()
         })
