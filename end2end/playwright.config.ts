@@ -16,9 +16,8 @@ export default defineConfig({
   outputDir: "test-results",
   use: {
     baseURL,
-    // Signed in as an admin; API calls from tests come from this site, as the dashboard's do.
+    // Pages are signed in as an admin (see global-setup.ts).
     storageState: "./.auth/admin.json",
-    extraHTTPHeaders: { Origin: baseURL },
     trace: "retain-on-failure",
     launchOptions: {
       // Debian's Chromium: Playwright never downloads a browser here.

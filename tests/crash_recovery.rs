@@ -228,11 +228,12 @@ async fn sigterm_stops_cleanly_and_the_rest_is_scored_after_restart() {
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(status.success(), "clean exit on SIGTERM: {status:?}");
-    std::thread::sleep(Duration::from_millis(100)); // let the reader thread see the last lines
-    assert!(
-        server.log.lock().unwrap().iter().any(|l| l.contains("worker stopped")),
-        "the worker finished its batch and stopped"
-    );
+    // The reader thread takes the last lines after the exit: wait for them, bounded.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !server.log.lock().unwrap().iter().any(|l| l.contains("worker stopped")) {
+        assert!(Instant::now() < deadline, "the worker finished its batch and stopped");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 
     let mut server = spawn_server(&db);
     wait_drained(&client, &server.base).await;

@@ -128,9 +128,10 @@ async fn a_reconnecting_client_resumes_from_last_event_id() {
     let seen = first.next_of("leadUpdated").await;
     drop(first); // the browser loses its connection
 
+    // Another client stays connected: once it has the next frame, that frame is published.
+    let mut witness = SseClient::connect(&s, None).await;
     assert_eq!(s.post("/api/events", &event("r2", "lead", "Purchase")).await.0, 202);
-    s.drained().await;
-    tokio::time::sleep(Duration::from_millis(300)).await; // let the frame be published
+    until_score(&mut witness, "lead", 110).await;
 
     let mut again = SseClient::connect(&s, seen.id.as_deref()).await;
     let replayed = again.next().await;

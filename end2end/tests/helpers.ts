@@ -1,4 +1,22 @@
-import { expect, Page, APIRequestContext } from "@playwright/test";
+import { test as base, expect, Page, APIRequestContext } from "@playwright/test";
+
+export { expect };
+
+/**
+ * Pages run signed in as the admin (storageState in playwright.config.ts). The `request`
+ * fixture is an external system instead: it sends the admin API key that scripts/test.sh
+ * gives the server, so API calls never depend on the browser's session.
+ */
+export const test = base.extend({
+  request: async ({ playwright, baseURL }, use) => {
+    const context = await playwright.request.newContext({
+      baseURL,
+      extraHTTPHeaders: { "X-API-Key": process.env.E2E_ADMIN_KEY ?? "" },
+    });
+    await use(context);
+    await context.dispose();
+  },
+});
 
 /** Collects console errors and uncaught exceptions of a page. */
 export function watchConsole(page: Page): string[] {

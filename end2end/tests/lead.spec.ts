@@ -1,5 +1,4 @@
-import { test, expect } from "@playwright/test";
-import { event, expectScore, hydrated, postEvent, unique } from "./helpers";
+import { test, expect, event, expectScore, hydrated, postEvent, unique } from "./helpers";
 
 test("the lead page chart has one step per history entry and the table matches", async ({ page, request }) => {
   const lead = unique("lead page/ü"); // a slash and unicode must survive the URL

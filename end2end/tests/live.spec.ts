@@ -1,5 +1,4 @@
-import { test, expect } from "@playwright/test";
-import { boardIds, event, live, postEvent, unique, watchConsole } from "./helpers";
+import { test, expect, boardIds, event, live, postEvent, unique, watchConsole } from "./helpers";
 
 test("events POSTed to the REST API appear on an open dashboard, in order, without a reload", async ({ page, request }) => {
   const errors = watchConsole(page);

@@ -1,5 +1,4 @@
-import { test, expect } from "@playwright/test";
-import { event, expectScore, hydrated, live, postEvent, screenshot, unique, watchConsole } from "./helpers";
+import { test, expect, event, expectScore, hydrated, live, postEvent, screenshot, unique, watchConsole } from "./helpers";
 
 test("every page renders and hydrates without console errors", async ({ page, request }) => {
   const errors = watchConsole(page);

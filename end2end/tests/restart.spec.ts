@@ -1,9 +1,8 @@
-import { test, expect } from "@playwright/test";
 import { spawn, ChildProcess } from "child_process";
 import { mkdtempSync } from "fs";
 import { tmpdir } from "os";
 import { join } from "path";
-import { boardIds, event, live, postEvent, unique } from "./helpers";
+import { test, expect, boardIds, event, live, postEvent, unique } from "./helpers";
 
 // This test runs its own server (the binary cargo-leptos built) so it can restart it.
 const bin = process.env.LEADSCORE_BIN;
@@ -47,8 +46,7 @@ function stop(child: ChildProcess): Promise<void> {
   });
 }
 
-// FIXME(next session): fails since access control landed (own spawned server); see closing note.
-test.fixme("after the server restarts, an open dashboard reconnects and shows new events", async ({ page, request }) => {
+test("after the server restarts, an open dashboard reconnects and shows new events", async ({ page, request }) => {
   test.skip(!bin || !siteRoot, "LEADSCORE_BIN / LEADSCORE_SITE_ROOT not set (scripts/test.sh sets them)");
   const db = join(mkdtempSync(join(tmpdir(), "leadscore-restart-")), "restart.db");
   const prefix = unique("restart");

@@ -1,5 +1,4 @@
-import { test, expect } from "@playwright/test";
-import { event, expectScore, hydrated, postEvent, unique } from "./helpers";
+import { test, expect, event, expectScore, hydrated, postEvent, unique } from "./helpers";
 
 test("editing a rule's points in the form changes the points of the next event", async ({ page, request }) => {
   const type = unique("Webinar");

@@ -1,5 +1,4 @@
-import { test, expect } from "@playwright/test";
-import { expectScore, hydrated, unique } from "./helpers";
+import { test, expect, expectScore, hydrated, unique } from "./helpers";
 
 test("a CSV upload with one bad row reports that row and scores the rest", async ({ page, request }) => {
   const p = unique("csv");
