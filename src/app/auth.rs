@@ -116,15 +116,12 @@ pub fn AuthOffBanner() -> impl IntoView {
 }
 
 /// Field problems of a failed call: its details, or its sentence when it names no field.
+/// Wrong credentials and throttling are about the whole form, so they show as one line.
 fn problems_of(e: &ApiError) -> Vec<FieldError> {
-    if e.details.is_empty() || e.status == 401 || e.status == 429 {
-        let mut text = e.describe();
-        if let Some(d) = e.details.first().filter(|_| e.status == 429 || e.status == 401) {
-            text = format!("{} {}", d.field, d.problem);
-        }
-        vec![FieldError::new("", text)]
-    } else {
-        e.details.clone()
+    match e.details.first() {
+        Some(d) if matches!(d.field.as_str(), "Authorization" | "rate") => vec![FieldError::new("", d.problem.clone())],
+        Some(_) => e.details.clone(),
+        None => vec![FieldError::new("", e.describe())],
     }
 }
 

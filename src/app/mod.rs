@@ -64,13 +64,19 @@ pub fn App() -> impl IntoView {
     provide_meta_context();
     #[cfg_attr(not(feature = "hydrate"), allow(unused_variables))]
     let live = Live::provide();
-    Viewer::provide();
+    #[cfg_attr(not(feature = "hydrate"), allow(unused_variables))]
+    let viewer = Viewer::provide();
     // Set once the WASM client has taken over the page; browser tests wait for it.
     let hydrated = RwSignal::new(false);
     Effect::new(move |_| {
         hydrated.set(true);
+        // Only a caller who may read opens the live stream (not the sign-in or setup pages).
         #[cfg(feature = "hydrate")]
-        live.connect();
+        leptos::task::spawn_local(async move {
+            if viewer.0.await.is_ok_and(|me| me.may(Access::Read)) {
+                live.connect();
+            }
+        });
     });
 
     view! {
@@ -91,7 +97,9 @@ pub fn App() -> impl IntoView {
                             <A href="/audit">"Audit log"</A>
                         </Allowed>
                     </nav>
-                    <ConnectionBadge/>
+                    <Allowed access=Access::Read>
+                        <ConnectionBadge/>
+                    </Allowed>
                     <UserMenu/>
                 </header>
                 <AuthOffBanner/>

@@ -85,11 +85,8 @@ pub async fn login(username: String, password: String) -> Result<Me, ApiError> {
 
 #[server(prefix = "/rpc", input = Json)]
 pub async fn logout() -> Result<(), ApiError> {
-    use crate::domain::access::Principal;
     let (backend, actor) = backend::backend()?;
-    if let Principal::User { username, .. } = &actor.principal {
-        backend.accounts.audit_event(&actor, "logout", username, None, None).await;
-    }
+    backend.accounts.signed_out(&actor).await;
     crate::service::sessions::sign_out(&backend::session()?).await.map_err(backend::failure)
 }
 
@@ -99,11 +96,8 @@ pub async fn setup(token: String, username: String, password: String) -> Result<
     let (backend, actor) = backend::backend()?;
     let raw = serde_json::json!({"token": token, "username": username, "password": password});
     let user = backend.accounts.setup(&raw, actor.ip).await.map_err(backend::failure)?;
-    let record = backend.accounts.store().user(&user.username).await.map_err(|e| backend::failure(e.into()))?;
-    if let Some(record) = record {
-        crate::service::sessions::sign_in(&backend::session()?, &record).await.map_err(backend::failure)?;
-    }
-    Ok(Me { username: Some(user.username), role: Some(user.role), auth_off: false })
+    crate::service::sessions::sign_in(&backend::session()?, &user).await.map_err(backend::failure)?;
+    Ok(Me { username: Some(user.info.username), role: Some(user.info.role), auth_off: false })
 }
 
 #[server(prefix = "/rpc", input = Json)]

@@ -10,6 +10,7 @@ use server_fn::error::{FromServerFnError, ServerFnErrorErr};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 #[error("{error}")]
+#[serde(rename_all = "camelCase")]
 pub struct ApiError {
     pub error: String,
     #[serde(default)]
@@ -17,11 +18,20 @@ pub struct ApiError {
     /// The HTTP status; 0 when the server could not be reached at all.
     #[serde(default)]
     pub status: u16,
+    /// With 429 (and 503 where known): seconds until a retry may succeed; also sent as the
+    /// `Retry-After` header.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
     pub fn new(status: u16, error: impl Into<String>, details: Vec<FieldError>) -> Self {
-        Self { status, error: error.into(), details }
+        Self { status, error: error.into(), details, retry_after: None }
+    }
+
+    /// A 429: `problem` with `field`, retry in `seconds`.
+    pub fn too_many(field: &str, problem: impl Into<String>, seconds: u64) -> Self {
+        Self { retry_after: Some(seconds), ..Self::field(429, "Too many requests", field, problem) }
     }
 
     pub fn field(status: u16, error: impl Into<String>, field: &str, problem: impl Into<String>) -> Self {

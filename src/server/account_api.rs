@@ -1,7 +1,7 @@
 //! REST routes for access control: first-run setup, signing in and out, users, API keys and
 //! the audit log. Same service calls as the dashboard's server functions.
 
-use super::api::{read_json, service_error};
+use super::api::read_json;
 use super::http::AppState;
 use crate::domain::access::Principal;
 use crate::domain::error::ApiError;
@@ -15,18 +15,13 @@ use axum::Json;
 use serde_json::json;
 use tower_sessions::Session;
 
-type Answer = Result<Response, Response>;
+type Answer = Result<Response, ApiError>;
 
-fn fail(e: crate::service::ServiceError) -> Response {
-    service_error(e)
-}
-
-fn bad(e: ApiError) -> Response {
-    e.into_response()
-}
+/// Account bodies are small: a name, a password, a list of scopes.
+const MAX_ACCOUNT_BODY: usize = 64 * 1024;
 
 pub async fn setup_status(State(state): State<AppState>) -> Answer {
-    let needed = state.accounts.setup_needed().await.map_err(fail)?;
+    let needed = state.accounts.setup_needed().await?;
     Ok(Json(json!({"needed": needed && state.config.auth == super::config::AuthMode::Required})).into_response())
 }
 
@@ -38,13 +33,10 @@ pub async fn setup(
     headers: HeaderMap,
     body: Body,
 ) -> Answer {
-    let raw = read_json(&headers, body, 64 * 1024).await.map_err(bad)?;
-    let user = state.accounts.setup(&raw, actor.ip).await.map_err(fail)?;
-    let record = state.accounts.store().user(&user.username).await.map_err(|e| fail(e.into()))?;
-    if let Some(record) = record {
-        sign_in(&session, &record).await.map_err(fail)?;
-    }
-    Ok((StatusCode::CREATED, Json(json!({"username": user.username, "role": user.role}))).into_response())
+    let raw = read_json(&headers, body, MAX_ACCOUNT_BODY).await?;
+    let user = state.accounts.setup(&raw, actor.ip).await?;
+    sign_in(&session, &user).await?;
+    Ok((StatusCode::CREATED, Json(json!({"username": user.info.username, "role": user.info.role}))).into_response())
 }
 
 pub async fn login(
@@ -54,17 +46,15 @@ pub async fn login(
     headers: HeaderMap,
     body: Body,
 ) -> Answer {
-    let raw = read_json(&headers, body, 64 * 1024).await.map_err(bad)?;
-    let user = state.accounts.login(&raw, actor.ip).await.map_err(fail)?;
-    sign_in(&session, &user).await.map_err(fail)?;
+    let raw = read_json(&headers, body, MAX_ACCOUNT_BODY).await?;
+    let user = state.accounts.login(&raw, actor.ip).await?;
+    sign_in(&session, &user).await?;
     Ok(Json(json!({"username": user.info.username, "role": user.info.role})).into_response())
 }
 
 pub async fn logout(State(state): State<AppState>, Extension(actor): Extension<Actor>, session: Session) -> Answer {
-    if let Principal::User { username, .. } = &actor.principal {
-        state.accounts.audit_event(&actor, "logout", username, None, None).await;
-    }
-    sign_out(&session).await.map_err(fail)?;
+    state.accounts.signed_out(&actor).await;
+    sign_out(&session).await?;
     Ok(Json(json!({"message": "Signed out"})).into_response())
 }
 
@@ -75,12 +65,12 @@ pub async fn me(Extension(actor): Extension<Actor>) -> Answer {
             Json(json!({"key": {"id": id, "name": name, "scopes": scopes}})).into_response()
         }
         Principal::Open => Json(json!({"username": null, "role": "admin", "authOff": true})).into_response(),
-        Principal::Anonymous => return Err(ApiError::unauthorized("not signed in").into_response()),
+        Principal::Anonymous => return Err(ApiError::unauthorized("not signed in")),
     })
 }
 
 pub async fn list_users(State(state): State<AppState>) -> Answer {
-    Ok(Json(state.accounts.users().await.map_err(fail)?).into_response())
+    Ok(Json(state.accounts.users().await?).into_response())
 }
 
 pub async fn create_user(
@@ -89,8 +79,8 @@ pub async fn create_user(
     headers: HeaderMap,
     body: Body,
 ) -> Answer {
-    let raw = read_json(&headers, body, 64 * 1024).await.map_err(bad)?;
-    let user = state.accounts.create_user(&raw, &actor).await.map_err(fail)?;
+    let raw = read_json(&headers, body, MAX_ACCOUNT_BODY).await?;
+    let user = state.accounts.create_user(&raw, &actor).await?;
     Ok((StatusCode::CREATED, Json(user)).into_response())
 }
 
@@ -101,8 +91,8 @@ pub async fn update_user(
     headers: HeaderMap,
     body: Body,
 ) -> Answer {
-    let raw = read_json(&headers, body, 64 * 1024).await.map_err(bad)?;
-    Ok(Json(state.accounts.update_user(&username, &raw, &actor).await.map_err(fail)?).into_response())
+    let raw = read_json(&headers, body, MAX_ACCOUNT_BODY).await?;
+    Ok(Json(state.accounts.update_user(&username, &raw, &actor).await?).into_response())
 }
 
 pub async fn delete_user(
@@ -110,12 +100,12 @@ pub async fn delete_user(
     Extension(actor): Extension<Actor>,
     Path(username): Path<String>,
 ) -> Answer {
-    state.accounts.delete_user(&username, &actor).await.map_err(fail)?;
+    state.accounts.delete_user(&username, &actor).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 pub async fn list_keys(State(state): State<AppState>) -> Answer {
-    Ok(Json(state.accounts.keys().await.map_err(fail)?).into_response())
+    Ok(Json(state.accounts.keys().await?).into_response())
 }
 
 pub async fn create_key(
@@ -124,8 +114,8 @@ pub async fn create_key(
     headers: HeaderMap,
     body: Body,
 ) -> Answer {
-    let raw = read_json(&headers, body, 64 * 1024).await.map_err(bad)?;
-    Ok((StatusCode::CREATED, Json(state.accounts.create_key(&raw, &actor).await.map_err(fail)?)).into_response())
+    let raw = read_json(&headers, body, MAX_ACCOUNT_BODY).await?;
+    Ok((StatusCode::CREATED, Json(state.accounts.create_key(&raw, &actor).await?)).into_response())
 }
 
 pub async fn revoke_key(
@@ -133,7 +123,7 @@ pub async fn revoke_key(
     Extension(actor): Extension<Actor>,
     Path(id): Path<String>,
 ) -> Answer {
-    Ok(Json(state.accounts.revoke_key(&id, &actor).await.map_err(fail)?).into_response())
+    Ok(Json(state.accounts.revoke_key(&id, &actor).await?).into_response())
 }
 
 #[derive(serde::Deserialize)]
@@ -158,7 +148,7 @@ pub async fn audit(State(state): State<AppState>, Query(page): Query<AuditPage>)
     let limit = number("limit", page.limit, 50, 500).max(1);
     let offset = number("offset", page.offset, 0, 10_000_000);
     if !problems.is_empty() {
-        return Err(ApiError::new(400, "Invalid query parameters", problems).into_response());
+        return Err(ApiError::new(400, "Invalid query parameters", problems));
     }
-    Ok(Json(state.accounts.audit(limit, offset).await.map_err(fail)?).into_response())
+    Ok(Json(state.accounts.audit(limit, offset).await?).into_response())
 }

@@ -14,26 +14,21 @@ use axum::Json;
 use futures::StreamExt;
 use serde_json::{json, Value};
 
-/// Any error as a response: its status and the `{error, details, status}` body.
+/// Any error as a response: its status, `Retry-After` when it says when, and the body.
 pub fn error_response(e: ApiError) -> Response {
     let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    (status, Json(e)).into_response()
+    let retry_after = e.retry_after;
+    let mut response = (status, Json(e)).into_response();
+    if let Some(seconds) = retry_after {
+        response.headers_mut().insert(header::RETRY_AFTER, seconds.into());
+    }
+    response
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         error_response(self)
     }
-}
-
-/// A service error as a response; 429s say when to retry.
-pub fn service_error(e: ServiceError) -> Response {
-    let retry = if let ServiceError::TooManyRequests(secs) = e { Some(secs) } else { None };
-    let mut r = error_response(e.into());
-    if let Some(secs) = retry {
-        r.headers_mut().insert(header::RETRY_AFTER, secs.into());
-    }
-    r
 }
 
 /// Reads a JSON body: 415 for another content type, 413 past `limit` bytes, 400 with the

@@ -120,15 +120,8 @@ pub async fn gate(State(gate): State<Gate>, mut request: Request, next: Next) ->
             _ => format!("ip:{}", ip.map_or("unknown".into(), |i| i.to_string())),
         };
         if let Err(retry_after) = limiter.check(&client, Instant::now()) {
-            let e = ApiError::field(
-                429,
-                "Too many requests",
-                "rate",
-                format!("limit is {} requests per second; retry in {retry_after} s", limiter.rate),
-            );
-            let mut r = error_response(e);
-            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
-            return r;
+            let problem = format!("limit is {} requests per second; retry in {retry_after} s", limiter.rate);
+            return error_response(ApiError::too_many("rate", problem, retry_after));
         }
     }
     let (principal, via) = match identified {

@@ -125,10 +125,6 @@ impl Accounts {
         }
     }
 
-    pub fn store(&self) -> &DynStore {
-        &self.store
-    }
-
     /// True while no account exists: every page then leads to `/setup`.
     pub async fn setup_needed(&self) -> ServiceResult<bool> {
         if self.has_users.load(Ordering::Relaxed) {
@@ -151,20 +147,23 @@ impl Accounts {
         Ok(Some(token.get_or_insert_with(|| random_token(24)).clone()))
     }
 
-    /// Creates the first admin, given the token from the server's log.
-    pub async fn setup(&self, raw: &Value, ip: Option<String>) -> ServiceResult<UserInfo> {
+    /// Creates the first admin, given the token from the server's log; returns the account
+    /// so the caller can sign it in.
+    pub async fn setup(&self, raw: &Value, ip: Option<String>) -> ServiceResult<UserRecord> {
         let mut problems = Vec::new();
         let token = raw.get("token").and_then(Value::as_str).unwrap_or("").to_string();
         let username = collect(&mut problems, validate_username("username", raw.get("username")));
         let password = collect(&mut problems, validate_password("password", raw.get("password")));
         let expected = self.setup_token.lock().unwrap().clone();
+        let done = || ServiceError::Conflict(FieldError::new("body", "setup is already done; sign in instead"));
         if !self.setup_needed().await? {
-            return Err(ServiceError::Conflict("setup is already done; sign in instead".into()));
+            return Err(done());
         }
         if token.is_empty() || !expected.is_some_and(|t| constant_time_eq(t.as_bytes(), token.as_bytes())) {
-            return Err(ServiceError::Unauthorized(
-                "token: is missing or wrong; use the setup link the server printed in its log".into(),
-            ));
+            return Err(ServiceError::Unauthorized(FieldError::new(
+                "token",
+                "is missing or wrong; use the setup link the server printed in its log",
+            )));
         }
         let (Some(username), Some(password)) = (username, password) else {
             return Err(ServiceError::Invalid(problems));
@@ -177,13 +176,13 @@ impl Accounts {
         };
         match self.store.create_user(record.clone(), true).await? {
             CreateUser::Created => {}
-            _ => return Err(ServiceError::Conflict("setup is already done; sign in instead".into())),
+            _ => return Err(done()),
         }
         self.has_users.store(true, Ordering::Relaxed);
         self.setup_token.lock().unwrap().take();
         let actor = Actor { principal: Principal::User { username: username.clone(), role: Role::Admin }, ip };
         self.audit_event(&actor, "setup", &username, None, Some(json!({"role": "admin"}))).await;
-        Ok(record.info)
+        Ok(record)
     }
 
     /// Checks a username and password: `Unauthorized` for wrong credentials (audited),
@@ -217,7 +216,7 @@ impl Accounts {
             None => {
                 self.throttle.failed(&names, Instant::now());
                 self.audit_event(&actor, "login.failed", &username, None, None).await;
-                Err(ServiceError::Unauthorized("username or password is wrong".into()))
+                Err(ServiceError::Unauthorized(FieldError::new("Authorization", "username or password is wrong")))
             }
         }
     }
@@ -285,6 +284,13 @@ impl Accounts {
         }
     }
 
+    /// Records a sign-out (the session itself is ended by `sessions::sign_out`).
+    pub async fn signed_out(&self, actor: &Actor) {
+        if let Principal::User { username, .. } = &actor.principal {
+            self.audit_event(actor, "logout", username, None, None).await;
+        }
+    }
+
     pub async fn users(&self) -> ServiceResult<Vec<UserInfo>> {
         Ok(self.store.users().await?)
     }
@@ -305,7 +311,7 @@ impl Accounts {
         };
         match self.store.create_user(record.clone(), false).await? {
             CreateUser::Created => {}
-            _ => return Err(ServiceError::Conflict(format!("username: {username:?} is taken"))),
+            _ => return Err(ServiceError::Conflict(FieldError::new("username", format!("{username:?} is taken")))),
         }
         self.has_users.store(true, Ordering::Relaxed);
         self.setup_token.lock().unwrap().take();

@@ -40,15 +40,15 @@ pub enum ServiceError {
     Invalid(Vec<FieldError>),
     #[error("not found")]
     NotFound,
-    /// Credentials are missing or wrong (the text names what).
-    #[error("{0}")]
-    Unauthorized(String),
+    /// Credentials are missing or wrong; the field names which.
+    #[error("{}: {}", .0.field, .0.problem)]
+    Unauthorized(FieldError),
     /// Allowed in general, refused here (e.g. removing the last admin).
     #[error("{0}")]
     Forbidden(String),
     /// The change conflicts with what exists (a taken username, setup already done).
-    #[error("{0}")]
-    Conflict(String),
+    #[error("{}: {}", .0.field, .0.problem)]
+    Conflict(FieldError),
     /// Too many attempts; retry after this many seconds.
     #[error("too many attempts; retry in {0} s")]
     TooManyRequests(u64),
@@ -75,21 +75,12 @@ impl From<ServiceError> for ApiError {
         match e {
             ServiceError::Invalid(details) => ApiError::invalid(details),
             ServiceError::NotFound => ApiError::not_found("Not found"),
-            ServiceError::Unauthorized(m) => {
-                let (field, problem) = m.split_once(": ").unwrap_or(("Authorization", &m));
-                ApiError::field(401, "Unauthorized", field, problem)
-            }
+            ServiceError::Unauthorized(problem) => ApiError::new(401, "Unauthorized", vec![problem]),
             ServiceError::Forbidden(m) => ApiError::forbidden(m),
-            ServiceError::Conflict(m) => {
-                let (field, problem) = m.split_once(": ").unwrap_or(("body", &m));
-                ApiError::field(409, "Conflict", field, problem)
+            ServiceError::Conflict(problem) => ApiError::new(409, "Conflict", vec![problem]),
+            ServiceError::TooManyRequests(secs) => {
+                ApiError::too_many("rate", format!("too many failed attempts; retry in {secs} s"), secs)
             }
-            ServiceError::TooManyRequests(secs) => ApiError::field(
-                429,
-                "Too many requests",
-                "rate",
-                format!("too many failed attempts; retry in {secs} s"),
-            ),
             ServiceError::Unavailable(m) => {
                 tracing::warn!(error = %m, "store unavailable");
                 ApiError::new(503, "Store unavailable, retry later", vec![])
