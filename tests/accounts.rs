@@ -4,70 +4,13 @@
 
 mod common;
 
+use common::binary::Binary;
 use common::{event, TestServer};
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const PASSWORD: &str = "correct horse battery";
-
-struct Binary {
-    child: Child,
-    base: String,
-    log: Arc<Mutex<Vec<String>>>,
-}
-
-impl Drop for Binary {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts the real server binary on a fresh database and collects everything it logs.
-fn start_binary(db: &std::path::Path) -> Binary {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_leadscore"))
-        .env("DATABASE_URL", format!("sqlite://{}", db.display()))
-        .env("PORT", "0")
-        .env("HOST", "127.0.0.1")
-        .env("LEPTOS_OUTPUT_NAME", "leadscore")
-        .env("NO_COLOR", "1")
-        .env("RUST_LOG", "debug")
-        .env_remove("API_KEYS")
-        .env_remove("AUTH")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start server binary");
-    let log = Arc::new(Mutex::new(Vec::new()));
-    for stream in [
-        Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
-        Box::new(child.stderr.take().unwrap()),
-    ] {
-        let log = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                log.lock().unwrap().push(line);
-            }
-        });
-    }
-    let base = wait_for_line(&log, "listening on http://").split("listening on ").nth(1).unwrap().trim().to_string();
-    Binary { child, base, log }
-}
-
-/// Waits (bounded: 60 s) until the log has a line containing `needle`.
-fn wait_for_line(log: &Arc<Mutex<Vec<String>>>, needle: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(line) = log.lock().unwrap().iter().find(|l| l.contains(needle)) {
-            return line.clone();
-        }
-        assert!(Instant::now() < deadline, "no log line with {needle:?}: {:?}", log.lock().unwrap());
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 fn browser(base: &str) -> reqwest::Client {
     let mut headers = reqwest::header::HeaderMap::new();
@@ -83,8 +26,8 @@ fn browser(base: &str) -> reqwest::Client {
 #[tokio::test]
 async fn first_run_needs_the_token_from_the_log_and_then_closes() {
     let dir = tempfile::tempdir().unwrap();
-    let server = start_binary(&dir.path().join("first.db"));
-    let line = wait_for_line(&server.log, "setup?token=");
+    let server = Binary::start(&dir.path().join("first.db"), &[("RUST_LOG", "debug")]);
+    let line = server.wait_for_line("setup?token=", Duration::from_secs(30));
     let token = line.split("setup?token=").nth(1).unwrap().split_whitespace().next().unwrap().to_string();
     let base = server.base.clone();
     let client = browser(&base);

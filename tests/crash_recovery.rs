@@ -4,23 +4,17 @@
 
 mod common;
 
+use common::binary::Binary;
 use common::event;
 use serde_json::Value;
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const BATCHES: usize = 60;
 const PER_BATCH: usize = 500;
 const LEADS: usize = 97;
-
-struct Server {
-    child: Child,
-    base: String,
-    log: Arc<Mutex<Vec<String>>>,
-}
 
 /// The server runs with access control on; this test's clients use an all-scopes key.
 const KEY: &str = "crash-test-key-4e9a";
@@ -31,33 +25,8 @@ fn key_header() -> reqwest::header::HeaderMap {
     headers
 }
 
-fn spawn_server(db: &std::path::Path) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_leadscore"))
-        .env("DATABASE_URL", format!("sqlite://{}", db.display()))
-        .env("PORT", "0")
-        .env("HOST", "127.0.0.1")
-        .env("LEPTOS_OUTPUT_NAME", "leadscore")
-        .env("NO_COLOR", "1")
-        .env("RUST_LOG", "info")
-        .env("API_KEYS", KEY)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start server binary");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let log = Arc::new(Mutex::new(Vec::new()));
-    let lines = log.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(rest) = line.split("listening on ").nth(1) {
-                let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_string());
-            }
-            lines.lock().unwrap().push(line);
-        }
-    });
-    let base = rx.recv_timeout(Duration::from_secs(60)).expect("server printed its address");
-    Server { child, base, log }
+fn spawn_server(db: &std::path::Path) -> Binary {
+    Binary::start(db, &[("API_KEYS", KEY)])
 }
 
 /// The events of batch `b`: ids are unique across batches, leads cycle through `LEADS`.
@@ -228,12 +197,8 @@ async fn sigterm_stops_cleanly_and_the_rest_is_scored_after_restart() {
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(status.success(), "clean exit on SIGTERM: {status:?}");
-    // The reader thread takes the last lines after the exit: wait for them, bounded.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !server.log.lock().unwrap().iter().any(|l| l.contains("worker stopped")) {
-        assert!(Instant::now() < deadline, "the worker finished its batch and stopped");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    // The worker finished its batch and stopped (the reader takes the last lines after the exit).
+    server.wait_for_line("worker stopped", Duration::from_secs(10));
 
     let mut server = spawn_server(&db);
     wait_drained(&client, &server.base).await;

@@ -1,6 +1,8 @@
 //! Starts a real server on an ephemeral port with a fresh database, for HTTP tests.
 #![allow(dead_code)]
 
+pub mod binary;
+
 use leadscore::server::config::{Config, Database, FileConfig};
 use leadscore::server::http::{launch, Running};
 use leptos::prelude::LeptosOptions;
