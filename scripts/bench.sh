@@ -20,9 +20,11 @@ WORK=$(mktemp -d /tmp/leadscore-bench.XXXXXX)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
 PORT=5099
 URL="http://127.0.0.1:$PORT"
+# Access control stays on, as deployed: the load generator sends an all-scopes key.
+BENCH_KEY="bench-key-$RANDOM$RANDOM"
 
 start_server() {
-  RATE_LIMIT_PER_SECOND=0 DATABASE_URL="sqlite://$1" HOST=127.0.0.1 PORT=$PORT LEPTOS_OUTPUT_NAME=leadscore \
+  API_KEYS="$BENCH_KEY" RATE_LIMIT_PER_SECOND=0 DATABASE_URL="sqlite://$1" HOST=127.0.0.1 PORT=$PORT LEPTOS_OUTPUT_NAME=leadscore \
     RUST_LOG=warn "$SERVER" >"$WORK/server.log" 2>&1 &
   SERVER_PID=$!
   for _ in $(seq 1 300); do
@@ -44,31 +46,31 @@ step "1. Raw store ceiling: $EVENTS events through the Store API, the worker's b
 
 step "2. End-to-end batch ingest: $EVENTS events, batches of 5000, 4 connections"
 start_server "$WORK/bulk.db"
-"$LOAD" bulk --url "$URL" --events "$EVENTS" --batch 5000 --concurrency 4 --json | tail -1 >"$WORK/bulk.json"
+"$LOAD" bulk --url "$URL" --api-key "$BENCH_KEY" --events "$EVENTS" --batch 5000 --concurrency 4 --json | tail -1 >"$WORK/bulk.json"
 BULK_RSS=$(stop_server)
 
 step "2b. The same with random, UUID-like event ids (the unique eventId index takes random inserts)"
 start_server "$WORK/bulk-random.db"
-"$LOAD" bulk --url "$URL" --events "$EVENTS" --batch 5000 --concurrency 4 --random-ids --json | tail -1 >"$WORK/bulk-random.json"
+"$LOAD" bulk --url "$URL" --api-key "$BENCH_KEY" --events "$EVENTS" --batch 5000 --concurrency 4 --random-ids --json | tail -1 >"$WORK/bulk-random.json"
 stop_server >/dev/null
 
 SINGLE=$(scaled 200000)
 step "3. Single-event POSTs: $SINGLE requests, 64 connections"
 start_server "$WORK/single.db"
-"$LOAD" single --url "$URL" --events "$SINGLE" --concurrency 64 --json | tail -1 >"$WORK/single.json"
+"$LOAD" single --url "$URL" --api-key "$BENCH_KEY" --events "$SINGLE" --concurrency 64 --json | tail -1 >"$WORK/single.json"
 SINGLE_RSS=$(stop_server)
 
 LEADS=$(scaled 1000000); BIG=$(scaled 5000000)
 step "4. Queries with $LEADS leads and $BIG events (filling the store through the Store API)"
 "$LOAD" populate --db "$WORK/big.db" --leads "$LEADS" --events "$BIG" --json | tail -1 >"$WORK/populate.json"
 start_server "$WORK/big.db"
-"$LOAD" query --url "$URL" --requests 4000 --concurrency 8 --leads "$LEADS" --json | tail -1 >"$WORK/query.json"
+"$LOAD" query --url "$URL" --api-key "$BENCH_KEY" --requests 4000 --concurrency 8 --leads "$LEADS" --json | tail -1 >"$WORK/query.json"
 BIG_RSS=$(stop_server)
 
 CLIENTS=$(scaled 1000); RATE=$(scaled 20000)
 step "5. Live stream: $CLIENTS clients while ingesting $RATE events/s for 10 s"
 start_server "$WORK/stream.db"
-"$LOAD" stream --url "$URL" --clients "$CLIENTS" --rate "$RATE" --duration 10 --json | tail -1 >"$WORK/stream.json"
+"$LOAD" stream --url "$URL" --api-key "$BENCH_KEY" --clients "$CLIENTS" --rate "$RATE" --duration 10 --json | tail -1 >"$WORK/stream.json"
 STREAM_RSS=$(stop_server)
 
 step "Writing BENCHMARKS.md"
