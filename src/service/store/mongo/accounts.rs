@@ -204,7 +204,7 @@ impl AccountStore for MongoStore {
     async fn load_session(&self, id_hash: &str, now: Millis) -> StoreResult<Option<SessionRecord>> {
         let found = self
             .accounts_collection(SESSIONS)
-            .find_one(doc! {"_id": id_hash, "expiresAt": {"$gt": DateTime::from_millis(now)}})
+            .find_one(doc! {"_id": id_hash, "expiresAt": {"$gt": now}})
             .await
             .map_err(classify)?;
         Ok(found.as_ref().and_then(session_from))
@@ -217,7 +217,7 @@ impl AccountStore for MongoStore {
     async fn purge_sessions(&self, now: Millis) -> StoreResult<u64> {
         let deleted = self
             .accounts_collection(SESSIONS)
-            .delete_many(doc! {"expiresAt": {"$lte": DateTime::from_millis(now)}})
+            .delete_many(doc! {"expiresAt": {"$lte": now}})
             .await
             .map_err(classify)?;
         Ok(deleted.deleted_count)
@@ -317,7 +317,10 @@ fn user_update(change: &UserChange, now: Millis) -> Document {
 /// The session's data is kept as JSON text, as in SQLite: its keys need not be valid BSON
 /// field names and its numbers come back exactly as they went in.
 fn session_doc(s: &SessionRecord) -> Document {
-    doc! {"_id": &s.id_hash, "data": s.data.to_string(), "expiresAt": date(s.expires_at)}
+    // Epoch milliseconds, not a BSON date: the expiry is only ever compared, and numbers
+    // compare the same on every MongoDB-compatible server (the test stand-in does not
+    // compare dates with $gt/$lte).
+    doc! {"_id": &s.id_hash, "data": s.data.to_string(), "expiresAt": s.expires_at}
 }
 
 fn key_doc(key: &KeyRecord) -> Document {
