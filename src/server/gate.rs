@@ -29,13 +29,24 @@ pub enum Kind {
     Page,
 }
 
+/// How a page behaves while no account exists yet (first run).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FirstRun {
+    /// Not a page: answered as usual.
+    Unaffected,
+    /// Leads to the setup page until the first admin exists.
+    SendToSetup,
+    /// The setup page itself: open only until the first admin exists, then sign-in instead.
+    SetupPage,
+}
+
 /// One route's rule, as the gate needs it.
 #[derive(Clone)]
 pub struct Gate {
     pub state: AppState,
     pub access: Access,
     pub kind: Kind,
-    pub path: &'static str,
+    pub first_run: FirstRun,
     /// Cheap public reads (health probes, "is setup needed", "who am I") are never limited.
     pub rate_limited: bool,
 }
@@ -100,6 +111,9 @@ fn origin_verdict(headers: &HeaderMap, allowed_origins: &[String]) -> Option<boo
     }
 }
 
+/// Where first-run setup happens (its entry in the policy table is `FirstRun::SetupPage`).
+pub const SETUP_PAGE: &str = "/setup";
+
 fn is_write(method: &Method) -> bool {
     !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
 }
@@ -129,12 +143,11 @@ pub async fn gate(State(gate): State<Gate>, mut request: Request, next: Next) ->
         Err(e) => return refuse(&gate, e, request.uri()),
     };
 
-    if gate.kind == Kind::Page && state.config.auth == AuthMode::Required {
+    if gate.first_run != FirstRun::Unaffected && state.config.auth == AuthMode::Required {
         let setup_needed = state.accounts.setup_needed().await.unwrap_or(false);
-        match (setup_needed, gate.path) {
-            (true, "/setup") => {}
-            (true, _) => return Redirect::to("/setup").into_response(),
-            (false, "/setup") => return Redirect::to("/login").into_response(),
+        match (setup_needed, gate.first_run) {
+            (true, FirstRun::SendToSetup) => return Redirect::to(SETUP_PAGE).into_response(),
+            (false, FirstRun::SetupPage) => return Redirect::to("/login").into_response(),
             _ => {}
         }
     }

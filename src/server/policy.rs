@@ -11,7 +11,7 @@
 //! | edit   | editors, admins; `admin` keys |
 //! | admin  | admins; `admin` keys |
 
-use super::gate::{gate, Gate, Kind};
+use super::gate::{gate, FirstRun, Gate, Kind, SETUP_PAGE};
 use super::http::AppState;
 use super::{account_api as accounts, api, stream};
 use crate::app::server_fns::*;
@@ -41,6 +41,7 @@ pub struct Entry {
     pub path: &'static str,
     pub access: Access,
     pub serve: Serve,
+    pub first_run: FirstRun,
 }
 
 impl Entry {
@@ -54,15 +55,19 @@ impl Entry {
 }
 
 fn rest(method: Method, path: &'static str, access: Access, handler: MethodRouter<AppState>) -> Entry {
-    Entry { method, path, access, serve: Serve::Rest(handler) }
+    Entry { method, path, access, serve: Serve::Rest(handler), first_run: FirstRun::Unaffected }
 }
 
 fn server_fn<F: ServerFn>(access: Access) -> Entry {
-    Entry { method: Method::POST, path: F::PATH, access, serve: Serve::ServerFn }
+    Entry { method: Method::POST, path: F::PATH, access, serve: Serve::ServerFn, first_run: FirstRun::Unaffected }
 }
 
 fn page(path: &'static str, access: Access) -> Entry {
-    Entry { method: Method::GET, path, access, serve: Serve::Page }
+    Entry { method: Method::GET, path, access, serve: Serve::Page, first_run: FirstRun::SendToSetup }
+}
+
+fn setup_page() -> Entry {
+    Entry { first_run: FirstRun::SetupPage, ..page(SETUP_PAGE, Public) }
 }
 
 /// The table.
@@ -117,7 +122,7 @@ pub fn table() -> Vec<Entry> {
         page("/keys", Admin),
         page("/audit", Admin),
         page("/login", Public),
-        page("/setup", Public),
+        setup_page(),
     ]
 }
 
@@ -133,8 +138,13 @@ pub fn router(state: &AppState) -> Router<AppState> {
     let mut router = Router::new();
     for entry in table() {
         let rate_limited = !(entry.access == Public && entry.method == Method::GET && entry.kind() == Kind::Rest);
-        let rule =
-            Gate { state: state.clone(), access: entry.access, kind: entry.kind(), path: entry.path, rate_limited };
+        let rule = Gate {
+            state: state.clone(),
+            access: entry.access,
+            kind: entry.kind(),
+            first_run: entry.first_run,
+            rate_limited,
+        };
         let layer = from_fn_with_state(rule, gate);
         let handler: MethodRouter<AppState> = match entry.serve {
             Serve::Rest(handler) => handler,
