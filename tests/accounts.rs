@@ -311,6 +311,10 @@ async fn rule_changes_are_audited_with_who_and_before_and_after() {
     assert_eq!(entry["before"]["points"], 100);
     assert_eq!(entry["after"]["points"], 150);
     assert_eq!(s.get("/api/audit?limit=abc").await.0, 400);
+    let (status, body) = s.get("/api/audit?limit=0&offset=-1").await;
+    assert_eq!(status, 400);
+    let fields: Vec<&str> = body["details"].as_array().unwrap().iter().map(|d| d["field"].as_str().unwrap()).collect();
+    assert_eq!(fields, ["limit", "offset"]);
 
     // The last admin can neither be removed nor demoted.
     s.create_user("root", "admin", PASSWORD).await;
@@ -321,4 +325,84 @@ async fn rule_changes_are_audited_with_who_and_before_and_after() {
     let (_, users) = s.get("/api/users").await;
     assert!(users.as_array().unwrap().iter().all(|u| u.get("passwordHash").is_none() && u.get("password").is_none()));
     s.stop().await;
+}
+
+#[tokio::test]
+async fn a_new_password_or_a_deleted_account_ends_the_sessions_at_once() {
+    let s = TestServer::start().await;
+    s.create_user("ann", "editor", PASSWORD).await;
+    s.create_user("bob", "viewer", PASSWORD).await;
+    let ann = s.signed_in("ann", PASSWORD).await;
+    let bob = s.signed_in("bob", PASSWORD).await;
+    assert_eq!(ann.get(s.url("/api/leads")).send().await.unwrap().status(), 200);
+
+    let r = s
+        .client
+        .patch(s.url("/api/users/ann"))
+        .json(&json!({"password": "a brand new password"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(ann.get(s.url("/api/leads")).send().await.unwrap().status(), 401, "signed in with the old password");
+    assert_eq!(
+        s.signed_in("ann", "a brand new password").await.get(s.url("/api/leads")).send().await.unwrap().status(),
+        200
+    );
+
+    let r = s.client.patch(s.url("/api/users/bob")).json(&json!({"role": "editor"})).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let me: Value = bob.get(s.url("/api/auth/me")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(me["role"], "editor", "a role change applies to the open session");
+
+    assert_eq!(s.client.delete(s.url("/api/users/bob")).send().await.unwrap().status(), 204);
+    assert_eq!(bob.get(s.url("/api/leads")).send().await.unwrap().status(), 401, "a deleted account's session ends");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn server_functions_share_the_rate_limit_and_failed_logins_count_per_address() {
+    let s = TestServer::start_with(|c| {
+        c.rate_limit_per_second = 0.001;
+        c.rate_limit_burst = 3.0;
+    })
+    .await;
+    s.create_user("ann", "viewer", PASSWORD).await;
+    let ann = s.signed_in("ann", PASSWORD).await;
+    let rules = leadscore::server::policy::table().into_iter().find(|e| e.path.contains("fetch_rules")).unwrap().path;
+    let statuses: Vec<u16> = futures_statuses(&ann, &s.url(rules), 4).await;
+    assert_eq!(statuses, [200, 200, 200, 429], "the session's budget is shared with every other route");
+    s.stop().await;
+
+    // Failed logins from one address, spread over several accounts, lock that address out.
+    let s = TestServer::start_with(|c| c.rate_limit_per_second = 0.0).await;
+    s.create_user("zed", "viewer", PASSWORD).await;
+    let client = s.browser();
+    for name in ["a1", "a2", "a3", "a4", "a5"] {
+        let r = client
+            .post(s.url("/api/auth/login"))
+            .json(&json!({"username": name, "password": "x"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401);
+    }
+    let r = client
+        .post(s.url("/api/auth/login"))
+        .json(&json!({"username": "zed", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429);
+    assert!(r.headers().contains_key("retry-after"));
+    s.stop().await;
+}
+
+/// POSTs `{}` to a server function `n` times in a row; the statuses in order.
+async fn futures_statuses(client: &reqwest::Client, url: &str, n: usize) -> Vec<u16> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        out.push(client.post(url).json(&json!({})).send().await.unwrap().status().as_u16());
+    }
+    out
 }

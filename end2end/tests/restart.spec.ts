@@ -54,6 +54,8 @@ test("after the server restarts, an open dashboard reconnects and shows new even
   try {
     await page.goto(`${base}/?search=${prefix}`);
     await live(page);
+    // AUTH=off: the dashboard says everything is open.
+    await expect(page.locator("#auth-off-banner")).toContainText("AUTH=off");
     await page.evaluate(() => ((window as any).__stillHere = true));
     await postEvent(request, event(`${prefix}-before`, "Email Open"), base);
     await expect.poll(() => boardIds(page)).toEqual([`${prefix}-before`]);

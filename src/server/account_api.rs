@@ -135,18 +135,20 @@ pub struct AuditPage {
 /// `?limit=` (1–500, default 50) `&offset=`; newest first.
 pub async fn audit(State(state): State<AppState>, Query(page): Query<AuditPage>) -> Answer {
     let mut problems = Vec::new();
-    let mut number = |name: &str, raw: Option<String>, default: usize, max: usize| match raw.as_deref() {
+    let mut number = |name: &str, raw: Option<String>, default: usize, (min, max): (usize, usize)| match raw.as_deref()
+    {
         None | Some("") => default,
         Some(v) => match v.parse::<usize>() {
-            Ok(n) if n <= max => n,
+            Ok(n) if (min..=max).contains(&n) => n,
             _ => {
-                problems.push(crate::domain::FieldError::new(name, format!("must be a whole number up to {max}")));
+                let problem = format!("must be a whole number from {min} to {max}, got {v:?}");
+                problems.push(crate::domain::FieldError::new(name, problem));
                 default
             }
         },
     };
-    let limit = number("limit", page.limit, 50, 500).max(1);
-    let offset = number("offset", page.offset, 0, 10_000_000);
+    let limit = number("limit", page.limit, 50, (1, 500));
+    let offset = number("offset", page.offset, 0, (0, 10_000_000));
     if !problems.is_empty() {
         return Err(ApiError::new(400, "Invalid query parameters", problems));
     }
