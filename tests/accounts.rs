@@ -406,3 +406,18 @@ async fn futures_statuses(client: &reqwest::Client, url: &str, n: usize) -> Vec<
     }
     out
 }
+
+#[tokio::test]
+async fn a_session_ends_at_its_absolute_lifetime_even_while_in_use() {
+    let s = TestServer::start_with(|c| c.session_max_seconds = 2).await;
+    s.create_user("ann", "viewer", PASSWORD).await;
+    let client = s.signed_in("ann", PASSWORD).await;
+    // Kept busy (never idle), yet it ends: waits for that, bounded.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while client.get(s.url("/api/auth/me")).send().await.unwrap().status() == 200 {
+        assert!(Instant::now() < deadline, "the session outlived its absolute lifetime");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(client.get(s.url("/api/leads")).send().await.unwrap().status(), 401);
+    s.stop().await;
+}
