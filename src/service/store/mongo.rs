@@ -59,6 +59,9 @@ pub struct MongoStore {
     history: Collection<Document>,
     rules: Collection<Document>,
     counters: Collection<Document>,
+    /// Why the store is not ready yet (indexes not all created); `None` once it is. Until
+    /// then ingest answers 503: without the unique eventId index a duplicate could get a 202.
+    not_ready: std::sync::Mutex<Option<String>>,
 }
 
 impl MongoStore {
@@ -101,23 +104,81 @@ impl MongoStore {
             history: db.collection("scorehistories"),
             rules: db.collection("scoringrules"),
             counters: db.collection("counters"),
+            not_ready: std::sync::Mutex::new(Some("indexes are not created yet".into())),
             location,
             db,
         }
     }
 
     /// Creates the indexes, the account collections' included (idempotent: MongoDB ignores an
-    /// identical existing index).
+    /// identical existing index), drops superseded ones and brings old documents up to date.
+    /// Every index is attempted even when one fails; each failure is logged at `error`, and
+    /// the store stays not ready (ingest 503, health says why) until all succeed.
     pub async fn prepare(&self) -> StoreResult<()> {
+        let mut failures = Vec::new();
         for (collection, index) in docs::indexes().into_iter().chain(accounts::indexes()) {
-            self.db.collection::<Document>(collection).create_index(index).await.map_err(classify)?;
+            let name = index.options.as_ref().and_then(|o| o.name.clone()).unwrap_or_default();
+            if let Err(e) = self.db.collection::<Document>(collection).create_index(index).await {
+                let e = classify(e);
+                if matches!(e, StoreError::Unavailable(_)) {
+                    return Err(self.not_ready(e.to_string()));
+                }
+                tracing::error!(collection, index = %name, error = %e, "mongodb: cannot create index");
+                failures.push(format!("{collection}.{name}: {e}"));
+            }
         }
         for (collection, name) in docs::SUPERSEDED_INDEXES {
             match self.db.collection::<Document>(collection).drop_index(*name).await {
                 Ok(()) => tracing::info!(collection, index = name, "mongodb: dropped superseded index"),
                 Err(e) if matches!(*e.kind, ErrorKind::Command(ref c) if c.code == INDEX_NOT_FOUND || c.code == NAMESPACE_NOT_FOUND) =>
                     {}
-                Err(e) => return Err(classify(e)),
+                Err(e) => tracing::warn!(collection, index = name, error = %e, "mongodb: cannot drop superseded index"),
+            }
+        }
+        if !failures.is_empty() {
+            return Err(self.not_ready(format!("indexes missing: {}", failures.join("; "))));
+        }
+        self.backfill().await.map_err(|e| self.not_ready(e.to_string()))?;
+        *self.not_ready.lock().unwrap() = None;
+        Ok(())
+    }
+
+    fn not_ready(&self, why: String) -> StoreError {
+        *self.not_ready.lock().unwrap() = Some(why.clone());
+        StoreError::Unavailable(why)
+    }
+
+    /// 503 with the reason while `prepare` has not succeeded.
+    fn ready(&self) -> StoreResult<()> {
+        match self.not_ready.lock().unwrap().as_ref() {
+            None => Ok(()),
+            Some(why) => Err(StoreError::Unavailable(format!("MongoDB store not ready: {why}"))),
+        }
+    }
+
+    /// Documents written before the explicit `seq` (events) and `leadId` (leads) fields get
+    /// them, in batches; idempotent, and nothing to do on a database this release created.
+    async fn backfill(&self) -> StoreResult<()> {
+        for (collection, field) in [(&self.events, "seq"), (&self.leads, "leadId")] {
+            loop {
+                let batch: Vec<Document> = collection
+                    .find(doc! {field: {"$exists": false}})
+                    .projection(doc! {"_id": 1})
+                    .limit(1000)
+                    .await
+                    .map_err(classify)?
+                    .try_collect()
+                    .await
+                    .map_err(classify)?;
+                if batch.is_empty() {
+                    break;
+                }
+                tracing::info!(collection = collection.name(), field, documents = batch.len(), "mongodb: backfilling");
+                for d in batch {
+                    let Some(id) = d.get("_id").cloned() else { continue };
+                    let update = doc! {"$set": {field: id.clone()}};
+                    collection.update_one(doc! {"_id": id}, update).await.map_err(classify)?;
+                }
             }
         }
         Ok(())
@@ -162,7 +223,7 @@ impl MongoStore {
         let Some(entry) = claimed.map_err(classify)? else {
             // Applied already (finish the bookkeeping) or held by a live claim (retry later).
             let entry = self.history.find_one(doc! {"_id": &e.event_id}).await.map_err(classify)?;
-            if entry.as_ref().is_some_and(|h| h.get_bool("applied").unwrap_or(false)) {
+            if entry.as_ref().is_some_and(|h| docs::boolean(h.get("applied")).unwrap_or(false)) {
                 self.finish(e, docs::int(entry.as_ref().and_then(|h| h.get("delta"))).unwrap_or(0)).await?;
             }
             return Ok(None);
@@ -282,6 +343,7 @@ impl Store for MongoStore {
         if events.is_empty() {
             return Ok(Vec::new());
         }
+        self.ready()?;
         let first = self.reserve_seq(events.len()).await?;
         let received_at = chrono::Utc::now().timestamp_millis();
         let batch: Vec<Document> =
@@ -304,7 +366,7 @@ impl Store for MongoStore {
         if !duplicates.is_empty() {
             let ids: Vec<&str> = duplicates.iter().map(|&i| events[i].event_id.as_str()).collect();
             let stored = self
-                .find_all(&self.events, doc! {"eventId": {"$in": ids}}, doc! {"_id": 1}, 0, 0, docs::stored_event)
+                .find_all(&self.events, doc! {"eventId": {"$in": ids}}, doc! {"seq": 1}, 0, 0, docs::stored_event)
                 .await?;
             for i in duplicates {
                 let existing = stored.iter().find(|s| s.event_id == events[i].event_id).cloned();
@@ -318,7 +380,7 @@ impl Store for MongoStore {
     }
 
     async fn unprocessed(&self, limit: usize) -> StoreResult<Vec<StoredEvent>> {
-        self.find_all(&self.events, docs::unprocessed(), doc! {"_id": 1}, 0, limit, docs::stored_event).await
+        self.find_all(&self.events, docs::unprocessed(), doc! {"seq": 1}, 0, limit, docs::stored_event).await
     }
 
     async fn apply(&self, events: Vec<ScoredEvent>, now: Millis) -> StoreResult<Vec<ScoreChange>> {
@@ -332,8 +394,9 @@ impl Store for MongoStore {
     }
 
     async fn queue_stats(&self) -> StoreResult<QueueStats> {
+        self.ready()?;
         let depth = self.events.count_documents(docs::unprocessed()).await.map_err(classify)?;
-        let oldest = self.events.find_one(docs::unprocessed()).sort(doc! {"_id": 1}).await.map_err(classify)?;
+        let oldest = self.events.find_one(docs::unprocessed()).sort(doc! {"seq": 1}).await.map_err(classify)?;
         Ok(QueueStats { depth, oldest_received_at: oldest.and_then(|d| docs::millis(d.get("receivedAt"))) })
     }
 
@@ -403,8 +466,15 @@ pub mod docs {
     use mongodb::options::IndexOptions;
     use mongodb::IndexModel;
 
-    /// Indexes earlier releases created that no query uses any more, by collection.
-    pub const SUPERSEDED_INDEXES: &[(&str, &str)] = &[("events", "lead_events")];
+    /// Indexes earlier releases created that no query uses any more, by collection. The three
+    /// with `_id` inside a compound key gave way to explicit fields: several MongoDB-compatible
+    /// servers cannot index `_id` there (the nx-27017 stand-in breaks every insert).
+    pub const SUPERSEDED_INDEXES: &[(&str, &str)] = &[
+        ("events", "lead_events"),
+        ("events", "lead_events_by_seq"),
+        ("events", "unprocessed"),
+        ("leads", "leaderboard"),
+    ];
 
     /// The indexes behind every query, by collection.
     pub fn indexes() -> Vec<(&'static str, IndexModel)> {
@@ -418,18 +488,18 @@ pub mod docs {
                     IndexOptions::builder().name("eventId_unique".to_string()).unique(true).build(),
                 ),
             ),
-            ("events", index(doc! {"leadId": 1, "_id": -1}, named("lead_events_by_seq"))),
+            ("events", index(doc! {"leadId": 1, "seq": -1}, named("events_by_lead_seq"))),
             (
                 "events",
                 index(
-                    doc! {"processed": 1, "_id": 1},
+                    doc! {"processed": 1, "seq": 1},
                     IndexOptions::builder()
-                        .name("unprocessed".to_string())
+                        .name("queue_by_seq".to_string())
                         .partial_filter_expression(doc! {"processed": false})
                         .build(),
                 ),
             ),
-            ("leads", index(doc! {"score": -1, "_id": 1}, named("leaderboard"))),
+            ("leads", index(doc! {"score": -1, "leadId": 1}, named("leaderboard_by_score_id"))),
             ("scorehistories", index(doc! {"leadId": 1, "timestamp": -1, "seq": -1}, named("lead_history"))),
             (
                 "scoringrules",
@@ -445,7 +515,7 @@ pub mod docs {
         (doc! {"_id": "events"}, doc! {"$inc": {"seq": n}})
     }
 
-    /// An event as stored: `_id` is its ingest sequence number, so `_id` order is queue order.
+    /// An event as stored: `seq` (also its `_id`) is its ingest sequence number: queue order.
     pub fn new_event(e: &NewEvent, seq: i64, received_at: Millis) -> Document {
         let metadata = e
             .metadata
@@ -455,6 +525,7 @@ pub mod docs {
             .unwrap_or(Bson::Null);
         doc! {
             "_id": seq,
+            "seq": seq,
             "eventId": &e.event_id,
             "leadId": &e.lead_id,
             "eventType": &e.event_type,
@@ -484,15 +555,16 @@ pub mod docs {
             "seq": e.seq,
             "timestamp": DateTime::from_millis(now),
             "applied": false,
-            "claimedUntil": DateTime::from_millis(0),
+            // Epoch milliseconds: only ever compared, and numbers compare the same everywhere.
+            "claimedUntil": 0_i64,
         }
     }
 
     /// Takes the entry for this worker unless it is applied or another worker's lease is live.
     pub fn claim(event_id: &str, now: Millis) -> (Document, Document) {
         (
-            doc! {"_id": event_id, "applied": false, "claimedUntil": {"$lt": DateTime::from_millis(now)}},
-            doc! {"$set": {"claimedUntil": DateTime::from_millis(now + CLAIM_LEASE_MS)}},
+            doc! {"_id": event_id, "applied": false, "claimedUntil": {"$lt": now}},
+            doc! {"$set": {"claimedUntil": now + CLAIM_LEASE_MS}},
         )
     }
 
@@ -502,10 +574,18 @@ pub mod docs {
             doc! {"_id": &e.lead_id, "pending": {"$ne": &e.event_id}},
             doc! {
                 "$inc": {"score": delta, "eventCount": 1_i64},
-                "$set": {"lastEventId": &e.event_id, "updatedAt": DateTime::from_millis(now)},
+                // No `$setOnInsert`: not every compatible server applies it on an upsert (the
+                // stand-in does not). Setting the same values again, and `$min` for the creation
+                // time, come to the same thing everywhere.
+                "$set": {
+                    "lastEventId": &e.event_id,
+                    "updatedAt": DateTime::from_millis(now),
+                    "leadId": &e.lead_id,
+                    "searchKey": e.lead_id.to_lowercase(),
+                },
                 "$max": {"lastEventAt": DateTime::from_millis(e.timestamp)},
+                "$min": {"createdAt": DateTime::from_millis(now)},
                 "$push": {"pending": &e.event_id},
-                "$setOnInsert": {"searchKey": e.lead_id.to_lowercase(), "createdAt": DateTime::from_millis(now)},
             },
         )
     }
@@ -547,7 +627,7 @@ pub mod docs {
     }
 
     pub fn leads_sort() -> Document {
-        doc! {"score": -1, "_id": 1}
+        doc! {"score": -1, "leadId": 1}
     }
 
     /// Escapes every ASCII character that is not a letter or digit, so user input can only
@@ -568,7 +648,7 @@ pub mod docs {
     }
 
     pub fn lead_events_page(lead_id: &str) -> (Document, Document) {
-        (doc! {"leadId": lead_id}, doc! {"_id": -1})
+        (doc! {"leadId": lead_id}, doc! {"seq": -1})
     }
 
     pub fn upsert_rule(r: &RuleInput, now: Millis) -> (Document, Document) {
@@ -587,24 +667,55 @@ pub mod docs {
         out
     }
 
+    // Readers are tolerant: MongoDB-compatible servers (and documents other tools wrote) may
+    // hand back a boolean as 0/1, a number as Int32, Int64 or Double, a date as a string.
+    // A document that still cannot be read is reported by the caller, never guessed at.
+
+    /// An integer from any numeric type, a boolean, or a numeric string.
     pub fn int(v: Option<&Bson>) -> Option<i64> {
         match v? {
             Bson::Int64(n) => Some(*n),
             Bson::Int32(n) => Some(i64::from(*n)),
-            Bson::Double(f) => Some(*f as i64),
+            Bson::Double(f) if f.is_finite() => Some(*f as i64),
+            Bson::Boolean(b) => Some(i64::from(*b)),
+            Bson::String(s) => {
+                let s = s.trim();
+                s.parse::<i64>().ok().or_else(|| s.parse::<f64>().ok().filter(|f| f.is_finite()).map(|f| f as i64))
+            }
             _ => None,
         }
     }
 
+    /// Epoch milliseconds from a BSON date, a number, or a string (digits or ISO 8601).
     pub fn millis(v: Option<&Bson>) -> Option<Millis> {
         match v? {
             Bson::DateTime(d) => Some(d.timestamp_millis()),
+            Bson::Boolean(_) => None,
+            Bson::String(s) => s.trim().parse::<i64>().ok().or_else(|| crate::domain::time::parse_iso(s)),
             other => int(Some(other)),
         }
     }
 
-    fn text(d: &Document, key: &str) -> Option<String> {
-        d.get_str(key).ok().map(str::to_string)
+    /// A boolean from a boolean, a number (0 is false) or `"true"`/`"false"`.
+    pub fn boolean(v: Option<&Bson>) -> Option<bool> {
+        match v? {
+            Bson::Boolean(b) => Some(*b),
+            Bson::String(s) => s.trim().parse().ok(),
+            other => int(Some(other)).map(|n| n != 0),
+        }
+    }
+
+    pub fn text(v: Option<&Bson>) -> Option<String> {
+        match v? {
+            Bson::String(s) | Bson::Symbol(s) => Some(s.clone()),
+            Bson::Int32(n) => Some(n.to_string()),
+            Bson::Int64(n) => Some(n.to_string()),
+            _ => None,
+        }
+    }
+
+    fn field(d: &Document, key: &str) -> Option<String> {
+        text(d.get(key))
     }
 
     pub fn stored_event(d: &Document) -> Option<StoredEvent> {
@@ -613,23 +724,24 @@ pub mod docs {
             Some(m) => Some(m.clone().into_relaxed_extjson().to_string()),
         };
         Some(StoredEvent {
-            seq: int(d.get("_id"))?,
-            event_id: text(d, "eventId")?,
-            lead_id: text(d, "leadId")?,
-            event_type: text(d, "eventType")?,
+            // `seq`; documents written before it existed carry the sequence as `_id` only.
+            seq: int(d.get("seq")).or_else(|| int(d.get("_id")))?,
+            event_id: field(d, "eventId")?,
+            lead_id: field(d, "leadId")?,
+            event_type: field(d, "eventType")?,
             timestamp: millis(d.get("timestamp"))?,
             metadata,
             received_at: millis(d.get("receivedAt"))?,
-            processed: d.get_bool("processed").unwrap_or(false),
+            processed: boolean(d.get("processed")).unwrap_or(false),
             points: int(d.get("points")),
         })
     }
 
     pub fn lead(d: &Document) -> Option<Lead> {
         Some(Lead {
-            id: text(d, "_id")?,
+            id: field(d, "_id")?,
             score: int(d.get("score")).unwrap_or(0),
-            last_event_id: text(d, "lastEventId"),
+            last_event_id: field(d, "lastEventId"),
             updated_at: millis(d.get("updatedAt")).unwrap_or(0),
             last_event_at: millis(d.get("lastEventAt")),
             event_count: int(d.get("eventCount")).unwrap_or(0),
@@ -638,9 +750,9 @@ pub mod docs {
 
     pub fn history(d: &Document) -> Option<HistoryEntry> {
         Some(HistoryEntry {
-            lead_id: text(d, "leadId")?,
-            event_id: text(d, "eventId")?,
-            event_type: text(d, "eventType")?,
+            lead_id: field(d, "leadId")?,
+            event_id: field(d, "eventId")?,
+            event_type: field(d, "eventType")?,
             old_score: int(d.get("oldScore"))?,
             new_score: int(d.get("newScore"))?,
             delta: int(d.get("delta"))?,
@@ -650,9 +762,10 @@ pub mod docs {
 
     pub fn rule(d: &Document) -> Option<Rule> {
         Some(Rule {
-            event_type: text(d, "eventType")?,
+            event_type: field(d, "eventType")?,
             points: int(d.get("points"))?,
-            is_active: d.get_bool("isActive").ok()?,
+            // A rule without the flag is active, as the old app's schema defaulted it.
+            is_active: boolean(d.get("isActive")).unwrap_or(true),
             updated_at: millis(d.get("updatedAt")).unwrap_or(0),
         })
     }
@@ -689,8 +802,8 @@ mod tests {
         let (keys, model) = keys_and_options("events", "eventId_unique");
         assert_eq!(keys, doc! {"eventId": 1});
         assert_eq!(model.options.unwrap().unique, Some(true));
-        assert_eq!(keys_and_options("events", "lead_events_by_seq").0, doc! {"leadId": 1, "_id": -1});
-        assert_eq!(SUPERSEDED_INDEXES, &[("events", "lead_events")]);
+        assert_eq!(keys_and_options("events", "events_by_lead_seq").0, doc! {"leadId": 1, "seq": -1});
+        assert_eq!(SUPERSEDED_INDEXES.len(), 4);
         for (collection, model) in indexes() {
             let name = model.options.and_then(|o| o.name).unwrap();
             assert!(
@@ -698,10 +811,10 @@ mod tests {
                 "{name} would be created, then dropped"
             );
         }
-        let (keys, model) = keys_and_options("events", "unprocessed");
-        assert_eq!(keys, doc! {"processed": 1, "_id": 1});
+        let (keys, model) = keys_and_options("events", "queue_by_seq");
+        assert_eq!(keys, doc! {"processed": 1, "seq": 1});
         assert_eq!(model.options.unwrap().partial_filter_expression, Some(doc! {"processed": false}));
-        assert_eq!(keys_and_options("leads", "leaderboard").0, doc! {"score": -1, "_id": 1});
+        assert_eq!(keys_and_options("leads", "leaderboard_by_score_id").0, doc! {"score": -1, "leadId": 1});
         assert_eq!(
             keys_and_options("scorehistories", "lead_history").0,
             doc! {"leadId": 1, "timestamp": -1, "seq": -1}
@@ -711,9 +824,17 @@ mod tests {
         assert_eq!(model.options.unwrap().unique, Some(true));
         assert_eq!(indexes().len(), 6);
         // The queries' sorts are prefixes the indexes serve.
-        assert_eq!(leads_sort(), doc! {"score": -1, "_id": 1});
+        assert_eq!(leads_sort(), doc! {"score": -1, "leadId": 1});
         assert_eq!(history_page("l").1, doc! {"timestamp": -1, "seq": -1});
-        assert_eq!(lead_events_page("l").1, doc! {"_id": -1}, "ingest order, newest first");
+        assert_eq!(lead_events_page("l").1, doc! {"seq": -1}, "ingest order, newest first");
+    }
+
+    #[test]
+    fn no_compound_index_holds_id() {
+        for (collection, model) in indexes().into_iter().chain(super::accounts::indexes()) {
+            let keys: Vec<&String> = model.keys.keys().collect();
+            assert!(keys.len() == 1 || !keys.iter().any(|k| *k == "_id"), "{collection}: {keys:?}");
+        }
     }
 
     #[test]
@@ -728,7 +849,7 @@ mod tests {
         assert_eq!(
             new_event(&e, 7, 9_000),
             doc! {
-                "_id": 7_i64, "eventId": "e1", "leadId": "l1", "eventType": "Page View",
+                "_id": 7_i64, "seq": 7_i64, "eventId": "e1", "leadId": "l1", "eventType": "Page View",
                 "timestamp": DateTime::from_millis(5_000), "metadata": {"page": "/pricing", "n": 3_i64},
                 "receivedAt": DateTime::from_millis(9_000), "processed": false, "points": Bson::Null,
             }
@@ -749,14 +870,14 @@ mod tests {
             doc! {
                 "_id": "evt-1", "eventId": "evt-1", "leadId": "Lead-ÜX", "eventType": "Purchase", "delta": 100_i64,
                 "seq": 42_i64, "timestamp": DateTime::from_millis(2_000), "applied": false,
-                "claimedUntil": DateTime::from_millis(0),
+                "claimedUntil": 0_i64,
             }
         );
         assert_eq!(
             claim("evt-1", 2_000),
             (
-                doc! {"_id": "evt-1", "applied": false, "claimedUntil": {"$lt": DateTime::from_millis(2_000)}},
-                doc! {"$set": {"claimedUntil": DateTime::from_millis(12_000)}},
+                doc! {"_id": "evt-1", "applied": false, "claimedUntil": {"$lt": 2_000_i64}},
+                doc! {"$set": {"claimedUntil": 12_000_i64}},
             )
         );
         assert_eq!(
@@ -765,10 +886,13 @@ mod tests {
                 doc! {"_id": "Lead-ÜX", "pending": {"$ne": "evt-1"}},
                 doc! {
                     "$inc": {"score": 100_i64, "eventCount": 1_i64},
-                    "$set": {"lastEventId": "evt-1", "updatedAt": DateTime::from_millis(2_000)},
+                    "$set": {
+                        "lastEventId": "evt-1", "updatedAt": DateTime::from_millis(2_000),
+                        "leadId": "Lead-ÜX", "searchKey": "lead-üx",
+                    },
                     "$max": {"lastEventAt": DateTime::from_millis(1_000)},
+                    "$min": {"createdAt": DateTime::from_millis(2_000)},
                     "$push": {"pending": "evt-1"},
-                    "$setOnInsert": {"searchKey": "lead-üx", "createdAt": DateTime::from_millis(2_000)},
                 },
             )
         );

@@ -15,9 +15,10 @@
 //! tolerantly: MongoDB-compatible servers may hand back numbers as any numeric type, dates as
 //! numbers or strings, and arrays as comma-separated text.
 
+use super::docs::{int as int_of, millis as millis_of, text as text_of};
 use super::{classify, is_duplicate, MongoStore};
 use crate::domain::access::{ApiKeyInfo, AuditEntry, Role, Scope, UserInfo};
-use crate::domain::time::{parse_iso, Millis};
+use crate::domain::time::Millis;
 use crate::service::store::accounts::*;
 use crate::service::store::{StoreError, StoreResult};
 use async_trait::async_trait;
@@ -369,40 +370,6 @@ fn put_json(d: &mut Document, key: &str, v: Option<&Value>) {
 
 // ---- documents read ----
 
-/// An integer from any numeric type, a boolean, or a numeric string.
-fn int_of(v: Option<&Bson>) -> Option<i64> {
-    match v? {
-        Bson::Int64(n) => Some(*n),
-        Bson::Int32(n) => Some(i64::from(*n)),
-        Bson::Double(f) if f.is_finite() => Some(*f as i64),
-        Bson::Boolean(b) => Some(i64::from(*b)),
-        Bson::String(s) => {
-            let s = s.trim();
-            s.parse::<i64>().ok().or_else(|| s.parse::<f64>().ok().filter(|f| f.is_finite()).map(|f| f as i64))
-        }
-        _ => None,
-    }
-}
-
-/// Epoch milliseconds from a BSON date, a number, or a string (digits or ISO 8601).
-fn millis_of(v: Option<&Bson>) -> Option<Millis> {
-    match v? {
-        Bson::DateTime(d) => Some(d.timestamp_millis()),
-        Bson::Boolean(_) => None,
-        Bson::String(s) => s.trim().parse::<i64>().ok().or_else(|| parse_iso(s)),
-        other => int_of(Some(other)),
-    }
-}
-
-fn text_of(v: Option<&Bson>) -> Option<String> {
-    match v? {
-        Bson::String(s) | Bson::Symbol(s) => Some(s.clone()),
-        Bson::Int32(n) => Some(n.to_string()),
-        Bson::Int64(n) => Some(n.to_string()),
-        _ => None,
-    }
-}
-
 /// A list of strings from an array, an array sent as a document (`{"0": …}`), JSON array
 /// text, or comma-separated text.
 fn texts_of(v: Option<&Bson>) -> Vec<String> {
@@ -535,7 +502,7 @@ mod tests {
         let u = user_from(&d).unwrap();
         assert_eq!(u.info.role, Role::Viewer, "an unknown role grants the least");
         assert_eq!((u.session_epoch, u.info.updated_at, u.password_hash.as_str()), (3, 7, ""));
-        assert_eq!(u.info.created_at, parse_iso("2024-01-02T03:04:05.678Z").unwrap());
+        assert_eq!(u.info.created_at, crate::domain::time::parse_iso("2024-01-02T03:04:05.678Z").unwrap());
         assert_eq!(millis_of(Some(&Bson::String("1700000000000".into()))), Some(1_700_000_000_000));
         assert_eq!(millis_of(Some(&Bson::Int64(4))), Some(4));
         assert_eq!(millis_of(Some(&Bson::Null)), None);
