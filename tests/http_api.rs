@@ -291,7 +291,7 @@ async fn health_reports_store_worker_and_queue() {
     let (status, h) = s.get("/api/health").await;
     assert_eq!(status, 200);
     assert_eq!(h["status"], "ok");
-    assert_eq!(h["store"]["backend"], "sqlite");
+    assert_eq!(h["store"]["backend"], s.backend());
     assert_eq!(h["store"]["reachable"], true);
     assert_eq!(h["worker"]["alive"], true);
     assert_eq!(h["queue"]["depth"], 0);

@@ -82,6 +82,15 @@ impl TestServer {
         }
     }
 
+    /// The backend this server runs on: `sqlite`, or `mongodb` with LEADSCORE_TEST_BACKEND.
+    pub fn backend(&self) -> &'static str {
+        if self.mongo_database.is_some() {
+            "mongodb"
+        } else {
+            "sqlite"
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
     }
