@@ -10,7 +10,8 @@ have() { command -v "$1" >/dev/null 2>&1; }
 
 export PATH="$HOME/.cargo/bin:$PWD/node_modules/.bin:$PATH"
 
-CARGO_LEPTOS_VERSION=0.3.10 # 0.3.11 needs a newer rustc than this machine's
+CARGO_LEPTOS_VERSION=0.3.10
+NX_27017_VERSION=0.8.1 # the MongoDB wire-protocol stand-in the tests run the MongoDB store on # 0.3.11 needs a newer rustc than this machine's
 # wasm-bindgen-cli must match the wasm-bindgen the crate links exactly.
 WASM_BINDGEN_VERSION=$(sed -n '/^name = "wasm-bindgen"$/{n;s/^version = "\(.*\)"$/\1/p;}' Cargo.lock)
 
@@ -38,6 +39,12 @@ fi
 if [ ! -d end2end/node_modules/@playwright/test ]; then
   step "Installing the browser test runner (Playwright, without a browser download)"
   (cd end2end && npm ci --no-audit --no-fund)
+fi
+
+if [ ! -x .tools/nx-venv/bin/nx-27017 ]; then
+  step "Installing the MongoDB stand-in for the tests (nx-27017 from PyPI, in .tools/nx-venv)"
+  python3 -m venv .tools/nx-venv
+  .tools/nx-venv/bin/pip install --quiet --disable-pip-version-check "nx-27017==$NX_27017_VERSION"
 fi
 
 if ! have chromium; then

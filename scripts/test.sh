@@ -6,15 +6,23 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 export PATH="$HOME/.cargo/bin:$PWD/node_modules/.bin:$PATH"
 
-printf '\n\033[1;36m==> Rust tests (unit, store conformance, HTTP, crash recovery)\033[0m\n'
+# MongoDB: a real server when MONGODB_TEST_URI names one (MongoDB, Atlas), else the nx-27017
+# stand-in started here on a free port and stopped at the end.
+if [ -z "${MONGODB_TEST_URI:-}" ]; then
+  mapfile -t standin < <(scripts/mongo-standin.sh start)
+  export MONGODB_TEST_URI="${standin[0]}"
+  trap 'scripts/mongo-standin.sh stop "${standin[1]}"' EXIT
+  echo "MongoDB stand-in (nx-27017) at $MONGODB_TEST_URI"
+fi
+
+printf '\n\033[1;36m==> Rust tests (unit, store conformance on SQLite and MongoDB, HTTP, crash recovery)\033[0m\n'
 cargo test --features ssr
 
-if [ -n "${MONGODB_TEST_URI:-}" ]; then
-  printf '\n\033[1;36m==> HTTP and stream tests again, on MongoDB (MONGODB_TEST_URI)\033[0m\n'
-  LEADSCORE_TEST_BACKEND=mongodb cargo test --features ssr --test http_api --test live_stream
-else
-  echo "skipped: MONGODB_TEST_URI not set — the HTTP and stream tests ran on SQLite only, not on MongoDB"
-fi
+# Every suite that starts a server in-process runs again on MongoDB. Not on MongoDB yet:
+# tests/crash_recovery.rs and the binary-based first-run test in tests/accounts.rs start
+# the server binary on an SQLite file (several MongoDB instances, SIGKILLed: issue #10).
+printf '\n\033[1;36m==> HTTP, stream, access policy and account tests again, on MongoDB\033[0m\n'
+LEADSCORE_TEST_BACKEND=mongodb cargo test --features ssr --test http_api --test live_stream --test access_policy --test accounts
 
 printf '\n\033[1;36m==> Browser tests (builds server + WASM, serves on 127.0.0.1:5001)\033[0m\n'
 E2E_DIR="$PWD/target/e2e"
