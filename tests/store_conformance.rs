@@ -10,7 +10,7 @@ use leadscore::domain::{NewEvent, RuleInput, ScoredEvent, StoredEvent};
 use leadscore::service::store::mongo::MongoStore;
 use leadscore::service::store::sqlite::SqliteStore;
 use leadscore::service::store::{
-    CreateUser, DynStore, InsertOutcome, KeyRecord, NewAuditEntry, SessionRecord, UserChange, UserRecord,
+    CreateUser, DynStore, InsertOutcome, KeyRecord, NewAuditEntry, SessionRecord, Store, UserChange, UserRecord,
 };
 use libtest_mimic::{Arguments, Failed, Trial};
 use serde_json::{json, Value};
@@ -61,6 +61,12 @@ fn main() {
     for (name, case) in cases.iter().copied() {
         trials.push(Trial::test(format!("mongodb::{name}"), move || run_mongo(case)).with_ignored_flag(mongo_missing));
     }
+    trials.push(
+        Trial::test("mongodb::ingest_waits_for_the_indexes_and_old_documents_are_brought_up_to_date", || {
+            mongo_before_prepare()
+        })
+        .with_ignored_flag(mongo_missing),
+    );
     libtest_mimic::run(&args, trials).exit();
 }
 
@@ -81,6 +87,48 @@ fn run_mongo(case: Case) -> Result<(), Failed> {
         let outcome = tokio::spawn(case(store.clone())).await;
         store.drop_database().await.map_err(|e| e.to_string())?;
         outcome.map_err(|e| Failed::from(format!("case failed: {e}")))
+    })
+}
+
+/// MongoDB only: before `prepare` has created every index the store takes no events (a
+/// duplicate could otherwise get a 202), and `prepare` gives documents an older release wrote
+/// the explicit `seq` / `leadId` fields the indexes use.
+fn mongo_before_prepare() -> Result<(), Failed> {
+    use mongodb::bson::{doc, DateTime, Document};
+    let uri = mongo_uri().ok_or("MONGODB_TEST_URI not set")?;
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    rt.block_on(async move {
+        let name = format!("leadscore_conformance_{}_prepare", std::process::id());
+        let store = MongoStore::connect_to(&uri, Some(&name)).await.map_err(|e| e.to_string())?;
+        let raw = mongodb::Client::with_uri_str(&uri).await?.database(&name);
+        let outcome = async {
+            let err = store.insert_events(vec![ev("early", "l", "Page View", T0)]).await.unwrap_err().to_string();
+            assert!(err.contains("not ready"), "{err}");
+            assert!(store.queue_stats().await.is_err(), "health reports the store as not ready");
+
+            let old_event = doc! {
+                "_id": 5_i64, "eventId": "old", "leadId": "legacy", "eventType": "Purchase",
+                "timestamp": DateTime::from_millis(T0), "receivedAt": DateTime::from_millis(T0),
+                "processed": false, "points": mongodb::bson::Bson::Null,
+            };
+            raw.collection::<Document>("events").insert_one(old_event).await?;
+            raw.collection::<Document>("leads").insert_one(doc! {"_id": "legacy", "score": 3_i64}).await?;
+            store.prepare().await.map_err(|e| e.to_string())?;
+
+            let queued = store.unprocessed(10).await.unwrap();
+            assert_eq!(queued.iter().map(|e| (e.seq, e.event_id.as_str())).collect::<Vec<_>>(), [(5, "old")]);
+            let event = raw.collection::<Document>("events").find_one(doc! {"_id": 5_i64}).await?.unwrap();
+            // Compatible servers may hand a small Int64 back as Int32: read it as the store does.
+            assert_eq!(leadscore::service::store::mongo::docs::int(event.get("seq")), Some(5), "backfilled");
+            let lead = raw.collection::<Document>("leads").find_one(doc! {"_id": "legacy"}).await?.unwrap();
+            assert_eq!(lead.get_str("leadId").ok(), Some("legacy"), "backfilled");
+            let outcomes = store.insert_events(vec![ev("now", "l", "Page View", T0)]).await.unwrap();
+            assert_eq!(outcomes, [InsertOutcome::Inserted]);
+            Ok::<(), Failed>(())
+        }
+        .await;
+        store.drop_database().await.map_err(|e| e.to_string())?;
+        outcome
     })
 }
 
