@@ -93,24 +93,8 @@ async fn principals(s: &TestServer) -> Principals {
     }
 }
 
-/// A signed-in browser that does not follow redirects (pages answer 303 to sign in).
 async fn signed_in(s: &TestServer, username: &str) -> reqwest::Client {
-    let mut headers = reqwest::header::HeaderMap::new();
-    headers.insert("origin", s.base.parse().unwrap());
-    let client = reqwest::Client::builder()
-        .cookie_store(true)
-        .default_headers(headers)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
-    let r = client
-        .post(s.url("/api/auth/login"))
-        .json(&json!({"username": username, "password": PASSWORD}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    client
+    s.signed_in(username, PASSWORD).await
 }
 
 /// Everything a refused call could have changed, read with the admin key.

@@ -146,11 +146,16 @@ pub fn keyed_client(key: &str) -> reqwest::Client {
 
 impl TestServer {
     /// A client with no credentials that keeps cookies and, like a browser on the dashboard,
-    /// says it comes from this server.
+    /// says it comes from this server. It does not follow redirects, so tests see them.
     pub fn browser(&self) -> reqwest::Client {
         let mut headers = reqwest::header::HeaderMap::new();
         headers.insert("origin", self.base.parse().unwrap());
-        reqwest::Client::builder().cookie_store(true).default_headers(headers).build().unwrap()
+        reqwest::Client::builder()
+            .cookie_store(true)
+            .default_headers(headers)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap()
     }
 
     /// Creates an account with the admin key.
