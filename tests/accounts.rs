@@ -421,3 +421,14 @@ async fn a_session_ends_at_its_absolute_lifetime_even_while_in_use() {
     assert_eq!(client.get(s.url("/api/leads")).send().await.unwrap().status(), 401);
     s.stop().await;
 }
+
+#[tokio::test]
+async fn auth_off_is_announced_in_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Binary::start(&dir.path().join("open.db"), &[("AUTH", "off")]);
+    let line = server.wait_for_line("AUTH=off", Duration::from_secs(30));
+    assert!(line.contains("WARN"), "a warning: {line}");
+    assert!(!server.log.lock().unwrap().iter().any(|l| l.contains("setup?token=")), "no setup when open");
+    let r = reqwest::get(format!("{}/api/leads", server.base)).await.unwrap();
+    assert_eq!(r.status(), 200, "open to anyone");
+}
