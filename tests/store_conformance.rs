@@ -416,17 +416,30 @@ async fn concurrent_applies_on_one_lead_are_exact(store: DynStore) {
     let events: Vec<_> = (0..320).map(|i| ev(&format!("e{i}"), "hot", "Email Open", T0)).collect();
     store.insert_events(events).await.unwrap();
     let all = rules.score(&store.unprocessed(1000).await.unwrap());
-    // 32 writers, overlapping slices: every event is offered to the store several times.
+    // 32 writers, overlapping slices: every event is offered to the store several times. A
+    // store may leave events for later while another writer holds their lead (MongoDB's
+    // leases), so each writer offers its slice again until nothing is left unprocessed.
     let mut tasks = Vec::new();
     for w in 0..32 {
         let store = store.clone();
         let slice: Vec<_> = all.iter().cycle().skip(w * 10).take(40).cloned().collect();
-        tasks.push(tokio::spawn(async move { store.apply(slice, T0).await.unwrap().len() }));
+        tasks.push(tokio::spawn(async move {
+            let mut applied = 0;
+            for _ in 0..2_000 {
+                applied += store.apply(slice.clone(), T0).await.unwrap().len();
+                if store.queue_stats().await.unwrap().depth == 0 {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+            }
+            applied
+        }));
     }
     let mut applied = 0;
     for t in tasks {
         applied += t.await.unwrap();
     }
+    assert_eq!(store.queue_stats().await.unwrap().depth, 0, "every event applied");
     assert_eq!(applied, 320, "each event applied exactly once across writers");
     assert_eq!(store.lead("hot").await.unwrap().unwrap().score, 3200);
 }

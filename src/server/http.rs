@@ -8,10 +8,11 @@ use super::stream::StreamHub;
 use crate::app::shell;
 use crate::domain::scoring::default_rules;
 use crate::service::accounts::Accounts;
+use crate::service::feed;
 use crate::service::now_ms;
 use crate::service::sessions::{StoreSessions, COOKIE_NAME};
 use crate::service::store::{mongo::MongoStore, sqlite::SqliteStore, DynStore, Store, StoreError};
-use crate::service::worker::Worker;
+use crate::service::worker::{Publish, Worker};
 use crate::service::{Backend, BatchLimits, Service};
 use axum::extract::FromRef;
 use axum::http::{header, HeaderValue, Method};
@@ -21,12 +22,15 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 /// How often the live stream publishes a frame: at most 10 messages per second per client.
 const STREAM_INTERVAL_MS: u64 = 100;
+/// How often an instance looks for changes other instances scored (its own worker's are
+/// picked up as soon as each step ends).
+const FEED_POLL_MS: u64 = 250;
 
 /// What REST handlers and the gate share. Server functions get `Backend` through context.
 #[derive(Clone)]
@@ -235,10 +239,19 @@ pub async fn launch(config: Config, leptos_options: LeptosOptions, listener: Tcp
     tokio::spawn(purge_expired_sessions(store.clone(), shutdown_rx.clone()));
 
     let (wake, updates, heartbeat) = service.worker_handles();
+    // A store several instances share feeds every instance's stream from the database.
+    let publish = if store.shared_feed().is_some() {
+        let tailer = Arc::new(Notify::new());
+        let poll = Duration::from_millis(FEED_POLL_MS);
+        tokio::spawn(feed::tail(store.clone(), updates, tailer.clone(), poll, shutdown_rx.clone()));
+        Publish::Feed(tailer)
+    } else {
+        Publish::Direct(updates)
+    };
     let worker = Worker {
         store,
         wake,
-        updates,
+        publish,
         heartbeat,
         batch_size: config.worker_batch_size,
         idle_poll: Duration::from_millis(config.worker_idle_poll_ms),

@@ -5,6 +5,7 @@
 //! Scoring happens in `worker`, never on the request path.
 
 pub mod accounts;
+pub mod feed;
 pub mod sessions;
 pub mod store;
 pub mod throttle;

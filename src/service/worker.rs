@@ -17,10 +17,19 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{broadcast, watch, Notify};
 
+/// Where the worker's applied changes go on their way to the live stream.
+pub enum Publish {
+    /// Straight to this process's stream: the store is this process's alone (SQLite).
+    Direct(broadcast::Sender<UpdateBatch>),
+    /// Several processes share the store, so the feed tailer reads every change back from it
+    /// (see `feed.rs`); the worker only tells it to look now.
+    Feed(Arc<Notify>),
+}
+
 pub struct Worker {
     pub store: DynStore,
     pub wake: Arc<Notify>,
-    pub updates: broadcast::Sender<UpdateBatch>,
+    pub publish: Publish,
     pub heartbeat: Arc<AtomicI64>,
     pub batch_size: usize,
     /// How long to sleep when idle and not woken; bounds the heartbeat interval too.
@@ -83,8 +92,11 @@ impl Worker {
         let changes = self.store.apply(rules.score(&events), now_ms()).await?;
         let step = Step { taken: events.len(), applied: changes.len() };
         if !changes.is_empty() {
-            // No subscribers is fine: nobody is watching the dashboard.
-            let _ = self.updates.send(changes.into());
+            match &self.publish {
+                // No subscribers is fine: nobody is watching the dashboard.
+                Publish::Direct(updates) => drop(updates.send(changes.into())),
+                Publish::Feed(tailer) => tailer.notify_one(),
+            }
         }
         Ok(step)
     }

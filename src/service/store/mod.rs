@@ -76,6 +76,24 @@ pub trait Store: AccountStore + Send + Sync + 'static {
     async fn upsert_rule(&self, rule: RuleInput, now: Millis) -> StoreResult<Rule>;
     /// Inserts `defaults` only when there are no rules at all; true if it did.
     async fn seed_rules(&self, defaults: Vec<RuleInput>, now: Millis) -> StoreResult<bool>;
+
+    /// The feed of applied changes, when several server processes may share this store: each
+    /// one's live stream must then read every change back from it, not only its own worker's.
+    /// `None` for a store one process owns (SQLite), whose worker sees every change.
+    fn shared_feed(&self) -> Option<&dyn SharedFeed> {
+        None
+    }
+}
+
+/// Applied score changes numbered in the order they were recorded, for every instance's live
+/// stream. Numbers are reserved before their changes are written, so a position may show up
+/// a moment after higher ones (another worker's), or never (its worker crashed).
+#[async_trait]
+pub trait SharedFeed: Send + Sync {
+    /// The highest position handed out so far: a new tail starts after it.
+    async fn head(&self) -> StoreResult<i64>;
+    /// Changes at positions in `from..to` (`to` open when `None`), in order, up to `limit`.
+    async fn range(&self, from: i64, to: Option<i64>, limit: usize) -> StoreResult<Vec<(i64, ScoreChange)>>;
 }
 
 pub type DynStore = Arc<dyn Store>;

@@ -1,0 +1,665 @@
+//! Every document the MongoDB store sends, built in one place so unit tests can check them
+//! exactly, and the tolerant readers that turn documents back into the model.
+
+use crate::domain::query::LeadQuery;
+use crate::domain::time::Millis;
+use crate::domain::{HistoryEntry, Lead, NewEvent, Rule, RuleInput, ScoreChange, StoredEvent};
+use mongodb::bson::{doc, Bson, DateTime, Document};
+use mongodb::options::IndexOptions;
+use mongodb::IndexModel;
+
+/// Indexes earlier releases created that no query uses any more, by collection. The three
+/// with `_id` inside a compound key gave way to explicit fields: several MongoDB-compatible
+/// servers cannot index `_id` there (the nx-27017 stand-in breaks every insert).
+pub const SUPERSEDED_INDEXES: &[(&str, &str)] =
+    &[("events", "lead_events"), ("events", "lead_events_by_seq"), ("events", "unprocessed"), ("leads", "leaderboard")];
+
+/// The indexes behind every query, by collection.
+pub fn indexes() -> Vec<(&'static str, IndexModel)> {
+    let index = |keys: Document, options: IndexOptions| IndexModel::builder().keys(keys).options(options).build();
+    let named = |name: &str| IndexOptions::builder().name(name.to_string()).build();
+    vec![
+        (
+            "events",
+            index(doc! {"eventId": 1}, IndexOptions::builder().name("eventId_unique".to_string()).unique(true).build()),
+        ),
+        ("events", index(doc! {"leadId": 1, "seq": -1}, named("events_by_lead_seq"))),
+        (
+            "events",
+            index(
+                doc! {"processed": 1, "seq": 1},
+                IndexOptions::builder()
+                    .name("queue_by_seq".to_string())
+                    .partial_filter_expression(doc! {"processed": false})
+                    .build(),
+            ),
+        ),
+        ("leads", index(doc! {"score": -1, "leadId": 1}, named("leaderboard_by_score_id"))),
+        ("scorehistories", index(doc! {"leadId": 1, "timestamp": -1, "seq": -1}, named("lead_history"))),
+        // The live feed every instance tails (entries of earlier releases have no feedSeq).
+        ("scorehistories", index(doc! {"feedSeq": 1}, named("feed"))),
+        (
+            "scoringrules",
+            index(
+                doc! {"eventType": 1},
+                IndexOptions::builder().name("eventType_unique".to_string()).unique(true).build(),
+            ),
+        ),
+    ]
+}
+
+/// An event as stored: `seq` (also its `_id`) is its ingest sequence number: queue order.
+pub fn new_event(e: &NewEvent, seq: i64, received_at: Millis) -> Document {
+    let metadata = e
+        .metadata
+        .as_deref()
+        .and_then(|m| serde_json::from_str::<serde_json::Value>(m).ok())
+        .and_then(|v| mongodb::bson::to_bson(&v).ok())
+        .unwrap_or(Bson::Null);
+    doc! {
+        "_id": seq,
+        "seq": seq,
+        "eventId": &e.event_id,
+        "leadId": &e.lead_id,
+        "eventType": &e.event_type,
+        "timestamp": DateTime::from_millis(e.timestamp),
+        "metadata": metadata,
+        "receivedAt": DateTime::from_millis(received_at),
+        "processed": false,
+        "points": Bson::Null,
+    }
+}
+
+pub fn unprocessed() -> Document {
+    doc! {"processed": false}
+}
+
+/// How long a worker's lease on a lead keeps other workers off it. Fencing keeps scoring
+/// exact however long a worker stalls; the lease only decides when another may take over.
+pub const LEASE_MS: Millis = 10_000;
+
+/// The `counters` documents: ingest order of events, and feed order of applied changes.
+pub const EVENTS_COUNTER: &str = "events";
+pub const FEED_COUNTER: &str = "feed";
+
+/// Reserves `n` consecutive numbers of a counter (`$inc` on an upserted document).
+pub fn reserve(counter: &str, n: i64) -> (Document, Document) {
+    (doc! {"_id": counter}, doc! {"$inc": {"seq": n}})
+}
+
+/// One applied event as the lead records it in `lastBatch` (and the history entry repeats):
+/// fixed once, so whoever finishes the bookkeeping writes exactly the same thing.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Entry {
+    pub lead_id: String,
+    pub seq: i64,
+    pub event_id: String,
+    pub event_type: String,
+    pub delta: i64,
+    pub old_score: i64,
+    pub new_score: i64,
+    /// Position in the feed every instance's live stream tails.
+    pub feed_seq: i64,
+    /// When it was applied.
+    pub at: Millis,
+}
+
+/// Leases the leads that are free (never leased, released, or expired) to `token`.
+pub fn lease(leads: &[String], token: &str, now: Millis) -> (Document, Document) {
+    (
+        doc! {
+            "_id": {"$in": leads},
+            // `$or` with `$exists` rather than `$not`: the stand-in lacks `$not`.
+            "$or": [{"leaseUntil": {"$lt": now}}, {"leaseUntil": {"$exists": false}}],
+        },
+        doc! {"$set": {"leaseToken": token, "leaseUntil": now + LEASE_MS}},
+    )
+}
+
+/// The lead fields `apply` reads after leasing: never the whole history of anything.
+pub fn lease_view() -> Document {
+    doc! {"_id": 1, "score": 1, "leaseToken": 1, "lastBatch": 1}
+}
+
+/// A lead that does not exist yet, created already leased (a duplicate key means another
+/// worker created it first and holds it).
+pub fn new_lead(lead_id: &str, token: &str, now: Millis) -> Document {
+    doc! {
+        "_id": lead_id,
+        "leadId": lead_id,
+        "searchKey": lead_id.to_lowercase(),
+        "score": 0_i64,
+        "eventCount": 0_i64,
+        "createdAt": DateTime::from_millis(now),
+        "updatedAt": DateTime::from_millis(now),
+        "leaseToken": token,
+        "leaseUntil": now + LEASE_MS,
+    }
+}
+
+/// Which of these events are still unprocessed (the answer's `_id`s and `eventId`s).
+pub fn still_unprocessed(seqs: &[i64]) -> Document {
+    doc! {"_id": {"$in": seqs}, "processed": false}
+}
+
+fn entry_doc(e: &Entry) -> Document {
+    doc! {
+        "seq": e.seq, "eventId": &e.event_id, "eventType": &e.event_type, "delta": e.delta,
+        "oldScore": e.old_score, "newScore": e.new_score, "feedSeq": e.feed_seq,
+        "at": DateTime::from_millis(e.at),
+    }
+}
+
+/// A lead's `lastBatch` entries, as recorded by the update that applied them.
+pub fn last_batch(lead: &Document) -> Vec<Entry> {
+    let Some(lead_id) = text(lead.get("_id")) else { return Vec::new() };
+    let Ok(batch) = lead.get_document("lastBatch") else { return Vec::new() };
+    let Ok(entries) = batch.get_array("entries") else { return Vec::new() };
+    entries
+        .iter()
+        .filter_map(|b| b.as_document())
+        .filter_map(|d| {
+            Some(Entry {
+                lead_id: lead_id.clone(),
+                seq: int(d.get("seq"))?,
+                event_id: text(d.get("eventId"))?,
+                event_type: text(d.get("eventType"))?,
+                delta: int(d.get("delta"))?,
+                old_score: int(d.get("oldScore"))?,
+                new_score: int(d.get("newScore"))?,
+                feed_seq: int(d.get("feedSeq"))?,
+                at: millis(d.get("at"))?,
+            })
+        })
+        .collect()
+}
+
+/// The one update statement that adds a batch of one lead's events to it, fenced on the
+/// lease token and recording the entries as `lastBatch` in the same single-document write.
+pub fn apply_statement(entries: &[Entry], token: &str, last_event_at: Millis) -> Document {
+    let last = entries.last().expect("a statement applies at least one event");
+    let delta: i64 = entries.iter().map(|e| e.delta).sum();
+    doc! {
+        "q": {"_id": &last.lead_id, "leaseToken": token},
+        "u": {
+            "$inc": {"score": delta, "eventCount": entries.len() as i64},
+            "$set": {
+                "lastEventId": &last.event_id,
+                "updatedAt": DateTime::from_millis(last.at),
+                "leadId": &last.lead_id,
+                "searchKey": last.lead_id.to_lowercase(),
+                "lastBatch": {"token": token, "entries": entries.iter().map(entry_doc).collect::<Vec<_>>()},
+            },
+            "$max": {"lastEventAt": DateTime::from_millis(last_event_at)},
+        },
+    }
+}
+
+/// Leads whose `lastBatch` this token wrote (to learn which fenced statements matched).
+pub fn applied_by(leads: &[String], token: &str) -> Document {
+    doc! {"_id": {"$in": leads}, "lastBatch.token": token}
+}
+
+/// The history entry of an applied event, as a replacing upsert: writing it twice, or over
+/// an entry an earlier release left half-written, comes to the same document.
+pub fn history_statement(e: &Entry) -> Document {
+    doc! {
+        "q": {"_id": &e.event_id},
+        // `_id` in the replacement too: an upsert should take it from the query, but not
+        // every compatible server does (the stand-in would add a second document).
+        "u": {
+            "_id": &e.event_id, "eventId": &e.event_id, "leadId": &e.lead_id, "eventType": &e.event_type,
+            "delta": e.delta, "oldScore": e.old_score, "newScore": e.new_score, "seq": e.seq,
+            "feedSeq": e.feed_seq, "timestamp": DateTime::from_millis(e.at), "applied": true,
+        },
+        "upsert": true,
+    }
+}
+
+pub fn processed_statement(e: &Entry) -> Document {
+    doc! {
+        "q": {"_id": e.seq, "eventId": &e.event_id},
+        "u": {"$set": {"processed": true, "points": e.delta}},
+    }
+}
+
+/// Ends the lease and drops `lastBatch` (its events are processed by now), fenced like the
+/// apply: a worker that lost its lease releases nothing.
+pub fn release(leads: &[String], token: &str) -> (Document, Document) {
+    (
+        doc! {"_id": {"$in": leads}, "leaseToken": token},
+        doc! {"$set": {"leaseUntil": 0_i64}, "$unset": {"leaseToken": "", "lastBatch": ""}},
+    )
+}
+
+/// Applied changes in feed order from `from` (inclusive) up to `to` (exclusive).
+pub fn feed_range(from: i64, to: Option<i64>) -> (Document, Document) {
+    let mut range = doc! {"$gte": from};
+    if let Some(to) = to {
+        range.insert("$lt", to);
+    }
+    (doc! {"feedSeq": range}, doc! {"feedSeq": 1})
+}
+
+/// A history entry as a live-stream change with its feed position.
+pub fn feed_change(d: &Document) -> Option<(i64, ScoreChange)> {
+    let h = history(d)?;
+    Some((
+        int(d.get("feedSeq"))?,
+        ScoreChange {
+            lead_id: h.lead_id,
+            event_id: h.event_id,
+            event_type: h.event_type,
+            delta: h.delta,
+            score: h.new_score,
+            updated_at: h.timestamp,
+        },
+    ))
+}
+
+/// A lead is listed once it has an event (documents the old app wrote have no count):
+/// `apply` creates a lead leased and empty (`eventCount: 0`) just
+/// before adding its first events, and a crash may leave it so for a moment.
+pub fn scored_lead(lead_id: &str) -> Document {
+    doc! {"_id": lead_id, "eventCount": {"$ne": 0}}
+}
+
+/// Lead fields readers never need: `apply`'s bookkeeping.
+pub fn lead_view() -> Document {
+    doc! {"lastBatch": 0, "leaseToken": 0, "pending": 0}
+}
+
+pub fn leads_filter(q: &LeadQuery) -> Document {
+    let mut filter = doc! {"eventCount": {"$ne": 0}};
+    let mut score = Document::new();
+    if let Some(min) = q.min_score {
+        score.insert("$gte", min);
+    }
+    if let Some(max) = q.max_score {
+        score.insert("$lte", max);
+    }
+    if !score.is_empty() {
+        filter.insert("score", score);
+    }
+    if let Some(needle) = q.search_needle() {
+        // Lowercased id, lowercased needle, every metacharacter escaped: a literal substring.
+        filter.insert("searchKey", doc! {"$regex": escape_regex(&needle)});
+    }
+    filter
+}
+
+pub fn leads_sort() -> Document {
+    doc! {"score": -1, "leadId": 1}
+}
+
+/// Escapes every ASCII character that is not a letter or digit, so user input can only
+/// ever match itself.
+pub fn escape_regex(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() * 2);
+    for c in s.chars() {
+        if c.is_ascii() && !c.is_ascii_alphanumeric() {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+pub fn history_page(lead_id: &str) -> (Document, Document) {
+    (doc! {"leadId": lead_id, "applied": true}, doc! {"timestamp": -1, "seq": -1})
+}
+
+pub fn lead_events_page(lead_id: &str) -> (Document, Document) {
+    (doc! {"leadId": lead_id}, doc! {"seq": -1})
+}
+
+pub fn upsert_rule(r: &RuleInput, now: Millis) -> (Document, Document) {
+    (
+        doc! {"eventType": &r.event_type},
+        doc! {"$set": {"points": r.points, "isActive": r.is_active, "updatedAt": DateTime::from_millis(now)}},
+    )
+}
+
+/// A filter and a `$set` update as one document to insert.
+pub fn merge(filter: Document, update: Document) -> Document {
+    let mut out = filter;
+    if let Ok(set) = update.get_document("$set") {
+        out.extend(set.clone());
+    }
+    out
+}
+
+// Readers are tolerant: MongoDB-compatible servers (and documents other tools wrote) may
+// hand back a boolean as 0/1, a number as Int32, Int64 or Double, a date as a string.
+// A document that still cannot be read is reported by the caller, never guessed at.
+
+/// An integer from any numeric type, a boolean, or a numeric string.
+pub fn int(v: Option<&Bson>) -> Option<i64> {
+    match v? {
+        Bson::Int64(n) => Some(*n),
+        Bson::Int32(n) => Some(i64::from(*n)),
+        Bson::Double(f) if f.is_finite() => Some(*f as i64),
+        Bson::Boolean(b) => Some(i64::from(*b)),
+        Bson::String(s) => {
+            let s = s.trim();
+            s.parse::<i64>().ok().or_else(|| s.parse::<f64>().ok().filter(|f| f.is_finite()).map(|f| f as i64))
+        }
+        _ => None,
+    }
+}
+
+/// Epoch milliseconds from a BSON date, a number, or a string (digits or ISO 8601).
+pub fn millis(v: Option<&Bson>) -> Option<Millis> {
+    match v? {
+        Bson::DateTime(d) => Some(d.timestamp_millis()),
+        Bson::Boolean(_) => None,
+        Bson::String(s) => s.trim().parse::<i64>().ok().or_else(|| crate::domain::time::parse_iso(s)),
+        other => int(Some(other)),
+    }
+}
+
+/// A boolean from a boolean, a number (0 is false) or `"true"`/`"false"`.
+pub fn boolean(v: Option<&Bson>) -> Option<bool> {
+    match v? {
+        Bson::Boolean(b) => Some(*b),
+        Bson::String(s) => s.trim().parse().ok(),
+        other => int(Some(other)).map(|n| n != 0),
+    }
+}
+
+pub fn text(v: Option<&Bson>) -> Option<String> {
+    match v? {
+        Bson::String(s) | Bson::Symbol(s) => Some(s.clone()),
+        Bson::Int32(n) => Some(n.to_string()),
+        Bson::Int64(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+fn field(d: &Document, key: &str) -> Option<String> {
+    text(d.get(key))
+}
+
+pub fn stored_event(d: &Document) -> Option<StoredEvent> {
+    let metadata = match d.get("metadata") {
+        None | Some(Bson::Null) => None,
+        Some(m) => Some(m.clone().into_relaxed_extjson().to_string()),
+    };
+    Some(StoredEvent {
+        // `seq`; documents written before it existed carry the sequence as `_id` only.
+        seq: int(d.get("seq")).or_else(|| int(d.get("_id")))?,
+        event_id: field(d, "eventId")?,
+        lead_id: field(d, "leadId")?,
+        event_type: field(d, "eventType")?,
+        timestamp: millis(d.get("timestamp"))?,
+        metadata,
+        received_at: millis(d.get("receivedAt"))?,
+        processed: boolean(d.get("processed")).unwrap_or(false),
+        points: int(d.get("points")),
+    })
+}
+
+pub fn lead(d: &Document) -> Option<Lead> {
+    Some(Lead {
+        id: field(d, "_id")?,
+        score: int(d.get("score")).unwrap_or(0),
+        last_event_id: field(d, "lastEventId"),
+        updated_at: millis(d.get("updatedAt")).unwrap_or(0),
+        last_event_at: millis(d.get("lastEventAt")),
+        event_count: int(d.get("eventCount")).unwrap_or(0),
+    })
+}
+
+pub fn history(d: &Document) -> Option<HistoryEntry> {
+    Some(HistoryEntry {
+        lead_id: field(d, "leadId")?,
+        event_id: field(d, "eventId")?,
+        event_type: field(d, "eventType")?,
+        old_score: int(d.get("oldScore"))?,
+        new_score: int(d.get("newScore"))?,
+        delta: int(d.get("delta"))?,
+        timestamp: millis(d.get("timestamp"))?,
+    })
+}
+
+pub fn rule(d: &Document) -> Option<Rule> {
+    Some(Rule {
+        event_type: field(d, "eventType")?,
+        points: int(d.get("points"))?,
+        // A rule without the flag is active, as the old app's schema defaulted it.
+        is_active: boolean(d.get("isActive")).unwrap_or(true),
+        updated_at: millis(d.get("updatedAt")).unwrap_or(0),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Lead, NewEvent, Rule, RuleInput};
+    use mongodb::bson::{Bson, DateTime};
+    use mongodb::IndexModel;
+
+    fn keys_and_options(collection: &str, name: &str) -> (Document, IndexModel) {
+        let (_, model) = indexes()
+            .into_iter()
+            .find(|(c, m)| *c == collection && m.options.as_ref().and_then(|o| o.name.as_deref()) == Some(name))
+            .unwrap_or_else(|| panic!("no index {name} on {collection}"));
+        (model.keys.clone(), model)
+    }
+
+    #[test]
+    fn indexes_back_every_query() {
+        let (keys, model) = keys_and_options("events", "eventId_unique");
+        assert_eq!(keys, doc! {"eventId": 1});
+        assert_eq!(model.options.unwrap().unique, Some(true));
+        assert_eq!(keys_and_options("events", "events_by_lead_seq").0, doc! {"leadId": 1, "seq": -1});
+        assert_eq!(SUPERSEDED_INDEXES.len(), 4);
+        for (collection, model) in indexes() {
+            let name = model.options.and_then(|o| o.name).unwrap();
+            assert!(
+                !SUPERSEDED_INDEXES.contains(&(collection, name.as_str())),
+                "{name} would be created, then dropped"
+            );
+        }
+        let (keys, model) = keys_and_options("events", "queue_by_seq");
+        assert_eq!(keys, doc! {"processed": 1, "seq": 1});
+        assert_eq!(model.options.unwrap().partial_filter_expression, Some(doc! {"processed": false}));
+        assert_eq!(keys_and_options("leads", "leaderboard_by_score_id").0, doc! {"score": -1, "leadId": 1});
+        assert_eq!(
+            keys_and_options("scorehistories", "lead_history").0,
+            doc! {"leadId": 1, "timestamp": -1, "seq": -1}
+        );
+        let (keys, model) = keys_and_options("scoringrules", "eventType_unique");
+        assert_eq!(keys, doc! {"eventType": 1});
+        assert_eq!(model.options.unwrap().unique, Some(true));
+        assert_eq!(keys_and_options("scorehistories", "feed").0, doc! {"feedSeq": 1});
+        assert_eq!(indexes().len(), 7);
+        // The queries' sorts are prefixes the indexes serve.
+        assert_eq!(leads_sort(), doc! {"score": -1, "leadId": 1});
+        assert_eq!(history_page("l").1, doc! {"timestamp": -1, "seq": -1});
+        assert_eq!(lead_events_page("l").1, doc! {"seq": -1}, "ingest order, newest first");
+    }
+
+    #[test]
+    fn no_compound_index_holds_id() {
+        for (collection, model) in indexes().into_iter().chain(super::super::accounts::indexes()) {
+            let keys: Vec<&String> = model.keys.keys().collect();
+            assert!(keys.len() == 1 || !keys.iter().any(|k| *k == "_id"), "{collection}: {keys:?}");
+        }
+    }
+
+    #[test]
+    fn new_events_are_stored_unprocessed_with_the_sequence_as_id() {
+        let e = NewEvent {
+            event_id: "e1".into(),
+            lead_id: "l1".into(),
+            event_type: "Page View".into(),
+            timestamp: 5_000,
+            metadata: Some(r#"{"page":"/pricing","n":3}"#.into()),
+        };
+        assert_eq!(
+            new_event(&e, 7, 9_000),
+            doc! {
+                "_id": 7_i64, "seq": 7_i64, "eventId": "e1", "leadId": "l1", "eventType": "Page View",
+                "timestamp": DateTime::from_millis(5_000), "metadata": {"page": "/pricing", "n": 3_i64},
+                "receivedAt": DateTime::from_millis(9_000), "processed": false, "points": Bson::Null,
+            }
+        );
+        let back = stored_event(&new_event(&e, 7, 9_000)).unwrap();
+        assert_eq!((back.seq, back.timestamp, back.received_at, back.processed), (7, 5_000, 9_000, false));
+        assert_eq!(serde_json::from_str::<serde_json::Value>(back.metadata.as_deref().unwrap()).unwrap()["n"], 3);
+        assert_eq!(unprocessed(), doc! {"processed": false});
+        assert_eq!(reserve(EVENTS_COUNTER, 500), (doc! {"_id": "events"}, doc! {"$inc": {"seq": 500_i64}}));
+    }
+
+    fn entry(seq: i64, delta: i64, old: i64) -> Entry {
+        Entry {
+            lead_id: "Lead-ÜX".into(),
+            seq,
+            event_id: format!("evt-{seq}"),
+            event_type: "Purchase".into(),
+            delta,
+            old_score: old,
+            new_score: old + delta,
+            feed_seq: 700 + seq,
+            at: 2_000,
+        }
+    }
+
+    #[test]
+    fn apply_steps_send_exactly_these_documents() {
+        let leads = vec!["a".to_string(), "Lead-ÜX".to_string()];
+        assert_eq!(
+            lease(&leads, "tok", 2_000),
+            (
+                doc! {"_id": {"$in": ["a", "Lead-ÜX"]}, "$or": [{"leaseUntil": {"$lt": 2_000_i64}}, {"leaseUntil": {"$exists": false}}]},
+                doc! {"$set": {"leaseToken": "tok", "leaseUntil": 12_000_i64}},
+            )
+        );
+        assert_eq!(
+            new_lead("Lead-ÜX", "tok", 2_000),
+            doc! {
+                "_id": "Lead-ÜX", "leadId": "Lead-ÜX", "searchKey": "lead-üx", "score": 0_i64, "eventCount": 0_i64,
+                "createdAt": DateTime::from_millis(2_000), "updatedAt": DateTime::from_millis(2_000),
+                "leaseToken": "tok", "leaseUntil": 12_000_i64,
+            }
+        );
+        assert_eq!(still_unprocessed(&[4, 5]), doc! {"_id": {"$in": [4_i64, 5_i64]}, "processed": false});
+        let batch = [entry(4, 100, 5), entry(5, -10, 105)];
+        let statement = apply_statement(&batch, "tok", 1_500);
+        assert_eq!(
+            statement,
+            doc! {
+                "q": {"_id": "Lead-ÜX", "leaseToken": "tok"},
+                "u": {
+                    "$inc": {"score": 90_i64, "eventCount": 2_i64},
+                    "$set": {
+                        "lastEventId": "evt-5", "updatedAt": DateTime::from_millis(2_000),
+                        "leadId": "Lead-ÜX", "searchKey": "lead-üx",
+                        "lastBatch": {"token": "tok", "entries": [
+                            {"seq": 4_i64, "eventId": "evt-4", "eventType": "Purchase", "delta": 100_i64,
+                             "oldScore": 5_i64, "newScore": 105_i64, "feedSeq": 704_i64, "at": DateTime::from_millis(2_000)},
+                            {"seq": 5_i64, "eventId": "evt-5", "eventType": "Purchase", "delta": -10_i64,
+                             "oldScore": 105_i64, "newScore": 95_i64, "feedSeq": 705_i64, "at": DateTime::from_millis(2_000)},
+                        ]},
+                    },
+                    "$max": {"lastEventAt": DateTime::from_millis(1_500)},
+                },
+            }
+        );
+        // What the lead records is exactly what recovery reads back.
+        let mut lead_doc = doc! {"_id": "Lead-ÜX"};
+        lead_doc.extend(statement.get_document("u").unwrap().get_document("$set").unwrap().clone());
+        assert_eq!(last_batch(&lead_doc), batch.to_vec());
+        assert!(last_batch(&doc! {"_id": "x"}).is_empty());
+        assert_eq!(applied_by(&leads, "tok"), doc! {"_id": {"$in": ["a", "Lead-ÜX"]}, "lastBatch.token": "tok"});
+        assert_eq!(
+            history_statement(&batch[0]),
+            doc! {
+                "q": {"_id": "evt-4"},
+                "u": {
+                    "_id": "evt-4", "eventId": "evt-4", "leadId": "Lead-ÜX", "eventType": "Purchase", "delta": 100_i64,
+                    "oldScore": 5_i64, "newScore": 105_i64, "seq": 4_i64, "feedSeq": 704_i64,
+                    "timestamp": DateTime::from_millis(2_000), "applied": true,
+                },
+                "upsert": true,
+            }
+        );
+        assert_eq!(
+            processed_statement(&batch[1]),
+            doc! {"q": {"_id": 5_i64, "eventId": "evt-5"}, "u": {"$set": {"processed": true, "points": -10_i64}}}
+        );
+        assert_eq!(
+            release(&leads, "tok"),
+            (
+                doc! {"_id": {"$in": ["a", "Lead-ÜX"]}, "leaseToken": "tok"},
+                doc! {"$set": {"leaseUntil": 0_i64}, "$unset": {"leaseToken": "", "lastBatch": ""}},
+            )
+        );
+        assert_eq!(reserve(FEED_COUNTER, 3), (doc! {"_id": "feed"}, doc! {"$inc": {"seq": 3_i64}}));
+        assert_eq!(feed_range(10, None), (doc! {"feedSeq": {"$gte": 10_i64}}, doc! {"feedSeq": 1}));
+        assert_eq!(feed_range(10, Some(12)).0, doc! {"feedSeq": {"$gte": 10_i64, "$lt": 12_i64}});
+        let written = history_statement(&batch[1]).get_document("u").unwrap().clone();
+        let (position, change) = feed_change(&written).unwrap();
+        assert_eq!((position, change.score, change.delta, change.updated_at), (705, 95, -10, 2_000));
+    }
+
+    #[test]
+    fn leaderboard_filters_are_literal() {
+        assert_eq!(leads_filter(&LeadQuery::default()), doc! {"eventCount": {"$ne": 0}});
+        let q = LeadQuery {
+            search: Some("A.c*(1)".into()),
+            min_score: Some(10),
+            max_score: Some(50),
+            ..Default::default()
+        };
+        assert_eq!(
+            leads_filter(&q),
+            doc! {
+                "eventCount": {"$ne": 0}, "score": {"$gte": 10_i64, "$lte": 50_i64},
+                "searchKey": {"$regex": r"a\.c\*\(1\)"},
+            }
+        );
+        assert_eq!(escape_regex(r"^x$|[a]{2}\d+?/ü"), r"\^x\$\|\[a\]\{2\}\\d\+\?\/ü");
+        assert_eq!(escape_regex("plain123"), "plain123");
+    }
+
+    #[test]
+    fn rules_upsert_by_event_type() {
+        let r = RuleInput { event_type: "Webinar".into(), points: -5, is_active: false };
+        let (filter, update) = upsert_rule(&r, 3_000);
+        assert_eq!(filter, doc! {"eventType": "Webinar"});
+        assert_eq!(
+            update,
+            doc! {"$set": {"points": -5_i64, "isActive": false, "updatedAt": DateTime::from_millis(3_000)}}
+        );
+        let seeded = merge(filter, update);
+        assert_eq!(
+            rule(&seeded).unwrap(),
+            Rule { event_type: "Webinar".into(), points: -5, is_active: false, updated_at: 3_000 }
+        );
+    }
+
+    #[test]
+    fn documents_read_back_into_the_model() {
+        let l = lead(&doc! {
+            "_id": "l", "score": 15_i32, "lastEventId": "e", "updatedAt": DateTime::from_millis(9),
+            "lastEventAt": DateTime::from_millis(8), "eventCount": 2_i64, "pending": [],
+        })
+        .unwrap();
+        assert_eq!(
+            l,
+            Lead {
+                id: "l".into(),
+                score: 15,
+                last_event_id: Some("e".into()),
+                updated_at: 9,
+                last_event_at: Some(8),
+                event_count: 2
+            }
+        );
+        let h = history_statement(&entry(4, 100, 0)).get_document("u").unwrap().clone();
+        assert_eq!(history(&h).unwrap().new_score, 100);
+        assert!(history(&doc! {"eventId": "e", "leadId": "l"}).is_none(), "an entry without scores is unreadable");
+    }
+}
