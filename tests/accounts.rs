@@ -5,7 +5,7 @@
 mod common;
 
 use common::binary::Binary;
-use common::{event, TestServer};
+use common::{event, TestDatabase, TestServer};
 use serde_json::{json, Value};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -26,7 +26,8 @@ fn browser(base: &str) -> reqwest::Client {
 #[tokio::test]
 async fn first_run_needs_the_token_from_the_log_and_then_closes() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Binary::start(&dir.path().join("first.db"), &[("RUST_LOG", "debug")]);
+    let db = TestDatabase::new(dir.path(), "first");
+    let server = Binary::start_on(&db.url, &[("RUST_LOG", "debug")]);
     let line = server.wait_for_line("setup?token=", Duration::from_secs(30));
     let token = line.split("setup?token=").nth(1).unwrap().split_whitespace().next().unwrap().to_string();
     let base = server.base.clone();
@@ -71,7 +72,7 @@ async fn first_run_needs_the_token_from_the_log_and_then_closes() {
     let cli = |username: &str, role: &str, password: Option<&str>| {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_leadscore"));
         cmd.args(["user", "create", "--username", username, "--role", role])
-            .env("DATABASE_URL", format!("sqlite://{}", dir.path().join("first.db").display()))
+            .env("DATABASE_URL", &db.url)
             .env("NO_COLOR", "1")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -118,6 +119,8 @@ async fn first_run_needs_the_token_from_the_log_and_then_closes() {
         assert!(!log.contains(secret), "the log contains a password");
     }
     assert!(log.contains("setup?token="));
+    drop(server);
+    db.drop_now().await;
 }
 
 #[tokio::test]
@@ -425,10 +428,13 @@ async fn a_session_ends_at_its_absolute_lifetime_even_while_in_use() {
 #[tokio::test]
 async fn auth_off_is_announced_in_the_log() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Binary::start(&dir.path().join("open.db"), &[("AUTH", "off")]);
+    let db = TestDatabase::new(dir.path(), "open");
+    let server = Binary::start_on(&db.url, &[("AUTH", "off")]);
     let line = server.wait_for_line("AUTH=off", Duration::from_secs(30));
     assert!(line.contains("WARN"), "a warning: {line}");
     assert!(!server.log.lock().unwrap().iter().any(|l| l.contains("setup?token=")), "no setup when open");
     let r = reqwest::get(format!("{}/api/leads", server.base)).await.unwrap();
     assert_eq!(r.status(), 200, "open to anyone");
+    drop(server);
+    db.drop_now().await;
 }

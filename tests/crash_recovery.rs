@@ -1,11 +1,11 @@
 //! A server process SIGKILLed in the middle of a large batch ingest, then restarted on the
 //! same database: every event that got a 202 is scored exactly once, and retried batches
-//! never count twice.
+//! never count twice. On SQLite, or on MongoDB with `LEADSCORE_TEST_BACKEND=mongodb`.
 
 mod common;
 
 use common::binary::Binary;
-use common::event;
+use common::{event, TestDatabase};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::process::Command;
@@ -25,8 +25,8 @@ fn key_header() -> reqwest::header::HeaderMap {
     headers
 }
 
-fn spawn_server(db: &std::path::Path) -> Binary {
-    Binary::start(db, &[("API_KEYS", KEY)])
+fn spawn_server(database_url: &str) -> Binary {
+    Binary::start_on(database_url, &[("API_KEYS", KEY)])
 }
 
 /// The events of batch `b`: ids are unique across batches, leads cycle through `LEADS`.
@@ -87,11 +87,11 @@ async fn wait_drained(client: &reqwest::Client, base: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigkill_mid_ingest_loses_nothing_and_counts_nothing_twice() {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("crash.db");
+    let db = TestDatabase::new(dir.path(), "crash");
 
     // 1. Ingest until a dozen batches were acknowledged, then kill -9 while more are in flight
     //    and the worker is busy scoring.
-    let mut server = spawn_server(&db);
+    let mut server = spawn_server(&db.url);
     let acked = Arc::new(Mutex::new(Vec::new()));
     let poster = tokio::spawn({
         let (base, acked) = (server.base.clone(), acked.clone());
@@ -112,8 +112,8 @@ async fn sigkill_mid_ingest_loses_nothing_and_counts_nothing_twice() {
         before_crash.len()
     );
 
-    // 2. Restart on the same file: everything acknowledged before the crash gets scored once.
-    let mut server = spawn_server(&db);
+    // 2. Restart on the same database: everything acknowledged before the crash gets scored once.
+    let mut server = spawn_server(&db.url);
     let client = reqwest::Client::builder().default_headers(key_header()).build().unwrap();
     wait_drained(&client, &server.base).await;
     let expected: HashMap<String, i64> = expected_scores(&before_crash);
@@ -150,6 +150,7 @@ async fn sigkill_mid_ingest_loses_nothing_and_counts_nothing_twice() {
     }
     server.child.kill().unwrap();
     server.child.wait().unwrap();
+    db.drop_now().await;
 }
 
 fn expected_scores(batches: &[usize]) -> HashMap<String, i64> {
@@ -171,12 +172,12 @@ async fn lead_detail(client: &reqwest::Client, base: &str, lead: &str) -> Value 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_stops_cleanly_and_the_rest_is_scored_after_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("term.db");
-    let mut server = spawn_server(&db);
+    let db = TestDatabase::new(dir.path(), "term");
+    let mut server = spawn_server(&db.url);
     {
         let log = server.log.lock().unwrap();
         assert!(
-            log.iter().any(|l| l.contains("opened store") && l.contains("sqlite")),
+            log.iter().any(|l| l.contains("opened store") && l.contains(db.backend())),
             "startup names the store: {log:?}"
         );
     }
@@ -200,7 +201,7 @@ async fn sigterm_stops_cleanly_and_the_rest_is_scored_after_restart() {
     // The worker finished its batch and stopped (the reader takes the last lines after the exit).
     server.wait_for_line("worker stopped", Duration::from_secs(10));
 
-    let mut server = spawn_server(&db);
+    let mut server = spawn_server(&db.url);
     wait_drained(&client, &server.base).await;
     for lead in 0..10 {
         let detail = lead_detail(&client, &server.base, &format!("lead-{lead}")).await;
@@ -208,4 +209,5 @@ async fn sigterm_stops_cleanly_and_the_rest_is_scored_after_restart() {
     }
     server.child.kill().unwrap();
     server.child.wait().unwrap();
+    db.drop_now().await;
 }

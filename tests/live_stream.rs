@@ -2,75 +2,10 @@
 
 mod common;
 
+use common::sse::SseClient;
 use common::{event, TestServer};
 use serde_json::Value;
 use std::time::Duration;
-
-#[derive(Debug, Clone)]
-struct SseEvent {
-    event: String,
-    id: Option<String>,
-    data: String,
-}
-
-struct SseClient {
-    response: reqwest::Response,
-    buffer: String,
-}
-
-impl SseClient {
-    async fn connect(s: &TestServer, last_event_id: Option<&str>) -> Self {
-        let mut request = s.client.get(s.url("/api/stream"));
-        if let Some(id) = last_event_id {
-            request = request.header("Last-Event-ID", id);
-        }
-        let response = request.send().await.unwrap();
-        assert_eq!(response.status().as_u16(), 200);
-        assert_eq!(response.headers()["content-type"], "text/event-stream");
-        Self { response, buffer: String::new() }
-    }
-
-    /// The next event (comments skipped), waiting at most 10 s.
-    async fn next(&mut self) -> SseEvent {
-        loop {
-            if let Some(end) = self.buffer.find("\n\n") {
-                let block: String = self.buffer.drain(..end + 2).collect();
-                let mut e = SseEvent { event: "message".into(), id: None, data: String::new() };
-                let mut any = false;
-                for line in block.lines() {
-                    if let Some(v) = line.strip_prefix("event:") {
-                        e.event = v.trim().into();
-                        any = true;
-                    } else if let Some(v) = line.strip_prefix("id:") {
-                        e.id = Some(v.trim().into());
-                    } else if let Some(v) = line.strip_prefix("data:") {
-                        e.data.push_str(v.trim_start());
-                        any = true;
-                    }
-                }
-                if any {
-                    return e;
-                }
-                continue;
-            }
-            let chunk = tokio::time::timeout(Duration::from_secs(10), self.response.chunk())
-                .await
-                .expect("an SSE event within 10 s")
-                .unwrap()
-                .expect("stream still open");
-            self.buffer.push_str(std::str::from_utf8(&chunk).unwrap());
-        }
-    }
-
-    async fn next_of(&mut self, kind: &str) -> SseEvent {
-        loop {
-            let e = self.next().await;
-            if e.event == kind {
-                return e;
-            }
-        }
-    }
-}
 
 /// Reads `leadUpdated` frames until `lead` reaches `score`; returns the frames read.
 async fn until_score(sse: &mut SseClient, lead: &str, score: i64) -> Vec<Value> {
@@ -90,7 +25,7 @@ async fn until_score(sse: &mut SseClient, lead: &str, score: i64) -> Vec<Value> 
 #[tokio::test]
 async fn score_changes_arrive_coalesced_per_lead() {
     let s = TestServer::start().await;
-    let mut sse = SseClient::connect(&s, None).await;
+    let mut sse = SseClient::connect(&s.client, &s.url("/api/stream"), None).await;
     let ready = sse.next_of("ready").await;
     assert!(ready.id.as_deref().unwrap().ends_with("-0"));
 
@@ -123,17 +58,17 @@ async fn score_changes_arrive_coalesced_per_lead() {
 #[tokio::test]
 async fn a_reconnecting_client_resumes_from_last_event_id() {
     let s = TestServer::start().await;
-    let mut first = SseClient::connect(&s, None).await;
+    let mut first = SseClient::connect(&s.client, &s.url("/api/stream"), None).await;
     assert_eq!(s.post("/api/events", &event("r1", "lead", "Email Open")).await.0, 202);
     let seen = first.next_of("leadUpdated").await;
     drop(first); // the browser loses its connection
 
     // Another client stays connected: once it has the next frame, that frame is published.
-    let mut witness = SseClient::connect(&s, None).await;
+    let mut witness = SseClient::connect(&s.client, &s.url("/api/stream"), None).await;
     assert_eq!(s.post("/api/events", &event("r2", "lead", "Purchase")).await.0, 202);
     until_score(&mut witness, "lead", 110).await;
 
-    let mut again = SseClient::connect(&s, seen.id.as_deref()).await;
+    let mut again = SseClient::connect(&s.client, &s.url("/api/stream"), seen.id.as_deref()).await;
     let replayed = again.next().await;
     assert_eq!(replayed.event, "leadUpdated", "the missed frame comes first");
     let updates: Value = serde_json::from_str(&replayed.data).unwrap();
@@ -142,7 +77,7 @@ async fn a_reconnecting_client_resumes_from_last_event_id() {
     assert_eq!(again.next().await.event, "ready");
 
     // An id from another server run cannot be resumed: the client must reload its data.
-    let mut stale = SseClient::connect(&s, Some("oldrun-12")).await;
+    let mut stale = SseClient::connect(&s.client, &s.url("/api/stream"), Some("oldrun-12")).await;
     assert_eq!(stale.next().await.event, "reload");
     s.stop().await;
 }
@@ -150,7 +85,7 @@ async fn a_reconnecting_client_resumes_from_last_event_id() {
 #[tokio::test]
 async fn graceful_shutdown_closes_open_streams() {
     let s = TestServer::start().await;
-    let mut sse = SseClient::connect(&s, None).await;
+    let mut sse = SseClient::connect(&s.client, &s.url("/api/stream"), None).await;
     sse.next_of("ready").await;
     tokio::time::timeout(Duration::from_secs(10), s.stop()).await.expect("shutdown does not wait for SSE clients");
 }

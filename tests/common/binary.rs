@@ -18,9 +18,14 @@ impl Binary {
     /// Starts the binary on the SQLite file `db` with `env` on top of a clean environment
     /// (no `API_KEYS`, no `AUTH`), and waits (bounded) until it listens.
     pub fn start(db: &Path, env: &[(&str, &str)]) -> Self {
+        Self::start_on(&format!("sqlite://{}", db.display()), env)
+    }
+
+    /// Like `start`, on any `DATABASE_URL` (a MongoDB URI, say).
+    pub fn start_on(database_url: &str, env: &[(&str, &str)]) -> Self {
         let mut command = Command::new(env!("CARGO_BIN_EXE_leadscore"));
         command
-            .env("DATABASE_URL", format!("sqlite://{}", db.display()))
+            .env("DATABASE_URL", database_url)
             .env("PORT", "0")
             .env("HOST", "127.0.0.1")
             .env("LEPTOS_OUTPUT_NAME", "leadscore")

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod binary;
+pub mod sse;
 
 use leadscore::server::config::{Config, Database, FileConfig};
 use leadscore::server::http::{launch, Running};
@@ -33,16 +34,26 @@ pub fn test_config(dir: &std::path::Path) -> Config {
 
 /// With `LEADSCORE_TEST_BACKEND=mongodb`, HTTP tests run on a fresh database at
 /// `MONGODB_TEST_URI` (scripts/test.sh does this when the URI is set).
+pub fn on_mongo() -> bool {
+    std::env::var("LEADSCORE_TEST_BACKEND").is_ok_and(|b| b == "mongodb")
+}
+
 fn mongo_backend() -> Option<(String, String)> {
-    if std::env::var("LEADSCORE_TEST_BACKEND").ok()? != "mongodb" {
+    if !on_mongo() {
         return None;
     }
     let uri = std::env::var("MONGODB_TEST_URI").expect("LEADSCORE_TEST_BACKEND=mongodb needs MONGODB_TEST_URI");
+    Some(fresh_mongo_database(&uri, "http"))
+}
+
+/// A URI for a new database `leadscore_<purpose>_<pid>_<n>` on the server at `uri`, and its
+/// name (to drop it afterwards).
+pub fn fresh_mongo_database(uri: &str, purpose: &str) -> (String, String) {
     static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let name = format!("leadscore_http_{}_{n}", std::process::id());
+    let name = format!("leadscore_{purpose}_{}_{n}", std::process::id());
     // mongodb://host[:port][/db][?options] → same with /<name>
-    let (base, query) = uri.split_once('?').map_or((uri.as_str(), None), |(b, q)| (b, Some(q)));
+    let (base, query) = uri.split_once('?').map_or((uri, None), |(b, q)| (b, Some(q)));
     let scheme_end = base.find("://").map_or(0, |i| i + 3);
     let hosts_end = base[scheme_end..].find('/').map_or(base.len(), |i| scheme_end + i);
     // Credentials authenticate against the URI's database (or admin): keep that source.
@@ -54,7 +65,45 @@ fn mongo_backend() -> Option<(String, String)> {
     }
     let with_db =
         format!("{}/{name}{}", &base[..hosts_end], if query.is_empty() { String::new() } else { format!("?{query}") });
-    Some((with_db, name))
+    (with_db, name)
+}
+
+/// Drops a database `fresh_mongo_database` named.
+pub async fn drop_mongo_database(uri: &str, name: &str) {
+    let store = leadscore::service::store::mongo::MongoStore::connect_to(uri, Some(name)).await.unwrap();
+    store.drop_database().await.unwrap();
+}
+
+/// A fresh database for one test: a SQLite file in `dir`, or a MongoDB database (dropped by
+/// `TestDatabase::drop_now`).
+pub struct TestDatabase {
+    pub url: String,
+    mongo: Option<(String, String)>,
+}
+
+impl TestDatabase {
+    pub fn new(dir: &std::path::Path, purpose: &str) -> Self {
+        if on_mongo() {
+            let uri = std::env::var("MONGODB_TEST_URI").expect("LEADSCORE_TEST_BACKEND=mongodb needs MONGODB_TEST_URI");
+            let (url, name) = fresh_mongo_database(&uri, purpose);
+            return Self { url: url.clone(), mongo: Some((url, name)) };
+        }
+        Self { url: format!("sqlite://{}", dir.join(format!("{purpose}.db")).display()), mongo: None }
+    }
+
+    pub fn backend(&self) -> &'static str {
+        if self.mongo.is_some() {
+            "mongodb"
+        } else {
+            "sqlite"
+        }
+    }
+
+    pub async fn drop_now(self) {
+        if let Some((uri, name)) = self.mongo {
+            drop_mongo_database(&uri, &name).await;
+        }
+    }
 }
 
 impl TestServer {
@@ -131,8 +180,7 @@ impl TestServer {
             r.stop().await;
         }
         if let Some((uri, name)) = self.mongo_database.take() {
-            let store = leadscore::service::store::mongo::MongoStore::connect_to(&uri, Some(&name)).await.unwrap();
-            store.drop_database().await.unwrap();
+            drop_mongo_database(&uri, &name).await;
         }
     }
 }
