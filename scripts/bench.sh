@@ -3,9 +3,20 @@
 # runs on 127.0.0.1 with a throw-away database and the rate limit off.
 #   scripts/bench.sh              full size (1M-event ingest, 1M leads / 5M events, 1,000 stream clients)
 #   BENCH_SCALE=0.1 scripts/bench.sh   a quicker run at a tenth of the sizes
+#   scripts/bench.sh --store mongodb   ingest and query figures on MongoDB (its own section of
+#       BENCHMARKS.md): on BENCH_MONGODB_URI (a real server: mongodb://host[:port]; it creates
+#       and drops leadscore_bench_* databases), else on the nx-27017 stand-in started here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
+STORE=sqlite
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --store) STORE="$2"; shift 2 ;;
+    *) echo "usage: scripts/bench.sh [--store sqlite|mongodb]" >&2; exit 2 ;;
+  esac
+done
+case "$STORE" in sqlite|mongodb) ;; *) echo "--store is sqlite or mongodb" >&2; exit 2 ;; esac
 SCALE="${BENCH_SCALE:-1}"
 scaled() { python3 -c "import sys; print(max(1, int($1 * float(sys.argv[1]))))" "$SCALE"; }
 step() { printf '\n\033[1;36m==> %s\033[0m\n' "$*" >&2; }
@@ -23,8 +34,10 @@ URL="http://127.0.0.1:$PORT"
 # Access control stays on, as deployed: the load generator sends an all-scopes key.
 BENCH_KEY="bench-key-$RANDOM$RANDOM"
 
+# $1: a SQLite file, or a full database URL.
 start_server() {
-  API_KEYS="$BENCH_KEY" RATE_LIMIT_PER_SECOND=0 DATABASE_URL="sqlite://$1" HOST=127.0.0.1 PORT=$PORT LEPTOS_OUTPUT_NAME=leadscore \
+  local url="$1"; case "$url" in *://*) ;; *) url="sqlite://$1" ;; esac
+  API_KEYS="$BENCH_KEY" RATE_LIMIT_PER_SECOND=0 DATABASE_URL="$url" HOST=127.0.0.1 PORT=$PORT LEPTOS_OUTPUT_NAME=leadscore \
     RUST_LOG=warn "$SERVER" >"$WORK/server.log" 2>&1 &
   SERVER_PID=$!
   for _ in $(seq 1 300); do
@@ -39,6 +52,11 @@ stop_server() {
   echo "$rss"
   kill -TERM "$SERVER_PID"; wait "$SERVER_PID" || true
 }
+
+if [ "$STORE" = mongodb ]; then
+  . scripts/bench-mongodb.sh
+  exit 0
+fi
 
 EVENTS=$(scaled 1000000)
 step "1. Raw store ceiling: $EVENTS events through the Store API, the worker's batch size"
@@ -124,12 +142,14 @@ out = [
     f"6. **Peak RSS of the server**: {mb(peak):.0f} MB overall; {mb(big_rss):.0f} MB serving {pop['leads']:,} leads; "
     f"{mb(bulk_rss):.0f} MB in (2), {mb(single_rss):.0f} MB in (3), {mb(stream_rss):.0f} MB in (5).", "",
 ]
-# The hand-written "## Notes" section (analysis of the figures) survives a rerun.
+# The MongoDB section (scripts/bench.sh --store mongodb) and the hand-written "## Notes"
+# (analysis of the figures) survive a rerun.
 notes = ""
 if os.path.exists("BENCHMARKS.md"):
     previous = open("BENCHMARKS.md").read()
-    if "\n## Notes" in previous:
-        notes = previous[previous.index("\n## Notes") + 1:]
+    kept = [previous.index(h) for h in ("\n## MongoDB", "\n## Notes") if h in previous]
+    if kept:
+        notes = previous[min(kept) + 1:]
 open("BENCHMARKS.md", "w").write("\n".join(out) + ("\n" + notes if notes else ""))
 print("\n".join(out))
 PY

@@ -8,19 +8,24 @@
 //! leadscore-load bulk     [--events 1000000] [--batch 5000] [--concurrency 4] [--random-ids]
 //! leadscore-load stream   [--clients 1000] [--rate 20000] [--duration 10] [--leads 10000]
 //! leadscore-load query    [--requests 2000] [--concurrency 8] [--leads 1000000]
-//! leadscore-load store-ceiling [--events 1000000] [--batch 20000]     (no server: Store API)
-//! leadscore-load populate --db FILE [--leads 1000000] [--events 5000000] (no server)
+//! leadscore-load store-ceiling [--events 1000000] [--batch 20000] [--database-url URL]  (no server: Store API)
+//! leadscore-load populate (--db FILE | --database-url URL) [--leads 1000000] [--events 5000000] (no server)
+//! leadscore-load drop-database --database-url mongodb://…/leadscore_bench…  (clean up after a MongoDB run)
 //! common: --url URL  --api-key KEY  --json (print a JSON summary line last)
 //! --random-ids: random 104-bit event ids (like UUIDv4) instead of counters, so the unique
 //! eventId index takes inserts at random places rather than at a few growing ends.
+//! --database-url: sqlite://FILE or mongodb://HOST/DB (a throw-away database); on MongoDB the
+//! store ceiling also reports the commands sent per scored event (round trips).
 //! ```
 
 use futures::StreamExt;
 use leadscore::domain::scoring::{default_rules, RuleBook};
 use leadscore::domain::NewEvent;
 use leadscore::server::config::WorkerSection;
+use leadscore::server::config::Database;
+use leadscore::service::store::mongo::MongoStore;
 use leadscore::service::store::sqlite::SqliteStore;
-use leadscore::service::store::Store;
+use leadscore::service::store::{DynStore, Store};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap};
 use std::process::ExitCode;
@@ -54,6 +59,7 @@ fn main() -> ExitCode {
             "query" => query(&opts).await,
             "store-ceiling" => store_ceiling(&opts).await,
             "populate" => populate(&opts).await,
+            "drop-database" => drop_database(&opts).await,
             "help" | "--help" | "-h" => {
                 println!("{}", usage());
                 Ok(Value::Null)
@@ -76,7 +82,7 @@ fn main() -> ExitCode {
 }
 
 fn usage() -> &'static str {
-    "usage: leadscore-load <simulate|single|bulk|stream|query|store-ceiling|populate> [--option value]…\n\
+    "usage: leadscore-load <simulate|single|bulk|stream|query|store-ceiling|populate|drop-database> [--option value]…\n\
      see the top of src/bin/leadscore-load.rs or README.md (Benchmarks) for the options"
 }
 
@@ -592,6 +598,23 @@ fn synthetic(i: u64, lead: usize, event_type: &str) -> NewEvent {
     }
 }
 
+/// A store for the Store-API modes: `--database-url`, else a SQLite file at `default_file`.
+/// A MongoDB store comes back twice: as the store, and to read its command counter.
+async fn open_store(o: &Opts, default_file: std::path::PathBuf) -> Result<(DynStore, Option<Arc<MongoStore>>), String> {
+    let database = match o.0.get("database-url") {
+        Some(url) => Database::parse(url)?,
+        None => Database::Sqlite(default_file),
+    };
+    match database {
+        Database::Sqlite(path) => Ok((Arc::new(SqliteStore::open(path).map_err(|e| e.to_string())?), None)),
+        Database::Mongo(uri) => {
+            let store = Arc::new(MongoStore::connect(&uri).await.map_err(|e| e.to_string())?);
+            store.prepare().await.map_err(|e| e.to_string())?;
+            Ok((store.clone(), Some(store)))
+        }
+    }
+}
+
 /// Inserts `events` through the Store API, then scores them the way the worker does, with
 /// the worker's batch size: the ceiling the HTTP path is measured against.
 async fn store_ceiling(o: &Opts) -> Result<Value, String> {
@@ -601,38 +624,56 @@ async fn store_ceiling(o: &Opts) -> Result<Value, String> {
         o.get("leads", 100_000usize),
     );
     let dir = tempfile_dir()?;
-    let store = SqliteStore::open(dir.join("ceiling.db")).map_err(|e| e.to_string())?;
-    let (inserted, scored) = fill(&store, events, leads, 5000, batch, "ceiling").await?;
+    let (store, mongo) = open_store(o, dir.join("ceiling.db")).await?;
+    let (inserted, scored, commands) = fill(store.as_ref(), mongo.as_deref(), events, leads, 5000, batch, "ceiling").await?;
     let total = inserted + scored;
     let summary = json!({
-        "mode": "store-ceiling", "events": events, "worker_batch": batch,
+        "mode": "store-ceiling", "backend": store.backend(), "events": events, "worker_batch": batch,
         "insert_per_s": events as f64 / inserted, "apply_per_s": events as f64 / scored,
         "end_to_end_per_s": events as f64 / total,
+        "scoring_commands_per_event": commands.map(|c| c as f64 / events as f64),
     });
     let _ = std::fs::remove_dir_all(&dir);
     eprintln!("{}", serde_json::to_string_pretty(&summary).unwrap_or_default());
     Ok(summary)
 }
 
-/// Fills a database file for the query benchmark: every lead gets at least one event.
+/// Fills a database for the query benchmark: every lead gets at least one event.
 async fn populate(o: &Opts) -> Result<Value, String> {
-    let db = o.0.get("db").ok_or("populate needs --db FILE")?;
+    let file = o.0.get("db").map(std::path::PathBuf::from);
+    if file.is_none() && !o.flag("database-url") {
+        return Err("populate needs --db FILE or --database-url URL".into());
+    }
     let (leads, events) = (o.get("leads", 1_000_000usize), o.get("events", 5_000_000u64));
-    let store = SqliteStore::open(db).map_err(|e| e.to_string())?;
-    let (inserted, scored) =
-        fill(&store, events, leads, 20000, WorkerSection::default().batch_size, "populate").await?;
+    let (store, mongo) = open_store(o, file.unwrap_or_default()).await?;
+    let (inserted, scored, _) =
+        fill(store.as_ref(), mongo.as_deref(), events, leads, 20000, WorkerSection::default().batch_size, "populate")
+            .await?;
     Ok(json!({"mode": "populate", "leads": leads, "events": events, "insert_s": inserted, "apply_s": scored}))
 }
 
-/// Inserts then applies `events` spread over `leads`; returns (insert seconds, apply seconds).
+/// Drops a benchmark database on MongoDB (only one whose name starts with `leadscore_bench`).
+async fn drop_database(o: &Opts) -> Result<Value, String> {
+    let url = o.0.get("database-url").ok_or("drop-database needs --database-url")?;
+    let store = MongoStore::connect(url).await.map_err(|e| e.to_string())?;
+    if !store.location().rsplit(" / ").next().is_some_and(|db| db.starts_with("leadscore_bench")) {
+        return Err(format!("refusing to drop {}: not a leadscore_bench database", store.location()));
+    }
+    store.drop_database().await.map_err(|e| e.to_string())?;
+    Ok(json!({"mode": "drop-database", "dropped": store.location()}))
+}
+
+/// Inserts then applies `events` spread over `leads`; returns insert seconds, apply seconds,
+/// and on MongoDB the commands the scoring sent (queue reads and `apply`).
 async fn fill(
-    store: &SqliteStore,
+    store: &dyn Store,
+    mongo: Option<&MongoStore>,
     events: u64,
     leads: usize,
     insert_batch: usize,
     apply_batch: usize,
     label: &'static str,
-) -> Result<(f64, f64), String> {
+) -> Result<(f64, f64, Option<u64>), String> {
     store.seed_rules(default_rules(), 0).await.map_err(|e| e.to_string())?;
     let rules = RuleBook::new(&store.rules().await.map_err(|e| e.to_string())?);
     let mut gen = Gen::new(3, leads, false);
@@ -655,6 +696,7 @@ async fn fill(
     }
     let inserted = start.elapsed().as_secs_f64();
     let start = Instant::now();
+    let commands_before = mongo.map(MongoStore::commands_sent);
     loop {
         let batch = store.unprocessed(apply_batch).await.map_err(|e| e.to_string())?;
         if batch.is_empty() {
@@ -665,9 +707,10 @@ async fn fill(
         done.fetch_add(n, Ordering::Relaxed);
     }
     let scored = start.elapsed().as_secs_f64();
+    let commands = mongo.zip(commands_before).map(|(m, before)| m.commands_sent() - before);
     stop.store(true, Ordering::Relaxed);
     let _ = bar.await;
-    Ok((inserted, scored))
+    Ok((inserted, scored, commands))
 }
 
 fn tempfile_dir() -> Result<std::path::PathBuf, String> {

@@ -1,9 +1,12 @@
 //! The MongoDB store, through the official `mongodb` driver: the production backend.
 //!
-//! Collections are the old app's — `leads` (`_id` = lead id), `events`, `scorehistories`,
-//! `scoringrules` — plus `counters` for the ingest sequence. Every filter, update and index
-//! this store sends is built by a function in [`docs`], unit-tested to the document; the
-//! account collections (`users`, `sessions`, `api_keys`, `audit_log`) live in `accounts`.
+//! Collections are the old app's — `leads` (`_id` = lead id), `events` (`_id` = `seq`, the
+//! ingest sequence), `scorehistories` (`_id` = event id), `scoringrules` — plus `counters`
+//! (the ingest sequence and the feed positions). Leads also carry `apply`'s bookkeeping
+//! (`leaseToken`, `leaseUntil`, `lastBatch`), which readers never fetch. Every filter,
+//! update and index this store sends is built by a function in [`docs`], unit-tested to the
+//! document; the account collections (`users`, `sessions`, `api_keys`, `audit_log`) live in
+//! `accounts`.
 //!
 //! `apply` keeps every event exactly once without transactions, in a fixed number of round
 //! trips per batch (`apply.rs`); several server processes may share one database, and each
