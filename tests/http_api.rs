@@ -302,6 +302,42 @@ async fn health_reports_store_worker_and_queue() {
 }
 
 #[tokio::test]
+async fn health_is_503_with_the_reason_while_every_scoring_step_fails() {
+    let s = TestServer::start().await;
+    s.drained().await;
+    // A rule the store cannot read stops every scoring step (the rules price each batch).
+    s.overwrite_rule_points("Page View", "lots").await;
+    assert_eq!(s.post("/api/events", &event("stuck", "l", "Page View")).await.0, 202);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let h = loop {
+        let (status, h) = s.get("/api/health").await;
+        if status == 503 {
+            break h;
+        }
+        assert!(std::time::Instant::now() < deadline, "health kept saying ok: {h}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(h["status"], "unavailable");
+    assert_eq!(h["worker"]["alive"], false);
+    assert_eq!(h["store"]["reachable"], true, "reads work; scoring does not");
+    assert!(h["worker"]["consecutiveFailures"].as_u64().unwrap() >= 3, "{h}");
+    assert!(!h["worker"]["lastError"].as_str().unwrap_or("").is_empty(), "says why: {h}");
+    assert_eq!(h["queue"]["depth"], 1);
+
+    // Repaired, scoring resumes by itself and health is ok again.
+    s.overwrite_rule_points("Page View", "7").await;
+    s.drained().await;
+    let (_, lead) = s.get("/api/leads/l").await;
+    assert_eq!(lead["lead"]["score"], 7);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while s.get("/api/health").await.0 != 200 {
+        assert!(std::time::Instant::now() < deadline, "health did not recover");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    s.stop().await;
+}
+
+#[tokio::test]
 async fn health_is_503_while_no_worker_is_running() {
     use leadscore::server::http::{router, AppState};
     use leadscore::service::store::sqlite::SqliteStore;

@@ -21,8 +21,8 @@
 use futures::StreamExt;
 use leadscore::domain::scoring::{default_rules, RuleBook};
 use leadscore::domain::NewEvent;
-use leadscore::server::config::WorkerSection;
 use leadscore::server::config::Database;
+use leadscore::server::config::WorkerSection;
 use leadscore::service::store::mongo::MongoStore;
 use leadscore::service::store::sqlite::SqliteStore;
 use leadscore::service::store::{DynStore, Store};
@@ -625,7 +625,8 @@ async fn store_ceiling(o: &Opts) -> Result<Value, String> {
     );
     let dir = tempfile_dir()?;
     let (store, mongo) = open_store(o, dir.join("ceiling.db")).await?;
-    let (inserted, scored, commands) = fill(store.as_ref(), mongo.as_deref(), events, leads, 5000, batch, "ceiling").await?;
+    let (inserted, scored, commands) =
+        fill(store.as_ref(), mongo.as_deref(), events, leads, 5000, batch, "ceiling").await?;
     let total = inserted + scored;
     let summary = json!({
         "mode": "store-ceiling", "backend": store.backend(), "events": events, "worker_batch": batch,

@@ -238,7 +238,7 @@ pub async fn launch(config: Config, leptos_options: LeptosOptions, listener: Tcp
     let (shutdown, shutdown_rx) = watch::channel(false);
     tokio::spawn(purge_expired_sessions(store.clone(), shutdown_rx.clone()));
 
-    let (wake, updates, heartbeat) = service.worker_handles();
+    let (wake, updates, state) = service.worker_handles();
     // A store several instances share feeds every instance's stream from the database.
     let publish = if store.shared_feed().is_some() {
         let tailer = Arc::new(Notify::new());
@@ -252,7 +252,7 @@ pub async fn launch(config: Config, leptos_options: LeptosOptions, listener: Tcp
         store,
         wake,
         publish,
-        heartbeat,
+        state,
         batch_size: config.worker_batch_size,
         idle_poll: Duration::from_millis(config.worker_idle_poll_ms),
         linger: Duration::from_millis(config.worker_linger_ms),

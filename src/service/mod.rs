@@ -13,6 +13,7 @@ pub mod worker;
 
 use self::accounts::Actor;
 use self::store::{DynStore, InsertOutcome, NewAuditEntry, StoreError};
+use self::worker::WorkerState;
 use crate::domain::error::ApiError;
 use crate::domain::query::{DetailPage, LeadQuery};
 use crate::domain::time::Millis;
@@ -23,7 +24,6 @@ use crate::domain::{
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use tokio::sync::{broadcast, Notify};
 
@@ -32,8 +32,6 @@ pub type UpdateBatch = Arc<[ScoreChange]>;
 
 /// How many update batches a slow subscriber may lag before it is told it missed some.
 const UPDATE_CHANNEL_CAPACITY: usize = 1024;
-/// The worker counts as alive while its heartbeat is younger than this.
-const WORKER_STALE_MS: Millis = 15_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
@@ -138,8 +136,14 @@ pub struct StoreHealth {
 #[derive(Clone, Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct WorkerHealth {
+    /// Its last step succeeded recently, and its steps are not failing.
     pub alive: bool,
+    /// Since its last successful step.
     pub last_heartbeat_ms_ago: Option<Millis>,
+    pub consecutive_failures: u32,
+    /// Why its steps fail, while they do.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -153,7 +157,7 @@ pub struct Service {
     store: DynStore,
     wake_worker: Arc<Notify>,
     updates: broadcast::Sender<UpdateBatch>,
-    worker_heartbeat: Arc<AtomicI64>,
+    worker_state: Arc<WorkerState>,
     batch_limits: BatchLimits,
 }
 
@@ -167,7 +171,7 @@ impl Service {
             store,
             wake_worker: Arc::new(Notify::new()),
             updates: broadcast::channel(UPDATE_CHANNEL_CAPACITY).0,
-            worker_heartbeat: Arc::new(AtomicI64::new(0)),
+            worker_state: Arc::new(WorkerState::default()),
             batch_limits,
         }
     }
@@ -176,9 +180,9 @@ impl Service {
         &self.store
     }
 
-    /// Handles the worker needs: its wake-up signal, the update channel and its heartbeat.
-    pub fn worker_handles(&self) -> (Arc<Notify>, broadcast::Sender<UpdateBatch>, Arc<AtomicI64>) {
-        (self.wake_worker.clone(), self.updates.clone(), self.worker_heartbeat.clone())
+    /// Handles the worker needs: its wake-up signal, the update channel and its health state.
+    pub fn worker_handles(&self) -> (Arc<Notify>, broadcast::Sender<UpdateBatch>, Arc<WorkerState>) {
+        (self.wake_worker.clone(), self.updates.clone(), self.worker_state.clone())
     }
 
     /// Live score changes, batch by batch as the worker applies them.
@@ -313,13 +317,11 @@ impl Service {
             ),
             Err(e) => (false, Some(e.to_string()), QueueHealth { depth: None, oldest_unprocessed_age_ms: None }),
         };
-        let beat = self.worker_heartbeat.load(Ordering::Relaxed);
-        let ago = (beat > 0).then(|| (now - beat).max(0));
-        let alive = ago.is_some_and(|a| a < WORKER_STALE_MS);
+        let worker = self.worker_state.health(now);
         Health {
-            status: if reachable && alive { "ok" } else { "unavailable" },
+            status: if reachable && worker.alive { "ok" } else { "unavailable" },
             store: StoreHealth { backend: self.store.backend(), reachable, error },
-            worker: WorkerHealth { alive, last_heartbeat_ms_ago: ago },
+            worker,
             queue,
         }
     }

@@ -10,10 +10,11 @@
 //! scored in fewer, larger transactions. A backlog is drained back to back.
 
 use super::store::DynStore;
-use super::{now_ms, UpdateBatch};
+use super::{now_ms, UpdateBatch, WorkerHealth};
 use crate::domain::scoring::RuleBook;
-use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::Arc;
+use crate::domain::time::Millis;
+use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{broadcast, watch, Notify};
 
@@ -26,11 +27,52 @@ pub enum Publish {
     Feed(Arc<Notify>),
 }
 
+/// A worker whose last successful step is older than this is reported dead (the idle poll,
+/// 1 s by default, bounds the interval between steps).
+const STALE_AFTER_MS: Millis = 15_000;
+/// Steps failing in a row before health reports the worker as failing (a single transient
+/// failure does not make health flap).
+const FAILING_AFTER: u32 = 3;
+
+/// What `/api/health` learns from the worker: only successful steps count as signs of life,
+/// so a worker whose every step fails is reported, with the reason.
+#[derive(Debug, Default)]
+pub struct WorkerState {
+    last_success: AtomicI64,
+    failures: AtomicU32,
+    last_error: Mutex<Option<String>>,
+}
+
+impl WorkerState {
+    fn succeeded(&self, now: Millis) {
+        self.last_success.store(now, Ordering::Relaxed);
+        self.failures.store(0, Ordering::Relaxed);
+    }
+
+    fn failed(&self, error: String) {
+        self.failures.fetch_add(1, Ordering::Relaxed);
+        *self.last_error.lock().unwrap() = Some(error);
+    }
+
+    pub fn health(&self, now: Millis) -> WorkerHealth {
+        let beat = self.last_success.load(Ordering::Relaxed);
+        let ago = (beat > 0).then(|| (now - beat).max(0));
+        let failures = self.failures.load(Ordering::Relaxed);
+        let error = (failures > 0).then(|| self.last_error.lock().unwrap().clone()).flatten();
+        WorkerHealth {
+            alive: ago.is_some_and(|a| a < STALE_AFTER_MS) && failures < FAILING_AFTER,
+            last_heartbeat_ms_ago: ago,
+            consecutive_failures: failures,
+            last_error: error,
+        }
+    }
+}
+
 pub struct Worker {
     pub store: DynStore,
     pub wake: Arc<Notify>,
     pub publish: Publish,
-    pub heartbeat: Arc<AtomicI64>,
+    pub state: Arc<WorkerState>,
     pub batch_size: usize,
     /// How long to sleep when idle and not woken; bounds the heartbeat interval too.
     pub idle_poll: Duration,
@@ -44,11 +86,15 @@ impl Worker {
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         let mut failures = 0u32;
         loop {
-            self.heartbeat.store(now_ms(), Ordering::Relaxed);
             if *shutdown.borrow() {
                 break;
             }
-            let pause = match self.step().await {
+            let outcome = self.step().await;
+            match &outcome {
+                Ok(_) => self.state.succeeded(now_ms()),
+                Err(e) => self.state.failed(e.to_string()),
+            }
+            let pause = match outcome {
                 Ok(Step { applied, taken }) if applied > 0 => {
                     failures = 0;
                     if let Some(linger) = linger_after(taken, self.batch_size, self.linger) {
@@ -120,6 +166,26 @@ fn linger_after(taken: usize, batch_size: usize, linger: Duration) -> Option<Dur
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn health_counts_only_successful_steps() {
+        let state = WorkerState::default();
+        assert!(!state.health(1_000).alive, "no step yet");
+        state.succeeded(1_000);
+        assert!(state.health(1_000 + STALE_AFTER_MS - 1).alive);
+        assert!(!state.health(1_000 + STALE_AFTER_MS).alive, "no successful step for too long");
+        for n in 1..FAILING_AFTER {
+            state.failed(format!("boom {n}"));
+            assert!(state.health(1_001).alive, "{n} failures in a row are tolerated");
+        }
+        state.failed("rule unreadable".into());
+        let h = state.health(1_001);
+        assert!(!h.alive);
+        assert_eq!((h.consecutive_failures, h.last_error.as_deref()), (FAILING_AFTER, Some("rule unreadable")));
+        state.succeeded(2_000);
+        let h = state.health(2_000);
+        assert!(h.alive && h.last_error.is_none() && h.consecutive_failures == 0, "{h:?}");
+    }
 
     #[test]
     fn lingers_only_after_a_small_batch() {

@@ -18,6 +18,7 @@ use crate::domain::{HistoryEntry, Lead, NewEvent, Rule, RuleInput, ScoreChange, 
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use tokio::sync::oneshot;
 
@@ -164,6 +165,9 @@ type Reply = Box<dyn FnOnce(Result<(), String>) + Send>;
 pub struct SqliteStore {
     path: PathBuf,
     writer: Mutex<Option<mpsc::Sender<Job>>>,
+    /// Cleared when the writer thread ends for any reason, a panic included: reads would
+    /// still work, so health must ask.
+    writer_alive: Arc<AtomicBool>,
     readers: Arc<ReaderPool>,
 }
 
@@ -187,11 +191,17 @@ impl SqliteStore {
         prepare_schema(&mut conn).map_err(|e| unavailable(&path, e))?;
 
         let (tx, rx) = mpsc::channel::<Job>();
+        let writer_alive = Arc::new(AtomicBool::new(true));
+        let alive = AliveWhileHeld(writer_alive.clone());
         std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || writer_loop(conn, rx))
+            .spawn(move || {
+                let _alive = alive;
+                writer_loop(conn, rx)
+            })
             .map_err(|e| StoreError::Internal(e.to_string()))?;
         Ok(Self {
+            writer_alive,
             readers: Arc::new(ReaderPool { path: path.clone(), idle: Mutex::new(Vec::new()) }),
             path,
             writer: Mutex::new(Some(tx)),
@@ -278,6 +288,16 @@ fn prepare_schema(conn: &mut Connection) -> Result<(), String> {
 
 fn unavailable(path: &Path, e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(format!("cannot open {}: {e}", path.display()))
+}
+
+/// Clears its flag when dropped, which a thread's locals are even when it panics.
+struct AliveWhileHeld(Arc<AtomicBool>);
+
+impl Drop for AliveWhileHeld {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Relaxed);
+        tracing::error!("sqlite: the writer thread stopped; writes fail until a restart");
+    }
 }
 
 fn writer_loop(conn: Connection, jobs: mpsc::Receiver<Job>) {
@@ -504,6 +524,9 @@ impl Store for SqliteStore {
     }
 
     async fn queue_stats(&self) -> StoreResult<QueueStats> {
+        if !self.writer_alive.load(Ordering::Relaxed) {
+            return Err(StoreError::Unavailable("sqlite writer thread stopped".into()));
+        }
         self.read(|c| {
             c.query_row("SELECT count(*), min(received_at) FROM events WHERE processed = 0", [], |r| {
                 Ok(QueueStats { depth: r.get::<_, i64>(0)? as u64, oldest_received_at: r.get(1)? })
@@ -749,6 +772,27 @@ mod tests {
         assert!(plan.contains("history_by_lead"), "{plan}");
         assert!(plan.contains("SEARCH score_history USING COVERING INDEX history_by_lead"), "{plan}");
         assert!(!plan.lines().any(|l| l == "SCAN events" || l == "SCAN score_history"), "no full scan:\n{plan}");
+    }
+}
+
+#[cfg(test)]
+mod writer_health {
+    use super::*;
+
+    #[test]
+    fn a_writer_thread_that_died_makes_the_store_unavailable_not_silently_read_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path().join("dead.db")).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        assert!(rt.block_on(store.queue_stats()).is_ok());
+        // A bug in a write job panics on the writer thread.
+        let outcome = rt.block_on(store.write(|_| -> rusqlite::Result<()> { panic!("a bug in a write job") }));
+        assert!(matches!(outcome, Err(StoreError::Unavailable(_))), "{outcome:?}");
+        let health = rt.block_on(store.queue_stats());
+        assert!(
+            matches!(&health, Err(StoreError::Unavailable(m)) if m.contains("writer thread stopped")),
+            "reads still work, but health must not say ok: {health:?}"
+        );
     }
 }
 
