@@ -6,6 +6,7 @@
 
 pub mod access;
 pub mod error;
+pub mod intake;
 pub mod live;
 pub mod model;
 pub mod query;
