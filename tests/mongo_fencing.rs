@@ -36,6 +36,8 @@ fn main() {
         a_live_lease_keeps_a_racing_worker_off_the_lead,
         a_batch_costs_at_most_one_round_trip_per_event,
         the_feed_numbers_every_change_once_in_order,
+        a_worker_stalled_after_adding_its_batch_changes_nothing_when_it_resumes,
+        a_worker_fenced_out_of_some_leads_applies_the_others,
     ];
     let missing = uri.is_none();
     let trials = cases
@@ -160,10 +162,11 @@ async fn a_crash_after_any_step_is_finished_by_the_next_worker_exactly_once(stor
         assert!(!early.iter().any(|c| leased(&c)), "{point:?}: applied under a live lease: {early:?}");
         // ...once it has expired, the next worker finishes the batch.
         drain(&store, now + LEASE_MS + 1).await;
-        // Every event offered again: nothing counts twice.
-        let page = DetailPage { events_limit: 100, ..Default::default() };
-        let again =
-            RuleBook::new(&store.rules().await.unwrap()).score(&store.lead_events(&new_lead, &page).await.unwrap());
+        // Every event of both leads offered again: nothing counts twice.
+        let page = DetailPage { events_limit: 1_000, ..Default::default() };
+        let mut stored = store.lead_events(&new_lead, &page).await.unwrap();
+        stored.extend(store.lead_events("a", &page).await.unwrap());
+        let again = RuleBook::new(&store.rules().await.unwrap()).score(&stored);
         assert!(store.apply(again, now + 2 * LEASE_MS).await.unwrap().is_empty(), "{point:?}: applied again");
         let new_leads: Vec<NewEvent> = posted.into_iter().filter(|e| e.lead_id == new_lead).collect();
         assert_exact(&store, &new_leads).await;
@@ -246,7 +249,8 @@ async fn a_batch_costs_at_most_one_round_trip_per_event(store: Arc<MongoStore>) 
 
 /// Every applied change is in the feed once, numbered in the order it was recorded.
 async fn the_feed_numbers_every_change_once_in_order(store: Arc<MongoStore>) {
-    let head = store.head().await.unwrap();
+    let (written, reserved) = store.head().await.unwrap();
+    assert_eq!(written, reserved, "nothing in flight");
     let posted = events("f", 50, &["a", "f1"]);
     store.insert_events(posted.clone()).await.unwrap();
     let mut applied = Vec::new();
@@ -254,10 +258,63 @@ async fn the_feed_numbers_every_change_once_in_order(store: Arc<MongoStore>) {
         applied.extend(store.apply(chunk.to_vec(), T0).await.unwrap());
     }
     assert_eq!(applied.len(), 50);
-    let feed = store.range(head + 1, None, 1_000).await.unwrap();
+    let feed = store.within(&[(written + 1, i64::MAX)], 1_000).await.unwrap();
     let positions: Vec<i64> = feed.iter().map(|(p, _)| *p).collect();
-    assert_eq!(positions, (head + 1..=head + 50).collect::<Vec<_>>(), "one position per change, no gaps");
+    assert_eq!(positions, (written + 1..=written + 50).collect::<Vec<_>>(), "one position per change, no gaps");
     assert_eq!(feed.iter().map(|(_, c)| c.clone()).collect::<Vec<_>>(), applied, "in the order applied");
-    assert_eq!(store.head().await.unwrap(), head + 50);
-    assert_eq!(store.range(head + 11, Some(head + 13), 100).await.unwrap().len(), 2);
+    assert_eq!(store.head().await.unwrap(), (written + 50, written + 50));
+    let two_spans = store.within(&[(written + 11, written + 13), (written + 40, written + 41)], 100).await.unwrap();
+    assert_eq!(two_spans.iter().map(|(p, _)| *p - written).collect::<Vec<_>>(), [11, 12, 40]);
+    // A worker that reserved positions and died: they stay a gap, and the head says so.
+    expect_crash(
+        &store,
+        CrashPoint::Number,
+        {
+            store.insert_events(events("g", 3, &["g1"])).await.unwrap();
+            priced(&store, 1_000).await
+        },
+        T0,
+    )
+    .await;
+    assert_eq!(store.head().await.unwrap(), (written + 50, written + 53));
+}
+
+/// A worker stopped between adding its batch and recording it (SIGSTOP, a GC pause) past its
+/// lease: another worker finishes that batch and adds its own; the first one, resumed,
+/// writes the same records again and releases nothing.
+async fn a_worker_stalled_after_adding_its_batch_changes_nothing_when_it_resumes(store: Arc<MongoStore>) {
+    let first = events("p", 10, &["a", "p1"]);
+    store.insert_events(first.clone()).await.unwrap();
+    let (reached, resume) = store.pause_after(CrashPoint::Apply);
+    let stalled = {
+        let (store, batch) = (store.clone(), priced(&store, 1_000).await);
+        tokio::spawn(async move { store.apply(batch, T0).await })
+    };
+    reached.notified().await;
+    let second = events("q", 6, &["a", "p1"]);
+    store.insert_events(second.clone()).await.unwrap();
+    let b = store.apply(priced(&store, 1_000).await, T0 + LEASE_MS + 1).await.unwrap();
+    assert_eq!(b.len(), 6, "B adds only the new events (and finishes A's batch as recorded)");
+    resume.notify_one();
+    let a = stalled.await.unwrap().unwrap();
+    assert_eq!(a.len(), 10, "A's batch was added once, by A");
+    let posted: Vec<NewEvent> = first.into_iter().chain(second).collect();
+    assert_exact(&store, &posted).await;
+}
+
+/// A worker that lost only some of its leads applies the rest.
+async fn a_worker_fenced_out_of_some_leads_applies_the_others(store: Arc<MongoStore>) {
+    let posted = events("x", 12, &["x1", "x2", "x3"]);
+    store.insert_events(posted.clone()).await.unwrap();
+    let batch = priced(&store, 1_000).await;
+    let a = store.lease(batch.clone(), T0).await.unwrap();
+    // B takes over x2 only, after A's lease expired.
+    let x2: Vec<ScoredEvent> = batch.iter().filter(|e| e.lead_id == "x2").cloned().collect();
+    assert_eq!(store.apply(x2, T0 + LEASE_MS + 1).await.unwrap().len(), 4);
+    let applied = store.commit(a).await.unwrap();
+    let mut leads: Vec<&str> = applied.iter().map(|c| c.lead_id.as_str()).collect();
+    leads.dedup();
+    assert_eq!(leads, ["x1", "x3"], "x2 was not A's any more");
+    assert_eq!(applied.len(), 8);
+    assert_exact(&store, &posted).await;
 }

@@ -174,8 +174,26 @@ async fn three_instances(url: String) {
     drained(&a.base).await;
     let expected = PER_BATCH as i64 * BATCHES as i64 / LEADS as i64;
     let after_retries = scores(&a.base).await;
+    let client = keyed_client(KEY);
     for l in 0..LEADS {
-        assert_eq!(after_retries.get(&format!("lead-{l}")), Some(&(5 * expected)), "lead-{l}: scored exactly once");
+        let lead = format!("lead-{l}");
+        assert_eq!(after_retries.get(&lead), Some(&(5 * expected)), "{lead}: scored exactly once");
+        // A lost and a doubled event would cancel out in the score: check the count and the
+        // history too.
+        let url = format!("{}/api/leads/{lead}?historyLimit=500&eventsLimit=500", a.base);
+        let detail: Value = client.get(url).send().await.unwrap().json().await.unwrap();
+        assert_eq!(detail["lead"]["eventCount"], expected, "{lead}");
+        let history = detail["history"].as_array().unwrap();
+        let mut ids: Vec<&str> = history.iter().map(|h| h["eventId"].as_str().unwrap()).collect();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len() as i64, expected, "{lead}: one history entry per event");
+        let mut score = 0;
+        for h in history.iter().rev() {
+            assert_eq!(h["oldScore"], score, "{lead}: history chain");
+            score = h["newScore"].as_i64().unwrap();
+        }
+        assert_eq!(score, 5 * expected, "{lead}: the chain ends at the score");
     }
 
     // 3. B is frozen while A and C score new events; thawed, it streams them too.

@@ -4,9 +4,11 @@
 //!
 //! Feed positions are reserved before their changes are written, so a poll may see position
 //! 12 before 11 (another worker's batch still in flight). The cursor remembers such gaps and
-//! looks for them again on every poll; a gap still empty after [`GAP_GRACE_MS`] is given up
-//! on (its worker died before writing; the batch's next holder writes it within the lease,
-//! well inside the grace).
+//! looks for exactly those positions again on every poll; a gap still empty after
+//! [`GAP_GRACE_MS`] is given up on. That happens when a worker died before writing (the
+//! batch's next holder writes it about a lease later, well inside the grace) or stalled for
+//! longer than the grace: those changes are scored and stored, but not streamed; dashboards
+//! show them on their next refetch.
 
 use super::store::DynStore;
 use super::{now_ms, UpdateBatch};
@@ -23,6 +25,8 @@ pub const GAP_GRACE_MS: Millis = 30_000;
 const PAGE: usize = 2_000;
 /// Gaps remembered at most; beyond it the oldest are given up on.
 const MAX_GAPS: usize = 10_000;
+/// Gaps looked for per query (the oldest first; the rest on the next polls).
+const GAPS_PER_QUERY: usize = 64;
 
 /// Missing positions `start..end`, first noticed at `since`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -41,9 +45,15 @@ pub struct FeedCursor {
 }
 
 impl FeedCursor {
-    /// Starts after `head`: changes recorded before the tail began are not replayed.
-    pub fn new(head: i64, grace: Millis) -> Self {
-        Self { high: head, gaps: VecDeque::new(), grace }
+    /// Starts after `written`, the highest position written: changes recorded before the
+    /// tail began are not replayed. Positions up to `reserved` were handed out but not
+    /// written yet: they are waited for like any gap.
+    pub fn new(written: i64, reserved: i64, now: Millis, grace: Millis) -> Self {
+        let mut gaps = VecDeque::new();
+        if reserved > written {
+            gaps.push_back(Gap { start: written + 1, end: reserved + 1, since: now });
+        }
+        Self { high: reserved.max(written), gaps, grace }
     }
 
     /// The first position never seen.
@@ -51,9 +61,10 @@ impl FeedCursor {
         self.high + 1
     }
 
-    /// The span `from..to` holding every open gap, to look for them again.
-    pub fn gap_span(&self) -> Option<(i64, i64)> {
-        Some((self.gaps.front()?.start, self.gaps.back()?.end))
+    /// The oldest open gaps as spans `from..to`, at most `n`: only missing positions, so
+    /// looking for them never reads a delivered change again.
+    pub fn gap_spans(&self, n: usize) -> Vec<(i64, i64)> {
+        self.gaps.iter().take(n).map(|g| (g.start, g.end)).collect()
     }
 
     /// Takes changes read at their positions (in any order, repeats allowed) and returns
@@ -109,7 +120,7 @@ pub async fn tail(
     let Some(feed) = store.shared_feed() else { return };
     let mut cursor = loop {
         match feed.head().await {
-            Ok(head) => break FeedCursor::new(head, GAP_GRACE_MS),
+            Ok((written, reserved)) => break FeedCursor::new(written, reserved, now_ms(), GAP_GRACE_MS),
             Err(e) => tracing::warn!(error = %e, "live feed: cannot read its head; retrying"),
         }
         tokio::select! {
@@ -130,11 +141,10 @@ pub async fn tail(
             return;
         }
         let read = async {
-            let mut items = feed.range(cursor.next(), None, PAGE).await?;
-            let full = items.len() == PAGE;
-            if let Some((from, to)) = cursor.gap_span() {
-                items.extend(feed.range(from, Some(to), PAGE).await?);
-            }
+            let mut items = feed.within(&[(cursor.next(), i64::MAX)], PAGE).await?;
+            let filled = feed.within(&cursor.gap_spans(GAPS_PER_QUERY), PAGE).await?;
+            let full = items.len() == PAGE || filled.len() == PAGE;
+            items.extend(filled);
             Ok::<_, super::store::StoreError>((items, full))
         };
         match read.await {
@@ -161,30 +171,41 @@ mod tests {
 
     #[test]
     fn delivers_in_order_once_and_waits_for_gaps() {
-        let mut c = FeedCursor::new(10, 1_000);
+        let mut c = FeedCursor::new(10, 10, 0, 1_000);
         assert_eq!(c.next(), 11);
         assert_eq!(c.take(vec![(11, 'a'), (12, 'b')], 0), vec!['a', 'b']);
         assert_eq!(c.take(vec![(12, 'b')], 0), Vec::<char>::new(), "no repeats");
         // 13 and 14 are still being written when 15 and 16 show up.
         assert_eq!(c.take(vec![(16, 'f'), (15, 'e')], 5), vec!['e', 'f']);
-        assert_eq!(c.gap_span(), Some((13, 15)));
+        assert_eq!(c.gap_spans(8), [(13, 15)]);
         assert_eq!(c.next(), 17);
         assert_eq!(c.take(vec![(14, 'd'), (15, 'e')], 10), vec!['d']);
-        assert_eq!(c.gap_span(), Some((13, 14)));
+        assert_eq!(c.gap_spans(8), [(13, 14)]);
         assert_eq!(c.take(vec![(13, 'c'), (14, 'd')], 20), vec!['c']);
-        assert_eq!(c.gap_span(), None);
+        assert_eq!(c.gap_spans(8), []);
     }
 
     #[test]
     fn a_gap_never_filled_is_given_up_after_the_grace() {
-        let mut c = FeedCursor::new(0, 1_000);
+        let mut c = FeedCursor::new(0, 0, 0, 1_000);
         assert_eq!(c.take(vec![(3, 'c')], 0), vec!['c']);
-        assert_eq!(c.gap_span(), Some((1, 3)));
+        assert_eq!(c.gap_spans(8), [(1, 3)]);
         assert!(c.take(Vec::<(i64, char)>::new(), 999).is_empty());
-        assert_eq!(c.gap_span(), Some((1, 3)), "still within the grace");
+        assert_eq!(c.gap_spans(8), [(1, 3)], "still within the grace");
         assert!(c.take(Vec::<(i64, char)>::new(), 1_000).is_empty());
-        assert_eq!(c.gap_span(), None);
+        assert_eq!(c.gap_spans(8), []);
         assert!(c.take(vec![(1, 'a')], 1_001).is_empty(), "too late: given up");
+    }
+
+    #[test]
+    fn positions_handed_out_but_unwritten_at_the_start_are_waited_for() {
+        // Written up to 7; 8 and 9 were reserved by a worker still writing them.
+        let mut c = FeedCursor::new(7, 9, 0, 1_000);
+        assert_eq!(c.next(), 10);
+        assert_eq!(c.gap_spans(8), [(8, 10)]);
+        assert_eq!(c.take(vec![(9, 'i'), (10, 'j')], 5), vec!['i', 'j']);
+        assert_eq!(c.take(vec![(8, 'h')], 6), vec!['h']);
+        assert_eq!(c.gap_spans(8), []);
     }
 
     proptest! {
@@ -195,15 +216,16 @@ mod tests {
             order in Just((1..=60i64).collect::<Vec<_>>()).prop_shuffle(),
             polls in proptest::collection::vec(1usize..8, 1..40),
         ) {
-            let mut c = FeedCursor::new(0, i64::MAX);
+            let mut c = FeedCursor::new(0, 0, 0, i64::MAX);
             let mut visible: Vec<i64> = Vec::new();
             let mut delivered = Vec::new();
             let mut arriving = order.into_iter();
             for (t, n) in polls.iter().cycle().enumerate().take(200) {
                 visible.extend(arriving.by_ref().take(*n));
-                // What the two queries return: everything from `next`, and the gap span.
+                // What the two queries return: everything from `next`, and what is in the
+                // oldest two gaps (the query's cap on gaps, small here to exercise it).
                 let mut read: Vec<(i64, i64)> = visible.iter().filter(|p| **p >= c.next()).map(|p| (*p, *p)).collect();
-                if let Some((from, to)) = c.gap_span() {
+                for (from, to) in c.gap_spans(2) {
                     read.extend(visible.iter().filter(|p| **p >= from && **p < to).map(|p| (*p, *p)));
                 }
                 delivered.extend(c.take(read, t as i64));

@@ -90,10 +90,10 @@ pub trait Store: AccountStore + Send + Sync + 'static {
 /// a moment after higher ones (another worker's), or never (its worker crashed).
 #[async_trait]
 pub trait SharedFeed: Send + Sync {
-    /// The highest position handed out so far: a new tail starts after it.
-    async fn head(&self) -> StoreResult<i64>;
-    /// Changes at positions in `from..to` (`to` open when `None`), in order, up to `limit`.
-    async fn range(&self, from: i64, to: Option<i64>, limit: usize) -> StoreResult<Vec<(i64, ScoreChange)>>;
+    /// The highest position written, and the highest handed out (written or not) so far.
+    async fn head(&self) -> StoreResult<(i64, i64)>;
+    /// Changes at positions within any of `spans` (`from..to`), in order, up to `limit`.
+    async fn within(&self, spans: &[(i64, i64)], limit: usize) -> StoreResult<Vec<(i64, ScoreChange)>>;
 }
 
 pub type DynStore = Arc<dyn Store>;

@@ -56,6 +56,9 @@ pub struct MongoStore {
     commands: Arc<AtomicU64>,
     /// Tests: where the next `apply` stops as if the process had died (see `crash_after`).
     crash_at: std::sync::Mutex<Option<CrashPoint>>,
+    /// Tests: where the next `apply` pauses (see `pause_after`).
+    #[allow(clippy::type_complexity)]
+    pause_at: std::sync::Mutex<Option<(CrashPoint, Arc<tokio::sync::Notify>, Arc<tokio::sync::Notify>)>>,
 }
 
 impl MongoStore {
@@ -106,6 +109,7 @@ impl MongoStore {
             not_ready: std::sync::Mutex::new(Some("indexes are not created yet".into())),
             commands,
             crash_at: std::sync::Mutex::new(None),
+            pause_at: std::sync::Mutex::new(None),
             location,
             db,
         }
@@ -389,13 +393,20 @@ impl Store for MongoStore {
 
 #[async_trait]
 impl SharedFeed for MongoStore {
-    async fn head(&self) -> StoreResult<i64> {
+    async fn head(&self) -> StoreResult<(i64, i64)> {
+        let (filter, sort) = docs::feed_newest();
+        let newest = self.history.find_one(filter).sort(sort).await.map_err(classify)?;
+        let written = newest.and_then(|d| docs::int(d.get("feedSeq"))).unwrap_or(0);
         let counter = self.counters.find_one(doc! {"_id": docs::FEED_COUNTER}).await.map_err(classify)?;
-        Ok(counter.and_then(|c| docs::int(c.get("seq"))).unwrap_or(0))
+        let reserved = counter.and_then(|c| docs::int(c.get("seq"))).unwrap_or(0);
+        Ok((written, reserved.max(written)))
     }
 
-    async fn range(&self, from: i64, to: Option<i64>, limit: usize) -> StoreResult<Vec<(i64, ScoreChange)>> {
-        let (filter, sort) = docs::feed_range(from, to);
+    async fn within(&self, spans: &[(i64, i64)], limit: usize) -> StoreResult<Vec<(i64, ScoreChange)>> {
+        if spans.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (filter, sort) = docs::feed_within(spans);
         self.find_all(&self.history, filter, sort, 0, limit, docs::feed_change).await
     }
 }

@@ -788,7 +788,15 @@ mod writer_health {
         // A bug in a write job panics on the writer thread.
         let outcome = rt.block_on(store.write(|_| -> rusqlite::Result<()> { panic!("a bug in a write job") }));
         assert!(matches!(outcome, Err(StoreError::Unavailable(_))), "{outcome:?}");
-        let health = rt.block_on(store.queue_stats());
+        // The caller hears of it as the thread unwinds, a moment before the thread is gone.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let health = loop {
+            let health = rt.block_on(store.queue_stats());
+            if health.is_err() || std::time::Instant::now() > deadline {
+                break health;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        };
         assert!(
             matches!(&health, Err(StoreError::Unavailable(m)) if m.contains("writer thread stopped")),
             "reads still work, but health must not say ok: {health:?}"

@@ -37,13 +37,23 @@ use crate::service::store::{StoreError, StoreResult};
 use futures::TryStreamExt;
 use mongodb::bson::{doc, Bson, Document};
 use mongodb::error::ErrorKind;
+use mongodb::options::{ReadConcern, ReadPreference, SelectionCriteria};
+use mongodb::Collection;
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use tokio::sync::Notify;
 
 /// Events of one lead applied in one statement; the rest wait for the next batch. Bounds
 /// `lastBatch` (about 200 bytes an entry) far below MongoDB's 16 MB document limit.
 pub const MAX_PER_LEAD: usize = 1_000;
 /// Serialized bytes per write command, well below the 16 MB a command document may have.
 const MAX_COMMAND_BYTES: usize = 8 << 20;
+/// Statements per write command, well below MongoDB's `maxWriteBatchSize` (100,000).
+const MAX_COMMAND_STATEMENTS: usize = 10_000;
+/// Lead ids per `$in` (each up to 1 KB: 256 characters of UTF-8).
+const IDS_PER_COMMAND: usize = 2_000;
+/// Event sequence numbers per `$in`.
+const SEQS_PER_COMMAND: usize = 20_000;
 
 /// Where a test makes `apply` stop as if the process had died right after that step.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -75,6 +85,8 @@ impl CrashPoint {
 pub struct Leased {
     token: String,
     now: Millis,
+    /// When the lease was taken, on this process's monotonic clock.
+    started: std::time::Instant,
     leads: Vec<HeldLead>,
 }
 
@@ -90,6 +102,8 @@ impl MongoStore {
     pub async fn lease(&self, mut events: Vec<ScoredEvent>, now: Millis) -> StoreResult<Leased> {
         let token = mongodb::bson::oid::ObjectId::new().to_hex();
         events.sort_by_key(|e| e.seq);
+        // The same event offered twice in one call is one event.
+        events.dedup_by_key(|e| e.seq);
         let mut leads: Vec<String> = Vec::new();
         let mut seen = HashSet::new();
         for e in &events {
@@ -97,46 +111,55 @@ impl MongoStore {
                 leads.push(e.lead_id.clone());
             }
         }
-        let mut leased = Leased { token, now, leads: Vec::new() };
+        let mut leased = Leased { token, now, started: std::time::Instant::now(), leads: Vec::new() };
         if leads.is_empty() {
             return Ok(leased);
         }
-        // 1. lease
-        let (filter, update) = docs::lease(&leads, &leased.token, now);
-        self.leads.update_many(filter, update).await.map_err(classify)?;
-        self.crash_if(CrashPoint::Lease)?;
+        // 1. lease (ids in chunks: 20,000 ids of up to 1 KB each would pass the 16 MB limit)
+        for chunk in leads.chunks(IDS_PER_COMMAND) {
+            let (filter, update) = docs::lease(chunk, &leased.token, now);
+            self.leads.update_many(filter, update).await.map_err(classify)?;
+        }
+        self.checkpoint(CrashPoint::Lease).await?;
         // 2. read, create
-        let found: Vec<Document> = self
-            .leads
-            .find(doc! {"_id": {"$in": &leads}})
-            .projection(docs::lease_view())
-            .batch_size(leads.len() as u32)
-            .await
-            .map_err(classify)?
-            .try_collect()
-            .await
-            .map_err(classify)?;
+        let mut found: Vec<Document> = Vec::with_capacity(leads.len());
+        for chunk in leads.chunks(IDS_PER_COMMAND) {
+            found.extend(
+                self.read_fresh(&self.leads, doc! {"_id": {"$in": chunk}}, docs::lease_view(), chunk.len()).await?,
+            );
+        }
         let mut held: HashMap<String, (i64, Vec<Entry>)> = HashMap::new();
         let mut existing = HashSet::new();
         for d in &found {
             let Some(id) = docs::text(d.get("_id")) else { continue };
             existing.insert(id.clone());
             if docs::text(d.get("leaseToken")).as_deref() == Some(leased.token.as_str()) {
-                held.insert(id, (docs::int(d.get("score")).unwrap_or(0), docs::last_batch(d)));
+                // Fail closed: a lead whose score or unfinished batch cannot be read must not
+                // be guessed at (a guess could count an event twice).
+                let unreadable = |what: &str| StoreError::Internal(format!("lead {id}: unreadable {what}: {d}"));
+                let score = match d.get("score") {
+                    None => 0,
+                    Some(v) => docs::int(Some(v)).ok_or_else(|| unreadable("score"))?,
+                };
+                let batch = docs::last_batch(d).map_err(|e| unreadable(&e))?;
+                held.insert(id, (score, batch));
             }
         }
         let missing: Vec<&String> = leads.iter().filter(|l| !existing.contains(*l)).collect();
         for id in self.create_leased(&missing, &leased.token, now).await? {
             held.insert(id, (0, Vec::new()));
         }
-        self.crash_if(CrashPoint::Create)?;
+        self.checkpoint(CrashPoint::Create).await?;
         if held.is_empty() {
             return Ok(leased);
         }
         // 3. check, recover
         let mut seqs: Vec<i64> = events.iter().filter(|e| held.contains_key(&e.lead_id)).map(|e| e.seq).collect();
         seqs.extend(held.values().flat_map(|(_, batch)| batch.iter().map(|b| b.seq)));
-        let unprocessed = self.unprocessed_of(&seqs).await?;
+        let mut unprocessed = HashSet::new();
+        for chunk in seqs.chunks(SEQS_PER_COMMAND) {
+            unprocessed.extend(self.unprocessed_of(chunk).await?);
+        }
         let unfinished: Vec<Entry> = held
             .values()
             .flat_map(|(_, batch)| batch.iter())
@@ -165,7 +188,7 @@ impl MongoStore {
     /// Steps 4–8: adds the leased events to their leads, records them, releases the leases.
     /// Returns the changes this call added (none for a lead it was fenced out of).
     pub async fn commit(&self, leased: Leased) -> StoreResult<Vec<ScoreChange>> {
-        let Leased { token, now, leads } = leased;
+        let Leased { token, now, started, leads } = leased;
         let held: Vec<String> = leads.iter().map(|l| l.id.clone()).collect();
         let total: usize = leads.iter().map(|l| l.events.len()).sum();
         let mut applied = Vec::new();
@@ -200,25 +223,43 @@ impl MongoStore {
                 statements.push(docs::apply_statement(&entries, &token, last_event_at));
                 batches.push(entries);
             }
-            self.crash_if(CrashPoint::Number)?;
-            // 5. apply
-            let matched = self.write_all("leads", statements, false).await?;
-            if matched < batches.len() as u64 {
-                // Fenced out of some leads (this call stalled past its lease): keep only the
-                // leads whose `lastBatch` carries this call's token.
+            self.checkpoint(CrashPoint::Number).await?;
+            // A slow server: extend the lease before it runs out, so other workers do not take
+            // the leads over (and fence this call out) again and again. Fenced like the rest.
+            let elapsed = started.elapsed().as_millis() as Millis;
+            if elapsed > docs::LEASE_MS / 3 {
+                for chunk in held.chunks(IDS_PER_COMMAND) {
+                    let (filter, update) = docs::renew(chunk, &token, now + elapsed);
+                    self.leads.update_many(filter, update).await.map_err(classify)?;
+                }
+            }
+            // 5. apply. A statement one lead's document refuses (a legacy `score` that is not
+            // a number, say) must not hold the other leads back: that lead's events wait.
+            let written = self.write_all("leads", statements, Tolerate::PerStatement).await?;
+            for (index, error) in &written.failed {
+                tracing::error!(lead = %batches[*index][0].lead_id, %error, "mongodb: cannot add a batch to this lead");
+            }
+            if written.matched < batches.len() as u64 {
+                // Fenced out of some leads (this call stalled past its lease), or refused:
+                // keep only the leads whose `lastBatch` carries this call's token.
                 let ids: Vec<String> = batches.iter().map(|b| b[0].lead_id.clone()).collect();
-                let ours: HashSet<String> = self.ids_of(&self.leads, docs::applied_by(&ids, &token)).await?;
+                let mut ours = HashSet::new();
+                for chunk in ids.chunks(IDS_PER_COMMAND) {
+                    ours.extend(self.ids_of(&self.leads, docs::applied_by(chunk, &token), chunk.len()).await?);
+                }
                 tracing::warn!(fenced_out = ids.len() - ours.len(), "mongodb: lease lost; another worker took over");
                 batches.retain(|b| ours.contains(&b[0].lead_id));
             }
-            self.crash_if(CrashPoint::Apply)?;
+            self.checkpoint(CrashPoint::Apply).await?;
             applied = batches.concat();
             // 6, 7. history, processed
             self.record(&applied, CrashPoint::History, CrashPoint::Processed).await?;
         }
         // 8. release
-        let (filter, update) = docs::release(&held, &token);
-        self.leads.update_many(filter, update).await.map_err(classify)?;
+        for chunk in held.chunks(IDS_PER_COMMAND) {
+            let (filter, update) = docs::release(chunk, &token);
+            self.leads.update_many(filter, update).await.map_err(classify)?;
+        }
         Ok(applied
             .into_iter()
             .map(|e| ScoreChange {
@@ -240,10 +281,11 @@ impl MongoStore {
         after_processed: CrashPoint,
     ) -> StoreResult<()> {
         // Two workers finishing the same batch may both try to create an entry: one wins.
-        self.write_all("scorehistories", entries.iter().map(docs::history_statement).collect(), true).await?;
-        self.crash_if(after_history)?;
-        self.write_all("events", entries.iter().map(docs::processed_statement).collect(), false).await?;
-        self.crash_if(after_processed)
+        let history = entries.iter().map(docs::history_statement).collect();
+        self.write_all("scorehistories", history, Tolerate::Duplicates).await?;
+        self.checkpoint(after_history).await?;
+        self.write_all("events", entries.iter().map(docs::processed_statement).collect(), Tolerate::Nothing).await?;
+        self.checkpoint(after_processed).await
     }
 
     /// Inserts the missing leads already leased; returns those this call created.
@@ -270,29 +312,36 @@ impl MongoStore {
 
     /// `(seq, eventId)` of the given events that are still unprocessed.
     async fn unprocessed_of(&self, seqs: &[i64]) -> StoreResult<HashSet<(i64, String)>> {
-        let found: Vec<Document> = self
-            .events
-            .find(docs::still_unprocessed(seqs))
-            .projection(doc! {"_id": 1, "eventId": 1})
-            .batch_size(seqs.len().max(1) as u32)
-            .await
-            .map_err(classify)?
-            .try_collect()
-            .await
-            .map_err(classify)?;
+        let projection = doc! {"_id": 1, "eventId": 1};
+        let found = self.read_fresh(&self.events, docs::still_unprocessed(seqs), projection, seqs.len()).await?;
         Ok(found.iter().filter_map(|d| Some((docs::int(d.get("_id"))?, docs::text(d.get("eventId"))?))).collect())
     }
 
-    async fn ids_of(&self, coll: &mongodb::Collection<Document>, filter: Document) -> StoreResult<HashSet<String>> {
-        let found: Vec<Document> = coll
-            .find(filter)
-            .projection(doc! {"_id": 1})
+    async fn ids_of(&self, coll: &Collection<Document>, filter: Document, n: usize) -> StoreResult<HashSet<String>> {
+        let found = self.read_fresh(coll, filter, doc! {"_id": 1}, n).await?;
+        Ok(found.iter().filter_map(|d| docs::text(d.get("_id"))).collect())
+    }
+
+    /// A read that must see every write acknowledged before it: from the primary, majority
+    /// committed, whatever read preference the URI asks for (a lagging secondary could show
+    /// an event as unprocessed after another worker applied it).
+    async fn read_fresh(
+        &self,
+        coll: &Collection<Document>,
+        filter: Document,
+        projection: Document,
+        expected: usize,
+    ) -> StoreResult<Vec<Document>> {
+        coll.find(filter)
+            .projection(projection)
+            .batch_size(expected.clamp(1, 10_000) as u32)
+            .selection_criteria(SelectionCriteria::ReadPreference(ReadPreference::Primary))
+            .read_concern(ReadConcern::majority())
             .await
             .map_err(classify)?
             .try_collect()
             .await
-            .map_err(classify)?;
-        Ok(found.iter().filter_map(|d| docs::text(d.get("_id"))).collect())
+            .map_err(classify)
     }
 
     /// Reserves `n` consecutive numbers of a counter; returns the first.
@@ -312,21 +361,16 @@ impl MongoStore {
     /// Sends update statements in as few `update` commands as fit (the plain command every
     /// compatible server has; the driver's `bulkWrite` needs MongoDB 8). Majority and
     /// journaled: a write a failover could roll back might let an event count twice.
-    /// Returns how many statements matched a document.
-    async fn write_all(
-        &self,
-        collection: &str,
-        statements: Vec<Document>,
-        tolerate_duplicates: bool,
-    ) -> StoreResult<u64> {
-        let mut matched = 0;
+    async fn write_all(&self, collection: &str, statements: Vec<Document>, tolerate: Tolerate) -> StoreResult<Written> {
+        let mut written = Written::default();
         let mut chunk: Vec<Document> = Vec::new();
-        let mut bytes = 0;
+        let (mut bytes, mut offset) = (0, 0);
         let mut statements = statements.into_iter().peekable();
         while let Some(statement) = statements.next() {
             bytes += mongodb::bson::to_vec(&statement).map(|v| v.len()).unwrap_or(0);
             chunk.push(statement);
-            if bytes >= MAX_COMMAND_BYTES || statements.peek().is_none() {
+            if bytes >= MAX_COMMAND_BYTES || chunk.len() >= MAX_COMMAND_STATEMENTS || statements.peek().is_none() {
+                let sent = chunk.len();
                 let command = doc! {
                     "update": collection,
                     "updates": std::mem::take(&mut chunk),
@@ -334,19 +378,36 @@ impl MongoStore {
                     "writeConcern": {"w": "majority", "j": true},
                 };
                 let reply = self.db.run_command(command).await.map_err(classify)?;
-                check_write_reply(collection, &reply, tolerate_duplicates)?;
-                matched += docs::int(reply.get("n")).unwrap_or(0) as u64;
+                for (index, error) in write_errors(collection, &reply, tolerate)? {
+                    written.failed.push((offset + index, error));
+                }
+                written.matched += docs::int(reply.get("n")).unwrap_or(0) as u64;
+                offset += sent;
                 bytes = 0;
             }
         }
-        Ok(matched)
+        Ok(written)
     }
 
-    fn crash_if(&self, point: CrashPoint) -> StoreResult<()> {
-        let mut crash = self.crash_at.lock().unwrap();
-        if *crash == Some(point) {
-            *crash = None;
-            return Err(StoreError::Internal(format!("simulated crash after {point:?}")));
+    /// Where tests stop or pause `apply`; nothing happens unless a test armed this point.
+    async fn checkpoint(&self, point: CrashPoint) -> StoreResult<()> {
+        {
+            let mut crash = self.crash_at.lock().unwrap();
+            if *crash == Some(point) {
+                *crash = None;
+                return Err(StoreError::Internal(format!("simulated crash after {point:?}")));
+            }
+        }
+        let pause = {
+            let mut pause = self.pause_at.lock().unwrap();
+            match pause.as_ref() {
+                Some((at, _, _)) if *at == point => pause.take(),
+                _ => None,
+            }
+        };
+        if let Some((_, reached, resume)) = pause {
+            reached.notify_one();
+            resume.notified().await;
         }
         Ok(())
     }
@@ -355,22 +416,50 @@ impl MongoStore {
     pub fn crash_after(&self, point: CrashPoint) {
         *self.crash_at.lock().unwrap() = Some(point);
     }
+
+    /// Tests: the next `apply` that reaches `point` signals the first `Notify` and waits for
+    /// the second, as a process the OS stopped (or a long GC pause) would.
+    pub fn pause_after(&self, point: CrashPoint) -> (Arc<Notify>, Arc<Notify>) {
+        let (reached, resume) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+        *self.pause_at.lock().unwrap() = Some((point, reached.clone(), resume.clone()));
+        (reached, resume)
+    }
+}
+
+/// Which statement errors a write may live with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Tolerate {
+    Nothing,
+    /// Duplicate keys: two workers finishing the same batch both create an entry; one wins.
+    Duplicates,
+    /// Any: each failed statement is reported back with its index.
+    PerStatement,
+}
+
+#[derive(Debug, Default)]
+struct Written {
+    /// Statements that matched a document.
+    matched: u64,
+    /// Statements refused, by index, with the server's error (`Tolerate::PerStatement`).
+    failed: Vec<(usize, String)>,
 }
 
 /// A write command answers `ok: 1` even when statements failed: they are in `writeErrors`.
-fn check_write_reply(collection: &str, reply: &Document, tolerate_duplicates: bool) -> StoreResult<()> {
+/// Returns the failures `tolerate` leaves to the caller; the rest are an error.
+fn write_errors(collection: &str, reply: &Document, tolerate: Tolerate) -> StoreResult<Vec<(usize, String)>> {
     if let Ok(e) = reply.get_document("writeConcernError") {
         return Err(StoreError::Unavailable(format!("{collection}: write concern not met: {e}")));
     }
-    let errors = reply.get_array("writeErrors").map(|a| a.as_slice()).unwrap_or(&[]);
-    let fatal = errors.iter().filter_map(Bson::as_document).find(|e| {
+    let mut failed = Vec::new();
+    for e in reply.get_array("writeErrors").map(|a| a.as_slice()).unwrap_or(&[]).iter().filter_map(Bson::as_document) {
         let code = docs::int(e.get("code")).unwrap_or(0);
-        !(tolerate_duplicates && code == i64::from(DUPLICATE_KEY))
-    });
-    match fatal {
-        Some(e) => Err(StoreError::Internal(format!("{collection}: write failed: {e}"))),
-        None => Ok(()),
+        match tolerate {
+            Tolerate::Duplicates if code == i64::from(DUPLICATE_KEY) => {}
+            Tolerate::PerStatement => failed.push((docs::int(e.get("index")).unwrap_or(0) as usize, e.to_string())),
+            _ => return Err(StoreError::Internal(format!("{collection}: write failed: {e}"))),
+        }
     }
+    Ok(failed)
 }
 
 #[cfg(test)]
@@ -378,14 +467,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn write_replies_fail_on_statement_errors_but_may_tolerate_duplicates() {
-        assert!(check_write_reply("c", &doc! {"ok": 1, "n": 3}, false).is_ok());
+    fn write_replies_fail_on_statement_errors_unless_tolerated() {
+        assert_eq!(write_errors("c", &doc! {"ok": 1, "n": 3}, Tolerate::Nothing).unwrap(), []);
         let dup = doc! {"ok": 1, "n": 1, "writeErrors": [{"index": 1, "code": 11000, "errmsg": "dup"}]};
-        assert!(check_write_reply("c", &dup, true).is_ok());
-        assert!(check_write_reply("c", &dup, false).is_err());
-        let other = doc! {"ok": 1, "writeErrors": [{"index": 0, "code": 11000}, {"index": 1, "code": 2}]};
-        assert!(check_write_reply("c", &other, true).is_err());
+        assert_eq!(write_errors("c", &dup, Tolerate::Duplicates).unwrap(), []);
+        assert!(write_errors("c", &dup, Tolerate::Nothing).is_err());
+        let other = doc! {"ok": 1, "writeErrors": [{"index": 0, "code": 11000}, {"index": 3, "code": 14}]};
+        assert!(write_errors("c", &other, Tolerate::Duplicates).is_err());
+        let each = write_errors("c", &other, Tolerate::PerStatement).unwrap();
+        assert_eq!(each.iter().map(|(i, _)| *i).collect::<Vec<_>>(), [0, 3]);
         let wc = doc! {"ok": 1, "n": 1, "writeConcernError": {"code": 64, "errmsg": "waiting"}};
-        assert!(matches!(check_write_reply("c", &wc, true), Err(StoreError::Unavailable(_))));
+        assert!(matches!(write_errors("c", &wc, Tolerate::PerStatement), Err(StoreError::Unavailable(_))));
     }
 }

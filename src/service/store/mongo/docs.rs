@@ -11,8 +11,13 @@ use mongodb::IndexModel;
 /// Indexes earlier releases created that no query uses any more, by collection. The three
 /// with `_id` inside a compound key gave way to explicit fields: several MongoDB-compatible
 /// servers cannot index `_id` there (the nx-27017 stand-in breaks every insert).
-pub const SUPERSEDED_INDEXES: &[(&str, &str)] =
-    &[("events", "lead_events"), ("events", "lead_events_by_seq"), ("events", "unprocessed"), ("leads", "leaderboard")];
+pub const SUPERSEDED_INDEXES: &[(&str, &str)] = &[
+    ("events", "lead_events"),
+    ("events", "lead_events_by_seq"),
+    ("events", "unprocessed"),
+    ("leads", "leaderboard"),
+    ("scorehistories", "lead_history"),
+];
 
 /// The indexes behind every query, by collection.
 pub fn indexes() -> Vec<(&'static str, IndexModel)> {
@@ -35,7 +40,9 @@ pub fn indexes() -> Vec<(&'static str, IndexModel)> {
             ),
         ),
         ("leads", index(doc! {"score": -1, "leadId": 1}, named("leaderboard_by_score_id"))),
-        ("scorehistories", index(doc! {"leadId": 1, "timestamp": -1, "seq": -1}, named("lead_history"))),
+        // A lead's history in the order it was applied (feed positions are handed out under
+        // the lead's lease); wall clocks of different instances may disagree.
+        ("scorehistories", index(doc! {"leadId": 1, "feedSeq": -1}, named("lead_history_by_feed"))),
         // The live feed every instance tails (entries of earlier releases have no feedSeq).
         ("scorehistories", index(doc! {"feedSeq": 1}, named("feed"))),
         (
@@ -116,6 +123,11 @@ pub fn lease(leads: &[String], token: &str, now: Millis) -> (Document, Document)
     )
 }
 
+/// Extends this token's leases from `now` (a slow batch keeps its leads).
+pub fn renew(leads: &[String], token: &str, now: Millis) -> (Document, Document) {
+    (doc! {"_id": {"$in": leads}, "leaseToken": token}, doc! {"$set": {"leaseUntil": now + LEASE_MS}})
+}
+
 /// The lead fields `apply` reads after leasing: never the whole history of anything.
 pub fn lease_view() -> Document {
     doc! {"_id": 1, "score": 1, "leaseToken": 1, "lastBatch": 1}
@@ -150,28 +162,27 @@ fn entry_doc(e: &Entry) -> Document {
     }
 }
 
-/// A lead's `lastBatch` entries, as recorded by the update that applied them.
-pub fn last_batch(lead: &Document) -> Vec<Entry> {
-    let Some(lead_id) = text(lead.get("_id")) else { return Vec::new() };
-    let Ok(batch) = lead.get_document("lastBatch") else { return Vec::new() };
-    let Ok(entries) = batch.get_array("entries") else { return Vec::new() };
-    entries
-        .iter()
-        .filter_map(|b| b.as_document())
-        .filter_map(|d| {
-            Some(Entry {
-                lead_id: lead_id.clone(),
-                seq: int(d.get("seq"))?,
-                event_id: text(d.get("eventId"))?,
-                event_type: text(d.get("eventType"))?,
-                delta: int(d.get("delta"))?,
-                old_score: int(d.get("oldScore"))?,
-                new_score: int(d.get("newScore"))?,
-                feed_seq: int(d.get("feedSeq"))?,
-                at: millis(d.get("at"))?,
-            })
+/// A lead's `lastBatch` entries, as recorded by the update that applied them; none when it
+/// has no `lastBatch`. An entry that cannot be read is an error, never skipped: skipping it
+/// would let its event be added again.
+pub fn last_batch(lead: &Document) -> Result<Vec<Entry>, String> {
+    let Some(batch) = lead.get("lastBatch") else { return Ok(Vec::new()) };
+    let lead_id = text(lead.get("_id")).ok_or("lead _id")?;
+    let entries = batch.as_document().and_then(|b| b.get_array("entries").ok()).ok_or("lastBatch")?;
+    let entry = |d: &Document| -> Option<Entry> {
+        Some(Entry {
+            lead_id: lead_id.clone(),
+            seq: int(d.get("seq"))?,
+            event_id: text(d.get("eventId"))?,
+            event_type: text(d.get("eventType"))?,
+            delta: int(d.get("delta"))?,
+            old_score: int(d.get("oldScore"))?,
+            new_score: int(d.get("newScore"))?,
+            feed_seq: int(d.get("feedSeq"))?,
+            at: millis(d.get("at"))?,
         })
-        .collect()
+    };
+    entries.iter().map(|b| b.as_document().and_then(entry).ok_or_else(|| format!("lastBatch entry {b}"))).collect()
 }
 
 /// The one update statement that adds a batch of one lead's events to it, fenced on the
@@ -232,13 +243,19 @@ pub fn release(leads: &[String], token: &str) -> (Document, Document) {
     )
 }
 
-/// Applied changes in feed order from `from` (inclusive) up to `to` (exclusive).
-pub fn feed_range(from: i64, to: Option<i64>) -> (Document, Document) {
-    let mut range = doc! {"$gte": from};
-    if let Some(to) = to {
-        range.insert("$lt", to);
-    }
-    (doc! {"feedSeq": range}, doc! {"feedSeq": 1})
+/// Applied changes at positions within any of `spans` (`from..to`), in feed order.
+pub fn feed_within(spans: &[(i64, i64)]) -> (Document, Document) {
+    let range = |(from, to): &(i64, i64)| doc! {"feedSeq": {"$gte": *from, "$lt": *to}};
+    let filter = match spans {
+        [one] => range(one),
+        many => doc! {"$or": many.iter().map(range).collect::<Vec<_>>()},
+    };
+    (filter, doc! {"feedSeq": 1})
+}
+
+/// The highest position written so far.
+pub fn feed_newest() -> (Document, Document) {
+    (doc! {"feedSeq": {"$exists": true}}, doc! {"feedSeq": -1})
 }
 
 /// A history entry as a live-stream change with its feed position.
@@ -306,7 +323,7 @@ pub fn escape_regex(s: &str) -> String {
 }
 
 pub fn history_page(lead_id: &str) -> (Document, Document) {
-    (doc! {"leadId": lead_id, "applied": true}, doc! {"timestamp": -1, "seq": -1})
+    (doc! {"leadId": lead_id, "applied": true}, doc! {"feedSeq": -1})
 }
 
 pub fn lead_events_page(lead_id: &str) -> (Document, Document) {
@@ -453,7 +470,7 @@ mod tests {
         assert_eq!(keys, doc! {"eventId": 1});
         assert_eq!(model.options.unwrap().unique, Some(true));
         assert_eq!(keys_and_options("events", "events_by_lead_seq").0, doc! {"leadId": 1, "seq": -1});
-        assert_eq!(SUPERSEDED_INDEXES.len(), 4);
+        assert_eq!(SUPERSEDED_INDEXES.len(), 5);
         for (collection, model) in indexes() {
             let name = model.options.and_then(|o| o.name).unwrap();
             assert!(
@@ -465,10 +482,7 @@ mod tests {
         assert_eq!(keys, doc! {"processed": 1, "seq": 1});
         assert_eq!(model.options.unwrap().partial_filter_expression, Some(doc! {"processed": false}));
         assert_eq!(keys_and_options("leads", "leaderboard_by_score_id").0, doc! {"score": -1, "leadId": 1});
-        assert_eq!(
-            keys_and_options("scorehistories", "lead_history").0,
-            doc! {"leadId": 1, "timestamp": -1, "seq": -1}
-        );
+        assert_eq!(keys_and_options("scorehistories", "lead_history_by_feed").0, doc! {"leadId": 1, "feedSeq": -1});
         let (keys, model) = keys_and_options("scoringrules", "eventType_unique");
         assert_eq!(keys, doc! {"eventType": 1});
         assert_eq!(model.options.unwrap().unique, Some(true));
@@ -476,7 +490,7 @@ mod tests {
         assert_eq!(indexes().len(), 7);
         // The queries' sorts are prefixes the indexes serve.
         assert_eq!(leads_sort(), doc! {"score": -1, "leadId": 1});
-        assert_eq!(history_page("l").1, doc! {"timestamp": -1, "seq": -1});
+        assert_eq!(history_page("l").1, doc! {"feedSeq": -1}, "application order, newest first");
         assert_eq!(lead_events_page("l").1, doc! {"seq": -1}, "ingest order, newest first");
     }
 
@@ -570,8 +584,11 @@ mod tests {
         // What the lead records is exactly what recovery reads back.
         let mut lead_doc = doc! {"_id": "Lead-ÜX"};
         lead_doc.extend(statement.get_document("u").unwrap().get_document("$set").unwrap().clone());
-        assert_eq!(last_batch(&lead_doc), batch.to_vec());
-        assert!(last_batch(&doc! {"_id": "x"}).is_empty());
+        assert_eq!(last_batch(&lead_doc), Ok(batch.to_vec()));
+        assert_eq!(last_batch(&doc! {"_id": "x"}), Ok(Vec::new()));
+        let mut broken = lead_doc.clone();
+        broken.insert("lastBatch", doc! {"token": "tok", "entries": [{"seq": 4_i64, "eventId": "evt-4"}]});
+        assert!(last_batch(&broken).is_err(), "an unreadable entry is an error, not skipped");
         assert_eq!(applied_by(&leads, "tok"), doc! {"_id": {"$in": ["a", "Lead-ÜX"]}, "lastBatch.token": "tok"});
         assert_eq!(
             history_statement(&batch[0]),
@@ -597,8 +614,15 @@ mod tests {
             )
         );
         assert_eq!(reserve(FEED_COUNTER, 3), (doc! {"_id": "feed"}, doc! {"$inc": {"seq": 3_i64}}));
-        assert_eq!(feed_range(10, None), (doc! {"feedSeq": {"$gte": 10_i64}}, doc! {"feedSeq": 1}));
-        assert_eq!(feed_range(10, Some(12)).0, doc! {"feedSeq": {"$gte": 10_i64, "$lt": 12_i64}});
+        assert_eq!(feed_within(&[(10, 12)]), (doc! {"feedSeq": {"$gte": 10_i64, "$lt": 12_i64}}, doc! {"feedSeq": 1}));
+        assert_eq!(
+            feed_within(&[(1, 2), (5, 9)]).0,
+            doc! {"$or": [{"feedSeq": {"$gte": 1_i64, "$lt": 2_i64}}, {"feedSeq": {"$gte": 5_i64, "$lt": 9_i64}}]}
+        );
+        assert_eq!(
+            renew(&leads, "tok", 5_000),
+            (doc! {"_id": {"$in": ["a", "Lead-ÜX"]}, "leaseToken": "tok"}, doc! {"$set": {"leaseUntil": 15_000_i64}})
+        );
         let written = history_statement(&batch[1]).get_document("u").unwrap().clone();
         let (position, change) = feed_change(&written).unwrap();
         assert_eq!((position, change.score, change.delta, change.updated_at), (705, 95, -10, 2_000));
