@@ -138,6 +138,73 @@ async fn batch_accepts_valid_items_and_reports_every_other_one() {
 }
 
 #[tokio::test]
+async fn hostile_bodies_are_refused_early_and_unknown_fields_never_parsed() {
+    let s = TestServer::start().await;
+    // Two million tiny values (4 MB): refused one item past the limit.
+    let mut tiny = b"[".to_vec();
+    tiny.extend("0,".repeat(2_000_000).as_bytes());
+    tiny.extend(b"0]");
+    let (status, body) = s.post_raw("/api/events/batch", "application/json", tiny).await;
+    assert_eq!(status, 413, "{body}");
+    assert_eq!(body["details"][0]["problem"], "must contain at most 5000 events");
+    // Deep nesting: each such item is just not an object (skipped as text, never recursed).
+    let deep = format!("[{}{}, {}]", "[".repeat(100_000), "]".repeat(100_000), event("ok", "l", "Page View"));
+    let (status, report) = s.post_raw("/api/events/batch", "application/json", deep.into_bytes()).await;
+    assert_eq!((status, report["accepted"].as_u64(), report["rejected"].as_u64()), (202, Some(1), Some(1)));
+    assert_eq!(report["errors"][0]["problem"], "must be a JSON object, got an array");
+    // A large unknown field is skipped unparsed; the event is fine.
+    let mut padded = event("padded", "l", "Page View");
+    padded["junk"] = Value::Array(vec![Value::from(0); 300_000]);
+    assert_eq!(s.post("/api/events", &padded).await.0, 202);
+    // The upload server function reads its chunk the same way, and caps it.
+    use leptos::server_fn::ServerFn;
+    let upload = leadscore::app::server_fns::UploadEvents::PATH;
+    let call = json!({"events": [event("up", "l", "Page View"), [[[0]]]]});
+    let (status, report) = s.post(upload, &call).await;
+    assert_eq!(status, 200, "{report}");
+    let report = if report.get("Ok").is_some() { report["Ok"].clone() } else { report };
+    assert_eq!((report["accepted"].as_u64(), report["rejected"].as_u64()), (Some(1), Some(1)), "{report}");
+    let mut huge_call = b"{\"events\":[".to_vec();
+    huge_call.extend("0,".repeat(1_000_000).as_bytes());
+    huge_call.extend(b"0]}");
+    let (status, _) = s.post_raw(upload, "application/json", huge_call).await;
+    assert!((400..500).contains(&status), "a million-item call is refused: {status}");
+    // A known field past its text bound is named, and not also reported missing.
+    let mut long = event("long", "l", "Page View");
+    long["leadId"] = Value::String("x".repeat(10_000));
+    let (status, body) = s.post("/api/events", &long).await;
+    assert_eq!((status, fields(&body)), (400, vec!["leadId".to_string()]));
+    s.stop().await;
+}
+
+/// Clients that send the whole body before reading the answer (Python's `http.client` and
+/// `requests`) must be able to read the 413, not die on a broken pipe.
+#[tokio::test]
+async fn an_oversized_body_is_read_before_its_413_so_any_client_sees_the_status() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = TestServer::start().await;
+    let body = vec![b' '; 8 * 1024 * 1024];
+    let addr = s.base.trim_start_matches("http://").to_string();
+    for path in ["/api/events/batch", "/api/events"] {
+        let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
+             x-api-key: {}\r\nConnection: close\r\n\r\n",
+            body.len(),
+            common::ADMIN_KEY
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        stream.write_all(&body).await.expect("the server reads the whole body");
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).await.unwrap();
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 413"), "{path}: {}", &answer[..answer.len().min(200)]);
+        assert!(answer.contains("Payload too large"), "{path}");
+    }
+    s.stop().await;
+}
+
+#[tokio::test]
 async fn batch_status_codes_and_limits() {
     let s = TestServer::start().await;
     let (status, report) = s.post("/api/events/batch", &json!([{"eventId": "x"}])).await;
@@ -151,7 +218,7 @@ async fn batch_status_codes_and_limits() {
     assert_eq!((status, fields(&body)), (400, vec!["body".to_string()]));
     let (status, body) = s.post("/api/events/batch", &json!({"events": []})).await;
     assert_eq!(status, 400);
-    assert_eq!(body["details"][0]["problem"], "must be a JSON array of events");
+    assert_eq!(body["details"][0]["problem"], "must be a JSON array of events, got an object");
 
     let many: Vec<Value> = (0..5001).map(|i| event(&format!("m{i}"), "l", "Page View")).collect();
     let (status, body) = s.post("/api/events/batch", &Value::Array(many)).await;

@@ -6,10 +6,12 @@
 
 use crate::domain::access::{ApiKeyInfo, AuditEntry, CreatedKey, Me, UserInfo};
 use crate::domain::error::ApiError;
+pub use crate::domain::intake::RawItems;
 use crate::domain::query::{DetailPage, LeadQuery};
 use crate::domain::{BatchReport, FieldError, Lead, LeadDetail, Rule};
 use leptos::prelude::*;
 use leptos::server_fn::codec::Json;
+#[cfg(feature = "ssr")]
 use serde_json::Value;
 
 /// A value, or the field problems that stopped it.
@@ -170,11 +172,12 @@ pub async fn send_test_event(
     })
 }
 
-/// One chunk of an uploaded file, as a batch.
+/// One chunk of an uploaded file, as a batch (read in bounded memory, like `/api/events/batch`).
 #[server(prefix = "/rpc", input = Json)]
-pub async fn upload_events(events: Vec<Value>) -> Result<Checked<BatchReport>, ApiError> {
+pub async fn upload_events(events: RawItems) -> Result<Checked<BatchReport>, ApiError> {
     let (backend, _) = backend::backend()?;
-    backend::checked(backend.service.ingest_batch(&events).await)
+    let items = events.check(crate::service::now_ms());
+    backend::checked(backend.service.ingest_checked_batch(items).await)
 }
 
 #[server(prefix = "/rpc", input = Json)]

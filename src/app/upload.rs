@@ -114,7 +114,7 @@ fn ReportView(report: UploadReport) -> impl IntoView {
 #[cfg(feature = "hydrate")]
 mod client {
     use super::{UploadReport, UploadState, CHUNK};
-    use crate::app::server_fns::{describe, upload_events};
+    use crate::app::server_fns::{describe, upload_events, RawItems};
     use crate::domain::upload::{parse_file, Generate};
     use crate::domain::FieldError;
     use leptos::prelude::*;
@@ -177,7 +177,7 @@ mod client {
         state.progress.set((0, total));
         for (chunk_no, chunk) in parsed.items.chunks(CHUNK).enumerate() {
             let base = chunk_no * CHUNK;
-            match upload_events(chunk.to_vec()).await {
+            match upload_events(RawItems::from_values(chunk)).await {
                 Ok(Ok(r)) => {
                     report.accepted += r.accepted;
                     report.duplicates += r.duplicates;

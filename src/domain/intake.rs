@@ -43,6 +43,49 @@ pub struct ItemProblems {
     pub errors: Vec<FieldError>,
 }
 
+/// Most items one server-function call may carry (the service's configured batch limit,
+/// usually smaller, applies on top).
+pub const MAX_CALL_ITEMS: usize = 10_000;
+
+/// Batch items as a server function's argument: each item's raw JSON text, at most
+/// [`MAX_CALL_ITEMS`], so deserializing a call never builds a tree of an item's contents.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+#[serde(transparent)]
+pub struct RawItems(pub Vec<Box<RawValue>>);
+
+impl RawItems {
+    pub fn from_values(values: &[Value]) -> Self {
+        Self(values.iter().filter_map(|v| serde_json::value::to_raw_value(v).ok()).collect())
+    }
+
+    pub fn check(&self, now: Millis) -> Vec<CheckedItem> {
+        self.0.iter().map(|raw| check_item(raw, now)).collect()
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for RawItems {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Capped;
+        impl<'de> Visitor<'de> for Capped {
+            type Value = RawItems;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                write!(f, "an array of at most {MAX_CALL_ITEMS} events")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<RawItems, A::Error> {
+                let mut items = Vec::new();
+                while let Some(item) = seq.next_element::<Box<RawValue>>()? {
+                    if items.len() == MAX_CALL_ITEMS {
+                        return Err(de::Error::custom(format!("at most {MAX_CALL_ITEMS} events per call")));
+                    }
+                    items.push(item);
+                }
+                Ok(RawItems(items))
+            }
+        }
+        deserializer.deserialize_seq(Capped)
+    }
+}
+
 /// The items of a batch body, unparsed, borrowing from `body`: at most `limit`.
 pub fn batch_items(body: &[u8], limit: usize) -> Result<Vec<&RawValue>, BodyError> {
     let too_many = Cell::new(false);
@@ -300,6 +343,19 @@ mod tests {
         let problems = check_item(serde_json::from_str(&text).unwrap(), NOW).unwrap_err();
         assert_eq!(problems.errors.len(), 1);
         assert!(problems.errors[0].problem.starts_with("must be at most 16384 bytes as JSON"));
+    }
+
+    #[test]
+    fn server_function_items_round_trip_and_are_capped() {
+        let items = RawItems::from_values(&[event("a"), json!(5)]);
+        let text = serde_json::to_string(&items).unwrap();
+        let back: RawItems = serde_json::from_str(&text).unwrap();
+        let checked = back.check(NOW);
+        assert_eq!(checked[0].as_ref().unwrap().event_id, "a");
+        assert!(checked[1].is_err());
+        let too_many = format!("[{}0]", "0,".repeat(MAX_CALL_ITEMS));
+        let err = serde_json::from_str::<RawItems>(&too_many).unwrap_err().to_string();
+        assert!(err.contains("at most 10000 events per call"), "{err}");
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! REST routes for access control: first-run setup, signing in and out, users, API keys and
 //! the audit log. Same service calls as the dashboard's server functions.
 
-use super::api::read_json;
+use super::api::{read_json, MAX_CONTROL_BODY};
 use super::http::AppState;
 use crate::domain::access::Principal;
 use crate::domain::error::ApiError;
@@ -18,7 +18,6 @@ use tower_sessions::Session;
 type Answer = Result<Response, ApiError>;
 
 /// Account bodies are small: a name, a password, a list of scopes.
-const MAX_ACCOUNT_BODY: usize = 64 * 1024;
 
 pub async fn setup_status(State(state): State<AppState>) -> Answer {
     let needed = state.accounts.setup_needed().await?;
@@ -33,7 +32,7 @@ pub async fn setup(
     headers: HeaderMap,
     body: Body,
 ) -> Answer {
-    let raw = read_json(&headers, body, MAX_ACCOUNT_BODY).await?;
+    let raw = read_json(&headers, body, MAX_CONTROL_BODY).await?;
     let user = state.accounts.setup(&raw, actor.ip).await?;
     sign_in(&session, &user).await?;
     Ok((StatusCode::CREATED, Json(json!({"username": user.info.username, "role": user.info.role}))).into_response())
@@ -46,7 +45,7 @@ pub async fn login(
     headers: HeaderMap,
     body: Body,
 ) -> Answer {
-    let raw = read_json(&headers, body, MAX_ACCOUNT_BODY).await?;
+    let raw = read_json(&headers, body, MAX_CONTROL_BODY).await?;
     let user = state.accounts.login(&raw, actor.ip).await?;
     sign_in(&session, &user).await?;
     Ok(Json(json!({"username": user.info.username, "role": user.info.role})).into_response())
@@ -79,7 +78,7 @@ pub async fn create_user(
     headers: HeaderMap,
     body: Body,
 ) -> Answer {
-    let raw = read_json(&headers, body, MAX_ACCOUNT_BODY).await?;
+    let raw = read_json(&headers, body, MAX_CONTROL_BODY).await?;
     let user = state.accounts.create_user(&raw, &actor).await?;
     Ok((StatusCode::CREATED, Json(user)).into_response())
 }
@@ -91,7 +90,7 @@ pub async fn update_user(
     headers: HeaderMap,
     body: Body,
 ) -> Answer {
-    let raw = read_json(&headers, body, MAX_ACCOUNT_BODY).await?;
+    let raw = read_json(&headers, body, MAX_CONTROL_BODY).await?;
     Ok(Json(state.accounts.update_user(&username, &raw, &actor).await?).into_response())
 }
 
@@ -114,7 +113,7 @@ pub async fn create_key(
     headers: HeaderMap,
     body: Body,
 ) -> Answer {
-    let raw = read_json(&headers, body, MAX_ACCOUNT_BODY).await?;
+    let raw = read_json(&headers, body, MAX_CONTROL_BODY).await?;
     Ok((StatusCode::CREATED, Json(state.accounts.create_key(&raw, &actor).await?)).into_response())
 }
 

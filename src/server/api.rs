@@ -3,10 +3,11 @@
 
 use super::http::AppState;
 pub use crate::domain::error::ApiError;
+use crate::domain::intake::{batch_items, check_item, single_item, BodyError};
 use crate::domain::query::{DetailPage, LeadQuery};
 use crate::service::accounts::Actor;
-use crate::service::{IngestOutcome, ServiceError};
-use axum::body::Body;
+use crate::service::{now_ms, IngestOutcome, ServiceError};
+use axum::body::{Body, Bytes};
 use axum::extract::{Extension, Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -31,12 +32,22 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// Reads a JSON body: 415 for another content type, 413 past `limit` bytes, 400 with the
-/// parser's line and column for malformed JSON.
-pub async fn read_json(headers: &HeaderMap, body: Body, limit: usize) -> Result<Value, ApiError> {
+/// Body limit of the JSON requests that are not ingest (rules, accounts, sign-in).
+pub const MAX_CONTROL_BODY: usize = 64 * 1024;
+/// How much of a refused body is read and thrown away before answering, and for how long:
+/// clients that send the whole body before reading the answer (Python's `http.client` and
+/// `requests`, which tracking SDKs use) then get the 413 instead of a broken pipe, and learn
+/// to split their batch rather than retry it forever.
+const DRAIN_BYTES: usize = 64 << 20;
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Reads a JSON body as bytes: 415 for another content type, 413 past `limit` bytes.
+pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let mime = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let mut stream = body.into_data_stream();
     if !(mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))) {
+        drain(&mut stream).await;
         let got = if content_type.is_empty() { "none".to_string() } else { format!("{content_type:?}") };
         return Err(ApiError::field(
             415,
@@ -45,26 +56,69 @@ pub async fn read_json(headers: &HeaderMap, body: Body, limit: usize) -> Result<
             format!("must be application/json, got {got}"),
         ));
     }
+    collect(headers, stream, limit).await
+}
+
+/// Reads any body up to `limit` bytes (413 past it, after draining the rest).
+pub async fn read_bytes(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    collect(headers, body.into_data_stream(), limit).await
+}
+
+async fn collect(headers: &HeaderMap, mut stream: axum::body::BodyDataStream, limit: usize) -> Result<Bytes, ApiError> {
     let too_large = || ApiError::field(413, "Payload too large", "body", format!("must be at most {limit} bytes"));
     let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
     if declared.is_some_and(|n| n > limit) {
+        drain(&mut stream).await;
         return Err(too_large());
     }
     let mut bytes = Vec::with_capacity(declared.unwrap_or(0).min(limit));
-    let mut stream = body.into_data_stream();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| ApiError::field(400, "Unreadable body", "body", e.to_string()))?;
         if bytes.len() + chunk.len() > limit {
+            drain(&mut stream).await;
             return Err(too_large());
         }
         bytes.extend_from_slice(&chunk);
     }
+    Ok(Bytes::from(bytes))
+}
+
+/// Reads and discards what is left of a refused body, within `DRAIN_BYTES` and `DRAIN_TIME`.
+async fn drain(stream: &mut axum::body::BodyDataStream) {
+    let deadline = tokio::time::Instant::now() + DRAIN_TIME;
+    let mut read = 0;
+    while read < DRAIN_BYTES {
+        match tokio::time::timeout_at(deadline, stream.next()).await {
+            Ok(Some(Ok(chunk))) => read += chunk.len(),
+            _ => break,
+        }
+    }
+}
+
+/// Reads a small JSON body into a `Value` (never an event body: see `domain::intake`), with
+/// the parser's line and column for malformed JSON.
+pub async fn read_json(headers: &HeaderMap, body: Body, limit: usize) -> Result<Value, ApiError> {
+    let bytes = read_body(headers, body, limit).await?;
     serde_json::from_slice(&bytes).map_err(|e| ApiError::field(400, "Malformed JSON", "body", e.to_string()))
 }
 
+fn body_error(e: BodyError) -> ApiError {
+    match e {
+        BodyError::TooMany(limit) => {
+            ApiError::field(413, "Payload too large", "body", format!("must contain at most {limit} events"))
+        }
+        BodyError::NotAnArray(kind) => {
+            ApiError::field(400, "Validation failed", "body", format!("must be a JSON array of events, got {kind}"))
+        }
+        BodyError::Malformed(m) => ApiError::field(400, "Malformed JSON", "body", m),
+    }
+}
+
+/// Events are read in bounded memory (`domain::intake`): only their fields are parsed.
 pub async fn post_event(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
-    let value = read_json(&headers, body, state.config.max_body_bytes).await?;
-    Ok(match state.service.ingest_one(&value).await? {
+    let bytes = read_body(&headers, body, state.config.max_body_bytes).await?;
+    let item = check_item(single_item(&bytes).map_err(body_error)?, now_ms());
+    Ok(match state.service.ingest_checked(item).await? {
         IngestOutcome::Accepted { event_id } => {
             (StatusCode::ACCEPTED, Json(json!({"message": "Event received", "eventId": event_id}))).into_response()
         }
@@ -75,20 +129,12 @@ pub async fn post_event(State(state): State<AppState>, headers: HeaderMap, body:
 }
 
 pub async fn post_batch(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
-    let value = read_json(&headers, body, state.config.max_batch_bytes).await?;
-    let Value::Array(items) = value else {
-        return Err(ApiError::field(400, "Validation failed", "body", "must be a JSON array of events"));
-    };
-    let limit = state.service.batch_limits().max_events;
-    if items.len() > limit {
-        return Err(ApiError::field(
-            413,
-            "Payload too large",
-            "body",
-            format!("must contain at most {limit} events, got {}", items.len()),
-        ));
-    }
-    let report = state.service.ingest_batch(&items).await?;
+    let bytes = read_body(&headers, body, state.config.max_batch_bytes).await?;
+    // One item past the limit is enough to refuse: a million-item body is never split up.
+    let items = batch_items(&bytes, state.service.batch_limits().max_events).map_err(body_error)?;
+    let now = now_ms();
+    let report =
+        state.service.ingest_checked_batch(items.into_iter().map(|raw| check_item(raw, now)).collect()).await?;
     // 202 when anything was accepted; a batch of nothing but known events is a 409 like a
     // single duplicate (a safe retry); nothing valid at all is a 400.
     let status = if report.accepted > 0 {
@@ -135,7 +181,7 @@ pub async fn upsert_rule(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let value = read_json(&headers, body, state.config.max_body_bytes).await?;
+    let value = read_json(&headers, body, MAX_CONTROL_BODY).await?;
     Ok(Json(state.service.upsert_rule(&value, &actor).await?).into_response())
 }
 

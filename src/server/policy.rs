@@ -171,5 +171,36 @@ pub fn router(state: &AppState) -> Router<AppState> {
 
 async fn rpc(State(state): State<AppState>, request: Request<Body>) -> axum::response::Response {
     use axum::response::IntoResponse;
-    handle_server_fns_with_context(move || provide_backend(&state), request).await.into_response()
+    // A server function's arguments are bounded like a batch body: the largest (an upload
+    // chunk) is one.
+    let (parts, body) = request.into_parts();
+    let bytes = match api::read_bytes(&parts.headers, body, state.config.max_batch_bytes).await {
+        Ok(bytes) => bytes,
+        Err(e) => return e.into_response(),
+    };
+    let request = Request::from_parts(parts, Body::from(bytes));
+    let response = handle_server_fns_with_context(move || provide_backend(&state), request).await.into_response();
+    with_error_status(response).await
+}
+
+/// A server function's error travels as an `ApiError` body, but server_fn answers every
+/// error with 500: give the response the status the error carries (400 for malformed
+/// arguments, 403, 429…), so proxies, logs and other clients see what happened.
+async fn with_error_status(response: axum::response::Response) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if response.status() != axum::http::StatusCode::INTERNAL_SERVER_ERROR {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, 1 << 20).await else {
+        return axum::http::StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
+    if let Ok(error) = serde_json::from_slice::<crate::domain::error::ApiError>(&bytes) {
+        if let Ok(status) = axum::http::StatusCode::from_u16(error.status) {
+            if status.is_client_error() || status.is_server_error() {
+                parts.status = status;
+            }
+        }
+    }
+    axum::response::Response::from_parts(parts, Body::from(bytes))
 }

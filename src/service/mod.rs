@@ -15,9 +15,10 @@ use self::accounts::Actor;
 use self::store::{DynStore, InsertOutcome, NewAuditEntry, StoreError};
 use self::worker::WorkerState;
 use crate::domain::error::ApiError;
+use crate::domain::intake::{check_value, CheckedItem, ItemProblems};
 use crate::domain::query::{DetailPage, LeadQuery};
 use crate::domain::time::Millis;
-use crate::domain::validation::{validate_event, validate_rule};
+use crate::domain::validation::validate_rule;
 use crate::domain::{
     BatchDuplicate, BatchItemError, BatchReport, FieldError, LeadDetail, NewEvent, Rule, ScoreChange, StoredEvent,
 };
@@ -196,7 +197,12 @@ impl Service {
 
     /// Validates and durably records one event. `Accepted` means it is on disk.
     pub async fn ingest_one(&self, raw: &Value) -> ServiceResult<IngestOutcome> {
-        let event = validate_event(raw, now_ms()).map_err(ServiceError::Invalid)?;
+        self.ingest_checked(check_value(raw, now_ms())).await
+    }
+
+    /// Records one event already checked (see `domain::intake`).
+    pub async fn ingest_checked(&self, item: CheckedItem) -> ServiceResult<IngestOutcome> {
+        let event = item.map_err(|p| ServiceError::Invalid(p.errors))?;
         let event_id = event.event_id.clone();
         let outcome = self.record(vec![event]).await?.pop();
         match outcome {
@@ -209,6 +215,12 @@ impl Service {
     /// Validates every item, records the valid ones in one durable write and reports on each
     /// item: accepted, duplicate (of a stored event or an earlier item) or rejected with reasons.
     pub async fn ingest_batch(&self, items: &[Value]) -> ServiceResult<BatchReport> {
+        let now = now_ms();
+        self.ingest_checked_batch(items.iter().map(|raw| check_value(raw, now)).collect()).await
+    }
+
+    /// Like `ingest_batch`, for items already checked (see `domain::intake`).
+    pub async fn ingest_checked_batch(&self, items: Vec<CheckedItem>) -> ServiceResult<BatchReport> {
         if items.is_empty() {
             return Err(ServiceError::Invalid(vec![FieldError::new("body", "batch must contain at least one event")]));
         }
@@ -218,20 +230,18 @@ impl Service {
                 format!("batch must contain at most {} events, got {}", self.batch_limits.max_events, items.len()),
             )]));
         }
-        let now = now_ms();
         let mut report = BatchReport::default();
         let mut seen = HashSet::new();
         let mut valid: Vec<(usize, NewEvent)> = Vec::with_capacity(items.len());
-        for (index, raw) in items.iter().enumerate() {
-            match validate_event(raw, now) {
+        for (index, item) in items.into_iter().enumerate() {
+            match item {
                 Ok(event) if !seen.insert(event.event_id.clone()) => {
                     report.duplicate_items.push(BatchDuplicate { index, event_id: event.event_id });
                 }
                 Ok(event) => valid.push((index, event)),
-                Err(problems) => {
+                Err(ItemProblems { event_id, errors }) => {
                     report.rejected += 1;
-                    let event_id = raw.get("eventId").and_then(Value::as_str).map(str::to_string);
-                    report.errors.extend(problems.into_iter().map(|p| BatchItemError {
+                    report.errors.extend(errors.into_iter().map(|p| BatchItemError {
                         index,
                         event_id: event_id.clone(),
                         field: p.field,
