@@ -1,3 +1,4 @@
+import type { Page } from "@playwright/test";
 import { test, expect, event, expectScore, hydrated, live, postEvent, screenshot, unique, watchConsole } from "./helpers";
 
 test("every page renders and hydrates without console errors", async ({ page, request }) => {
@@ -28,13 +29,33 @@ test("every page renders and hydrates without console errors", async ({ page, re
   expect(errors.filter((e) => !e.includes("404"))).toEqual([]);
 });
 
+/** Presses Tab until the control labelled `label` has the focus (at most `max` presses). */
+async function tabTo(page: Page, label: string, max = 60) {
+  const target = page.getByLabel(label, { exact: true });
+  for (let i = 0; i < max; i++) {
+    await page.keyboard.press("Tab");
+    if (await target.evaluate((el) => el === document.activeElement)) return;
+  }
+  throw new Error(`"${label}" cannot be reached with Tab`);
+}
+
 test("keyboard users can reach the filters and the test-event form", async ({ page }) => {
   await page.goto("/");
   await hydrated(page);
-  await page.getByLabel("Search lead id").focus();
+  // Only the keyboard from here: Tab to each control, type, submit with Enter.
+  await tabTo(page, "Search lead id");
   await page.keyboard.type("acme");
   await page.keyboard.press("Enter");
   await expect(page).toHaveURL(/search=acme/);
+  await hydrated(page);
+  await tabTo(page, "Lead id");
+  await page.keyboard.type("keyboard-lead");
+  await page.keyboard.press("Tab");
+  await expect(page.locator('select[name="eventType"]')).toBeFocused();
+  await page.keyboard.press("Tab");
+  await expect(page.locator('textarea[name="metadata"]')).toBeFocused();
+  await page.keyboard.press("Tab");
+  await expect(page.getByRole("button", { name: "Send event" })).toBeFocused();
 });
 
 test("when the server cannot be reached, pages say so and can retry", async ({ page }) => {

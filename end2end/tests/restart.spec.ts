@@ -7,8 +7,9 @@ import { test, expect, boardIds, event, live, postEvent, unique } from "./helper
 // This test runs its own server (the binary cargo-leptos built) so it can restart it.
 const bin = process.env.LEADSCORE_BIN;
 const siteRoot = process.env.LEADSCORE_SITE_ROOT;
-const port = 5055;
-const base = `http://127.0.0.1:${port}`;
+// The first start takes any free port; the restart reuses it (the page reconnects there).
+let port = 0;
+let base = "";
 
 function startServer(db: string): Promise<ChildProcess> {
   const child = spawn(bin!, [], {
@@ -28,9 +29,14 @@ function startServer(db: string): Promise<ChildProcess> {
   });
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error("server did not start in 30 s")), 30_000);
+    let log = "";
     child.stdout!.on("data", (chunk: Buffer) => {
-      if (chunk.toString().includes("listening on")) {
+      log += chunk.toString();
+      const listening = log.match(/listening on http:\/\/127\.0\.0\.1:(\d+)/);
+      if (listening) {
         clearTimeout(timer);
+        port = Number(listening[1]);
+        base = `http://127.0.0.1:${port}`;
         resolve(child);
       }
     });
@@ -41,6 +47,8 @@ function startServer(db: string): Promise<ChildProcess> {
 function stop(child: ChildProcess): Promise<void> {
   return new Promise((resolve) => {
     child.removeAllListeners("exit");
+    // Already gone (it crashed, or a failed start): nothing to wait for.
+    if (child.exitCode !== null || child.signalCode !== null) return resolve();
     child.on("exit", () => resolve());
     child.kill("SIGKILL");
   });
