@@ -204,6 +204,55 @@ async fn an_oversized_body_is_read_before_its_413_so_any_client_sees_the_status(
     s.stop().await;
 }
 
+/// Bodies in flight have a budget: when slow bodies hold it, a new request waits a moment
+/// and is told to come back (503, Retry-After) instead of memory growing; room returns as
+/// soon as the holders are gone.
+#[tokio::test]
+async fn when_bodies_in_flight_fill_the_budget_requests_get_503_with_retry_after() {
+    use tokio::io::AsyncWriteExt;
+    let s = TestServer::start_with(|c| c.max_inflight_bytes = 1 << 20).await;
+    let addr = s.base.trim_start_matches("http://").to_string();
+    // A client that says it sends a 1 MB event and sends half of it, then stalls.
+    let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "POST /api/events HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nx-api-key: {}\r\n\r\n",
+        1 << 20,
+        common::ADMIN_KEY
+    );
+    slow.write_all(head.as_bytes()).await.unwrap();
+    slow.write_all(&vec![b' '; 1 << 19]).await.unwrap();
+    // Once the server holds that body, nobody else fits.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let refused = loop {
+        let r = s.client.post(s.url("/api/events")).json(&event("waiting", "l", "Page View")).send().await.unwrap();
+        if r.status().as_u16() == 503 {
+            break r;
+        }
+        let status = r.status().as_u16();
+        assert!(
+            matches!(status, 202 | 409),
+            "accepted before the slow body took the room (then a duplicate): {status}"
+        );
+        assert!(std::time::Instant::now() < deadline, "the budget never filled");
+    };
+    assert_eq!(refused.headers()["retry-after"], "2");
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["error"], "Server busy");
+    // The stalled client goes away: its room comes back.
+    drop(slow);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (status, _) = s.post("/api/events", &event("after", "l", "Page View")).await;
+        if status == 202 {
+            break;
+        }
+        assert_eq!(status, 503);
+        assert!(std::time::Instant::now() < deadline, "the room never came back");
+    }
+    s.stop().await;
+}
+
 #[tokio::test]
 async fn batch_status_codes_and_limits() {
     let s = TestServer::start().await;

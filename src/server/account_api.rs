@@ -32,7 +32,7 @@ pub async fn setup(
     headers: HeaderMap,
     body: Body,
 ) -> Answer {
-    let raw = read_json(&headers, body, MAX_CONTROL_BODY).await?;
+    let raw = read_json(&headers, body, MAX_CONTROL_BODY, &state.bodies).await?;
     let user = state.accounts.setup(&raw, actor.ip).await?;
     sign_in(&session, &user).await?;
     Ok((StatusCode::CREATED, Json(json!({"username": user.info.username, "role": user.info.role}))).into_response())
@@ -45,7 +45,7 @@ pub async fn login(
     headers: HeaderMap,
     body: Body,
 ) -> Answer {
-    let raw = read_json(&headers, body, MAX_CONTROL_BODY).await?;
+    let raw = read_json(&headers, body, MAX_CONTROL_BODY, &state.bodies).await?;
     let user = state.accounts.login(&raw, actor.ip).await?;
     sign_in(&session, &user).await?;
     Ok(Json(json!({"username": user.info.username, "role": user.info.role})).into_response())
@@ -78,7 +78,7 @@ pub async fn create_user(
     headers: HeaderMap,
     body: Body,
 ) -> Answer {
-    let raw = read_json(&headers, body, MAX_CONTROL_BODY).await?;
+    let raw = read_json(&headers, body, MAX_CONTROL_BODY, &state.bodies).await?;
     let user = state.accounts.create_user(&raw, &actor).await?;
     Ok((StatusCode::CREATED, Json(user)).into_response())
 }
@@ -90,7 +90,7 @@ pub async fn update_user(
     headers: HeaderMap,
     body: Body,
 ) -> Answer {
-    let raw = read_json(&headers, body, MAX_CONTROL_BODY).await?;
+    let raw = read_json(&headers, body, MAX_CONTROL_BODY, &state.bodies).await?;
     Ok(Json(state.accounts.update_user(&username, &raw, &actor).await?).into_response())
 }
 
@@ -113,7 +113,7 @@ pub async fn create_key(
     headers: HeaderMap,
     body: Body,
 ) -> Answer {
-    let raw = read_json(&headers, body, MAX_CONTROL_BODY).await?;
+    let raw = read_json(&headers, body, MAX_CONTROL_BODY, &state.bodies).await?;
     Ok((StatusCode::CREATED, Json(state.accounts.create_key(&raw, &actor).await?)).into_response())
 }
 

@@ -1,6 +1,7 @@
 //! The REST API external systems use. Request and response shapes are the old app's; every
 //! extension is an added field. Handlers only translate HTTP to service calls and back.
 
+use super::admission::BodyBudget;
 use super::http::AppState;
 pub use crate::domain::error::ApiError;
 use crate::domain::intake::{batch_items, check_item, single_item, BodyError};
@@ -14,6 +15,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures::StreamExt;
 use serde_json::{json, Value};
+use tokio::sync::OwnedSemaphorePermit;
 
 /// Any error as a response: its status, `Retry-After` when it says when, and the body.
 pub fn error_response(e: ApiError) -> Response {
@@ -40,9 +42,18 @@ pub const MAX_CONTROL_BODY: usize = 64 * 1024;
 /// to split their batch rather than retry it forever.
 const DRAIN_BYTES: usize = 64 << 20;
 const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long a body may take to arrive (5 MB at 2 Mbit/s takes 20 s).
+const BODY_READ_TIME: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// Reads a JSON body as bytes: 415 for another content type, 413 past `limit` bytes.
-pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
+/// Reads a JSON body as bytes: 415 for another content type, 413 past `limit` bytes, 503
+/// when the server holds too many bodies already. The permit keeps the body's room in the
+/// budget: hold it until the request is answered.
+pub async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+    budget: &BodyBudget,
+) -> Result<(Bytes, OwnedSemaphorePermit), ApiError> {
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let mime = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
     let mut stream = body.into_data_stream();
@@ -56,23 +67,52 @@ pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<
             format!("must be application/json, got {got}"),
         ));
     }
-    collect(headers, stream, limit).await
+    collect(headers, stream, limit, budget).await
 }
 
-/// Reads any body up to `limit` bytes (413 past it, after draining the rest).
-pub async fn read_bytes(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
-    collect(headers, body.into_data_stream(), limit).await
+/// Reads any body up to `limit` bytes (413 past it, after draining the rest), like `read_body`.
+pub async fn read_bytes(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+    budget: &BodyBudget,
+) -> Result<(Bytes, OwnedSemaphorePermit), ApiError> {
+    collect(headers, body.into_data_stream(), limit, budget).await
 }
 
-async fn collect(headers: &HeaderMap, mut stream: axum::body::BodyDataStream, limit: usize) -> Result<Bytes, ApiError> {
+async fn collect(
+    headers: &HeaderMap,
+    mut stream: axum::body::BodyDataStream,
+    limit: usize,
+    budget: &BodyBudget,
+) -> Result<(Bytes, OwnedSemaphorePermit), ApiError> {
     let too_large = || ApiError::field(413, "Payload too large", "body", format!("must be at most {limit} bytes"));
     let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
     if declared.is_some_and(|n| n > limit) {
         drain(&mut stream).await;
         return Err(too_large());
     }
+    // Room for what it says it is, or for the most it may be.
+    let permit = match budget.reserve(declared.unwrap_or(limit)).await {
+        Ok(permit) => permit,
+        Err(busy) => {
+            drain(&mut stream).await;
+            return Err(busy);
+        }
+    };
     let mut bytes = Vec::with_capacity(declared.unwrap_or(0).min(limit));
-    while let Some(chunk) = stream.next().await {
+    // A body that trickles in holds its room: it gets a deadline, so a few slow (or
+    // malicious) clients cannot keep everyone else waiting.
+    let deadline = tokio::time::Instant::now() + BODY_READ_TIME;
+    loop {
+        let chunk = match tokio::time::timeout_at(deadline, stream.next()).await {
+            Ok(Some(chunk)) => chunk,
+            Ok(None) => break,
+            Err(_) => {
+                let seconds = BODY_READ_TIME.as_secs();
+                return Err(ApiError::field(408, "Request timeout", "body", format!("must arrive within {seconds} s")));
+            }
+        };
         let chunk = chunk.map_err(|e| ApiError::field(400, "Unreadable body", "body", e.to_string()))?;
         if bytes.len() + chunk.len() > limit {
             drain(&mut stream).await;
@@ -80,7 +120,7 @@ async fn collect(headers: &HeaderMap, mut stream: axum::body::BodyDataStream, li
         }
         bytes.extend_from_slice(&chunk);
     }
-    Ok(Bytes::from(bytes))
+    Ok((Bytes::from(bytes), permit))
 }
 
 /// Reads and discards what is left of a refused body, within `DRAIN_BYTES` and `DRAIN_TIME`.
@@ -97,8 +137,8 @@ async fn drain(stream: &mut axum::body::BodyDataStream) {
 
 /// Reads a small JSON body into a `Value` (never an event body: see `domain::intake`), with
 /// the parser's line and column for malformed JSON.
-pub async fn read_json(headers: &HeaderMap, body: Body, limit: usize) -> Result<Value, ApiError> {
-    let bytes = read_body(headers, body, limit).await?;
+pub async fn read_json(headers: &HeaderMap, body: Body, limit: usize, budget: &BodyBudget) -> Result<Value, ApiError> {
+    let (bytes, _room) = read_body(headers, body, limit, budget).await?;
     serde_json::from_slice(&bytes).map_err(|e| ApiError::field(400, "Malformed JSON", "body", e.to_string()))
 }
 
@@ -116,7 +156,7 @@ fn body_error(e: BodyError) -> ApiError {
 
 /// Events are read in bounded memory (`domain::intake`): only their fields are parsed.
 pub async fn post_event(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
-    let bytes = read_body(&headers, body, state.config.max_body_bytes).await?;
+    let (bytes, _room) = read_body(&headers, body, state.config.max_body_bytes, &state.bodies).await?;
     let item = check_item(single_item(&bytes).map_err(body_error)?, now_ms());
     Ok(match state.service.ingest_checked(item).await? {
         IngestOutcome::Accepted { event_id } => {
@@ -129,7 +169,7 @@ pub async fn post_event(State(state): State<AppState>, headers: HeaderMap, body:
 }
 
 pub async fn post_batch(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
-    let bytes = read_body(&headers, body, state.config.max_batch_bytes).await?;
+    let (bytes, _room) = read_body(&headers, body, state.config.max_batch_bytes, &state.bodies).await?;
     // One item past the limit is enough to refuse: a million-item body is never split up.
     let items = batch_items(&bytes, state.service.batch_limits().max_events).map_err(body_error)?;
     let now = now_ms();
@@ -181,7 +221,7 @@ pub async fn upsert_rule(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let value = read_json(&headers, body, MAX_CONTROL_BODY).await?;
+    let value = read_json(&headers, body, MAX_CONTROL_BODY, &state.bodies).await?;
     Ok(Json(state.service.upsert_rule(&value, &actor).await?).into_response())
 }
 

@@ -46,6 +46,8 @@ pub struct Config {
     pub max_body_bytes: usize,
     pub max_batch_bytes: usize,
     pub max_batch_events: usize,
+    /// Request bodies held in memory at once (see `admission.rs`).
+    pub max_inflight_bytes: usize,
     pub worker_batch_size: usize,
     pub worker_idle_poll_ms: u64,
     pub worker_linger_ms: u64,
@@ -148,6 +150,7 @@ impl Config {
             client_origins,
             max_body_bytes: number("MAX_BODY_BYTES", file.ingest.max_body_bytes)?,
             max_batch_bytes: number("MAX_BATCH_BYTES", file.ingest.max_batch_bytes)?,
+            max_inflight_bytes: number("MAX_INFLIGHT_BYTES", file.ingest.max_inflight_bytes)?,
             max_batch_events: number("MAX_BATCH_EVENTS", file.ingest.max_batch_events)?,
             worker_batch_size: number("WORKER_BATCH_SIZE", file.worker.batch_size)?,
             worker_idle_poll_ms: number("WORKER_IDLE_POLL_MS", file.worker.idle_poll_ms as usize)? as u64,
@@ -213,11 +216,17 @@ pub struct IngestSection {
     pub max_body_bytes: usize,
     pub max_batch_bytes: usize,
     pub max_batch_events: usize,
+    pub max_inflight_bytes: usize,
 }
 
 impl Default for IngestSection {
     fn default() -> Self {
-        Self { max_body_bytes: 1024 * 1024, max_batch_bytes: 5 * 1024 * 1024, max_batch_events: 5000 }
+        Self {
+            max_body_bytes: 1024 * 1024,
+            max_batch_bytes: 5 * 1024 * 1024,
+            max_batch_events: 5000,
+            max_inflight_bytes: 64 * 1024 * 1024,
+        }
     }
 }
 

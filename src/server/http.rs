@@ -1,6 +1,7 @@
 //! Assembles the server: store, service, worker, REST routes, Leptos pages and server
 //! functions on one axum router, with a clean start and a graceful stop.
 
+use super::admission::BodyBudget;
 use super::config::{AuthMode, Config, Database};
 use super::policy;
 use super::ratelimit::RateLimiter;
@@ -43,6 +44,8 @@ pub struct AppState {
     /// `None` when the rate limit is off.
     pub rate_limiter: Option<Arc<RateLimiter>>,
     pub hub: Arc<StreamHub>,
+    /// Request bodies held in memory at once, all requests together.
+    pub bodies: BodyBudget,
 }
 
 impl AppState {
@@ -57,7 +60,8 @@ impl AppState {
             .then(|| Arc::new(RateLimiter::new(config.rate_limit_per_second, config.rate_limit_burst)));
         let backend =
             Backend { service: service.clone(), accounts: accounts.clone(), auth_off: config.auth == AuthMode::Off };
-        Self { leptos_options, service, accounts, backend, config: Arc::new(config), rate_limiter, hub }
+        let bodies = BodyBudget::new(config.max_inflight_bytes);
+        Self { leptos_options, service, accounts, backend, config: Arc::new(config), rate_limiter, hub, bodies }
     }
 }
 

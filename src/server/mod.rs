@@ -3,6 +3,7 @@
 //! layer (`crate::service`) and back.
 
 pub mod account_api;
+pub mod admission;
 pub mod api;
 pub mod cli;
 pub mod config;

@@ -174,8 +174,9 @@ async fn rpc(State(state): State<AppState>, request: Request<Body>) -> axum::res
     // A server function's arguments are bounded like a batch body: the largest (an upload
     // chunk) is one.
     let (parts, body) = request.into_parts();
-    let bytes = match api::read_bytes(&parts.headers, body, state.config.max_batch_bytes).await {
-        Ok(bytes) => bytes,
+    let (bytes, _room) = match api::read_bytes(&parts.headers, body, state.config.max_batch_bytes, &state.bodies).await
+    {
+        Ok(read) => read,
         Err(e) => return e.into_response(),
     };
     let request = Request::from_parts(parts, Body::from(bytes));

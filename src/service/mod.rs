@@ -33,6 +33,8 @@ pub type UpdateBatch = Arc<[ScoreChange]>;
 
 /// How many update batches a slow subscriber may lag before it is told it missed some.
 const UPDATE_CHANNEL_CAPACITY: usize = 1024;
+/// What `Retry-After` says when the store cannot take a write right now.
+const STORE_RETRY_AFTER_SECONDS: u64 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
@@ -83,7 +85,9 @@ impl From<ServiceError> for ApiError {
             }
             ServiceError::Unavailable(m) => {
                 tracing::warn!(error = %m, "store unavailable");
-                ApiError::new(503, "Store unavailable, retry later", vec![])
+                let mut e = ApiError::new(503, "Store unavailable, retry later", vec![]);
+                e.retry_after = Some(STORE_RETRY_AFTER_SECONDS);
+                e
             }
             ServiceError::Internal(m) => {
                 tracing::error!(error = %m, "internal error");

@@ -1,0 +1,79 @@
+//! Admission control: how many bytes of request bodies the server holds at once.
+//!
+//! Every body is read into memory before it is parsed, so concurrent bodies are what memory
+//! grows with. Each request reserves its size (its `Content-Length`, or the route's limit when
+//! it does not say) from one budget before reading, and holds it until it is answered. When
+//! the budget is spent, a request waits a moment for room, then gets `503` with
+//! `Retry-After`: back-pressure a client can act on, instead of memory growing until the
+//! process dies.
+
+use crate::domain::error::ApiError;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// How long a request waits for room before it is told to come back.
+const WAIT: Duration = Duration::from_secs(5);
+/// What `Retry-After` tells a client turned away.
+const RETRY_AFTER_SECONDS: u64 = 2;
+
+#[derive(Clone, Debug)]
+pub struct BodyBudget {
+    room: Arc<Semaphore>,
+    bytes: usize,
+}
+
+impl BodyBudget {
+    pub fn new(bytes: usize) -> Self {
+        let bytes = bytes.clamp(1, Semaphore::MAX_PERMITS.min(u32::MAX as usize));
+        Self { room: Arc::new(Semaphore::new(bytes)), bytes }
+    }
+
+    /// Reserves room for a body of `n` bytes (a body larger than the whole budget takes all
+    /// of it), waiting up to a few seconds.
+    pub async fn reserve(&self, n: usize) -> Result<OwnedSemaphorePermit, ApiError> {
+        let n = n.clamp(1, self.bytes) as u32;
+        match tokio::time::timeout(WAIT, self.room.clone().acquire_many_owned(n)).await {
+            Ok(Ok(permit)) => Ok(permit),
+            _ => Err(busy()),
+        }
+    }
+
+    /// Bytes free right now (for tests and metrics).
+    pub fn available(&self) -> usize {
+        self.room.available_permits()
+    }
+}
+
+fn busy() -> ApiError {
+    let mut e = ApiError::field(
+        503,
+        "Server busy",
+        "body",
+        format!("too many request bodies in flight; retry in {RETRY_AFTER_SECONDS} s"),
+    );
+    e.retry_after = Some(RETRY_AFTER_SECONDS);
+    e
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn bodies_wait_for_room_then_are_turned_away_with_retry_after() {
+        let budget = BodyBudget::new(1_000);
+        let big = budget.reserve(800).await.unwrap();
+        assert_eq!(budget.available(), 200);
+        let small = budget.reserve(200).await.unwrap();
+        // No room: waits, then 503 with Retry-After (time is paused, so this is instant).
+        let refused = budget.reserve(100).await.unwrap_err();
+        assert_eq!((refused.status, refused.retry_after), (503, Some(RETRY_AFTER_SECONDS)));
+        // Room comes back when a request is answered.
+        drop((big, small));
+        let again = budget.reserve(5_000).await.expect("larger than the budget: takes all of it");
+        assert_eq!(budget.available(), 0);
+        drop(again);
+        assert_eq!(budget.available(), 1_000);
+    }
+}
