@@ -24,6 +24,8 @@ use tokio::sync::oneshot;
 
 /// Upper bound on requests folded into one transaction, so one commit never grows unbounded.
 const MAX_JOBS_PER_COMMIT: usize = 512;
+/// Write jobs waiting for the writer thread at most (eight transactions' worth).
+const MAX_QUEUED_JOBS: usize = 8 * MAX_JOBS_PER_COMMIT;
 /// Readers kept open between requests (opening one per request would parse the schema each
 /// time); each caches up to 4 MB, so memory stays bounded.
 const MAX_IDLE_READERS: usize = 8;
@@ -164,7 +166,7 @@ type Reply = Box<dyn FnOnce(Result<(), String>) + Send>;
 
 pub struct SqliteStore {
     path: PathBuf,
-    writer: Mutex<Option<mpsc::Sender<Job>>>,
+    writer: Mutex<Option<mpsc::SyncSender<Job>>>,
     /// Cleared when the writer thread ends for any reason, a panic included: reads would
     /// still work, so health must ask.
     writer_alive: Arc<AtomicBool>,
@@ -190,7 +192,9 @@ impl SqliteStore {
         .map_err(|e| unavailable(&path, e))?;
         prepare_schema(&mut conn).map_err(|e| unavailable(&path, e))?;
 
-        let (tx, rx) = mpsc::channel::<Job>();
+        // Bounded: when the writer falls this far behind, writes answer 503 rather than queue
+        // without limit (request bodies are bounded before they get here, see admission.rs).
+        let (tx, rx) = mpsc::sync_channel::<Job>(MAX_QUEUED_JOBS);
         let writer_alive = Arc::new(AtomicBool::new(true));
         let alive = AliveWhileHeld(writer_alive.clone());
         std::thread::Builder::new()
@@ -226,10 +230,14 @@ impl SqliteStore {
             })
         });
         let sender = self.writer.lock().unwrap().clone();
-        sender
-            .ok_or_else(|| StoreError::Unavailable("store is closed".into()))?
-            .send(job)
-            .map_err(|_| StoreError::Unavailable("sqlite writer thread stopped".into()))?;
+        sender.ok_or_else(|| StoreError::Unavailable("store is closed".into()))?.try_send(job).map_err(
+            |e| match e {
+                mpsc::TrySendError::Full(_) => {
+                    StoreError::Unavailable("the sqlite writer is behind; retry shortly".into())
+                }
+                mpsc::TrySendError::Disconnected(_) => StoreError::Unavailable("sqlite writer thread stopped".into()),
+            },
+        )?;
         rx.await.map_err(|_| StoreError::Unavailable("sqlite writer thread stopped".into()))?
     }
 
