@@ -85,7 +85,7 @@ start = text.find("\n## MongoDB")
 if start >= 0:
     end = text.find("\n## ", start + 1)
     text = text[:start + 1] + text[end + 1:] if end >= 0 else text[:start + 1]
-at = text.find("\n## Notes")
+at = text.find("\n## Notes")  # after the other sections, before the hand-written notes
 block = "\n".join(section) + "\n"
 text = text[:at + 1] + block + text[at + 1:] if at >= 0 else text.rstrip("\n") + "\n\n" + block
 open("BENCHMARKS.md", "w").write(text)

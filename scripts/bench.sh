@@ -3,6 +3,7 @@
 # runs on 127.0.0.1 with a throw-away database and the rate limit off.
 #   scripts/bench.sh              full size (1M-event ingest, 1M leads / 5M events, 1,000 stream clients)
 #   BENCH_SCALE=0.1 scripts/bench.sh   a quicker run at a tenth of the sizes
+#   scripts/bench.sh --robustness      hostile bodies and a sustained overload (its own section)
 #   scripts/bench.sh --store mongodb   ingest and query figures on MongoDB (its own section of
 #       BENCHMARKS.md): on BENCH_MONGODB_URI (a real server: mongodb://host[:port]; it creates
 #       and drops leadscore_bench_* databases), else on the nx-27017 stand-in started here.
@@ -10,10 +11,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 STORE=sqlite
+ROBUSTNESS=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --store) STORE="$2"; shift 2 ;;
-    *) echo "usage: scripts/bench.sh [--store sqlite|mongodb]" >&2; exit 2 ;;
+    --robustness) ROBUSTNESS=1; shift ;;
+    *) echo "usage: scripts/bench.sh [--store sqlite|mongodb] [--robustness]" >&2; exit 2 ;;
   esac
 done
 case "$STORE" in sqlite|mongodb) ;; *) echo "--store is sqlite or mongodb" >&2; exit 2 ;; esac
@@ -53,6 +56,10 @@ stop_server() {
   kill -TERM "$SERVER_PID"; wait "$SERVER_PID" || true
 }
 
+if [ "$ROBUSTNESS" = 1 ]; then
+  . scripts/bench-robustness.sh
+  exit 0
+fi
 if [ "$STORE" = mongodb ]; then
   . scripts/bench-mongodb.sh
   exit 0
@@ -142,12 +149,12 @@ out = [
     f"6. **Peak RSS of the server**: {mb(peak):.0f} MB overall; {mb(big_rss):.0f} MB serving {pop['leads']:,} leads; "
     f"{mb(bulk_rss):.0f} MB in (2), {mb(single_rss):.0f} MB in (3), {mb(stream_rss):.0f} MB in (5).", "",
 ]
-# The MongoDB section (scripts/bench.sh --store mongodb) and the hand-written "## Notes"
+# The robustness and MongoDB sections (their own modes) and the hand-written "## Notes"
 # (analysis of the figures) survive a rerun.
 notes = ""
 if os.path.exists("BENCHMARKS.md"):
     previous = open("BENCHMARKS.md").read()
-    kept = [previous.index(h) for h in ("\n## MongoDB", "\n## Notes") if h in previous]
+    kept = [previous.index(h) for h in ("\n## Hostile input and overload", "\n## MongoDB", "\n## Notes") if h in previous]
     if kept:
         notes = previous[min(kept) + 1:]
 open("BENCHMARKS.md", "w").write("\n".join(out) + ("\n" + notes if notes else ""))

@@ -210,7 +210,7 @@ async fn an_oversized_body_is_read_before_its_413_so_any_client_sees_the_status(
 #[tokio::test]
 async fn when_bodies_in_flight_fill_the_budget_requests_get_503_with_retry_after() {
     use tokio::io::AsyncWriteExt;
-    let s = TestServer::start_with(|c| c.max_inflight_bytes = 1 << 20).await;
+    let s = TestServer::start_with(|c| c.max_inflight_bytes = 3 << 20).await;
     let addr = s.base.trim_start_matches("http://").to_string();
     // A client that says it sends a 1 MB event and sends half of it, then stalls.
     let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();

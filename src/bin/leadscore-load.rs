@@ -8,6 +8,8 @@
 //! leadscore-load bulk     [--events 1000000] [--batch 5000] [--concurrency 4] [--random-ids]
 //! leadscore-load stream   [--clients 1000] [--rate 20000] [--duration 10] [--leads 10000]
 //! leadscore-load query    [--requests 2000] [--concurrency 8] [--leads 1000000]
+//! leadscore-load hostile  [--concurrency 16] [--rounds 3] [--bytes 5242880]  (bodies that should all get a 4xx)
+//! leadscore-load overload [--concurrency 64] [--batch 5000] [--duration 20] [--metadata-bytes 0]  (more bodies than the server holds)
 //! leadscore-load store-ceiling [--events 1000000] [--batch 20000] [--database-url URL]  (no server: Store API)
 //! leadscore-load populate (--db FILE | --database-url URL) [--leads 1000000] [--events 5000000] (no server)
 //! leadscore-load drop-database --database-url mongodb://…/leadscore_bench…  (clean up after a MongoDB run)
@@ -56,6 +58,8 @@ fn main() -> ExitCode {
             "single" => single(&opts).await,
             "bulk" => bulk(&opts).await,
             "stream" => stream(&opts).await,
+            "hostile" => hostile(&opts).await,
+            "overload" => overload(&opts).await,
             "query" => query(&opts).await,
             "store-ceiling" => store_ceiling(&opts).await,
             "populate" => populate(&opts).await,
@@ -82,7 +86,7 @@ fn main() -> ExitCode {
 }
 
 fn usage() -> &'static str {
-    "usage: leadscore-load <simulate|single|bulk|stream|query|store-ceiling|populate|drop-database> [--option value]…\n\
+    "usage: leadscore-load <simulate|single|bulk|stream|query|hostile|overload|store-ceiling|populate|drop-database> [--option value]…\n\
      see the top of src/bin/leadscore-load.rs or README.md (Benchmarks) for the options"
 }
 
@@ -409,6 +413,126 @@ async fn bulk(o: &Opts) -> Result<Value, String> {
         "accepted_per_s": accepted as f64 / ingested.as_secs_f64(),
         "scored_per_s": accepted as f64 / (scored_at - start).as_secs_f64(),
         "batch_latency": tally.summary(),
+    });
+    eprintln!("{}", serde_json::to_string_pretty(&summary).unwrap_or_default());
+    Ok(summary)
+}
+
+/// Hostile bodies: `--concurrency` (16) clients each posting `--rounds` (3) batch bodies of
+/// `--bytes` (5 MB) of tiny values (`[0,0,…]`), and 4 posting as deeply nested arrays, at
+/// once. Every answer should be a 4xx; the server's peak memory is what bench.sh records.
+async fn hostile(o: &Opts) -> Result<Value, String> {
+    let (concurrency, rounds, size) =
+        (o.get("concurrency", 16usize), o.get("rounds", 3usize), o.get("bytes", 5 * 1024 * 1024usize));
+    let (client, base) = (o.client(), o.url());
+    let url = format!("{base}/api/events/batch");
+    let mut tiny = Vec::with_capacity(size);
+    tiny.push(b'[');
+    while tiny.len() + 3 < size {
+        tiny.extend_from_slice(b"0,");
+    }
+    tiny.extend_from_slice(b"0]");
+    let depth = size / 2 - 1;
+    let nested = format!("{}{}", "[".repeat(depth), "]".repeat(depth)).into_bytes();
+    let (tiny, nested) = (Arc::new(tiny), Arc::new(nested));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for k in 0..concurrency + 4 {
+        let body = if k < concurrency { tiny.clone() } else { nested.clone() };
+        let (client, url) = (client.clone(), url.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut tally = Tally::default();
+            for _ in 0..rounds {
+                let start = Instant::now();
+                let sent =
+                    client.post(&url).header("content-type", "application/json").body(body.to_vec()).send().await;
+                let status = match sent {
+                    Ok(r) => r.status().as_u16().to_string(),
+                    Err(_) => "connection error".into(),
+                };
+                tally.record(&status, start.elapsed());
+            }
+            tally
+        }));
+    }
+    let mut tally = Tally::default();
+    for t in tasks {
+        tally.merge(t.await.map_err(|e| e.to_string())?);
+    }
+    let all_4xx = tally.statuses.iter().all(|(s, _)| s.starts_with('4'));
+    let summary = json!({
+        "mode": "hostile", "clients": concurrency + 4, "body_bytes": size, "rounds": rounds,
+        "seconds": start.elapsed().as_secs_f64(), "all_4xx": all_4xx, "latency": tally.summary(),
+    });
+    eprintln!("{}", serde_json::to_string_pretty(&summary).unwrap_or_default());
+    Ok(summary)
+}
+
+/// Overload: `--concurrency` (64) clients posting full valid batches (`--batch` 5,000 events
+/// over 100 leads, `--metadata-bytes` of padding each) back to back for `--duration` (20) s —
+/// more bodies than the server holds at once. Counts 202s and 503s (each 503 must carry Retry-After), then waits until
+/// everything is scored and checks that every accepted event was (the leads' event counts
+/// add up to the accepted total).
+async fn overload(o: &Opts) -> Result<Value, String> {
+    let (concurrency, batch, duration) =
+        (o.get("concurrency", 64usize), o.get("batch", 5000usize), Duration::from_secs(o.get("duration", 20u64)));
+    let pad = "p".repeat(o.get("metadata-bytes", 0usize));
+    let (client, base) = (o.client(), o.url());
+    let url = format!("{base}/api/events/batch");
+    let run = format!("ovl{}", std::process::id());
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for worker in 0..concurrency {
+        let (client, url, run, pad) = (client.clone(), url.clone(), run.clone(), pad.clone());
+        tasks.push(tokio::spawn(async move {
+            let (mut tally, mut accepted, mut without_retry_after, mut n) = (Tally::default(), 0u64, 0u64, 0u64);
+            while start.elapsed() < duration {
+                let body: Vec<Value> = (0..batch)
+                    .map(|i| {
+                        json!({"eventId": format!("{run}-{worker}-{n}-{i}"), "leadId": format!("{run}-lead-{}", i % 100),
+                               "eventType": "Page View", "timestamp": "2024-05-01T12:00:00Z", "metadata": {"pad": pad}})
+                    })
+                    .collect();
+                n += 1;
+                let sent = Instant::now();
+                let status = match client.post(&url).json(&body).send().await {
+                    Ok(r) => {
+                        let code = r.status().as_u16();
+                        if code == 503 && r.headers().get("retry-after").is_none() {
+                            without_retry_after += 1;
+                        }
+                        let report: Value = r.json().await.unwrap_or(Value::Null);
+                        accepted += report["accepted"].as_u64().unwrap_or(0);
+                        code.to_string()
+                    }
+                    Err(_) => "connection error".into(),
+                };
+                tally.record(&status, sent.elapsed());
+            }
+            (tally, accepted, without_retry_after)
+        }));
+    }
+    let (mut tally, mut accepted, mut without_retry_after) = (Tally::default(), 0u64, 0u64);
+    for t in tasks {
+        let (t, a, w) = t.await.map_err(|e| e.to_string())?;
+        tally.merge(t);
+        accepted += a;
+        without_retry_after += w;
+    }
+    drained(&client, &base, Duration::from_secs(600)).await?;
+    let leads: Value = client
+        .get(format!("{base}/api/leads?search={run}-lead-&limit=500"))
+        .send()
+        .await
+        .map_err(|e| e.to_string())?
+        .json()
+        .await
+        .map_err(|e| e.to_string())?;
+    let scored: u64 = leads.as_array().map(|l| l.iter().filter_map(|l| l["eventCount"].as_u64()).sum()).unwrap_or(0);
+    let summary = json!({
+        "mode": "overload", "concurrency": concurrency, "batch": batch, "seconds": duration.as_secs(),
+        "accepted": accepted, "scored": scored, "nothing_lost": accepted == scored,
+        "busy_without_retry_after": without_retry_after, "latency": tally.summary(),
     });
     eprintln!("{}", serde_json::to_string_pretty(&summary).unwrap_or_default());
     Ok(summary)

@@ -300,4 +300,42 @@ mod tests {
         assert!(apply_updates(&mut vec![], &[update("z", 1)], &second_page));
         assert!(!apply_updates(&mut vec![], &[], &second_page));
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// However changes interleave, folding keeps each lead's latest score, the sum of
+            /// its deltas and its event count; `flush_top` loses nothing but what it says it
+            /// left out.
+            #[test]
+            fn folding_keeps_every_leads_total(
+                deltas in proptest::collection::vec((0usize..6, -50i64..50), 0..200),
+                max in 1usize..8,
+            ) {
+                let mut c = Coalescer::default();
+                let mut scores: HashMap<String, (i64, i64, u32)> = HashMap::new();
+                for (i, (lead, delta)) in deltas.iter().enumerate() {
+                    let lead = format!("l{lead}");
+                    let e = scores.entry(lead.clone()).or_default();
+                    *e = (e.0 + delta, e.1 + delta, e.2 + 1);
+                    c.add(&change(&lead, &format!("e{i}"), *delta, e.0, i as i64));
+                }
+                let (top, omitted) = c.flush_top(max);
+                prop_assert_eq!(top.len() + omitted, scores.len());
+                if omitted > 0 {
+                    // Cut down to the highest scores: nothing left out outscores what is kept.
+                    let lowest_kept = top.iter().map(|u| u.score).min().unwrap();
+                    let kept: Vec<&str> = top.iter().map(|u| u.lead_id.as_str()).collect();
+                    prop_assert!(scores.iter().filter(|(l, _)| !kept.contains(&l.as_str())).all(|(_, s)| s.0 <= lowest_kept));
+                }
+                for u in &top {
+                    let (score, delta, events) = scores[&u.lead_id];
+                    prop_assert_eq!((u.score, u.delta, u.events), (score, delta, events));
+                }
+                prop_assert!(c.is_empty());
+            }
+        }
+    }
 }

@@ -211,4 +211,35 @@ mod tests {
         assert_eq!(DetailPage::parse([("eventsLimit", "0")]).unwrap_err()[0].field, "eventsLimit");
         assert_eq!(DetailPage::parse([("historyLimit", "501")]).unwrap_err()[0].field, "historyLimit");
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// Any query string pairs: parsed or refused field by field, never a panic; what
+            /// parses stays within the documented bounds.
+            #[test]
+            fn any_query_is_parsed_or_refused_by_field(
+                pairs in proptest::collection::vec(
+                    (prop_oneof![
+                        "limit|offset|search|minScore|maxScore|historyLimit|historyOffset|eventsLimit|eventsOffset",
+                        "[a-z]{1,6}"
+                    ],
+                     ".{0,24}"),
+                    0..8
+                )
+            ) {
+                let pairs: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+                match LeadQuery::parse(pairs.iter().copied()) {
+                    Ok(q) => prop_assert!(q.limit >= 1 && q.limit <= 500, "{:?}", q),
+                    Err(problems) => prop_assert!(problems.iter().all(|p| !p.field.is_empty() && !p.problem.is_empty())),
+                }
+                match DetailPage::parse(pairs.iter().copied()) {
+                    Ok(p) => prop_assert!(p.history_limit >= 1 && p.history_limit <= 500 && p.events_limit >= 1 && p.events_limit <= 500),
+                    Err(problems) => prop_assert!(problems.iter().all(|p| !p.field.is_empty() && !p.problem.is_empty())),
+                }
+            }
+        }
+    }
 }

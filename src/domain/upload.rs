@@ -217,4 +217,24 @@ mod tests {
         assert!(parse_file("u.json", "{}", &mut Fixed(0)).unwrap_err().contains("array"));
         assert!(parse_file("u.json", "[1,", &mut Fixed(0)).unwrap_err().starts_with("not valid JSON"));
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// Any file: parsed into items with one origin each, or refused with a message;
+            /// never a panic.
+            #[test]
+            fn any_file_is_parsed_or_refused(
+                name in prop_oneof![Just("u.csv"), Just("u.json"), Just("u.txt")],
+                text in prop_oneof![".{0,200}", "(eventId|leadId|eventType|timestamp|page)(,[a-zA-Z \"]{0,8}){0,5}\n([a-z0-9 ,\"]{0,30}\n){0,5}"],
+            ) {
+                match parse_file(name, &text, &mut Fixed(0)) {
+                    Ok(parsed) => prop_assert_eq!(parsed.items.len(), parsed.origins.len()),
+                    Err(message) => prop_assert!(!message.is_empty()),
+                }
+            }
+        }
+    }
 }

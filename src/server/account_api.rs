@@ -17,8 +17,6 @@ use tower_sessions::Session;
 
 type Answer = Result<Response, ApiError>;
 
-/// Account bodies are small: a name, a password, a list of scopes.
-
 pub async fn setup_status(State(state): State<AppState>) -> Answer {
     let needed = state.accounts.setup_needed().await?;
     Ok(Json(json!({"needed": needed && state.config.auth == super::config::AuthMode::Required})).into_response())

@@ -223,7 +223,7 @@ impl SqliteStore {
             Box::new(move |commit| {
                 let outcome = match (result, commit) {
                     (Ok(v), Ok(())) => Ok(v),
-                    (Err(e), _) => Err(StoreError::Internal(e.to_string())),
+                    (Err(e), _) => Err(classify(e)),
                     (Ok(_), Err(e)) => Err(StoreError::Unavailable(format!("commit failed: {e}"))),
                 };
                 let _ = tx.send(outcome);
@@ -294,6 +294,18 @@ fn prepare_schema(conn: &mut Connection) -> Result<(), String> {
     tx.commit().map_err(|e| e.to_string())
 }
 
+/// A full disk, an I/O error or a locked file is the store being unavailable (503, retry
+/// later; nothing was written), not a bug.
+fn classify(e: rusqlite::Error) -> StoreError {
+    use rusqlite::ErrorCode::*;
+    match e.sqlite_error_code() {
+        Some(DiskFull | SystemIoFailure | DatabaseBusy | DatabaseLocked | CannotOpen | ReadOnly) => {
+            StoreError::Unavailable(e.to_string())
+        }
+        _ => StoreError::Internal(e.to_string()),
+    }
+}
+
 fn unavailable(path: &Path, e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(format!("cannot open {}: {e}", path.display()))
 }
@@ -304,7 +316,9 @@ struct AliveWhileHeld(Arc<AtomicBool>);
 impl Drop for AliveWhileHeld {
     fn drop(&mut self) {
         self.0.store(false, Ordering::Relaxed);
-        tracing::error!("sqlite: the writer thread stopped; writes fail until a restart");
+        if std::thread::panicking() {
+            tracing::error!("sqlite: the writer thread died; writes fail until a restart");
+        }
     }
 }
 

@@ -1,0 +1,163 @@
+//! Faults on the embedded store: the disk fills up under ingest. Needs root (it mounts a
+//! small tmpfs); reported as ignored, never as passed, where it cannot.
+//!
+//! Once space runs out, ingest answers 503 (never a 202 that is not on disk), reads keep
+//! working, and after space is freed the same process goes on: every event that got a 202
+//! is there and scored exactly once.
+
+mod common;
+
+use common::binary::Binary;
+use libtest_mimic::{Arguments, Failed, Trial};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const KEY: &str = "faults-key-5d0e";
+const LEADS: usize = 20;
+
+fn main() {
+    let args = Arguments::from_args();
+    let can_mount = Scratch::mount(1).map(drop);
+    if let Err(why) = &can_mount {
+        println!("skipped: cannot mount a tmpfs here ({why}) — reported as ignored, not passed");
+    }
+    let trial = Trial::test("a_full_disk_means_503_and_reads_work_and_ingest_resumes_once_space_is_freed", || {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+        rt.block_on(full_disk()).map_err(Failed::from)
+    })
+    .with_ignored_flag(can_mount.is_err());
+    libtest_mimic::run(&args, vec![trial]).exit();
+}
+
+/// A size-limited tmpfs, unmounted when dropped.
+struct Scratch {
+    dir: tempfile::TempDir,
+}
+
+impl Scratch {
+    fn mount(megabytes: usize) -> Result<Self, String> {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={megabytes}m"), "tmpfs"])
+            .arg(dir.path())
+            .output()
+            .map_err(|e| e.to_string())?;
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
+        }
+        Ok(Self { dir })
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(self.dir.path()).status();
+    }
+}
+
+fn batch(b: usize) -> Value {
+    // 2 KB of metadata per event: the disk fills in a few dozen batches.
+    Value::Array(
+        (0..200)
+            .map(|i| {
+                json!({"eventId": format!("d{b}-{i}"), "leadId": format!("lead-{}", (b * 200 + i) % LEADS),
+                       "eventType": "Page View", "timestamp": "2024-05-01T12:00:00Z",
+                       "metadata": {"pad": "p".repeat(2_000)}})
+            })
+            .collect(),
+    )
+}
+
+async fn full_disk() -> Result<(), String> {
+    let scratch = Scratch::mount(24)?;
+    // Room to give back later: the test frees it once the disk is full.
+    let filler: PathBuf = scratch.path().join("filler");
+    std::fs::write(&filler, vec![0u8; 8 << 20]).map_err(|e| e.to_string())?;
+    let db = scratch.path().join("leadscore.db");
+    let server = Binary::start(&db, &[("API_KEYS", KEY), ("RATE_LIMIT_PER_SECOND", "0")]);
+    let client = common::keyed_client(KEY);
+    let base = server.base.clone();
+
+    // 1. Ingest until the disk is full: 503s, never a 500, never a 202 that is not stored.
+    let mut acked = Vec::new();
+    let mut refused = 0;
+    for b in 0..400 {
+        let r =
+            client.post(format!("{base}/api/events/batch")).json(&batch(b)).send().await.map_err(|e| e.to_string())?;
+        match r.status().as_u16() {
+            202 => acked.push(b),
+            503 => {
+                assert!(r.headers().get("retry-after").is_some(), "503 says when to retry");
+                refused += 1;
+                if refused >= 3 {
+                    break;
+                }
+            }
+            other => return Err(format!("batch {b}: {other} {}", r.text().await.unwrap_or_default())),
+        }
+    }
+    assert!(refused >= 3, "the disk never filled after {} batches", acked.len());
+    assert!(!acked.is_empty(), "nothing was accepted before the disk filled");
+
+    // 2. Reads keep working.
+    let r = client.get(format!("{base}/api/leads?limit=5")).send().await.map_err(|e| e.to_string())?;
+    assert_eq!(r.status().as_u16(), 200, "the leaderboard still answers");
+
+    // 3. Space comes back: the same process takes events again, by itself.
+    std::fs::remove_file(&filler).map_err(|e| e.to_string())?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut b = 1_000;
+    loop {
+        let r =
+            client.post(format!("{base}/api/events/batch")).json(&batch(b)).send().await.map_err(|e| e.to_string())?;
+        match r.status().as_u16() {
+            202 => {
+                acked.push(b);
+                break;
+            }
+            503 => {}
+            other => return Err(format!("after freeing space: {other}")),
+        }
+        assert!(Instant::now() < deadline, "ingest did not resume after space was freed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        b += 1;
+    }
+
+    // 4. Every acknowledged event is there and scored exactly once.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let h: Value = client
+            .get(format!("{base}/api/health"))
+            .send()
+            .await
+            .map_err(|e| e.to_string())?
+            .json()
+            .await
+            .map_err(|e| e.to_string())?;
+        if h["queue"]["depth"] == 0 && h["worker"]["alive"] == true {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the queue did not drain: {h}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let leads: Value = client
+        .get(format!("{base}/api/leads?limit=500"))
+        .send()
+        .await
+        .map_err(|e| e.to_string())?
+        .json()
+        .await
+        .map_err(|e| e.to_string())?;
+    let counted: i64 = leads.as_array().unwrap().iter().map(|l| l["eventCount"].as_i64().unwrap()).sum();
+    assert_eq!(counted, 200 * acked.len() as i64, "every acknowledged event scored exactly once");
+    let scores: i64 = leads.as_array().unwrap().iter().map(|l| l["score"].as_i64().unwrap()).sum();
+    assert_eq!(scores, 5 * counted);
+    drop(server);
+    Ok(())
+}
