@@ -12,6 +12,7 @@ use crate::service::accounts::Accounts;
 use crate::service::feed;
 use crate::service::now_ms;
 use crate::service::sessions::{StoreSessions, COOKIE_NAME};
+use crate::service::store::sqlite::backup::InUse;
 use crate::service::store::{mongo::MongoStore, sqlite::SqliteStore, DynStore, Store, StoreError};
 use crate::service::worker::{Publish, Worker};
 use crate::service::{Backend, BatchLimits, Service};
@@ -216,6 +217,9 @@ pub struct Running {
     shutdown: watch::Sender<bool>,
     server: JoinHandle<()>,
     worker: JoinHandle<()>,
+    /// The embedded store's file is this server's while it runs (`leadscore restore` and a
+    /// second server on the same file are refused).
+    _in_use: Option<InUse>,
 }
 
 impl Running {
@@ -234,6 +238,10 @@ impl Running {
 
 /// Opens the store, seeds default rules into an empty one, starts the worker and serves.
 pub async fn launch(config: Config, leptos_options: LeptosOptions, listener: TcpListener) -> Result<Running, String> {
+    let in_use = match &config.database {
+        Database::Sqlite(path) => Some(InUse::claim(path)?),
+        Database::Mongo(_) => None,
+    };
     let store = open_store(&config).await?;
     seed_default_rules(store.clone()).await?;
     let service = Arc::new(Service::new(store.clone(), BatchLimits { max_events: config.max_batch_events }));
@@ -278,5 +286,5 @@ pub async fn launch(config: Config, leptos_options: LeptosOptions, listener: Tcp
             tracing::error!(error = %e, "server error");
         }
     });
-    Ok(Running { addr, service, shutdown, server, worker })
+    Ok(Running { addr, service, shutdown, server, worker, _in_use: in_use })
 }

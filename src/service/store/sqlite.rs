@@ -10,6 +10,7 @@
 //! 202 the API answered) survives a process crash or power loss.
 
 mod accounts;
+pub mod backup;
 
 use super::{InsertOutcome, QueueStats, Store, StoreError, StoreResult};
 use crate::domain::query::{DetailPage, LeadQuery};
