@@ -21,6 +21,8 @@ cargo test --features ssr
 # Every suite that starts a server runs again on MongoDB (tests/mongo_fencing.rs and
 # tests/scale_out.rs ran above: they are MongoDB's own). SQLite only, and why:
 # - the SQLite store's unit tests (schema migrations, query plans): that store's internals;
+# - tests/faults.rs (a full disk) and tests/backup.rs: the embedded store's file and its
+#   backup/restore commands (MongoDB's disk and backups are the database server's);
 # - the browser tests: they drive the UI, which reaches the store through the same service
 #   and HTTP layer these suites cover on both.
 printf '\n\033[1;36m==> HTTP, stream, access, account and crash tests again, on MongoDB\033[0m\n'
