@@ -171,6 +171,10 @@ pub struct SqliteStore {
     /// Cleared when the writer thread ends for any reason, a panic included: reads would
     /// still work, so health must ask.
     writer_alive: Arc<AtomicBool>,
+    /// The file's identity (device, inode) when opened. If the path stops naming it (the file
+    /// was deleted or replaced), the open connections would go on writing to an unlinked
+    /// file and every later 202 would be lost at the next start: writes are refused instead.
+    identity: Option<(u64, u64)>,
     readers: Arc<ReaderPool>,
 }
 
@@ -206,6 +210,7 @@ impl SqliteStore {
             })
             .map_err(|e| StoreError::Internal(e.to_string()))?;
         Ok(Self {
+            identity: file_identity(&path),
             writer_alive,
             readers: Arc::new(ReaderPool { path: path.clone(), idle: Mutex::new(Vec::new()) }),
             path,
@@ -213,11 +218,27 @@ impl SqliteStore {
         })
     }
 
+    /// Whether the path still names the file this store opened.
+    fn still_our_file(&self) -> StoreResult<()> {
+        match (self.identity, file_identity(&self.path)) {
+            (Some(ours), Some(now)) if ours != now => Err(StoreError::Unavailable(format!(
+                "the database file {} was replaced while the server ran; restart the server",
+                self.path.display()
+            ))),
+            (Some(_), None) => Err(StoreError::Unavailable(format!(
+                "the database file {} was removed while the server ran; put it back or restart the server",
+                self.path.display()
+            ))),
+            _ => Ok(()),
+        }
+    }
+
     /// Runs `f` in the writer's next transaction; resolves after that transaction committed.
     async fn write<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> StoreResult<T> {
+        self.still_our_file()?;
         let (tx, rx) = oneshot::channel();
         let job: Job = Box::new(move |conn| {
             let result = in_savepoint(conn, f);
@@ -293,6 +314,12 @@ fn prepare_schema(conn: &mut Connection) -> Result<(), String> {
     }
     tx.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(|e| e.to_string())?;
     tx.commit().map_err(|e| e.to_string())
+}
+
+/// (device, inode) of the file at `path`, if there is one.
+fn file_identity(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
 /// A full disk, an I/O error or a locked file is the store being unavailable (503, retry
@@ -550,6 +577,7 @@ impl Store for SqliteStore {
         if !self.writer_alive.load(Ordering::Relaxed) {
             return Err(StoreError::Unavailable("sqlite writer thread stopped".into()));
         }
+        self.still_our_file()?;
         self.read(|c| {
             c.query_row("SELECT count(*), min(received_at) FROM events WHERE processed = 0", [], |r| {
                 Ok(QueueStats { depth: r.get::<_, i64>(0)? as u64, oldest_received_at: r.get(1)? })
@@ -795,6 +823,39 @@ mod tests {
         assert!(plan.contains("history_by_lead"), "{plan}");
         assert!(plan.contains("SEARCH score_history USING COVERING INDEX history_by_lead"), "{plan}");
         assert!(!plan.lines().any(|l| l == "SCAN events" || l == "SCAN score_history"), "no full scan:\n{plan}");
+    }
+}
+
+#[cfg(test)]
+mod vanished_file {
+    use super::*;
+
+    #[test]
+    fn a_removed_or_replaced_file_refuses_writes_and_says_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gone.db");
+        let store = SqliteStore::open(&path).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let event = |id: &str| NewEvent {
+            event_id: id.into(),
+            lead_id: "l".into(),
+            event_type: "Page View".into(),
+            timestamp: 1,
+            metadata: None,
+        };
+        rt.block_on(store.insert_events(vec![event("a")])).unwrap();
+        std::fs::rename(&path, dir.path().join("moved-away.db")).unwrap();
+        let refused = rt.block_on(store.insert_events(vec![event("b")]));
+        assert!(matches!(&refused, Err(StoreError::Unavailable(m)) if m.contains("was removed")), "{refused:?}");
+        assert!(matches!(rt.block_on(store.queue_stats()), Err(StoreError::Unavailable(_))), "health says so");
+        // Another file in its place is not this store's either.
+        std::fs::write(&path, b"").unwrap();
+        let refused = rt.block_on(store.insert_events(vec![event("c")]));
+        assert!(matches!(&refused, Err(StoreError::Unavailable(m)) if m.contains("was replaced")), "{refused:?}");
+        // Moved back: the same file again, writes go on.
+        std::fs::remove_file(&path).unwrap();
+        std::fs::rename(dir.path().join("moved-away.db"), &path).unwrap();
+        rt.block_on(store.insert_events(vec![event("d")])).unwrap();
     }
 }
 
