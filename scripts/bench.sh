@@ -4,6 +4,10 @@
 #   scripts/bench.sh              full size (1M-event ingest, 1M leads / 5M events, 1,000 stream clients)
 #   BENCH_SCALE=0.1 scripts/bench.sh   a quicker run at a tenth of the sizes
 #   scripts/bench.sh --robustness      hostile bodies and a sustained overload (its own section)
+#   scripts/bench.sh --fuzz            the property tests of every input parser with many more
+#       cases (FUZZ_CASES, default 200000 each), bounded by FUZZ_MINUTES (default 20); a failing
+#       input is saved by proptest under proptest-regressions/ — commit it: it is rerun by
+#       every later test run
 #   scripts/bench.sh --store mongodb   ingest and query figures on MongoDB (its own section of
 #       BENCHMARKS.md): on BENCH_MONGODB_URI (a real server: mongodb://host[:port]; it creates
 #       and drops leadscore_bench_* databases), else on the nx-27017 stand-in started here.
@@ -16,7 +20,13 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --store) STORE="$2"; shift 2 ;;
     --robustness) ROBUSTNESS=1; shift ;;
-    *) echo "usage: scripts/bench.sh [--store sqlite|mongodb] [--robustness]" >&2; exit 2 ;;
+    --fuzz)
+      step() { printf '\n\033[1;36m==> %s\033[0m\n' "$*" >&2; }
+      step "Property tests of the input parsers, ${FUZZ_CASES:-200000} cases each (at most ${FUZZ_MINUTES:-20} min)"
+      PROPTEST_CASES="${FUZZ_CASES:-200000}" timeout "$(( ${FUZZ_MINUTES:-20} * 60 ))" \
+        cargo test --features ssr --lib -- properties raw_items_are_judged any_body_gets_an_answer every_position_once
+      exit $? ;;
+    *) echo "usage: scripts/bench.sh [--store sqlite|mongodb] [--robustness] [--fuzz]" >&2; exit 2 ;;
   esac
 done
 case "$STORE" in sqlite|mongodb) ;; *) echo "--store is sqlite or mongodb" >&2; exit 2 ;; esac
