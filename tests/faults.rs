@@ -1,9 +1,14 @@
-//! Faults on the embedded store: the disk fills up under ingest. Needs root (it mounts a
-//! small tmpfs); reported as ignored, never as passed, where it cannot.
+//! Faults under a running server, each reported as ignored (never as passed) where it cannot
+//! run here:
+//! - the embedded store's disk fills up under ingest (needs root: it mounts a small tmpfs).
+//!   Once space runs out, ingest answers 503 (never a 202 that is not on disk), reads keep
+//!   working, and after space is freed the same process goes on;
+//! - the MongoDB server is killed and comes back (needs the nx-27017 stand-in that
+//!   scripts/setup.sh installs: this test owns its server, so it can kill it). Meanwhile
+//!   ingest answers 503 with Retry-After and health says why; afterwards the same process
+//!   goes on by itself.
 //!
-//! Once space runs out, ingest answers 503 (never a 202 that is not on disk), reads keep
-//! working, and after space is freed the same process goes on: every event that got a 202
-//! is there and scored exactly once.
+//! Either way, every event that got a 202 is there and scored exactly once.
 
 mod common;
 
@@ -23,12 +28,144 @@ fn main() {
     if let Err(why) = &can_mount {
         println!("skipped: cannot mount a tmpfs here ({why}) — reported as ignored, not passed");
     }
-    let trial = Trial::test("a_full_disk_means_503_and_reads_work_and_ingest_resumes_once_space_is_freed", || {
+    let disk = Trial::test("a_full_disk_means_503_and_reads_work_and_ingest_resumes_once_space_is_freed", || {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
         rt.block_on(full_disk()).map_err(Failed::from)
     })
     .with_ignored_flag(can_mount.is_err());
-    libtest_mimic::run(&args, vec![trial]).exit();
+    let standin = Path::new(env!("CARGO_MANIFEST_DIR")).join(".tools/nx-venv/bin/nx-27017");
+    if !standin.exists() {
+        println!("skipped: {} not installed (scripts/setup.sh) — reported as ignored, not passed", standin.display());
+    }
+    let mongo = Trial::test("a_killed_mongodb_means_503_and_the_server_recovers_by_itself", {
+        let standin = standin.clone();
+        move || {
+            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+            rt.block_on(killed_mongodb(standin)).map_err(Failed::from)
+        }
+    })
+    .with_ignored_flag(!standin.exists());
+    libtest_mimic::run(&args, vec![disk, mongo]).exit();
+}
+
+/// A MongoDB stand-in this test owns: started on a fixed port and data directory, so it can
+/// be killed and started again where it was.
+struct StandIn {
+    program: PathBuf,
+    data: PathBuf,
+    port: u16,
+    child: Option<std::process::Child>,
+}
+
+impl StandIn {
+    fn start(&mut self) -> Result<(), String> {
+        let child = Command::new(&self.program)
+            .args(["--host", "127.0.0.1", "--port", &self.port.to_string(), "--data-dir"])
+            .arg(&self.data)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .map_err(|e| e.to_string())?;
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            if Instant::now() > deadline {
+                return Err("the stand-in did not start".into());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill(); // SIGKILL
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for StandIn {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+async fn post_until(client: &reqwest::Client, base: &str, b: usize, want: u16, within: Duration) -> Result<(), String> {
+    let deadline = Instant::now() + within;
+    loop {
+        let r =
+            client.post(format!("{base}/api/events/batch")).json(&batch(b)).send().await.map_err(|e| e.to_string())?;
+        let status = r.status().as_u16();
+        if status == want {
+            if status == 503 && r.headers().get("retry-after").is_none() {
+                return Err("503 without Retry-After".into());
+            }
+            return Ok(());
+        }
+        if !matches!(status, 202 | 409 | 503) {
+            return Err(format!("batch {b}: unexpected {status}"));
+        }
+        if Instant::now() > deadline {
+            return Err(format!("batch {b}: no {want} within {within:?} (last {status})"));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn killed_mongodb(program: PathBuf) -> Result<(), String> {
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let port =
+        std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_err(|e| e.to_string())?.port();
+    let mut standin = StandIn { program, data: dir.path().join("data"), port, child: None };
+    standin.start()?;
+    let url = format!("mongodb://127.0.0.1:{port}/leadscore_faults");
+    let server = Binary::start_on(&url, &[("API_KEYS", KEY), ("RATE_LIMIT_PER_SECOND", "0")]);
+    let client = common::keyed_client(KEY);
+    let base = server.base.clone();
+
+    post_until(&client, &base, 0, 202, Duration::from_secs(30)).await?;
+    standin.kill();
+    // While it is down: 503 with Retry-After, never a 202; health says why.
+    post_until(&client, &base, 1, 503, Duration::from_secs(30)).await?;
+    let r = client.get(format!("{base}/api/health")).send().await.map_err(|e| e.to_string())?;
+    assert_eq!(r.status().as_u16(), 503);
+    let h: Value = r.json().await.map_err(|e| e.to_string())?;
+    assert_eq!(h["store"]["reachable"], false, "{h}");
+    assert!(h["store"]["error"].as_str().is_some_and(|e| !e.is_empty()), "health says why: {h}");
+
+    // Back where it was: the same server process goes on by itself.
+    standin.start()?;
+    post_until(&client, &base, 1, 202, Duration::from_secs(60)).await?;
+    post_until(&client, &base, 2, 202, Duration::from_secs(10)).await?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let h: Value = client
+            .get(format!("{base}/api/health"))
+            .send()
+            .await
+            .map_err(|e| e.to_string())?
+            .json()
+            .await
+            .map_err(|e| e.to_string())?;
+        if h["queue"]["depth"] == 0 && h["worker"]["alive"] == true {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the queue did not drain after the database came back: {h}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let leads: Value = client
+        .get(format!("{base}/api/leads?limit=500"))
+        .send()
+        .await
+        .map_err(|e| e.to_string())?
+        .json()
+        .await
+        .map_err(|e| e.to_string())?;
+    let counted: i64 = leads.as_array().unwrap().iter().map(|l| l["eventCount"].as_i64().unwrap()).sum();
+    assert_eq!(counted, 3 * 200, "batches 0, 1 and 2, each event once");
+    drop(server);
+    Ok(())
 }
 
 /// A size-limited tmpfs, unmounted when dropped.
