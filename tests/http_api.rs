@@ -253,6 +253,56 @@ async fn when_bodies_in_flight_fill_the_budget_requests_get_503_with_retry_after
     s.stop().await;
 }
 
+/// A client that announces a 1 MB body, sends half of it and stalls: its request is being
+/// handled until it finishes or is cut off.
+async fn stalled_upload(s: &TestServer) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let addr = s.base.trim_start_matches("http://").to_string();
+    let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "POST /api/events HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nx-api-key: {}\r\n\r\n",
+        1 << 20,
+        common::ADMIN_KEY
+    );
+    slow.write_all(head.as_bytes()).await.unwrap();
+    slow.write_all(&vec![b' '; 1 << 19]).await.unwrap();
+    slow
+}
+
+#[tokio::test]
+async fn requests_past_the_concurrency_limit_or_the_deadline_get_503() {
+    // One request at a time: while the stalled one is handled, the next is turned away.
+    let s = TestServer::start_with(|c| c.max_concurrent_requests = 1).await;
+    let slow = stalled_upload(&s).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let busy = loop {
+        let r = s.client.get(s.url("/api/leads")).send().await.unwrap();
+        if r.status().as_u16() == 503 {
+            break r;
+        }
+        assert_eq!(r.status().as_u16(), 200, "before the stalled request holds the slot");
+        assert!(std::time::Instant::now() < deadline, "the limit never applied");
+    };
+    assert_eq!(busy.headers()["retry-after"], "1");
+    drop(slow);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while s.get("/api/leads").await.0 != 200 {
+        assert!(std::time::Instant::now() < deadline, "the slot never came back");
+    }
+    s.stop().await;
+
+    // A handler that takes longer than the deadline answers 503 instead of hanging.
+    let s = TestServer::start_with(|c| c.request_timeout_seconds = 1).await;
+    let mut slow = stalled_upload(&s).await;
+    let mut answer = Vec::new();
+    tokio::io::AsyncReadExt::read_to_end(&mut slow, &mut answer).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("Request took too long"), "{answer}");
+    s.stop().await;
+}
+
 #[tokio::test]
 async fn batch_status_codes_and_limits() {
     let s = TestServer::start().await;

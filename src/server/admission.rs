@@ -1,5 +1,12 @@
-//! Admission control: how many bytes of request bodies the server holds at once.
+//! Admission control: how many requests the server handles at once, how long each may take,
+//! and how many bytes of request bodies it holds at once.
 //!
+//! Requests: past `MAX_CONCURRENT_REQUESTS` being handled, a request is turned away at once
+//! (503, `Retry-After`) rather than queued without limit; a handler that takes longer than
+//! `REQUEST_TIMEOUT_SECONDS` (a database that hangs) answers 503 too. A live stream counts
+//! only while it starts: its response streams outside the handler.
+//!
+//! Bodies:
 //! Every body is read into memory before it is parsed, so concurrent bodies are what memory
 //! grows with. Each request reserves room for its size (its `Content-Length`, or the route's
 //! limit when it does not say) from one budget before reading, and holds it until it is
@@ -47,6 +54,42 @@ impl BodyBudget {
     /// Bytes free right now (for tests and metrics).
     pub fn available(&self) -> usize {
         self.room.available_permits()
+    }
+}
+
+/// Requests being handled at once, and how long each may take.
+#[derive(Clone, Debug)]
+pub struct RequestLimits {
+    slots: Arc<Semaphore>,
+    timeout: Duration,
+}
+
+impl RequestLimits {
+    pub fn new(concurrent: usize, timeout: Duration) -> Self {
+        Self { slots: Arc::new(Semaphore::new(concurrent.clamp(1, Semaphore::MAX_PERMITS))), timeout }
+    }
+}
+
+/// The middleware: a slot for the request's handling, within the deadline.
+pub async fn limit_requests(
+    axum::extract::State(limits): axum::extract::State<RequestLimits>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let Ok(_slot) = limits.slots.clone().try_acquire_owned() else {
+        let mut e = ApiError::new(503, "Server busy", vec![]);
+        e.retry_after = Some(1);
+        return e.into_response();
+    };
+    match tokio::time::timeout(limits.timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            tracing::warn!(timeout_s = limits.timeout.as_secs(), "a request took too long; answered 503");
+            let mut e = ApiError::new(503, "Request took too long", vec![]);
+            e.retry_after = Some(RETRY_AFTER_SECONDS);
+            e.into_response()
+        }
     }
 }
 

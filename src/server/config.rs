@@ -48,6 +48,9 @@ pub struct Config {
     pub max_batch_events: usize,
     /// Request bodies held in memory at once (see `admission.rs`).
     pub max_inflight_bytes: usize,
+    /// Requests being handled at once, and how long one may take (see `admission.rs`).
+    pub max_concurrent_requests: usize,
+    pub request_timeout_seconds: u64,
     pub worker_batch_size: usize,
     pub worker_idle_poll_ms: u64,
     pub worker_linger_ms: u64,
@@ -151,6 +154,9 @@ impl Config {
             max_body_bytes: number("MAX_BODY_BYTES", file.ingest.max_body_bytes)?,
             max_batch_bytes: number("MAX_BATCH_BYTES", file.ingest.max_batch_bytes)?,
             max_inflight_bytes: number("MAX_INFLIGHT_BYTES", file.ingest.max_inflight_bytes)?,
+            max_concurrent_requests: number("MAX_CONCURRENT_REQUESTS", file.ingest.max_concurrent_requests)?.max(1),
+            request_timeout_seconds: number("REQUEST_TIMEOUT_SECONDS", file.ingest.request_timeout_seconds)?.max(1)
+                as u64,
             max_batch_events: number("MAX_BATCH_EVENTS", file.ingest.max_batch_events)?,
             worker_batch_size: number("WORKER_BATCH_SIZE", file.worker.batch_size)?,
             worker_idle_poll_ms: number("WORKER_IDLE_POLL_MS", file.worker.idle_poll_ms as usize)? as u64,
@@ -217,6 +223,8 @@ pub struct IngestSection {
     pub max_batch_bytes: usize,
     pub max_batch_events: usize,
     pub max_inflight_bytes: usize,
+    pub max_concurrent_requests: usize,
+    pub request_timeout_seconds: usize,
 }
 
 impl Default for IngestSection {
@@ -226,6 +234,8 @@ impl Default for IngestSection {
             max_batch_bytes: 5 * 1024 * 1024,
             max_batch_events: 5000,
             max_inflight_bytes: 64 * 1024 * 1024,
+            max_concurrent_requests: 1024,
+            request_timeout_seconds: 60,
         }
     }
 }

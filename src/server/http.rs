@@ -1,7 +1,7 @@
 //! Assembles the server: store, service, worker, REST routes, Leptos pages and server
 //! functions on one axum router, with a clean start and a graceful stop.
 
-use super::admission::BodyBudget;
+use super::admission::{limit_requests, BodyBudget, RequestLimits};
 use super::config::{AuthMode, Config, Database};
 use super::policy;
 use super::ratelimit::RateLimiter;
@@ -154,6 +154,13 @@ pub fn router(state: AppState) -> Router {
         .layer(sessions)
         .fallback(leptos_axum::file_and_error_handler_with_context::<AppState, _>(leptos::nonce::provide_nonce, shell))
         .with_state(state.clone())
+        .layer(axum::middleware::from_fn_with_state(
+            RequestLimits::new(
+                state.config.max_concurrent_requests,
+                Duration::from_secs(state.config.request_timeout_seconds),
+            ),
+            limit_requests,
+        ))
         .layer(axum::middleware::from_fn(super::headers::security_headers));
     if !state.config.client_origins.is_empty() {
         let origins: Vec<HeaderValue> = state.config.client_origins.iter().filter_map(|o| o.parse().ok()).collect();
