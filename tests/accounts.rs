@@ -5,23 +5,12 @@
 mod common;
 
 use common::binary::Binary;
-use common::{event, TestDatabase, TestServer};
+use common::{browser_at as browser, event, TestDatabase, TestServer};
 use serde_json::{json, Value};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const PASSWORD: &str = "correct horse battery";
-
-fn browser(base: &str) -> reqwest::Client {
-    let mut headers = reqwest::header::HeaderMap::new();
-    headers.insert("origin", base.parse().unwrap());
-    reqwest::Client::builder()
-        .cookie_store(true)
-        .default_headers(headers)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap()
-}
 
 #[tokio::test]
 async fn first_run_needs_the_token_from_the_log_and_then_closes() {

@@ -5,7 +5,7 @@
 mod common;
 
 use common::binary::Binary;
-use common::{event, keyed_client};
+use common::{event, keyed_client, wait_drained};
 use serde_json::Value;
 use std::path::Path;
 use std::process::Command;
@@ -86,15 +86,7 @@ async fn a_backup_taken_during_ingest_restores_everything_acknowledged_before_it
     assert!(out.status.success(), "restore: {}", String::from_utf8_lossy(&out.stderr));
     drop(server);
     let server = Binary::start(&restored, &[("API_KEYS", KEY)]);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let h: Value = client.get(format!("{}/api/health", server.base)).send().await.unwrap().json().await.unwrap();
-        if h["queue"]["depth"] == 0 && h["worker"]["alive"] == true {
-            break;
-        }
-        assert!(Instant::now() < deadline, "restored queue did not drain: {h}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_drained(&client, &server.base, Duration::from_secs(60)).await;
     let mut counted = 0;
     for l in 0..LEADS {
         let url = format!("{}/api/leads/lead-{l}?historyLimit=500&eventsLimit=500", server.base);

@@ -5,7 +5,7 @@
 mod common;
 
 use common::binary::Binary;
-use common::{event, TestDatabase};
+use common::{event, wait_drained, TestDatabase};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::process::Command;
@@ -70,20 +70,6 @@ async fn post_all(base: &str, acknowledged: Arc<Mutex<Vec<usize>>>, stop_after: 
     }
 }
 
-async fn wait_drained(client: &reqwest::Client, base: &str) {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        if let Ok(r) = client.get(format!("{base}/api/health")).send().await {
-            let h: Value = r.json().await.unwrap_or(Value::Null);
-            if h["queue"]["depth"] == 0 && h["worker"]["alive"] == true {
-                return;
-            }
-        }
-        assert!(Instant::now() < deadline, "queue did not drain after restart");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigkill_mid_ingest_loses_nothing_and_counts_nothing_twice() {
     let dir = tempfile::tempdir().unwrap();
@@ -115,7 +101,7 @@ async fn sigkill_mid_ingest_loses_nothing_and_counts_nothing_twice() {
     // 2. Restart on the same database: everything acknowledged before the crash gets scored once.
     let mut server = spawn_server(&db.url);
     let client = reqwest::Client::builder().default_headers(key_header()).build().unwrap();
-    wait_drained(&client, &server.base).await;
+    wait_drained(&client, &server.base, Duration::from_secs(120)).await;
     let expected: HashMap<String, i64> = expected_scores(&before_crash);
     for (lead, min_score) in &expected {
         let detail = lead_detail(&client, &server.base, lead).await;
@@ -141,7 +127,7 @@ async fn sigkill_mid_ingest_loses_nothing_and_counts_nothing_twice() {
     let all = Arc::new(Mutex::new(Vec::new()));
     post_all(&server.base, all.clone(), None).await;
     assert_eq!(all.lock().unwrap().len(), BATCHES);
-    wait_drained(&client, &server.base).await;
+    wait_drained(&client, &server.base, Duration::from_secs(120)).await;
     let every: Vec<usize> = (0..BATCHES).collect();
     for (lead, score) in expected_scores(&every) {
         let detail = lead_detail(&client, &server.base, &lead).await;
@@ -202,7 +188,7 @@ async fn sigterm_stops_cleanly_and_the_rest_is_scored_after_restart() {
     server.wait_for_line("worker stopped", Duration::from_secs(10));
 
     let mut server = spawn_server(&db.url);
-    wait_drained(&client, &server.base).await;
+    wait_drained(&client, &server.base, Duration::from_secs(120)).await;
     for lead in 0..10 {
         let detail = lead_detail(&client, &server.base, &format!("lead-{lead}")).await;
         assert_eq!(detail["lead"]["score"], 2500, "lead-{lead}");

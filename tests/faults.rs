@@ -138,31 +138,9 @@ async fn killed_mongodb(program: PathBuf) -> Result<(), String> {
     standin.start()?;
     post_until(&client, &base, 1, 202, Duration::from_secs(60)).await?;
     post_until(&client, &base, 2, 202, Duration::from_secs(10)).await?;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let h: Value = client
-            .get(format!("{base}/api/health"))
-            .send()
-            .await
-            .map_err(|e| e.to_string())?
-            .json()
-            .await
-            .map_err(|e| e.to_string())?;
-        if h["queue"]["depth"] == 0 && h["worker"]["alive"] == true {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the queue did not drain after the database came back: {h}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let leads: Value = client
-        .get(format!("{base}/api/leads?limit=500"))
-        .send()
-        .await
-        .map_err(|e| e.to_string())?
-        .json()
-        .await
-        .map_err(|e| e.to_string())?;
-    let counted: i64 = leads.as_array().unwrap().iter().map(|l| l["eventCount"].as_i64().unwrap()).sum();
+    common::wait_drained(&client, &base, Duration::from_secs(60)).await;
+    let leads = common::leaderboard(&client, &base).await;
+    let counted: i64 = leads.iter().map(|l| l["eventCount"].as_i64().unwrap()).sum();
     assert_eq!(counted, 3 * 200, "batches 0, 1 and 2, each event once");
     drop(server);
     Ok(())
@@ -267,33 +245,11 @@ async fn full_disk() -> Result<(), String> {
     }
 
     // 4. Every acknowledged event is there and scored exactly once.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let h: Value = client
-            .get(format!("{base}/api/health"))
-            .send()
-            .await
-            .map_err(|e| e.to_string())?
-            .json()
-            .await
-            .map_err(|e| e.to_string())?;
-        if h["queue"]["depth"] == 0 && h["worker"]["alive"] == true {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the queue did not drain: {h}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let leads: Value = client
-        .get(format!("{base}/api/leads?limit=500"))
-        .send()
-        .await
-        .map_err(|e| e.to_string())?
-        .json()
-        .await
-        .map_err(|e| e.to_string())?;
-    let counted: i64 = leads.as_array().unwrap().iter().map(|l| l["eventCount"].as_i64().unwrap()).sum();
+    common::wait_drained(&client, &base, Duration::from_secs(120)).await;
+    let leads = common::leaderboard(&client, &base).await;
+    let counted: i64 = leads.iter().map(|l| l["eventCount"].as_i64().unwrap()).sum();
     assert_eq!(counted, 200 * acked.len() as i64, "every acknowledged event scored exactly once");
-    let scores: i64 = leads.as_array().unwrap().iter().map(|l| l["score"].as_i64().unwrap()).sum();
+    let scores: i64 = leads.iter().map(|l| l["score"].as_i64().unwrap()).sum();
     assert_eq!(scores, 5 * counted);
     drop(server);
     Ok(())

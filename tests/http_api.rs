@@ -184,16 +184,8 @@ async fn an_oversized_body_is_read_before_its_413_so_any_client_sees_the_status(
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let s = TestServer::start().await;
     let body = vec![b' '; 8 * 1024 * 1024];
-    let addr = s.base.trim_start_matches("http://").to_string();
     for path in ["/api/events/batch", "/api/events"] {
-        let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
-        let head = format!(
-            "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
-             x-api-key: {}\r\nConnection: close\r\n\r\n",
-            body.len(),
-            common::ADMIN_KEY
-        );
-        stream.write_all(head.as_bytes()).await.unwrap();
+        let mut stream = raw_post(&s, path, body.len()).await;
         stream.write_all(&body).await.expect("the server reads the whole body");
         let mut answer = Vec::new();
         stream.read_to_end(&mut answer).await.unwrap();
@@ -209,19 +201,9 @@ async fn an_oversized_body_is_read_before_its_413_so_any_client_sees_the_status(
 /// soon as the holders are gone.
 #[tokio::test]
 async fn when_bodies_in_flight_fill_the_budget_requests_get_503_with_retry_after() {
-    use tokio::io::AsyncWriteExt;
     let s = TestServer::start_with(|c| c.max_inflight_bytes = 3 << 20).await;
-    let addr = s.base.trim_start_matches("http://").to_string();
     // A client that says it sends a 1 MB event and sends half of it, then stalls.
-    let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
-    let head = format!(
-        "POST /api/events HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\nx-api-key: {}\r\n\r\n",
-        1 << 20,
-        common::ADMIN_KEY
-    );
-    slow.write_all(head.as_bytes()).await.unwrap();
-    slow.write_all(&vec![b' '; 1 << 19]).await.unwrap();
+    let slow = stalled_upload(&s).await;
     // Once the server holds that body, nobody else fits.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     let refused = loop {
@@ -257,17 +239,24 @@ async fn when_bodies_in_flight_fill_the_budget_requests_get_503_with_retry_after
 /// handled until it finishes or is cut off.
 async fn stalled_upload(s: &TestServer) -> tokio::net::TcpStream {
     use tokio::io::AsyncWriteExt;
-    let addr = s.base.trim_start_matches("http://").to_string();
-    let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
-    let head = format!(
-        "POST /api/events HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\nx-api-key: {}\r\n\r\n",
-        1 << 20,
-        common::ADMIN_KEY
-    );
-    slow.write_all(head.as_bytes()).await.unwrap();
+    let mut slow = raw_post(s, "/api/events", 1 << 20).await;
     slow.write_all(&vec![b' '; 1 << 19]).await.unwrap();
     slow
+}
+
+/// A connection with the head of a JSON POST to `path` written, announcing `length` bytes of
+/// body (the caller writes as much of it as the test needs), with the admin key.
+async fn raw_post(s: &TestServer, path: &str, length: usize) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let addr = s.base.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {length}\r\n\
+         x-api-key: {}\r\nConnection: close\r\n\r\n",
+        common::ADMIN_KEY
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream
 }
 
 #[tokio::test]

@@ -212,6 +212,14 @@ impl Tally {
         self.latencies_us.push(latency.as_micros().min(u32::MAX as u128) as u32);
         *self.statuses.entry(status.to_string()).or_default() += 1;
     }
+    /// The tallies of every client task, merged.
+    async fn joined(tasks: Vec<tokio::task::JoinHandle<Tally>>) -> Result<Tally, String> {
+        let mut tally = Tally::default();
+        for t in tasks {
+            tally.merge(t.await.map_err(|e| e.to_string())?);
+        }
+        Ok(tally)
+    }
     fn merge(&mut self, other: Tally) {
         self.latencies_us.extend(other.latencies_us);
         for (k, v) in other.statuses {
@@ -335,10 +343,7 @@ async fn single(o: &Opts) -> Result<Value, String> {
             tally
         }));
     }
-    let mut tally = Tally::default();
-    for t in tasks {
-        tally.merge(t.await.map_err(|e| e.to_string())?);
-    }
+    let mut tally = Tally::joined(tasks).await?;
     let elapsed = start.elapsed();
     stop.store(true, Ordering::Relaxed);
     let _ = bar.await;
@@ -455,10 +460,7 @@ async fn hostile(o: &Opts) -> Result<Value, String> {
             tally
         }));
     }
-    let mut tally = Tally::default();
-    for t in tasks {
-        tally.merge(t.await.map_err(|e| e.to_string())?);
-    }
+    let mut tally = Tally::joined(tasks).await?;
     let all_4xx = tally.statuses.iter().all(|(s, _)| s.starts_with('4'));
     let summary = json!({
         "mode": "hostile", "clients": concurrency + 4, "body_bytes": size, "rounds": rounds,
@@ -702,10 +704,7 @@ async fn query(o: &Opts) -> Result<Value, String> {
                 tally
             }));
         }
-        let mut tally = Tally::default();
-        for t in tasks {
-            tally.merge(t.await.map_err(|e| e.to_string())?);
-        }
+        let mut tally = Tally::joined(tasks).await?;
         out[name] = tally.summary();
     }
     eprintln!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());

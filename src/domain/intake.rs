@@ -365,38 +365,10 @@ mod tests {
         assert_eq!(check_item(serde_json::from_str(text).unwrap(), NOW).unwrap().event_id, "last");
     }
 
-    fn json_value() -> impl Strategy<Value = Value> {
-        let leaf = prop_oneof![
-            Just(Value::Null),
-            any::<bool>().prop_map(Value::Bool),
-            any::<i32>().prop_map(Value::from),
-            "[a-zA-Z0-9 ._:-]{0,12}".prop_map(Value::String),
-            Just(Value::String("2023-11-14T22:00:00Z".into())),
-        ];
-        leaf.prop_recursive(3, 24, 6, |inner| {
-            prop_oneof![
-                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
-                proptest::collection::btree_map(
-                    prop_oneof![
-                        Just("eventId".to_string()),
-                        Just("leadId".to_string()),
-                        Just("eventType".to_string()),
-                        Just("timestamp".to_string()),
-                        Just("metadata".to_string()),
-                        "[a-z]{1,6}"
-                    ],
-                    inner,
-                    0..7
-                )
-                .prop_map(|m| Value::Object(m.into_iter().collect())),
-            ]
-        })
-    }
-
     proptest! {
         /// Reading raw text field by field decides exactly as validating the whole value.
         #[test]
-        fn raw_items_are_judged_exactly_like_parsed_values(v in json_value()) {
+        fn raw_items_are_judged_exactly_like_parsed_values(v in crate::domain::arbitrary::json(false)) {
             let text = serde_json::to_string(&v).unwrap();
             let raw: &RawValue = serde_json::from_str(&text).unwrap();
             prop_assert_eq!(check_item(raw, NOW), check_value(&v, NOW));

@@ -16,3 +16,38 @@ pub mod upload;
 pub mod validation;
 
 pub use model::*;
+
+/// Generators for property tests of the input parsers.
+#[cfg(test)]
+pub(crate) mod arbitrary {
+    use proptest::prelude::*;
+    use serde_json::Value;
+
+    /// Any JSON up to a few levels deep, its objects keyed mostly by the names events and
+    /// rules use. `floats` adds non-integer numbers (their text form may not parse back to
+    /// the identical bits, so a round-trip property leaves them out).
+    pub fn json(floats: bool) -> impl Strategy<Value = Value> {
+        let scalar = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            ".{0,40}".prop_map(Value::String),
+            Just(Value::String("2024-05-01T12:00:00Z".into())),
+        ];
+        let leaf = if floats {
+            let float =
+                any::<f64>().prop_map(|f| serde_json::Number::from_f64(f).map(Value::Number).unwrap_or(Value::Null));
+            prop_oneof![5 => scalar, 1 => float].boxed()
+        } else {
+            scalar.boxed()
+        };
+        let key = prop_oneof!["eventId|leadId|eventType|timestamp|metadata|points|isActive", ".{0,8}"];
+        leaf.prop_recursive(3, 32, 6, move |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                proptest::collection::btree_map(key.clone(), inner, 0..8)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+}

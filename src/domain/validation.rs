@@ -285,44 +285,13 @@ mod tests {
         use super::*;
         use proptest::prelude::*;
 
-        fn any_json() -> impl Strategy<Value = Value> {
-            let leaf = prop_oneof![
-                Just(Value::Null),
-                any::<bool>().prop_map(Value::Bool),
-                any::<i64>().prop_map(Value::from),
-                any::<f64>().prop_map(|f| serde_json::Number::from_f64(f).map(Value::Number).unwrap_or(Value::Null)),
-                ".{0,40}".prop_map(Value::String),
-                Just(Value::String("2024-05-01T12:00:00Z".into())),
-            ];
-            leaf.prop_recursive(3, 32, 6, |inner| {
-                prop_oneof![
-                    proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
-                    proptest::collection::btree_map(
-                        prop_oneof![
-                            Just("eventId".to_string()),
-                            Just("leadId".to_string()),
-                            Just("eventType".to_string()),
-                            Just("timestamp".to_string()),
-                            Just("metadata".to_string()),
-                            Just("points".to_string()),
-                            Just("isActive".to_string()),
-                            ".{0,8}"
-                        ],
-                        inner,
-                        0..8
-                    )
-                    .prop_map(|m| Value::Object(m.into_iter().collect())),
-                ]
-            })
-        }
-
         const KNOWN: [&str; 8] =
             ["body", "eventId", "leadId", "eventType", "timestamp", "metadata", "points", "isActive"];
 
         proptest! {
             /// Any JSON at all: an answer, never a panic, and every problem names a known field.
             #[test]
-            fn every_rejection_names_a_field(v in any_json()) {
+            fn every_rejection_names_a_field(v in crate::domain::arbitrary::json(true)) {
                 if let Err(problems) = validate_event(&v, 1_700_000_000_000) {
                     prop_assert!(!problems.is_empty());
                     for p in problems {

@@ -211,6 +211,42 @@ impl TestServer {
     }
 }
 
+/// Waits (at most `within`) until the server at `base` has scored everything it accepted and
+/// its worker is alive; a server still starting up (no answer yet) is waited for too.
+pub async fn wait_drained(client: &reqwest::Client, base: &str, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let mut last = Value::Null;
+        if let Ok(r) = client.get(format!("{base}/api/health")).send().await {
+            last = r.json().await.unwrap_or(Value::Null);
+            if last["queue"]["depth"] == 0 && last["worker"]["alive"] == true {
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "the queue did not drain: {last}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The first 500 leads of the leaderboard.
+pub async fn leaderboard(client: &reqwest::Client, base: &str) -> Vec<Value> {
+    let r = client.get(format!("{base}/api/leads?limit=500")).send().await.unwrap();
+    r.json::<Value>().await.unwrap().as_array().cloned().expect("a list of leads")
+}
+
+/// A client with no credentials that keeps cookies and, like a browser on the dashboard,
+/// says it comes from `base`. It does not follow redirects, so tests see them.
+pub fn browser_at(base: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert("origin", base.parse().unwrap());
+    reqwest::Client::builder()
+        .cookie_store(true)
+        .default_headers(headers)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
 /// A client that sends `key` as `X-API-Key` on every request.
 pub fn keyed_client(key: &str) -> reqwest::Client {
     let mut headers = reqwest::header::HeaderMap::new();
@@ -222,14 +258,7 @@ impl TestServer {
     /// A client with no credentials that keeps cookies and, like a browser on the dashboard,
     /// says it comes from this server. It does not follow redirects, so tests see them.
     pub fn browser(&self) -> reqwest::Client {
-        let mut headers = reqwest::header::HeaderMap::new();
-        headers.insert("origin", self.base.parse().unwrap());
-        reqwest::Client::builder()
-            .cookie_store(true)
-            .default_headers(headers)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap()
+        browser_at(&self.base)
     }
 
     /// Creates an account with the admin key.

@@ -16,7 +16,7 @@ mod accounts;
 mod apply;
 pub mod docs;
 
-pub use apply::{CrashPoint, Leased, MAX_PER_LEAD};
+pub use apply::{CrashPoint, Leased};
 pub use docs::LEASE_MS;
 
 use super::{InsertOutcome, QueueStats, SharedFeed, Store, StoreError, StoreResult};
@@ -197,6 +197,20 @@ impl MongoStore {
     /// Drops the whole database (tests only use it on their own throw-away database).
     pub async fn drop_database(&self) -> StoreResult<()> {
         self.db.drop().await.map_err(classify)
+    }
+
+    /// Reserves `n` consecutive numbers of a counter; returns the first.
+    async fn reserve(&self, counter: &str, n: usize) -> StoreResult<i64> {
+        let (filter, update) = docs::reserve(counter, n as i64);
+        let doc = self
+            .counters
+            .find_one_and_update(filter, update)
+            .upsert(true)
+            .return_document(ReturnDocument::After)
+            .await
+            .map_err(classify)?
+            .ok_or_else(|| StoreError::Internal(format!("counter {counter} missing after upsert")))?;
+        Ok(docs::int(doc.get("seq")).unwrap_or(n as i64) - n as i64 + 1)
     }
 
     async fn find_all<T>(

@@ -344,20 +344,6 @@ impl MongoStore {
             .map_err(classify)
     }
 
-    /// Reserves `n` consecutive numbers of a counter; returns the first.
-    pub(super) async fn reserve(&self, counter: &str, n: usize) -> StoreResult<i64> {
-        let (filter, update) = docs::reserve(counter, n as i64);
-        let doc = self
-            .counters
-            .find_one_and_update(filter, update)
-            .upsert(true)
-            .return_document(mongodb::options::ReturnDocument::After)
-            .await
-            .map_err(classify)?
-            .ok_or_else(|| StoreError::Internal(format!("counter {counter} missing after upsert")))?;
-        Ok(docs::int(doc.get("seq")).unwrap_or(n as i64) - n as i64 + 1)
-    }
-
     /// Sends update statements in as few `update` commands as fit (the plain command every
     /// compatible server has; the driver's `bulkWrite` needs MongoDB 8). Majority and
     /// journaled: a write a failover could roll back might let an event count twice.
