@@ -78,7 +78,7 @@ fn events(prefix: &str, n: usize, leads: &[&str]) -> Vec<NewEvent> {
 
 async fn priced(store: &MongoStore, limit: usize) -> Vec<ScoredEvent> {
     let rules = RuleBook::new(&store.rules().await.unwrap());
-    rules.score(&store.unprocessed(limit).await.unwrap())
+    rules.score(&store.unprocessed(limit).await.unwrap().events)
 }
 
 /// Scores everything unprocessed at `now` the way the worker does.

@@ -6,7 +6,7 @@
 use leadscore::domain::access::{ApiKeyInfo, AuditEntry, Role, Scope, UserInfo};
 use leadscore::domain::query::{DetailPage, LeadQuery};
 use leadscore::domain::scoring::{default_rules, RuleBook};
-use leadscore::domain::{NewEvent, RuleInput, ScoredEvent, StoredEvent};
+use leadscore::domain::{DeadLetter, NewEvent, RuleInput, ScoredEvent, StoredEvent};
 use leadscore::service::store::mongo::MongoStore;
 use leadscore::service::store::sqlite::SqliteStore;
 use leadscore::service::store::{
@@ -38,6 +38,7 @@ fn main() {
         lead_events_list_unscored_events_too,
         rules_seed_once_and_upsert_by_event_type,
         queue_stats_track_the_backlog,
+        dead_letters_leave_the_queue_until_retried_or_discarded,
         concurrent_applies_on_one_lead_are_exact,
         unknown_lead_is_none,
         accounts_are_created_once_and_listed_by_username,
@@ -115,7 +116,7 @@ fn mongo_before_prepare() -> Result<(), Failed> {
             raw.collection::<Document>("leads").insert_one(doc! {"_id": "legacy", "score": 3_i64}).await?;
             store.prepare().await.map_err(|e| e.to_string())?;
 
-            let queued = store.unprocessed(10).await.unwrap();
+            let queued = store.unprocessed(10).await.unwrap().events;
             assert_eq!(queued.iter().map(|e| (e.seq, e.event_id.as_str())).collect::<Vec<_>>(), [(5, "old")]);
             let event = raw.collection::<Document>("events").find_one(doc! {"_id": 5_i64}).await?.unwrap();
             // Compatible servers may hand a small Int64 back as Int32: read it as the store does.
@@ -162,7 +163,7 @@ async fn ingest_and_score(store: &DynStore, events: Vec<NewEvent>) {
     let rules = seeded(store).await;
     store.insert_events(events).await.unwrap();
     loop {
-        let batch = store.unprocessed(100).await.unwrap();
+        let batch = store.unprocessed(100).await.unwrap().events;
         if batch.is_empty() {
             break;
         }
@@ -191,7 +192,7 @@ async fn insert_reports_duplicates_with_the_stored_event(store: DynStore) {
         .await
         .unwrap();
     match &out[0] {
-        InsertOutcome::Duplicate(stored) => {
+        InsertOutcome::Duplicate(Some(stored)) => {
             assert_eq!(
                 (stored.event_id.as_str(), stored.lead_id.as_str(), stored.event_type.as_str()),
                 ("e1", "lead", "Page View"),
@@ -204,14 +205,14 @@ async fn insert_reports_duplicates_with_the_stored_event(store: DynStore) {
         other => panic!("expected a duplicate, got {other:?}"),
     }
     assert_eq!(out[1], InsertOutcome::Inserted);
-    assert!(matches!(&out[2], InsertOutcome::Duplicate(s) if s.lead_id == "lead"), "repeat within one call");
-    assert_eq!(store.unprocessed(100).await.unwrap().len(), 3);
+    assert!(matches!(&out[2], InsertOutcome::Duplicate(Some(s)) if s.lead_id == "lead"), "repeat within one call");
+    assert_eq!(store.unprocessed(100).await.unwrap().events.len(), 3);
 }
 
 async fn unprocessed_returns_oldest_first_up_to_the_limit(store: DynStore) {
     let events: Vec<_> = (0..10).map(|i| ev(&format!("e{i}"), "l", "Page View", T0 - i)).collect();
     store.insert_events(events).await.unwrap();
-    let batch = store.unprocessed(4).await.unwrap();
+    let batch = store.unprocessed(4).await.unwrap().events;
     let ids: Vec<_> = batch.iter().map(|e| e.event_id.as_str()).collect();
     assert_eq!(ids, ["e0", "e1", "e2", "e3"], "ingest order, not timestamp order");
     assert!(batch.windows(2).all(|w| w[0].seq < w[1].seq));
@@ -220,7 +221,7 @@ async fn unprocessed_returns_oldest_first_up_to_the_limit(store: DynStore) {
 async fn apply_is_idempotent(store: DynStore) {
     let rules = seeded(&store).await;
     store.insert_events(vec![ev("a", "l", "Purchase", T0), ev("b", "l", "Page View", T0)]).await.unwrap();
-    let batch = store.unprocessed(10).await.unwrap();
+    let batch = store.unprocessed(10).await.unwrap().events;
     let scored = rules.score(&batch);
     let changes = store.apply(scored.clone(), T0).await.unwrap();
     assert_eq!(changes.iter().map(|c| (c.delta, c.score)).collect::<Vec<_>>(), [(100, 100), (5, 105)]);
@@ -229,7 +230,7 @@ async fn apply_is_idempotent(store: DynStore) {
     again.iter_mut().for_each(|s| s.points = 999);
     assert!(store.apply(again, T0).await.unwrap().is_empty());
     assert_eq!(store.lead("l").await.unwrap().unwrap().score, 105);
-    assert!(store.unprocessed(10).await.unwrap().is_empty());
+    assert!(store.unprocessed(10).await.unwrap().events.is_empty());
     // Applying an event that does not exist is a no-op too.
     let ghost = ScoredEvent {
         seq: 9_999,
@@ -406,16 +407,73 @@ async fn queue_stats_track_the_backlog(store: DynStore) {
     assert_eq!(stats.depth, 5);
     assert!(stats.oldest_received_at.is_some());
     let rules = seeded(&store).await;
-    let two = store.unprocessed(2).await.unwrap();
+    let two = store.unprocessed(2).await.unwrap().events;
     store.apply(rules.score(&two), T0).await.unwrap();
     assert_eq!(store.queue_stats().await.unwrap().depth, 3);
+}
+
+fn letter(event: &StoredEvent, error: &str) -> DeadLetter {
+    DeadLetter {
+        id: event.seq,
+        event_id: Some(event.event_id.clone()),
+        lead_id: Some(event.lead_id.clone()),
+        error: error.into(),
+        attempts: 5,
+        dead_lettered_at: T0 + 7,
+        raw: "x".repeat(DeadLetter::MAX_RAW + 10),
+    }
+}
+
+async fn dead_letters_leave_the_queue_until_retried_or_discarded(store: DynStore) {
+    let rules = seeded(&store).await;
+    store.insert_events((0..4).map(|i| ev(&format!("e{i}"), "l", "Purchase", T0)).collect()).await.unwrap();
+    let queued = store.unprocessed(10).await.unwrap().events;
+    let (e0, e1, e2) = (&queued[0], &queued[1], &queued[2]);
+    // e2 is scored first: setting it aside afterwards must not touch it.
+    store.apply(rules.score(std::slice::from_ref(e2)), T0).await.unwrap();
+    store.dead_letter(vec![letter(e0, "boom 0"), letter(e1, "boom 1"), letter(e2, "late")]).await.unwrap();
+
+    let ids = |events: Vec<StoredEvent>| events.into_iter().map(|e| e.event_id).collect::<Vec<_>>();
+    assert_eq!(ids(store.unprocessed(10).await.unwrap().events), ["e3"], "set aside: out of the queue");
+    let stats = store.queue_stats().await.unwrap();
+    assert_eq!((stats.depth, stats.dead_letters), (1, 2));
+    let (list, total) = store.dead_letters(None, 10).await.unwrap();
+    assert_eq!(total, 2);
+    assert_eq!(
+        list.iter().map(|l| (l.id, l.error.as_str())).collect::<Vec<_>>(),
+        [(e0.seq, "boom 0"), (e1.seq, "boom 1")]
+    );
+    assert_eq!((list[0].attempts, list[0].dead_lettered_at, list[0].lead_id.as_deref()), (5, T0 + 7, Some("l")));
+    assert!(list[0].raw.len() <= DeadLetter::MAX_RAW + 4, "raw text is cut to size");
+    let (after_first, _) = store.dead_letters(Some(e0.seq), 10).await.unwrap();
+    assert_eq!(after_first.iter().map(|l| l.id).collect::<Vec<_>>(), [e1.seq], "pages continue after an id");
+
+    // Retry: back in the queue, in its place, scored once.
+    assert!(store.retry_dead_letter(e0.seq).await.unwrap());
+    assert!(!store.retry_dead_letter(e0.seq).await.unwrap(), "a second retry finds nothing");
+    assert_eq!(ids(store.unprocessed(10).await.unwrap().events), ["e0", "e3"]);
+    let batch = store.unprocessed(10).await.unwrap().events;
+    store.apply(rules.score(&batch), T0).await.unwrap();
+    assert_eq!(store.lead("l").await.unwrap().unwrap().score, 300, "e2, e0, e3: 100 points each");
+
+    // Discard: gone from the list for good, never scored, and its eventId still dedupes.
+    assert!(store.discard_dead_letter(e1.seq).await.unwrap());
+    assert!(!store.retry_dead_letter(e1.seq).await.unwrap(), "a discarded event cannot come back");
+    assert!(!store.discard_dead_letter(9_999).await.unwrap());
+    assert!(store.unprocessed(10).await.unwrap().events.is_empty());
+    assert_eq!(store.dead_letters(None, 10).await.unwrap(), (vec![], 0));
+    let stats = store.queue_stats().await.unwrap();
+    assert_eq!((stats.depth, stats.dead_letters), (0, 0));
+    let again = store.insert_events(vec![ev("e1", "l", "Purchase", T0)]).await.unwrap();
+    assert!(matches!(&again[0], InsertOutcome::Duplicate(Some(s)) if !s.processed), "{again:?}");
+    assert_eq!(store.lead("l").await.unwrap().unwrap().score, 300);
 }
 
 async fn concurrent_applies_on_one_lead_are_exact(store: DynStore) {
     let rules = seeded(&store).await;
     let events: Vec<_> = (0..320).map(|i| ev(&format!("e{i}"), "hot", "Email Open", T0)).collect();
     store.insert_events(events).await.unwrap();
-    let all = rules.score(&store.unprocessed(1000).await.unwrap());
+    let all = rules.score(&store.unprocessed(1000).await.unwrap().events);
     // 32 writers, overlapping slices: every event is offered to the store several times. A
     // store may leave events for later while another writer holds their lead (MongoDB's
     // leases), so each writer offers its slice again until nothing is left unprocessed.

@@ -14,7 +14,7 @@ use serde_json::Value;
 
 /// The outcome of the last change, shown in one status line.
 #[derive(Clone, Debug, PartialEq)]
-enum Feedback {
+pub(super) enum Feedback {
     Saved(String),
     Failed(String),
 }
@@ -23,24 +23,24 @@ enum Feedback {
 /// change (keyed by the form they belong to, "" for the page's add form), and the counter
 /// the list's Resource tracks, so a successful change reloads the list.
 #[derive(Clone, Copy)]
-struct Changes {
+pub(super) struct Changes {
     feedback: RwSignal<Option<Feedback>>,
     problems: RwSignal<(String, Vec<FieldError>)>,
-    reload: RwSignal<u32>,
+    pub(super) reload: RwSignal<u32>,
 }
 
 impl Changes {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         Self { feedback: RwSignal::new(None), problems: RwSignal::new(Default::default()), reload: RwSignal::new(0) }
     }
 
-    fn succeeded(self, message: String) {
+    pub(super) fn succeeded(self, message: String) {
         self.problems.set(Default::default());
         self.feedback.set(Some(Feedback::Saved(message)));
         self.reload.update(|n| *n += 1);
     }
 
-    fn failed(self, form: String, what: &str, e: &ApiError) {
+    pub(super) fn failed(self, form: String, what: &str, e: &ApiError) {
         self.feedback.set(Some(Feedback::Failed(format!("{what}: {}", e.describe()))));
         // Invalid input (400) and a taken name (409) name their field; a refusal (403, e.g. the
         // last admin) or an outage is said once, in the status line.
@@ -55,7 +55,7 @@ impl Changes {
 }
 
 #[component]
-fn Status(changes: Changes, html_id: &'static str) -> impl IntoView {
+pub(super) fn Status(changes: Changes, html_id: &'static str) -> impl IntoView {
     move || {
         changes.feedback.get().map(|f| match f {
             Feedback::Saved(m) => view! { <p class="notice ok" role="status" id=html_id>{m}</p> }.into_any(),

@@ -5,6 +5,7 @@ mod admin;
 pub mod auth;
 mod chart;
 mod dashboard;
+mod dead_letters;
 mod lead;
 pub mod live;
 mod rules;
@@ -95,6 +96,7 @@ pub fn App() -> impl IntoView {
                             <A href="/users">"Users"</A>
                             <A href="/keys">"API keys"</A>
                             <A href="/audit">"Audit log"</A>
+                            <A href="/dead-letters">"Dead letters"</A>
                         </Allowed>
                     </nav>
                     <Allowed access=Access::Read>
@@ -111,6 +113,7 @@ pub fn App() -> impl IntoView {
                         <Route path=path!("/users") view=admin::UsersPage/>
                         <Route path=path!("/keys") view=admin::KeysPage/>
                         <Route path=path!("/audit") view=admin::AuditPage/>
+                        <Route path=path!("/dead-letters") view=dead_letters::DeadLettersPage/>
                         <Route path=path!("/login") view=auth::LoginPage/>
                         <Route path=path!("/setup") view=auth::SetupPage/>
                     </Routes>

@@ -8,7 +8,7 @@ use crate::domain::access::{ApiKeyInfo, AuditEntry, CreatedKey, Me, UserInfo};
 use crate::domain::error::ApiError;
 pub use crate::domain::intake::RawItems;
 use crate::domain::query::{DetailPage, LeadQuery};
-use crate::domain::{BatchReport, FieldError, Lead, LeadDetail, Rule};
+use crate::domain::{BatchReport, DeadLetterList, FieldError, Lead, LeadDetail, Rule};
 use leptos::prelude::*;
 use leptos::server_fn::codec::Json;
 #[cfg(feature = "ssr")]
@@ -231,6 +231,28 @@ pub async fn revoke_key(id: String) -> Result<ApiKeyInfo, ApiError> {
 pub async fn fetch_audit(offset: usize) -> Result<Vec<AuditEntry>, ApiError> {
     let (backend, _) = backend::backend()?;
     backend.accounts.audit(50, offset).await.map_err(backend::failure)
+}
+
+/// A page of the dead-letter list, from the event after `after` on.
+#[server(prefix = "/rpc", input = Json)]
+pub async fn fetch_dead_letters(after: Option<i64>) -> Result<DeadLetterList, ApiError> {
+    let (backend, _) = backend::backend()?;
+    backend.service.dead_letters(after, Some(DEAD_LETTER_PAGE)).await.map_err(backend::failure)
+}
+
+/// Dead letters the admin page shows at once.
+pub const DEAD_LETTER_PAGE: usize = 50;
+
+#[server(prefix = "/rpc", input = Json)]
+pub async fn retry_dead_letter(id: i64) -> Result<(), ApiError> {
+    let (backend, actor) = backend::backend()?;
+    backend.service.retry_dead_letter(id, &actor).await.map_err(backend::failure)
+}
+
+#[server(prefix = "/rpc", input = Json)]
+pub async fn discard_dead_letter(id: i64) -> Result<(), ApiError> {
+    let (backend, actor) = backend::backend()?;
+    backend.service.discard_dead_letter(id, &actor).await.map_err(backend::failure)
 }
 
 /// A readable sentence for a failed server call.

@@ -822,7 +822,7 @@ async fn fill(
     let start = Instant::now();
     let commands_before = mongo.map(MongoStore::commands_sent);
     loop {
-        let batch = store.unprocessed(apply_batch).await.map_err(|e| e.to_string())?;
+        let batch = store.unprocessed(apply_batch).await.map_err(|e| e.to_string())?.events;
         if batch.is_empty() {
             break;
         }

@@ -4,6 +4,48 @@
 use super::time::{iso, iso_opt, Millis};
 use serde::{Deserialize, Serialize};
 
+/// An event the worker could not read or score, set aside after repeated attempts so the
+/// rest of the queue goes on. Its id is the event's place in the ingest log.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeadLetter {
+    pub id: i64,
+    /// What could be read of the stored event; `None` where even that failed.
+    pub event_id: Option<String>,
+    pub lead_id: Option<String>,
+    /// The last attempt's error.
+    pub error: String,
+    pub attempts: u32,
+    #[serde(with = "iso")]
+    pub dead_lettered_at: Millis,
+    /// The stored event as it was read, for inspection (cut at `DeadLetter::MAX_RAW` bytes).
+    pub raw: String,
+}
+
+impl DeadLetter {
+    pub const MAX_RAW: usize = 4096;
+
+    /// `raw` cut to `MAX_RAW` bytes on a character boundary.
+    pub fn clip(raw: String) -> String {
+        if raw.len() <= Self::MAX_RAW {
+            return raw;
+        }
+        let mut end = Self::MAX_RAW;
+        while !raw.is_char_boundary(end) {
+            end -= 1;
+        }
+        format!("{}…", &raw[..end])
+    }
+}
+
+/// A page of the dead-letter list, oldest first, with how many there are in all.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeadLetterList {
+    pub dead_letters: Vec<DeadLetter>,
+    pub total: u64,
+}
+
 /// A validated event, as accepted from a client and before it is stored.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -54,6 +54,8 @@ pub struct Config {
     pub worker_batch_size: usize,
     pub worker_idle_poll_ms: u64,
     pub worker_linger_ms: u64,
+    /// Failed attempts after which the worker sets an event aside (dead-letter list).
+    pub dead_letter_after: u32,
     /// Keys with every scope, from the environment (besides keys admins create).
     pub api_keys: Vec<String>,
     pub auth: AuthMode,
@@ -161,6 +163,8 @@ impl Config {
             worker_batch_size: number("WORKER_BATCH_SIZE", file.worker.batch_size)?,
             worker_idle_poll_ms: number("WORKER_IDLE_POLL_MS", file.worker.idle_poll_ms as usize)? as u64,
             worker_linger_ms: number("WORKER_LINGER_MS", file.worker.linger_ms as usize)? as u64,
+            dead_letter_after: number("DEAD_LETTER_AFTER", file.worker.dead_letter_after as usize)?.clamp(1, 1000)
+                as u32,
             api_keys,
             auth,
             cookie_secure,
@@ -246,11 +250,12 @@ pub struct WorkerSection {
     pub batch_size: usize,
     pub idle_poll_ms: u64,
     pub linger_ms: u64,
+    pub dead_letter_after: u32,
 }
 
 impl Default for WorkerSection {
     fn default() -> Self {
-        Self { batch_size: 20000, idle_poll_ms: 1000, linger_ms: 20 }
+        Self { batch_size: 20000, idle_poll_ms: 1000, linger_ms: 20, dead_letter_after: 5 }
     }
 }
 

@@ -275,6 +275,8 @@ pub async fn launch(config: Config, leptos_options: LeptosOptions, listener: Tcp
         batch_size: config.worker_batch_size,
         idle_poll: Duration::from_millis(config.worker_idle_poll_ms),
         linger: Duration::from_millis(config.worker_linger_ms),
+        dead_letter_after: config.dead_letter_after,
+        suspects: Default::default(),
     };
     let worker = tokio::spawn(worker.run(shutdown_rx.clone()));
 

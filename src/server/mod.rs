@@ -7,6 +7,7 @@ pub mod admission;
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod dead_letter_api;
 pub mod gate;
 pub mod headers;
 pub mod http;

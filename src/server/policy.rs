@@ -13,7 +13,7 @@
 
 use super::gate::{gate, FirstRun, Gate, Kind, SETUP_PAGE};
 use super::http::AppState;
-use super::{account_api as accounts, api, stream};
+use super::{account_api as accounts, api, dead_letter_api as dead_letters, stream};
 use crate::app::server_fns::*;
 use crate::app::{shell, App};
 use crate::domain::access::Access::{self, *};
@@ -82,6 +82,9 @@ pub fn table() -> Vec<Entry> {
         rest(Method::GET, "/api/rules", Read, get(api::list_rules)),
         rest(Method::POST, "/api/rules", Edit, post(api::upsert_rule)),
         rest(Method::GET, "/api/stream", Read, get(stream::stream_handler)),
+        rest(Method::GET, "/api/dead-letters", Admin, get(dead_letters::list)),
+        rest(Method::POST, "/api/dead-letters/{id}/retry", Admin, post(dead_letters::retry)),
+        rest(Method::DELETE, "/api/dead-letters/{id}", Admin, delete(dead_letters::discard)),
         // Accounts.
         rest(Method::GET, "/api/setup", Public, get(accounts::setup_status)),
         rest(Method::POST, "/api/setup", Public, post(accounts::setup)),
@@ -114,6 +117,9 @@ pub fn table() -> Vec<Entry> {
         server_fn::<CreateKey>(Admin),
         server_fn::<RevokeKey>(Admin),
         server_fn::<FetchAudit>(Admin),
+        server_fn::<FetchDeadLetters>(Admin),
+        server_fn::<RetryDeadLetter>(Admin),
+        server_fn::<DiscardDeadLetter>(Admin),
         // Pages.
         page("/", Read),
         page("/leads/{id}", Read),
@@ -121,6 +127,7 @@ pub fn table() -> Vec<Entry> {
         page("/users", Admin),
         page("/keys", Admin),
         page("/audit", Admin),
+        page("/dead-letters", Admin),
         page("/login", Public),
         setup_page(),
     ]

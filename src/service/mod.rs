@@ -5,6 +5,7 @@
 //! Scoring happens in `worker`, never on the request path.
 
 pub mod accounts;
+pub mod dead_letters;
 pub mod feed;
 pub mod sessions;
 pub mod store;
@@ -109,8 +110,11 @@ pub struct Backend {
 
 #[derive(Debug, PartialEq)]
 pub enum IngestOutcome {
-    Accepted { event_id: String },
-    Duplicate(StoredEvent),
+    Accepted {
+        event_id: String,
+    },
+    /// The stored event, if it still reads as one.
+    Duplicate(Option<StoredEvent>),
 }
 
 /// Limits on one batch request.
@@ -149,6 +153,8 @@ pub struct WorkerHealth {
     /// Why its steps fail, while they do.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// Events that failed on their own and are being retried before they are set aside.
+    pub failing_events: usize,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -156,6 +162,8 @@ pub struct WorkerHealth {
 pub struct QueueHealth {
     pub depth: Option<u64>,
     pub oldest_unprocessed_age_ms: Option<Millis>,
+    /// Events in the dead-letter list (`GET /api/dead-letters`).
+    pub dead_letters: Option<u64>,
 }
 
 pub struct Service {
@@ -327,9 +335,14 @@ impl Service {
                 QueueHealth {
                     depth: Some(q.depth),
                     oldest_unprocessed_age_ms: q.oldest_received_at.map(|t| (now - t).max(0)),
+                    dead_letters: Some(q.dead_letters),
                 },
             ),
-            Err(e) => (false, Some(e.to_string()), QueueHealth { depth: None, oldest_unprocessed_age_ms: None }),
+            Err(e) => (
+                false,
+                Some(e.to_string()),
+                QueueHealth { depth: None, oldest_unprocessed_age_ms: None, dead_letters: None },
+            ),
         };
         let worker = self.worker_state.health(now);
         Health {

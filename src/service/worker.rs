@@ -5,17 +5,26 @@
 //! score change and history entry. A crash anywhere leaves events either fully applied or still
 //! unprocessed, and the next start picks the latter up again: there is no in-memory queue.
 //!
+//! An event that cannot be read or applied must not hold the queue: a failing batch is split
+//! until the failing events stand alone, and those go to the dead-letter list after
+//! `dead_letter_after` attempts (see `suspects.rs`). The rest is scored meanwhile.
+//!
 //! Batch size trades latency for throughput: a step takes whatever is queued (up to
 //! `batch_size`), and after a small one waits `linger` before the next, so a steady trickle is
 //! scored in fewer, larger transactions. A backlog is drained back to back.
 
-use super::store::DynStore;
+pub mod suspects;
+
+use super::store::{DynStore, StoreError, Unreadable};
 use super::{now_ms, UpdateBatch, WorkerHealth};
 use crate::domain::scoring::RuleBook;
 use crate::domain::time::Millis;
-use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
+use crate::domain::{DeadLetter, ScoreChange, ScoredEvent};
+use std::collections::{HashSet, VecDeque};
+use std::sync::atomic::{AtomicI64, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+use suspects::Suspects;
 use tokio::sync::{broadcast, watch, Notify};
 
 /// Where the worker's applied changes go on their way to the live stream.
@@ -41,6 +50,8 @@ pub struct WorkerState {
     last_success: AtomicI64,
     failures: AtomicU32,
     last_error: Mutex<Option<String>>,
+    /// Events failing on their own, not yet set aside.
+    failing_events: AtomicUsize,
 }
 
 impl WorkerState {
@@ -64,6 +75,7 @@ impl WorkerState {
             last_heartbeat_ms_ago: ago,
             consecutive_failures: failures,
             last_error: error,
+            failing_events: self.failing_events.load(Ordering::Relaxed),
         }
     }
 }
@@ -79,6 +91,9 @@ pub struct Worker {
     /// Pause after a small batch so the next one gathers more events (fewer, larger
     /// transactions under a steady trickle); a full batch goes straight on.
     pub linger: Duration,
+    /// Failed attempts after which an event goes to the dead-letter list.
+    pub dead_letter_after: u32,
+    pub suspects: Mutex<Suspects>,
 }
 
 impl Worker {
@@ -129,14 +144,67 @@ impl Worker {
     }
 
     /// Scores one batch.
-    pub async fn step(&self) -> Result<Step, super::store::StoreError> {
-        let events = self.store.unprocessed(self.batch_size).await?;
-        if events.is_empty() {
+    pub async fn step(&self) -> Result<Step, StoreError> {
+        // Taken out for the step (only this task runs steps) and put back whatever happens.
+        let mut suspects = std::mem::take(&mut *self.suspects.lock().unwrap());
+        let step = self.step_with(&mut suspects).await;
+        self.state.failing_events.store(suspects.len(), Ordering::Relaxed);
+        *self.suspects.lock().unwrap() = suspects;
+        step
+    }
+
+    async fn step_with(&self, suspects: &mut Suspects) -> Result<Step, StoreError> {
+        let queued = self.store.unprocessed(self.batch_size).await?;
+        let taken = queued.events.len() + queued.unreadable.len();
+        let seqs: HashSet<i64> =
+            queued.events.iter().map(|e| e.seq).chain(queued.unreadable.iter().map(|u| u.seq)).collect();
+        suspects.keep_only(&seqs);
+        if taken == 0 {
             return Ok(Step::default());
         }
         let rules = RuleBook::new(&self.store.rules().await?);
-        let changes = self.store.apply(rules.score(&events), now_ms()).await?;
-        let step = Step { taken: events.len(), applied: changes.len() };
+        let started = Instant::now();
+        let now = now_ms();
+        let mut letters = Vec::new();
+        let due: Vec<Unreadable> = queued.unreadable.into_iter().filter(|u| suspects.due(u.seq, started)).collect();
+        for bad in due {
+            let attempts = suspects.failed(bad.seq, started);
+            tracing::warn!(seq = bad.seq, attempts, error = %bad.error, "worker: cannot read a queued event");
+            if attempts >= self.dead_letter_after {
+                letters.push(unreadable_letter(bad, attempts, now));
+            }
+        }
+        // Suspects one by one, after the rest: a known bad event cannot fail a batch again.
+        let (alone, together): (Vec<ScoredEvent>, Vec<ScoredEvent>) = rules
+            .score(&queued.events)
+            .into_iter()
+            .filter(|e| suspects.due(e.seq, started))
+            .partition(|e| suspects.contains(e.seq));
+        let mut outcome = Isolated::default();
+        self.apply_isolating(together, now, &mut outcome).await?;
+        for event in alone {
+            self.apply_isolating(vec![event], now, &mut outcome).await?;
+        }
+        for seq in &outcome.applied {
+            suspects.clear(*seq);
+        }
+        for (event, error) in outcome.failed {
+            let attempts = suspects.failed(event.seq, started);
+            tracing::warn!(seq = event.seq, event_id = %event.event_id, attempts, %error, "worker: cannot apply an event");
+            if attempts >= self.dead_letter_after {
+                letters.push(failed_letter(&event, error, attempts, now));
+            }
+        }
+        if !letters.is_empty() {
+            let ids: Vec<i64> = letters.iter().map(|l| l.id).collect();
+            tracing::error!(?ids, "worker: events set aside in the dead-letter list");
+            self.store.dead_letter(letters).await?;
+            for id in ids {
+                suspects.clear(id);
+            }
+        }
+        let changes = outcome.changes;
+        let step = Step { taken, applied: changes.len() };
         if !changes.is_empty() {
             match &self.publish {
                 // No subscribers is fine: nobody is watching the dashboard.
@@ -145,6 +213,73 @@ impl Worker {
             }
         }
         Ok(step)
+    }
+
+    /// Applies `events`; a batch the store rejects for something in it (not for being
+    /// unavailable) is halved until each failing event stands alone in `failed`.
+    async fn apply_isolating(
+        &self,
+        events: Vec<ScoredEvent>,
+        now: Millis,
+        out: &mut Isolated,
+    ) -> Result<(), StoreError> {
+        let mut pending = VecDeque::from([events]);
+        while let Some(mut batch) = pending.pop_front() {
+            if batch.is_empty() {
+                continue;
+            }
+            match self.store.apply(batch.clone(), now).await {
+                Ok(changes) => {
+                    out.changes.extend(changes);
+                    out.applied.extend(batch.iter().map(|e| e.seq));
+                }
+                Err(StoreError::Internal(error)) if batch.len() == 1 => out.failed.push((batch.remove(0), error)),
+                Err(StoreError::Internal(error)) => {
+                    tracing::warn!(events = batch.len(), %error, "worker: a batch failed; splitting it to find the cause");
+                    let second = batch.split_off(batch.len() / 2);
+                    pending.push_front(second);
+                    pending.push_front(batch);
+                }
+                Err(unavailable) => return Err(unavailable),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What `apply_isolating` did.
+#[derive(Default)]
+struct Isolated {
+    changes: Vec<ScoreChange>,
+    applied: Vec<i64>,
+    failed: Vec<(ScoredEvent, String)>,
+}
+
+fn unreadable_letter(bad: Unreadable, attempts: u32, now: Millis) -> DeadLetter {
+    DeadLetter {
+        id: bad.seq,
+        event_id: bad.event_id,
+        lead_id: bad.lead_id,
+        error: bad.error,
+        attempts,
+        dead_lettered_at: now,
+        raw: bad.raw,
+    }
+}
+
+fn failed_letter(event: &ScoredEvent, error: String, attempts: u32, now: Millis) -> DeadLetter {
+    DeadLetter {
+        id: event.seq,
+        event_id: Some(event.event_id.clone()),
+        lead_id: Some(event.lead_id.clone()),
+        error,
+        attempts,
+        dead_lettered_at: now,
+        raw: serde_json::json!({
+            "eventId": event.event_id, "leadId": event.lead_id, "eventType": event.event_type,
+            "timestamp": event.timestamp, "points": event.points,
+        })
+        .to_string(),
     }
 }
 

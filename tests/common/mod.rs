@@ -1,6 +1,7 @@
 //! Starts a real server on an ephemeral port with a fresh database, for HTTP tests.
 #![allow(dead_code)]
 
+pub mod backdoor;
 pub mod binary;
 pub mod sse;
 
@@ -137,32 +138,6 @@ impl TestServer {
             "mongodb"
         } else {
             "sqlite"
-        }
-    }
-
-    /// Changes a stored rule's `points` to `value` behind the service's back, as another tool
-    /// or a MongoDB-compatible server's quirk might: a number, or text the store cannot read.
-    pub async fn overwrite_rule_points(&self, event_type: &str, value: &str) {
-        match &self.mongo_database {
-            Some((uri, name)) => {
-                use mongodb::bson::{doc, Bson, Document};
-                let points = value.parse::<i64>().map(Bson::Int64).unwrap_or_else(|_| Bson::String(value.into()));
-                let db = mongodb::Client::with_uri_str(uri).await.unwrap().database(name);
-                let rules = db.collection::<Document>("scoringrules");
-                let r = rules.update_one(doc! {"eventType": event_type}, doc! {"$set": {"points": points}}).await;
-                assert_eq!(r.unwrap().matched_count, 1);
-            }
-            None => {
-                let conn = rusqlite::Connection::open(self._dir.path().join("test.db")).unwrap();
-                conn.busy_timeout(Duration::from_secs(5)).unwrap();
-                let value = match value.parse::<i64>() {
-                    Ok(n) => rusqlite::types::Value::Integer(n),
-                    Err(_) => rusqlite::types::Value::Text(value.to_string()),
-                };
-                let n =
-                    conn.execute("UPDATE rules SET points = ?1 WHERE event_type = ?2", (value, event_type)).unwrap();
-                assert_eq!(n, 1);
-            }
         }
     }
 

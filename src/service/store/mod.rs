@@ -6,7 +6,9 @@
 //!   earlier in the same call);
 //! - `apply` is idempotent per event: applying an already processed event changes nothing,
 //!   so a worker may redeliver after a crash at any instant;
-//! - after `apply`, a lead's score equals the sum of its history deltas.
+//! - after `apply`, a lead's score equals the sum of its history deltas;
+//! - a dead-lettered event leaves the queue until retried; a discarded one never comes back,
+//!   and its `eventId` still counts for dedupe.
 
 pub mod accounts;
 pub mod mongo;
@@ -16,7 +18,7 @@ pub use accounts::{AccountStore, CreateUser, KeyRecord, NewAuditEntry, SessionRe
 
 use crate::domain::query::{DetailPage, LeadQuery};
 use crate::domain::time::Millis;
-use crate::domain::{HistoryEntry, Lead, NewEvent, Rule, RuleInput, ScoreChange, ScoredEvent, StoredEvent};
+use crate::domain::{DeadLetter, HistoryEntry, Lead, NewEvent, Rule, RuleInput, ScoreChange, ScoredEvent, StoredEvent};
 use async_trait::async_trait;
 use std::sync::Arc;
 
@@ -35,8 +37,9 @@ pub type StoreResult<T> = Result<T, StoreError>;
 #[derive(Clone, Debug, PartialEq)]
 pub enum InsertOutcome {
     Inserted,
-    /// The `eventId` was already stored; carries the stored event.
-    Duplicate(StoredEvent),
+    /// The `eventId` was already stored; carries the stored event, `None` if it no longer
+    /// reads as one (see the dead-letter list): a duplicate all the same.
+    Duplicate(Option<StoredEvent>),
 }
 
 /// Backlog of the durable queue, for `/api/health`.
@@ -44,6 +47,28 @@ pub enum InsertOutcome {
 pub struct QueueStats {
     pub depth: u64,
     pub oldest_received_at: Option<Millis>,
+    /// Events set aside in the dead-letter list.
+    pub dead_letters: u64,
+}
+
+/// The head of the queue as the worker reads it: the events, and the rows that could not be
+/// read as events (a hand edit, a bug, a damaged file), which must not stop the others.
+#[derive(Clone, Debug, Default)]
+pub struct Queued {
+    pub events: Vec<StoredEvent>,
+    pub unreadable: Vec<Unreadable>,
+}
+
+/// An unprocessed row that is not a valid event.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Unreadable {
+    pub seq: i64,
+    /// Whatever of these could be read.
+    pub event_id: Option<String>,
+    pub lead_id: Option<String>,
+    pub error: String,
+    /// The row as stored, rendered as JSON-like text.
+    pub raw: String,
 }
 
 #[async_trait]
@@ -58,11 +83,22 @@ pub trait Store: AccountStore + Send + Sync + 'static {
 
     /// Stores events as unprocessed, durably, in order. One outcome per input, same order.
     async fn insert_events(&self, events: Vec<NewEvent>) -> StoreResult<Vec<InsertOutcome>>;
-    /// The oldest unprocessed events, in ingest order.
-    async fn unprocessed(&self, limit: usize) -> StoreResult<Vec<StoredEvent>>;
+    /// The oldest unprocessed events, in ingest order (up to `limit` rows, readable or not).
+    async fn unprocessed(&self, limit: usize) -> StoreResult<Queued>;
     /// Applies scored events exactly once each; returns the changes actually applied.
     async fn apply(&self, events: Vec<ScoredEvent>, now: Millis) -> StoreResult<Vec<ScoreChange>>;
     async fn queue_stats(&self) -> StoreResult<QueueStats>;
+
+    /// Takes these events out of the queue into the dead-letter list; an event no longer
+    /// unprocessed (scored meanwhile, by another instance say) is left alone.
+    async fn dead_letter(&self, letters: Vec<DeadLetter>) -> StoreResult<()>;
+    /// The dead-letter list from the event after `after` on, oldest event first, and how
+    /// many there are in all.
+    async fn dead_letters(&self, after: Option<i64>, limit: usize) -> StoreResult<(Vec<DeadLetter>, u64)>;
+    /// Puts a dead letter's event back in the queue; false if there is no such dead letter.
+    async fn retry_dead_letter(&self, id: i64) -> StoreResult<bool>;
+    /// Drops a dead letter for good: its event stays stored, unscored; false if none.
+    async fn discard_dead_letter(&self, id: i64) -> StoreResult<bool>;
 
     async fn leads(&self, query: &LeadQuery) -> StoreResult<Vec<Lead>>;
     async fn lead(&self, lead_id: &str) -> StoreResult<Option<Lead>>;

@@ -14,15 +14,16 @@
 
 mod accounts;
 mod apply;
+mod dead_letters;
 pub mod docs;
 
 pub use apply::{CrashPoint, Leased};
 pub use docs::LEASE_MS;
 
-use super::{InsertOutcome, QueueStats, SharedFeed, Store, StoreError, StoreResult};
+use super::{InsertOutcome, QueueStats, Queued, SharedFeed, Store, StoreError, StoreResult};
 use crate::domain::query::{DetailPage, LeadQuery};
 use crate::domain::time::Millis;
-use crate::domain::{HistoryEntry, Lead, NewEvent, Rule, RuleInput, ScoreChange, ScoredEvent, StoredEvent};
+use crate::domain::{DeadLetter, HistoryEntry, Lead, NewEvent, Rule, RuleInput, ScoreChange, ScoredEvent, StoredEvent};
 use async_trait::async_trait;
 use futures::TryStreamExt;
 use mongodb::bson::{doc, Document};
@@ -49,6 +50,7 @@ pub struct MongoStore {
     history: Collection<Document>,
     rules: Collection<Document>,
     counters: Collection<Document>,
+    dead_letters: Collection<Document>,
     /// Why the store is not ready yet (indexes not all created); `None` once it is. Until
     /// then ingest answers 503: without the unique eventId index a duplicate could get a 202.
     not_ready: std::sync::Mutex<Option<String>>,
@@ -106,6 +108,7 @@ impl MongoStore {
             history: db.collection("scorehistories"),
             rules: db.collection("scoringrules"),
             counters: db.collection("counters"),
+            dead_letters: db.collection("deadletters"),
             not_ready: std::sync::Mutex::new(Some("indexes are not created yet".into())),
             commands,
             crash_at: std::sync::Mutex::new(None),
@@ -298,22 +301,29 @@ impl Store for MongoStore {
         let mut out = vec![InsertOutcome::Inserted; events.len()];
         if !duplicates.is_empty() {
             let ids: Vec<&str> = duplicates.iter().map(|&i| events[i].event_id.as_str()).collect();
-            let stored = self
-                .find_all(&self.events, doc! {"eventId": {"$in": ids}}, doc! {"seq": 1}, 0, 0, docs::stored_event)
-                .await?;
+            let stored: Vec<Document> = self
+                .events
+                .find(doc! {"eventId": {"$in": ids}})
+                .await
+                .map_err(classify)?
+                .try_collect()
+                .await
+                .map_err(classify)?;
             for i in duplicates {
-                let existing = stored.iter().find(|s| s.event_id == events[i].event_id).cloned();
-                out[i] = InsertOutcome::Duplicate(
-                    existing
-                        .ok_or_else(|| StoreError::Internal(format!("duplicate {} not found", events[i].event_id)))?,
-                );
+                let id = &events[i].event_id;
+                let existing = stored
+                    .iter()
+                    .find(|d| docs::text(d.get("eventId")).as_ref() == Some(id))
+                    .ok_or_else(|| StoreError::Internal(format!("duplicate {id} not found")))?;
+                // A stored event that no longer reads (see the dead-letter list) is a duplicate all the same.
+                out[i] = InsertOutcome::Duplicate(docs::stored_event(existing));
             }
         }
         Ok(out)
     }
 
-    async fn unprocessed(&self, limit: usize) -> StoreResult<Vec<StoredEvent>> {
-        self.find_all(&self.events, docs::unprocessed(), doc! {"seq": 1}, 0, limit, docs::stored_event).await
+    async fn unprocessed(&self, limit: usize) -> StoreResult<Queued> {
+        self.read_queue(limit).await
     }
 
     async fn apply(&self, events: Vec<ScoredEvent>, now: Millis) -> StoreResult<Vec<ScoreChange>> {
@@ -325,7 +335,27 @@ impl Store for MongoStore {
         self.ready()?;
         let depth = self.events.count_documents(docs::unprocessed()).await.map_err(classify)?;
         let oldest = self.events.find_one(docs::unprocessed()).sort(doc! {"seq": 1}).await.map_err(classify)?;
-        Ok(QueueStats { depth, oldest_received_at: oldest.and_then(|d| docs::millis(d.get("receivedAt"))) })
+        Ok(QueueStats {
+            depth,
+            oldest_received_at: oldest.and_then(|d| docs::millis(d.get("receivedAt"))),
+            dead_letters: self.count_dead_letters().await?,
+        })
+    }
+
+    async fn dead_letter(&self, letters: Vec<DeadLetter>) -> StoreResult<()> {
+        self.set_aside(letters).await
+    }
+
+    async fn dead_letters(&self, after: Option<i64>, limit: usize) -> StoreResult<(Vec<DeadLetter>, u64)> {
+        self.list_dead_letters(after.unwrap_or(i64::MIN), limit).await
+    }
+
+    async fn retry_dead_letter(&self, id: i64) -> StoreResult<bool> {
+        self.end_dead_letter(id, true).await
+    }
+
+    async fn discard_dead_letter(&self, id: i64) -> StoreResult<bool> {
+        self.end_dead_letter(id, false).await
     }
 
     async fn leads(&self, query: &LeadQuery) -> StoreResult<Vec<Lead>> {

@@ -11,11 +11,12 @@
 
 mod accounts;
 pub mod backup;
+mod dead_letters;
 
-use super::{InsertOutcome, QueueStats, Store, StoreError, StoreResult};
+use super::{InsertOutcome, QueueStats, Queued, Store, StoreError, StoreResult};
 use crate::domain::query::{DetailPage, LeadQuery};
 use crate::domain::time::Millis;
-use crate::domain::{HistoryEntry, Lead, NewEvent, Rule, RuleInput, ScoreChange, ScoredEvent, StoredEvent};
+use crate::domain::{DeadLetter, HistoryEntry, Lead, NewEvent, Rule, RuleInput, ScoreChange, ScoredEvent, StoredEvent};
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
 use std::path::{Path, PathBuf};
@@ -32,7 +33,7 @@ const MAX_QUEUED_JOBS: usize = 8 * MAX_JOBS_PER_COMMIT;
 const MAX_IDLE_READERS: usize = 8;
 
 /// Bumped whenever the layout changes; `prepare_schema` brings older files up to date on open.
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS events (
@@ -43,6 +44,7 @@ CREATE TABLE IF NOT EXISTS events (
     timestamp   INTEGER NOT NULL,
     metadata    TEXT,
     received_at INTEGER NOT NULL,
+    -- 0 queued, 1 scored, 2 dead-lettered, 3 discarded (see sqlite/dead_letters.rs)
     processed   INTEGER NOT NULL DEFAULT 0,
     points      INTEGER
 );
@@ -124,6 +126,17 @@ CREATE TABLE IF NOT EXISTS audit_log (
     before TEXT,
     after  TEXT,
     ip     TEXT
+);
+
+-- Schema 4: events the worker set aside (their `processed` is 2) and why.
+CREATE TABLE IF NOT EXISTS dead_letters (
+    seq      INTEGER PRIMARY KEY,
+    event_id TEXT,
+    lead_id  TEXT,
+    error    TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    dead_at  INTEGER NOT NULL,
+    raw      TEXT NOT NULL
 );
 "#;
 
@@ -432,9 +445,19 @@ fn event_from_row(r: &Row) -> rusqlite::Result<StoredEvent> {
         timestamp: r.get(4)?,
         metadata: r.get(5)?,
         received_at: r.get(6)?,
-        processed: r.get(7)?,
+        processed: r.get::<_, i64>(7)? == dead_letters::SCORED,
         points: r.get(8)?,
     })
+}
+
+/// A row that does not convert (a dead letter's, say) as `None`; other errors stay errors.
+fn readable<T>(read: rusqlite::Result<T>) -> rusqlite::Result<Option<T>> {
+    use rusqlite::Error::*;
+    match read {
+        Ok(v) => Ok(Some(v)),
+        Err(InvalidColumnType(..) | FromSqlConversionFailure(..) | IntegralValueOutOfRange(..)) => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 fn lead_from_row(r: &Row) -> rusqlite::Result<Lead> {
@@ -491,7 +514,7 @@ impl Store for SqliteStore {
                 out.push(if inserted == 1 {
                     InsertOutcome::Inserted
                 } else {
-                    InsertOutcome::Duplicate(existing.query_row([&e.event_id], event_from_row)?)
+                    InsertOutcome::Duplicate(readable(existing.query_row([&e.event_id], event_from_row))?)
                 });
             }
             Ok(out)
@@ -499,15 +522,8 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn unprocessed(&self, limit: usize) -> StoreResult<Vec<StoredEvent>> {
-        self.read(move |c| {
-            let mut s = c.prepare_cached(&format!(
-                "SELECT {EVENT_COLUMNS} FROM events WHERE processed = 0 ORDER BY seq LIMIT ?1"
-            ))?;
-            let rows = s.query_map([limit as i64], event_from_row)?;
-            rows.collect()
-        })
-        .await
+    async fn unprocessed(&self, limit: usize) -> StoreResult<Queued> {
+        self.read(move |c| dead_letters::read_queue(c, limit)).await
     }
 
     async fn apply(&self, events: Vec<ScoredEvent>, now: Millis) -> StoreResult<Vec<ScoreChange>> {
@@ -579,11 +595,29 @@ impl Store for SqliteStore {
         }
         self.still_our_file()?;
         self.read(|c| {
-            c.query_row("SELECT count(*), min(received_at) FROM events WHERE processed = 0", [], |r| {
-                Ok(QueueStats { depth: r.get::<_, i64>(0)? as u64, oldest_received_at: r.get(1)? })
-            })
+            let (depth, oldest_received_at) =
+                c.query_row("SELECT count(*), min(received_at) FROM events WHERE processed = 0", [], |r| {
+                    Ok((r.get::<_, i64>(0)? as u64, r.get(1)?))
+                })?;
+            Ok(QueueStats { depth, oldest_received_at, dead_letters: dead_letters::count(c)? })
         })
         .await
+    }
+
+    async fn dead_letter(&self, letters: Vec<DeadLetter>) -> StoreResult<()> {
+        self.set_aside(letters).await
+    }
+
+    async fn dead_letters(&self, after: Option<i64>, limit: usize) -> StoreResult<(Vec<DeadLetter>, u64)> {
+        self.list_dead_letters(after.unwrap_or(i64::MIN), limit).await
+    }
+
+    async fn retry_dead_letter(&self, id: i64) -> StoreResult<bool> {
+        self.end_dead_letter(id, dead_letters::QUEUED).await
+    }
+
+    async fn discard_dead_letter(&self, id: i64) -> StoreResult<bool> {
+        self.end_dead_letter(id, dead_letters::DISCARDED).await
     }
 
     async fn leads(&self, query: &LeadQuery) -> StoreResult<Vec<Lead>> {
@@ -764,7 +798,7 @@ mod tests {
         assert_eq!(events[1].metadata.as_deref(), Some(r#"{"page":"/"}"#));
 
         // The queued event is still queued and scores on top of the migrated history.
-        let queued = rt.block_on(store.unprocessed(10)).unwrap();
+        let queued = rt.block_on(store.unprocessed(10)).unwrap().events;
         assert_eq!(queued.iter().map(|e| e.event_id.as_str()).collect::<Vec<_>>(), ["c"]);
         let scored = crate::domain::scoring::RuleBook::new(&rt.block_on(store.rules()).unwrap()).score(&queued);
         let changes = rt.block_on(store.apply(scored, 9)).unwrap();
@@ -919,7 +953,7 @@ mod pending_window {
         let ids = |v: Vec<StoredEvent>| v.into_iter().map(|e| e.event_id).collect::<Vec<_>>();
         assert_eq!(ids(rt.block_on(store.lead_events("x", &page)).unwrap()), ["recent"]);
 
-        let queued = rt.block_on(store.unprocessed(1)).unwrap();
+        let queued = rt.block_on(store.unprocessed(1)).unwrap().events;
         assert_eq!(queued[0].event_id, "deep");
         let rules = [Rule { event_type: "Page View".into(), points: 5, is_active: true, updated_at: 0 }];
         let scored = crate::domain::scoring::RuleBook::new(&rules).score(&queued);

@@ -130,20 +130,32 @@ impl MongoStore {
         }
         let mut held: HashMap<String, (i64, Vec<Entry>)> = HashMap::new();
         let mut existing = HashSet::new();
+        let mut unreadable = None;
         for d in &found {
             let Some(id) = docs::text(d.get("_id")) else { continue };
             existing.insert(id.clone());
             if docs::text(d.get("leaseToken")).as_deref() == Some(leased.token.as_str()) {
                 // Fail closed: a lead whose score or unfinished batch cannot be read must not
                 // be guessed at (a guess could count an event twice).
-                let unreadable = |what: &str| StoreError::Internal(format!("lead {id}: unreadable {what}: {d}"));
+                let why = |what: &str| format!("lead {id}: unreadable {what}: {d}");
                 let score = match d.get("score") {
-                    None => 0,
-                    Some(v) => docs::int(Some(v)).ok_or_else(|| unreadable("score"))?,
+                    None => Ok(0),
+                    Some(v) => docs::int(Some(v)).ok_or_else(|| why("score")),
                 };
-                let batch = docs::last_batch(d).map_err(|e| unreadable(&e))?;
-                held.insert(id, (score, batch));
+                match (score, docs::last_batch(d).map_err(|e| why(&e))) {
+                    (Ok(score), Ok(batch)) => drop(held.insert(id, (score, batch))),
+                    (Err(e), _) | (_, Err(e)) => drop(unreadable.get_or_insert(e)),
+                }
             }
+        }
+        if let Some(why) = unreadable {
+            // Let the leads go at once, so the worker's next try (this batch's other leads
+            // without the bad one) can take them.
+            for chunk in leads.chunks(IDS_PER_COMMAND) {
+                let (filter, update) = docs::release(chunk, &leased.token);
+                self.leads.update_many(filter, update).await.map_err(classify)?;
+            }
+            return Err(StoreError::Internal(why));
         }
         let missing: Vec<&String> = leads.iter().filter(|l| !existing.contains(*l)).collect();
         for id in self.create_leased(&missing, &leased.token, now).await? {
@@ -192,6 +204,7 @@ impl MongoStore {
         let held: Vec<String> = leads.iter().map(|l| l.id.clone()).collect();
         let total: usize = leads.iter().map(|l| l.events.len()).sum();
         let mut applied = Vec::new();
+        let mut refused: Option<String> = None;
         if total > 0 {
             // 4. number
             let mut feed = self.reserve(FEED_COUNTER, total).await?;
@@ -234,10 +247,12 @@ impl MongoStore {
                 }
             }
             // 5. apply. A statement one lead's document refuses (a legacy `score` that is not
-            // a number, say) must not hold the other leads back: that lead's events wait.
+            // a number, say) must not hold the other leads back: they are finished, and the
+            // call then fails so the worker can single out the refused lead's events.
             let written = self.write_all("leads", statements, Tolerate::PerStatement).await?;
             for (index, error) in &written.failed {
                 tracing::error!(lead = %batches[*index][0].lead_id, %error, "mongodb: cannot add a batch to this lead");
+                refused.get_or_insert_with(|| format!("lead {}: {error}", batches[*index][0].lead_id));
             }
             if written.matched < batches.len() as u64 {
                 // Fenced out of some leads (this call stalled past its lease), or refused:
@@ -259,6 +274,9 @@ impl MongoStore {
         for chunk in held.chunks(IDS_PER_COMMAND) {
             let (filter, update) = docs::release(chunk, &token);
             self.leads.update_many(filter, update).await.map_err(classify)?;
+        }
+        if let Some(why) = refused {
+            return Err(StoreError::Internal(format!("the store refused an update: {why}")));
         }
         Ok(applied
             .into_iter()

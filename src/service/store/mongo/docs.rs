@@ -3,7 +3,7 @@
 
 use crate::domain::query::LeadQuery;
 use crate::domain::time::Millis;
-use crate::domain::{HistoryEntry, Lead, NewEvent, Rule, RuleInput, ScoreChange, StoredEvent};
+use crate::domain::{DeadLetter, HistoryEntry, Lead, NewEvent, Rule, RuleInput, ScoreChange, StoredEvent};
 use mongodb::bson::{doc, Bson, DateTime, Document};
 use mongodb::options::IndexOptions;
 use mongodb::IndexModel;
@@ -79,6 +79,77 @@ pub fn new_event(e: &NewEvent, seq: i64, received_at: Millis) -> Document {
 
 pub fn unprocessed() -> Document {
     doc! {"processed": false}
+}
+
+/// Dead letters: a `deadletters` document (keyed by the event's seq) says why; the event
+/// leaves the queue by losing `processed` and is marked `deadLetter: "held"` until retried
+/// (back to `processed: false`) or discarded (`"discarded"`). The letter is written first and
+/// removed last, so a crash between the two writes never hides an event: at worst a letter
+/// outlives its episode, and `dead_letters` skips letters whose event is not held.
+pub const HELD: &str = "held";
+pub const DISCARDED: &str = "discarded";
+
+pub fn dead_letter_doc(l: &DeadLetter) -> Document {
+    doc! {
+        "_id": l.id, "eventId": l.event_id.as_deref(), "leadId": l.lead_id.as_deref(), "error": &l.error,
+        "attempts": l.attempts as i64, "deadLetteredAt": DateTime::from_millis(l.dead_lettered_at),
+        "raw": DeadLetter::clip(l.raw.clone()),
+    }
+}
+
+pub fn dead_letter(d: &Document) -> Option<DeadLetter> {
+    Some(DeadLetter {
+        id: int(d.get("_id"))?,
+        event_id: field(d, "eventId"),
+        lead_id: field(d, "leadId"),
+        error: field(d, "error").unwrap_or_default(),
+        attempts: int(d.get("attempts")).unwrap_or(0).clamp(0, u32::MAX as i64) as u32,
+        dead_lettered_at: millis(d.get("deadLetteredAt")).unwrap_or(0),
+        raw: field(d, "raw").unwrap_or_default(),
+    })
+}
+
+/// Takes queued events out of the queue into the dead-letter list.
+pub fn hold(seqs: &[i64]) -> (Document, Document) {
+    (doc! {"_id": {"$in": seqs}, "processed": false}, doc! {"$unset": {"processed": ""}, "$set": {"deadLetter": HELD}})
+}
+
+/// Ends a held event's dead letter: back in the queue, or discarded.
+pub fn release_held(seq: i64, retry: bool) -> (Document, Document) {
+    let filter = doc! {"_id": seq, "deadLetter": HELD};
+    if retry {
+        (filter, doc! {"$set": {"processed": false}, "$unset": {"deadLetter": ""}})
+    } else {
+        (filter, doc! {"$set": {"deadLetter": DISCARDED}})
+    }
+}
+
+/// An unprocessed document that is not a valid event, as far as it can be read.
+pub fn unreadable_event(d: &Document) -> Option<crate::service::store::Unreadable> {
+    Some(crate::service::store::Unreadable {
+        seq: int(d.get("seq")).or_else(|| int(d.get("_id")))?,
+        event_id: field(d, "eventId"),
+        lead_id: field(d, "leadId"),
+        error: format!("unreadable event: {}", event_problem(d)),
+        raw: Bson::Document(d.clone()).into_relaxed_extjson().to_string(),
+    })
+}
+
+/// Which field of an event document does not read.
+fn event_problem(d: &Document) -> String {
+    let checks: [(&str, bool); 5] = [
+        ("eventId", field(d, "eventId").is_some()),
+        ("leadId", field(d, "leadId").is_some()),
+        ("eventType", field(d, "eventType").is_some()),
+        ("timestamp", millis(d.get("timestamp")).is_some()),
+        ("receivedAt", millis(d.get("receivedAt")).is_some()),
+    ];
+    let bad: Vec<&str> = checks.iter().filter(|(_, ok)| !ok).map(|(name, _)| *name).collect();
+    if bad.is_empty() {
+        "unexpected document".into()
+    } else {
+        format!("{} missing or of the wrong type", bad.join(", "))
+    }
 }
 
 /// How long a worker's lease on a lead keeps other workers off it. Fencing keeps scoring

@@ -171,7 +171,7 @@ mod tests {
         assert!(restore(&copy, &elsewhere, false).unwrap_err().contains("--force"));
         assert_eq!(restore(&copy, &elsewhere, true).unwrap().events, 10);
         let reopened = SqliteStore::open(&elsewhere).unwrap();
-        assert_eq!(rt.block_on(reopened.unprocessed(100)).unwrap().len(), 10);
+        assert_eq!(rt.block_on(reopened.unprocessed(100)).unwrap().events.len(), 10);
 
         std::fs::write(dir.path().join("junk.db"), b"not a database").unwrap();
         assert!(restore(&dir.path().join("junk.db"), &dir.path().join("x.db"), false).is_err());

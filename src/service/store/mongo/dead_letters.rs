@@ -1,0 +1,111 @@
+//! The dead-letter list on MongoDB, and reading the queue without letting one bad document
+//! stop it. Which documents are written, and in which order, is in `docs.rs` (`hold`).
+
+use super::docs;
+use super::{classify, MongoStore};
+use crate::domain::DeadLetter;
+use crate::service::store::{Queued, StoreResult};
+use futures::TryStreamExt;
+use mongodb::bson::{doc, Document};
+use std::collections::HashSet;
+
+impl MongoStore {
+    /// The oldest `limit` queued documents; one that does not read as an event is reported.
+    pub(super) async fn read_queue(&self, limit: usize) -> StoreResult<Queued> {
+        let found: Vec<Document> = self
+            .events
+            .find(docs::unprocessed())
+            .sort(doc! {"seq": 1})
+            .limit(limit as i64)
+            .batch_size(limit.clamp(1, 10_000) as u32)
+            .await
+            .map_err(classify)?
+            .try_collect()
+            .await
+            .map_err(classify)?;
+        let mut queued = Queued::default();
+        for d in &found {
+            match (docs::stored_event(d), docs::unreadable_event(d)) {
+                (Some(event), _) => queued.events.push(event),
+                (None, Some(bad)) => queued.unreadable.push(bad),
+                // Not even its key reads: nothing can address it, so it can only be reported.
+                (None, None) => tracing::error!(document = %d, "mongodb: a queued event without a readable _id"),
+            }
+        }
+        Ok(queued)
+    }
+
+    pub(super) async fn set_aside(&self, letters: Vec<DeadLetter>) -> StoreResult<()> {
+        if letters.is_empty() {
+            return Ok(());
+        }
+        // Letters first: a crash before the events are held leaves them queued, never lost.
+        for letter in &letters {
+            self.dead_letters
+                .replace_one(doc! {"_id": letter.id}, docs::dead_letter_doc(letter))
+                .upsert(true)
+                .await
+                .map_err(classify)?;
+        }
+        let seqs: Vec<i64> = letters.iter().map(|l| l.id).collect();
+        let (filter, update) = docs::hold(&seqs);
+        self.events.update_many(filter, update).await.map_err(classify)?;
+        // Events scored meanwhile (by another instance) were not held: drop their letters.
+        let held = self.held_among(&seqs).await?;
+        let stale: Vec<i64> = seqs.into_iter().filter(|s| !held.contains(s)).collect();
+        if !stale.is_empty() {
+            self.dead_letters.delete_many(doc! {"_id": {"$in": stale}}).await.map_err(classify)?;
+        }
+        Ok(())
+    }
+
+    /// Which of these events are held in the dead-letter list.
+    async fn held_among(&self, seqs: &[i64]) -> StoreResult<HashSet<i64>> {
+        Ok(self
+            .events
+            .find(doc! {"_id": {"$in": seqs}, "deadLetter": docs::HELD})
+            .projection(doc! {"_id": 1})
+            .await
+            .map_err(classify)?
+            .try_collect::<Vec<Document>>()
+            .await
+            .map_err(classify)?
+            .iter()
+            .filter_map(|d| docs::int(d.get("_id")))
+            .collect())
+    }
+
+    pub(super) async fn list_dead_letters(&self, after: i64, limit: usize) -> StoreResult<(Vec<DeadLetter>, u64)> {
+        let found: Vec<Document> = self
+            .dead_letters
+            .find(doc! {"_id": {"$gt": after}})
+            .sort(doc! {"_id": 1})
+            .limit(limit as i64)
+            .await
+            .map_err(classify)?
+            .try_collect()
+            .await
+            .map_err(classify)?;
+        let letters: Vec<DeadLetter> = found.iter().filter_map(docs::dead_letter).collect();
+        // Only letters whose event is held: a crash between the writes of `set_aside` (the
+        // event scored later) or of `end` (letter not yet removed) leaves a stale letter.
+        let ids: Vec<i64> = letters.iter().map(|l| l.id).collect();
+        let held = self.held_among(&ids).await?;
+        let total = self.dead_letters.count_documents(doc! {}).await.map_err(classify)?;
+        let stale = letters.len() - letters.iter().filter(|l| held.contains(&l.id)).count();
+        Ok((letters.into_iter().filter(|l| held.contains(&l.id)).collect(), total.saturating_sub(stale as u64)))
+    }
+
+    /// Ends a dead letter: its event back in the queue (`retry`) or discarded. The event
+    /// first, the letter last (see `docs::hold`).
+    pub(super) async fn end_dead_letter(&self, id: i64, retry: bool) -> StoreResult<bool> {
+        let (filter, update) = docs::release_held(id, retry);
+        let moved = self.events.update_one(filter, update).await.map_err(classify)?.modified_count;
+        let removed = self.dead_letters.delete_one(doc! {"_id": id}).await.map_err(classify)?.deleted_count;
+        Ok(moved + removed > 0)
+    }
+
+    pub(super) async fn count_dead_letters(&self) -> StoreResult<u64> {
+        self.dead_letters.count_documents(doc! {}).await.map_err(classify)
+    }
+}
