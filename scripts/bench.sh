@@ -4,6 +4,8 @@
 #   scripts/bench.sh              full size (1M-event ingest, 1M leads / 5M events, 1,000 stream clients)
 #   BENCH_SCALE=0.1 scripts/bench.sh   a quicker run at a tenth of the sizes
 #   scripts/bench.sh --robustness      hostile bodies and a sustained overload (its own section)
+#   scripts/bench.sh --soak            30 min of mixed load (RSS, fds, p99 per minute), then the
+#       SIGKILL test ten rounds in a row (its own section; SOAK_MINUTES, SOAK_RATE)
 #   scripts/bench.sh --fuzz            the property tests of every input parser with many more
 #       cases (FUZZ_CASES, default 200000 each), bounded by FUZZ_MINUTES (default 20); a failing
 #       input is saved by proptest under proptest-regressions/ — commit it: it is rerun by
@@ -16,17 +18,19 @@ cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 STORE=sqlite
 ROBUSTNESS=0
+SOAK=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --store) STORE="$2"; shift 2 ;;
     --robustness) ROBUSTNESS=1; shift ;;
+    --soak) SOAK=1; shift ;;
     --fuzz)
       step() { printf '\n\033[1;36m==> %s\033[0m\n' "$*" >&2; }
       step "Property tests of the input parsers, ${FUZZ_CASES:-200000} cases each (at most ${FUZZ_MINUTES:-20} min)"
       PROPTEST_CASES="${FUZZ_CASES:-200000}" timeout "$(( ${FUZZ_MINUTES:-20} * 60 ))" \
         cargo test --features ssr --lib -- properties raw_items_are_judged any_body_gets_an_answer every_position_once
       exit $? ;;
-    *) echo "usage: scripts/bench.sh [--store sqlite|mongodb] [--robustness] [--fuzz]" >&2; exit 2 ;;
+    *) echo "usage: scripts/bench.sh [--store sqlite|mongodb] [--robustness] [--soak] [--fuzz]" >&2; exit 2 ;;
   esac
 done
 case "$STORE" in sqlite|mongodb) ;; *) echo "--store is sqlite or mongodb" >&2; exit 2 ;; esac
@@ -66,6 +70,10 @@ stop_server() {
   kill -TERM "$SERVER_PID"; wait "$SERVER_PID" || true
 }
 
+if [ "$SOAK" = 1 ]; then
+  . scripts/bench-soak.sh
+  exit 0
+fi
 if [ "$ROBUSTNESS" = 1 ]; then
   . scripts/bench-robustness.sh
   exit 0

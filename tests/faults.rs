@@ -139,6 +139,7 @@ async fn killed_mongodb(program: PathBuf) -> Result<(), String> {
     post_until(&client, &base, 1, 202, Duration::from_secs(60)).await?;
     post_until(&client, &base, 2, 202, Duration::from_secs(10)).await?;
     common::wait_drained(&client, &base, Duration::from_secs(60)).await;
+    common::assert_no_dead_letters(&client, &base).await;
     let leads = common::leaderboard(&client, &base).await;
     let counted: i64 = leads.iter().map(|l| l["eventCount"].as_i64().unwrap()).sum();
     assert_eq!(counted, 3 * 200, "batches 0, 1 and 2, each event once");
@@ -246,6 +247,7 @@ async fn full_disk() -> Result<(), String> {
 
     // 4. Every acknowledged event is there and scored exactly once.
     common::wait_drained(&client, &base, Duration::from_secs(120)).await;
+    common::assert_no_dead_letters(&client, &base).await;
     let leads = common::leaderboard(&client, &base).await;
     let counted: i64 = leads.iter().map(|l| l["eventCount"].as_i64().unwrap()).sum();
     assert_eq!(counted, 200 * acked.len() as i64, "every acknowledged event scored exactly once");

@@ -6,7 +6,7 @@
 
 use leadscore::domain::query::DetailPage;
 use leadscore::domain::scoring::{default_rules, RuleBook};
-use leadscore::domain::{NewEvent, ScoreChange, ScoredEvent};
+use leadscore::domain::{DeadLetter, NewEvent, ScoreChange, ScoredEvent};
 use leadscore::service::store::mongo::{CrashPoint, MongoStore, LEASE_MS};
 use leadscore::service::store::{SharedFeed, Store};
 use libtest_mimic::{Arguments, Failed, Trial};
@@ -38,6 +38,7 @@ fn main() {
         the_feed_numbers_every_change_once_in_order,
         a_worker_stalled_after_adding_its_batch_changes_nothing_when_it_resumes,
         a_worker_fenced_out_of_some_leads_applies_the_others,
+        a_half_recorded_batch_survives_dead_letters_and_an_unreadable_lead,
     ];
     let missing = uri.is_none();
     let trials = cases
@@ -316,5 +317,48 @@ async fn a_worker_fenced_out_of_some_leads_applies_the_others(store: Arc<MongoSt
     leads.dedup();
     assert_eq!(leads, ["x1", "x3"], "x2 was not A's any more");
     assert_eq!(applied.len(), 8);
+    assert_exact(&store, &posted).await;
+}
+
+/// A batch a crash left added but unrecorded (its events in the lead's `lastBatch`, still
+/// unprocessed) must be finished by the lead's next holder, whatever happens meanwhile: the
+/// worker giving up on those events (they are never set aside), or the next batch failing
+/// on another lead that does not read (the lease ends, the unfinished batch stays).
+async fn a_half_recorded_batch_survives_dead_letters_and_an_unreadable_lead(store: Arc<MongoStore>) {
+    let posted = events("half", 4, &["a"]);
+    store.insert_events(posted.clone()).await.unwrap();
+    expect_crash(&store, CrashPoint::Apply, priced(&store, 1_000).await, T0).await;
+
+    let letters: Vec<DeadLetter> = priced(&store, 1_000)
+        .await
+        .iter()
+        .map(|e| DeadLetter {
+            id: e.seq,
+            event_id: Some(e.event_id.clone()),
+            lead_id: Some(e.lead_id.clone()),
+            error: "gave up".into(),
+            attempts: 5,
+            dead_lettered_at: T0,
+            raw: String::new(),
+        })
+        .collect();
+    store.dead_letter(letters).await.unwrap();
+    let stats = store.queue_stats().await.unwrap();
+    assert_eq!((stats.depth, stats.dead_letters), (4, 0), "recorded in a lastBatch: not set aside");
+    assert_eq!(store.dead_letters(None, 10).await.unwrap(), (vec![], 0));
+
+    use mongodb::bson::doc;
+    let broken = doc! {"_id": "broken", "leadId": "broken", "score": "not a number"};
+    store.raw_collection("leads").insert_one(broken).await.unwrap();
+    store.insert_events(vec![ev("bad-1", "broken", "Purchase")]).await.unwrap();
+    let later = T0 + 2 * LEASE_MS;
+    let err = store.apply(priced(&store, 1_000).await, later).await.expect_err("the broken lead does not read");
+    assert!(err.to_string().contains("unreadable score"), "{err}");
+    // Its lease ended at once: the others' next try needs no expiry.
+    let without_broken: Vec<ScoredEvent> =
+        priced(&store, 1_000).await.into_iter().filter(|e| e.lead_id != "broken").collect();
+    store.apply(without_broken, later + 1).await.unwrap();
+    assert_eq!(store.queue_stats().await.unwrap().depth, 1, "only the broken lead's event is left");
+    store.raw_collection("events").delete_one(doc! {"eventId": "bad-1"}).await.unwrap();
     assert_exact(&store, &posted).await;
 }

@@ -20,7 +20,7 @@ use super::{now_ms, UpdateBatch, WorkerHealth};
 use crate::domain::scoring::RuleBook;
 use crate::domain::time::Millis;
 use crate::domain::{DeadLetter, ScoreChange, ScoredEvent};
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicI64, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -175,11 +175,22 @@ impl Worker {
             }
         }
         // Suspects one by one, after the rest: a known bad event cannot fail a batch again.
-        let (alone, together): (Vec<ScoredEvent>, Vec<ScoredEvent>) = rules
-            .score(&queued.events)
-            .into_iter()
-            .filter(|e| suspects.due(e.seq, started))
-            .partition(|e| suspects.contains(e.seq));
+        // A lead's later events wait while it has a suspect, so they do not overtake it.
+        let scored = rules.score(&queued.events);
+        let mut first_suspect: HashMap<String, i64> = HashMap::new();
+        for e in scored.iter().filter(|e| suspects.contains(e.seq)) {
+            first_suspect.entry(e.lead_id.clone()).or_insert(e.seq);
+        }
+        let (mut alone, mut together) = (Vec::new(), Vec::new());
+        for e in scored {
+            if suspects.contains(e.seq) {
+                if suspects.due(e.seq, started) {
+                    alone.push(e);
+                }
+            } else if first_suspect.get(&e.lead_id).is_none_or(|&first| e.seq < first) {
+                together.push(e);
+            }
+        }
         let mut outcome = Isolated::default();
         self.apply_isolating(together, now, &mut outcome).await?;
         for event in alone {
@@ -187,6 +198,15 @@ impl Worker {
         }
         for seq in &outcome.applied {
             suspects.clear(*seq);
+        }
+        // Blame an event only when the store shows it works otherwise: something else was
+        // applied in this step, or every failure is one lead's. Failures across several leads
+        // with nothing applied are the store's (an outage it reports as an error): nobody is
+        // set aside, and the step fails for health to show.
+        let leads: HashSet<&str> = outcome.failed.iter().map(|(e, _)| e.lead_id.as_str()).collect();
+        if outcome.applied.is_empty() && leads.len() > 1 {
+            let (_, error) = outcome.failed.swap_remove(0);
+            return Err(StoreError::Internal(error));
         }
         for (event, error) in outcome.failed {
             let attempts = suspects.failed(event.seq, started);
@@ -216,7 +236,8 @@ impl Worker {
     }
 
     /// Applies `events`; a batch the store rejects for something in it (not for being
-    /// unavailable) is halved until each failing event stands alone in `failed`.
+    /// unavailable) is halved until each failing event stands alone in `failed`. Once one of
+    /// a lead's events failed, the lead's later events wait for the next step.
     async fn apply_isolating(
         &self,
         events: Vec<ScoredEvent>,
@@ -225,20 +246,35 @@ impl Worker {
     ) -> Result<(), StoreError> {
         let mut pending = VecDeque::from([events]);
         while let Some(mut batch) = pending.pop_front() {
+            batch.retain(|e| !out.failed_leads.contains(&e.lead_id));
             if batch.is_empty() {
                 continue;
             }
             match self.store.apply(batch.clone(), now).await {
                 Ok(changes) => {
+                    // Only what the store reports as added: on MongoDB a lead another worker
+                    // holds is left for later, which is no success of its events.
+                    let added: HashSet<&str> = changes.iter().map(|c| c.event_id.as_str()).collect();
+                    out.applied.extend(batch.iter().filter(|e| added.contains(e.event_id.as_str())).map(|e| e.seq));
                     out.changes.extend(changes);
-                    out.applied.extend(batch.iter().map(|e| e.seq));
+                    out.failed_in_a_row = 0;
                 }
-                Err(StoreError::Internal(error)) if batch.len() == 1 => out.failed.push((batch.remove(0), error)),
                 Err(StoreError::Internal(error)) => {
-                    tracing::warn!(events = batch.len(), %error, "worker: a batch failed; splitting it to find the cause");
-                    let second = batch.split_off(batch.len() / 2);
-                    pending.push_front(second);
-                    pending.push_front(batch);
+                    out.failed_in_a_row += 1;
+                    if out.failed_in_a_row >= GIVE_UP_AFTER {
+                        // Everything fails: an outage, not poison. Stop splitting (no spin).
+                        return Err(StoreError::Internal(error));
+                    }
+                    if batch.len() == 1 {
+                        let event = batch.remove(0);
+                        out.failed_leads.insert(event.lead_id.clone());
+                        out.failed.push((event, error));
+                    } else {
+                        tracing::warn!(events = batch.len(), %error, "worker: a batch failed; splitting it to find the cause");
+                        let second = batch.split_off(batch.len() / 2);
+                        pending.push_front(second);
+                        pending.push_front(batch);
+                    }
                 }
                 Err(unavailable) => return Err(unavailable),
             }
@@ -247,12 +283,18 @@ impl Worker {
     }
 }
 
+/// Failed `apply` calls in a row after which a step stops looking for the bad event: far
+/// more than halving a full batch down to one event takes (about 15 calls).
+const GIVE_UP_AFTER: u32 = 64;
+
 /// What `apply_isolating` did.
 #[derive(Default)]
 struct Isolated {
     changes: Vec<ScoreChange>,
     applied: Vec<i64>,
     failed: Vec<(ScoredEvent, String)>,
+    failed_leads: HashSet<String>,
+    failed_in_a_row: u32,
 }
 
 fn unreadable_letter(bad: Unreadable, attempts: u32, now: Millis) -> DeadLetter {

@@ -203,6 +203,13 @@ pub async fn wait_drained(client: &reqwest::Client, base: &str, within: Duration
     }
 }
 
+/// Asserts that no event was set aside as a dead letter: an outage is the store's fault,
+/// never an event's.
+pub async fn assert_no_dead_letters(client: &reqwest::Client, base: &str) {
+    let h: Value = client.get(format!("{base}/api/health")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(h["queue"]["deadLetters"], 0, "an outage set events aside: {h}");
+}
+
 /// The first 500 leads of the leaderboard.
 pub async fn leaderboard(client: &reqwest::Client, base: &str) -> Vec<Value> {
     let r = client.get(format!("{base}/api/leads?limit=500")).send().await.unwrap();

@@ -250,13 +250,33 @@ fn is_duplicate(e: &MongoError) -> bool {
 }
 
 /// Network and server-selection trouble is "unavailable" (503, retry); the rest is internal.
+/// Server error codes that say the server cannot serve right now (a failover, a shutdown, a
+/// time limit, lost credentials), not that this request or its data is wrong: HostUnreachable,
+/// HostNotFound, Unauthorized, AuthenticationFailed, NetworkTimeout, ShutdownInProgress,
+/// PrimarySteppedDown, ExceededTimeLimit, SocketException, NotWritablePrimary,
+/// InterruptedAtShutdown, InterruptedDueToReplStateChange, NotPrimaryNoSecondaryOk,
+/// NotPrimaryOrSecondary.
+const TRANSIENT_CODES: &[i32] = &[6, 7, 13, 18, 89, 91, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436];
+
+/// Unavailable (503, retry later; the worker blames no event) or Internal (the request or the
+/// data it touches is at fault).
 fn classify(e: MongoError) -> StoreError {
+    let code = match e.kind.as_ref() {
+        ErrorKind::Command(c) => Some(c.code),
+        ErrorKind::Write(WriteFailure::WriteConcernError(w)) => Some(w.code),
+        ErrorKind::Write(WriteFailure::WriteError(w)) => Some(w.code),
+        _ => None,
+    };
     match e.kind.as_ref() {
         ErrorKind::ServerSelection { .. }
         | ErrorKind::Io(_)
         | ErrorKind::ConnectionPoolCleared { .. }
+        | ErrorKind::Authentication { .. }
         | ErrorKind::DnsResolve { .. } => StoreError::Unavailable(format!("MongoDB unreachable: {e}")),
         _ if e.contains_label("RetryableWriteError") => StoreError::Unavailable(format!("MongoDB unavailable: {e}")),
+        _ if code.is_some_and(|c| TRANSIENT_CODES.contains(&c)) => {
+            StoreError::Unavailable(format!("MongoDB unavailable: {e}"))
+        }
         _ => StoreError::Internal(format!("MongoDB error: {e}")),
     }
 }
@@ -390,7 +410,20 @@ impl Store for MongoStore {
 
     async fn lead_events(&self, lead_id: &str, page: &DetailPage) -> StoreResult<Vec<StoredEvent>> {
         let (filter, sort) = docs::lead_events_page(lead_id);
-        self.find_all(&self.events, filter, sort, page.events_offset, page.events_limit, docs::stored_event).await
+        let found: Vec<Document> = self
+            .events
+            .find(filter)
+            .sort(sort)
+            .skip(page.events_offset as u64)
+            .limit(page.events_limit as i64)
+            .await
+            .map_err(classify)?
+            .try_collect()
+            .await
+            .map_err(classify)?;
+        // An event that does not read is in the dead-letter list (or on its way): the lead's
+        // page shows the others rather than failing.
+        Ok(found.iter().filter_map(docs::stored_event).collect())
     }
 
     async fn rules(&self) -> StoreResult<Vec<Rule>> {

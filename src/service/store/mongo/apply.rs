@@ -150,9 +150,9 @@ impl MongoStore {
         }
         if let Some(why) = unreadable {
             // Let the leads go at once, so the worker's next try (this batch's other leads
-            // without the bad one) can take them.
+            // without the bad one) can take them; their unfinished batches stay for it.
             for chunk in leads.chunks(IDS_PER_COMMAND) {
-                let (filter, update) = docs::release(chunk, &leased.token);
+                let (filter, update) = docs::unlease(chunk, &leased.token);
                 self.leads.update_many(filter, update).await.map_err(classify)?;
             }
             return Err(StoreError::Internal(why));
@@ -343,7 +343,7 @@ impl MongoStore {
     /// A read that must see every write acknowledged before it: from the primary, majority
     /// committed, whatever read preference the URI asks for (a lagging secondary could show
     /// an event as unprocessed after another worker applied it).
-    async fn read_fresh(
+    pub(super) async fn read_fresh(
         &self,
         coll: &Collection<Document>,
         filter: Document,
@@ -414,6 +414,11 @@ impl MongoStore {
             resume.notified().await;
         }
         Ok(())
+    }
+
+    /// Tests: a collection to write to behind the store's back (a damaged document, say).
+    pub fn raw_collection(&self, name: &str) -> Collection<Document> {
+        self.db.collection(name)
     }
 
     /// Tests: the next `apply` stops right after `point`, as if the process had died there.

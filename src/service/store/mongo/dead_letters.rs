@@ -3,6 +3,7 @@
 
 use super::docs;
 use super::{classify, MongoStore};
+
 use crate::domain::DeadLetter;
 use crate::service::store::{Queued, StoreResult};
 use futures::TryStreamExt;
@@ -47,9 +48,15 @@ impl MongoStore {
                 .await
                 .map_err(classify)?;
         }
+        // Never an event already added to its lead: it is in the lead's `lastBatch`, and the
+        // lead's next holder must find it unprocessed to finish recording it.
+        let recorded = self.in_last_batches(&letters).await?;
+        let seqs: Vec<i64> = letters.iter().map(|l| l.id).filter(|s| !recorded.contains(s)).collect();
+        if !seqs.is_empty() {
+            let (filter, update) = docs::hold(&seqs);
+            self.events.update_many(filter, update).await.map_err(classify)?;
+        }
         let seqs: Vec<i64> = letters.iter().map(|l| l.id).collect();
-        let (filter, update) = docs::hold(&seqs);
-        self.events.update_many(filter, update).await.map_err(classify)?;
         // Events scored meanwhile (by another instance) were not held: drop their letters.
         let held = self.held_among(&seqs).await?;
         let stale: Vec<i64> = seqs.into_iter().filter(|s| !held.contains(s)).collect();
@@ -57,6 +64,25 @@ impl MongoStore {
             self.dead_letters.delete_many(doc! {"_id": {"$in": stale}}).await.map_err(classify)?;
         }
         Ok(())
+    }
+
+    /// Which of these events their leads' `lastBatch` records (read fresh, like `lease`).
+    async fn in_last_batches(&self, letters: &[DeadLetter]) -> StoreResult<HashSet<i64>> {
+        let leads: Vec<&str> = letters.iter().filter_map(|l| l.lead_id.as_deref()).collect();
+        if leads.is_empty() {
+            return Ok(HashSet::new());
+        }
+        let found =
+            self.read_fresh(&self.leads, doc! {"_id": {"$in": leads}}, docs::lease_view(), letters.len()).await?;
+        let mut recorded = HashSet::new();
+        for lead in &found {
+            // Unreadable: assume it records them all (the safe side: they stay queued).
+            match docs::last_batch(lead) {
+                Ok(entries) => recorded.extend(entries.iter().map(|e| e.seq)),
+                Err(_) => recorded.extend(letters.iter().map(|l| l.id)),
+            }
+        }
+        Ok(recorded)
     }
 
     /// Which of these events are held in the dead-letter list.
@@ -75,25 +101,34 @@ impl MongoStore {
             .collect())
     }
 
+    /// The held events are the list; their letters say why. (A letter a crash left behind,
+    /// whose event is no longer held, is never shown or counted.)
     pub(super) async fn list_dead_letters(&self, after: i64, limit: usize) -> StoreResult<(Vec<DeadLetter>, u64)> {
+        let held: Vec<i64> = self
+            .events
+            .find(docs::held_after(after))
+            .projection(doc! {"_id": 1})
+            .sort(doc! {"seq": 1})
+            .limit(limit as i64)
+            .await
+            .map_err(classify)?
+            .try_collect::<Vec<Document>>()
+            .await
+            .map_err(classify)?
+            .iter()
+            .filter_map(|d| docs::int(d.get("_id")))
+            .collect();
         let found: Vec<Document> = self
             .dead_letters
-            .find(doc! {"_id": {"$gt": after}})
-            .sort(doc! {"_id": 1})
-            .limit(limit as i64)
+            .find(doc! {"_id": {"$in": &held}})
             .await
             .map_err(classify)?
             .try_collect()
             .await
             .map_err(classify)?;
-        let letters: Vec<DeadLetter> = found.iter().filter_map(docs::dead_letter).collect();
-        // Only letters whose event is held: a crash between the writes of `set_aside` (the
-        // event scored later) or of `end` (letter not yet removed) leaves a stale letter.
-        let ids: Vec<i64> = letters.iter().map(|l| l.id).collect();
-        let held = self.held_among(&ids).await?;
-        let total = self.dead_letters.count_documents(doc! {}).await.map_err(classify)?;
-        let stale = letters.len() - letters.iter().filter(|l| held.contains(&l.id)).count();
-        Ok((letters.into_iter().filter(|l| held.contains(&l.id)).collect(), total.saturating_sub(stale as u64)))
+        let mut letters: Vec<DeadLetter> = found.iter().filter_map(docs::dead_letter).collect();
+        letters.sort_by_key(|l| l.id);
+        Ok((letters, self.count_dead_letters().await?))
     }
 
     /// Ends a dead letter: its event back in the queue (`retry`) or discarded. The event
@@ -106,6 +141,6 @@ impl MongoStore {
     }
 
     pub(super) async fn count_dead_letters(&self) -> StoreResult<u64> {
-        self.dead_letters.count_documents(doc! {}).await.map_err(classify)
+        self.events.count_documents(docs::held_after(i64::MIN)).await.map_err(classify)
     }
 }

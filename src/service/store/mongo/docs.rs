@@ -39,6 +39,14 @@ pub fn indexes() -> Vec<(&'static str, IndexModel)> {
                     .build(),
             ),
         ),
+        // The dead-letter list: the few events held aside (sparse: only they are indexed).
+        (
+            "events",
+            index(
+                doc! {"deadLetter": 1},
+                IndexOptions::builder().name("dead_letters".to_string()).sparse(true).build(),
+            ),
+        ),
         ("leads", index(doc! {"score": -1, "leadId": 1}, named("leaderboard_by_score_id"))),
         // A lead's history in the order it was applied (feed positions are handed out under
         // the lead's lease); wall clocks of different instances may disagree.
@@ -114,9 +122,16 @@ pub fn hold(seqs: &[i64]) -> (Document, Document) {
     (doc! {"_id": {"$in": seqs}, "processed": false}, doc! {"$unset": {"processed": ""}, "$set": {"deadLetter": HELD}})
 }
 
-/// Ends a held event's dead letter: back in the queue, or discarded.
+/// Held events after `after` (by `seq`: the stand-in orders `_id`s as text), by the sparse
+/// `dead_letters` index.
+pub fn held_after(after: i64) -> Document {
+    doc! {"deadLetter": HELD, "seq": {"$gt": after}}
+}
+
+/// Ends a held event's dead letter: back in the queue, or discarded. Only while it is still
+/// unscored: a worker that read it before it was held may have scored it since.
 pub fn release_held(seq: i64, retry: bool) -> (Document, Document) {
-    let filter = doc! {"_id": seq, "deadLetter": HELD};
+    let filter = doc! {"_id": seq, "deadLetter": HELD, "processed": {"$exists": false}};
     if retry {
         (filter, doc! {"$set": {"processed": false}, "$unset": {"deadLetter": ""}})
     } else {
@@ -220,9 +235,11 @@ pub fn new_lead(lead_id: &str, token: &str, now: Millis) -> Document {
     }
 }
 
-/// Which of these events are still unprocessed (the answer's `_id`s and `eventId`s).
+/// Which of these events are still unprocessed (the answer's `_id`s and `eventId`s). A
+/// dead-lettered event has no `processed` at all and counts as unprocessed here: if a lead's
+/// `lastBatch` records it, the batch is unfinished and must be finished, not forgotten.
 pub fn still_unprocessed(seqs: &[i64]) -> Document {
-    doc! {"_id": {"$in": seqs}, "processed": false}
+    doc! {"_id": {"$in": seqs}, "processed": {"$ne": true}}
 }
 
 fn entry_doc(e: &Entry) -> Document {
@@ -301,8 +318,18 @@ pub fn history_statement(e: &Entry) -> Document {
 pub fn processed_statement(e: &Entry) -> Document {
     doc! {
         "q": {"_id": e.seq, "eventId": &e.event_id},
-        "u": {"$set": {"processed": true, "points": e.delta}},
+        // Scored after all (it was held after this worker read it): no longer a dead letter.
+        "u": {"$set": {"processed": true, "points": e.delta}, "$unset": {"deadLetter": ""}},
     }
+}
+
+/// Ends the lease only, keeping any `lastBatch` for the lead's next holder to finish: for a
+/// call that stops before it has checked the leads' unfinished batches.
+pub fn unlease(leads: &[String], token: &str) -> (Document, Document) {
+    (
+        doc! {"_id": {"$in": leads}, "leaseToken": token},
+        doc! {"$set": {"leaseUntil": 0_i64}, "$unset": {"leaseToken": ""}},
+    )
 }
 
 /// Ends the lease and drops `lastBatch` (its events are processed by now), fenced like the
@@ -397,8 +424,9 @@ pub fn history_page(lead_id: &str) -> (Document, Document) {
     (doc! {"leadId": lead_id, "applied": true}, doc! {"feedSeq": -1})
 }
 
+/// A lead's events, newest first; dead letters (held or discarded) are listed apart, as on SQLite.
 pub fn lead_events_page(lead_id: &str) -> (Document, Document) {
-    (doc! {"leadId": lead_id}, doc! {"seq": -1})
+    (doc! {"leadId": lead_id, "deadLetter": {"$exists": false}}, doc! {"seq": -1})
 }
 
 pub fn upsert_rule(r: &RuleInput, now: Millis) -> (Document, Document) {
@@ -558,11 +586,15 @@ mod tests {
         assert_eq!(keys, doc! {"eventType": 1});
         assert_eq!(model.options.unwrap().unique, Some(true));
         assert_eq!(keys_and_options("scorehistories", "feed").0, doc! {"feedSeq": 1});
-        assert_eq!(indexes().len(), 7);
+        let (keys, model) = keys_and_options("events", "dead_letters");
+        assert_eq!(keys, doc! {"deadLetter": 1});
+        assert_eq!(model.options.unwrap().sparse, Some(true), "only the few held events are indexed");
+        assert_eq!(indexes().len(), 8);
         // The queries' sorts are prefixes the indexes serve.
         assert_eq!(leads_sort(), doc! {"score": -1, "leadId": 1});
         assert_eq!(history_page("l").1, doc! {"feedSeq": -1}, "application order, newest first");
         assert_eq!(lead_events_page("l").1, doc! {"seq": -1}, "ingest order, newest first");
+        assert_eq!(lead_events_page("l").0, doc! {"leadId": "l", "deadLetter": {"$exists": false}});
     }
 
     #[test]
@@ -629,7 +661,7 @@ mod tests {
                 "leaseToken": "tok", "leaseUntil": 12_000_i64,
             }
         );
-        assert_eq!(still_unprocessed(&[4, 5]), doc! {"_id": {"$in": [4_i64, 5_i64]}, "processed": false});
+        assert_eq!(still_unprocessed(&[4, 5]), doc! {"_id": {"$in": [4_i64, 5_i64]}, "processed": {"$ne": true}});
         let batch = [entry(4, 100, 5), entry(5, -10, 105)];
         let statement = apply_statement(&batch, "tok", 1_500);
         assert_eq!(
@@ -675,7 +707,8 @@ mod tests {
         );
         assert_eq!(
             processed_statement(&batch[1]),
-            doc! {"q": {"_id": 5_i64, "eventId": "evt-5"}, "u": {"$set": {"processed": true, "points": -10_i64}}}
+            doc! {"q": {"_id": 5_i64, "eventId": "evt-5"},
+            "u": {"$set": {"processed": true, "points": -10_i64}, "$unset": {"deadLetter": ""}}}
         );
         assert_eq!(
             release(&leads, "tok"),

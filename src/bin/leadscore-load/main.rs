@@ -10,6 +10,8 @@
 //! leadscore-load query    [--requests 2000] [--concurrency 8] [--leads 1000000]
 //! leadscore-load hostile  [--concurrency 16] [--rounds 3] [--bytes 5242880]  (bodies that should all get a 4xx)
 //! leadscore-load overload [--concurrency 64] [--batch 5000] [--duration 20] [--metadata-bytes 0]  (more bodies than the server holds)
+//! leadscore-load soak     [--rate 2000] [--minutes 30] [--clients 200] [--queries 20] [--server-pid PID]
+//!                         (mixed single and batch ingest, churning stream clients and queries; per-minute figures)
 //! leadscore-load store-ceiling [--events 1000000] [--batch 20000] [--database-url URL]  (no server: Store API)
 //! leadscore-load populate (--db FILE | --database-url URL) [--leads 1000000] [--events 5000000] (no server)
 //! leadscore-load drop-database --database-url mongodb://…/leadscore_bench…  (clean up after a MongoDB run)
@@ -19,6 +21,8 @@
 //! --database-url: sqlite://FILE or mongodb://HOST/DB (a throw-away database); on MongoDB the
 //! store ceiling also reports the commands sent per scored event (round trips).
 //! ```
+
+mod soak;
 
 use futures::StreamExt;
 use leadscore::domain::scoring::{default_rules, RuleBook};
@@ -60,6 +64,7 @@ fn main() -> ExitCode {
             "stream" => stream(&opts).await,
             "hostile" => hostile(&opts).await,
             "overload" => overload(&opts).await,
+            "soak" => soak::soak(&opts).await,
             "query" => query(&opts).await,
             "store-ceiling" => store_ceiling(&opts).await,
             "populate" => populate(&opts).await,
@@ -86,8 +91,8 @@ fn main() -> ExitCode {
 }
 
 fn usage() -> &'static str {
-    "usage: leadscore-load <simulate|single|bulk|stream|query|hostile|overload|store-ceiling|populate|drop-database> [--option value]…\n\
-     see the top of src/bin/leadscore-load.rs or README.md (Benchmarks) for the options"
+    "usage: leadscore-load <simulate|single|bulk|stream|query|hostile|overload|soak|store-ceiling|populate|drop-database> [--option value]…\n\
+     see the top of src/bin/leadscore-load/main.rs or README.md (Benchmarks) for the options"
 }
 
 struct Opts(HashMap<String, String>);

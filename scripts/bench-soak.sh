@@ -1,0 +1,77 @@
+# Sourced by scripts/bench.sh --soak (uses its helpers and variables): a long run of mixed
+# load against the embedded store, then the SIGKILL test ten rounds in a row, written to the
+# "## Soak" section of BENCHMARKS.md. SOAK_MINUTES (default 30) and SOAK_RATE (events/s,
+# default 2000) change its size.
+MINUTES="${SOAK_MINUTES:-30}"
+RATE="${SOAK_RATE:-2000}"
+
+step "Soak: $MINUTES min of $RATE events/s (half single POSTs, half 50-event batches), 200 stream clients coming and going, 20 queries/s"
+start_server "$WORK/soak.db"
+"$LOAD" soak --url "$URL" --api-key "$BENCH_KEY" --rate "$RATE" --minutes "$MINUTES" --clients 200 --queries 20 \
+  --server-pid "$SERVER_PID" --json | tail -1 >"$WORK/soak.json"
+SOAK_PEAK=$(stop_server)
+
+step "SIGKILL at any instant: tests/crash_recovery.rs ten rounds in a row"
+KILL_PASSED=0
+for round in $(seq 1 10); do
+  if cargo test --features ssr --test crash_recovery -- sigkill_mid_ingest >"$WORK/kill-$round.log" 2>&1; then
+    KILL_PASSED=$((KILL_PASSED + 1))
+  else
+    echo "round $round failed:" >&2; tail -30 "$WORK/kill-$round.log" >&2
+  fi
+done
+
+step "Writing the soak section of BENCHMARKS.md"
+python3 - "$WORK/soak.json" "$SOAK_PEAK" "$KILL_PASSED" <<'PY'
+import json, sys, os, datetime
+soak = json.load(open(sys.argv[1]))
+peak, killed = int(sys.argv[2]) / 1024, int(sys.argv[3])
+rows, first, last = soak["rows"], soak["first"], soak["last"]
+verdict = lambda ok: "✅ met" if ok else "❌ not met"
+mean_rss = sum(r["rss_mb"] for r in rows) / len(rows)
+span = max(1, len(rows) - 2)
+rss_growth = (soak["rss_slope_mb_per_min"] or 0) * span
+fd_growth = (soak["fd_slope_per_min"] or 0) * span
+# Within noise: the fitted growth over the run stays under 5 MB or 5 % of the mean RSS, and
+# under 5 descriptors; a p99 is unchanged if the last window is within 25 % (or 5 ms) of the first.
+rss_flat = rss_growth < max(5.0, 0.05 * mean_rss)
+fds_flat = fd_growth < 5
+same = lambda a, b: b <= max(a * 1.25, a + 5.0)
+p99_rows = [(k, first[k], last[k]) for k in ("single_p99_ms", "batch_p99_ms", "query_p99_ms")]
+accepted = sum(r["accepted"] for r in rows)
+statuses = {}
+for r in rows:
+    for k, v in r["statuses"].items():
+        statuses[k] = statuses.get(k, 0) + v
+section = [
+    "## Soak", "",
+    f"Measured {datetime.datetime.utcnow():%Y-%m-%d %H:%M} UTC with `scripts/bench.sh --soak` (release build, embedded store, "
+    f"2 cores): {soak['minutes']} min of {soak['rate']:,} events/s offered (half single POSTs, half 50-event batches), "
+    f"{soak['clients']} stream clients each staying 5–30 s then reconnecting, {soak['queries_per_second']} leaderboard / lead queries a second.", "",
+    "| Target | Measured | |", "|---|---|---|",
+    f"| RSS flat (fitted growth over the run within noise) | {soak['rss_slope_mb_per_min']:+.3f} MB/min → {rss_growth:+.1f} MB over {span} min; mean {mean_rss:.0f} MB, peak {peak:.0f} MB | {verdict(rss_flat)} |",
+    f"| Open file descriptors flat | {soak['fd_slope_per_min']:+.3f}/min → {fd_growth:+.1f} over {span} min | {verdict(fds_flat)} |",
+] + [
+    f"| {name.replace('_p99_ms', '').replace('single', 'single POST').replace('batch', 'batch POST').replace('query', 'query')} p99: last 5 min vs first 5 min | {a:.1f} ms → {b:.1f} ms | {verdict(same(a, b))} |"
+    for name, a, b in p99_rows
+] + [
+    f"| Everything accepted is scored | {accepted:,} accepted; queue drained after the run: {soak['drained']} | {verdict(soak['drained'])} |",
+    f"| SIGKILL at any instant (`tests/crash_recovery.rs`), 10 rounds in a row | {killed}/10 passed | {verdict(killed == 10)} |",
+    "", f"Statuses over the run: {statuses}.", "",
+    "| Minute | RSS MB | fds | queue depth | accepted | single p99 ms | batch p99 ms | query p99 ms | stream connects | skipped |",
+    "|---|---|---|---|---|---|---|---|---|---|",
+] + [
+    f"| {r['minute']} | {r['rss_mb']:.0f} | {r['fds']} | {r['queue_depth']} | {r['accepted']:,} | {r['single_p99_ms']:.1f} | {r['batch_p99_ms']:.1f} | {r['query_p99_ms']:.1f} | {r['stream_connects']} | {r['skipped']} |"
+    for r in rows
+] + [""]
+text = open("BENCHMARKS.md").read() if os.path.exists("BENCHMARKS.md") else "# Benchmarks\n"
+start = text.find("\n## Soak")
+if start >= 0:
+    end = text.find("\n## ", start + 1)
+    text = text[:start + 1] + text[end + 1:] if end >= 0 else text[:start + 1]
+at = min([i for i in (text.find("\n## MongoDB"), text.find("\n## Notes")) if i >= 0], default=-1)
+block = "\n".join(section) + "\n"
+text = text[:at + 1] + block + text[at + 1:] if at >= 0 else text.rstrip("\n") + "\n\n" + block
+open("BENCHMARKS.md", "w").write(text)
+print("\n".join(section))
+PY
