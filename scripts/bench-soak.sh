@@ -10,6 +10,7 @@ start_server "$WORK/soak.db"
 "$LOAD" soak --url "$URL" --api-key "$BENCH_KEY" --rate "$RATE" --minutes "$MINUTES" --clients 200 --queries 20 \
   --server-pid "$SERVER_PID" --json | tail -1 >"$WORK/soak.json"
 SOAK_PEAK=$(stop_server)
+cp "$WORK/soak.json" "$TARGET_DIR/soak.json"  # kept for a look after the run
 
 step "SIGKILL at any instant: tests/crash_recovery.rs ten rounds in a row"
 KILL_PASSED=0
@@ -49,8 +50,8 @@ section = [
     f"2 cores): {soak['minutes']} min of {soak['rate']:,} events/s offered (half single POSTs, half 50-event batches), "
     f"{soak['clients']} stream clients each staying 5–30 s then reconnecting, {soak['queries_per_second']} leaderboard / lead queries a second.", "",
     "| Target | Measured | |", "|---|---|---|",
-    f"| RSS flat (fitted growth over the run within noise) | {soak['rss_slope_mb_per_min']:+.3f} MB/min → {rss_growth:+.1f} MB over {span} min; mean {mean_rss:.0f} MB, peak {peak:.0f} MB | {verdict(rss_flat)} |",
-    f"| Open file descriptors flat | {soak['fd_slope_per_min']:+.3f}/min → {fd_growth:+.1f} over {span} min | {verdict(fds_flat)} |",
+    f"| RSS flat (fitted growth over the run within noise) | {soak['rss_slope_mb_per_min'] or 0:+.3f} MB/min → {rss_growth:+.1f} MB over {span} min; mean {mean_rss:.0f} MB, peak {peak:.0f} MB | {verdict(rss_flat)} |",
+    f"| Open file descriptors flat | {soak['fd_slope_per_min'] or 0:+.3f}/min → {fd_growth:+.1f} over {span} min | {verdict(fds_flat)} |",
 ] + [
     f"| {name.replace('_p99_ms', '').replace('single', 'single POST').replace('batch', 'batch POST').replace('query', 'query')} p99: last 5 min vs first 5 min | {a:.1f} ms → {b:.1f} ms | {verdict(same(a, b))} |"
     for name, a, b in p99_rows
