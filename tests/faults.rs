@@ -3,6 +3,9 @@
 //! - the embedded store's disk fills up under ingest (needs root: it mounts a small tmpfs).
 //!   Once space runs out, ingest answers 503 (never a 202 that is not on disk), reads keep
 //!   working, and after space is freed the same process goes on;
+//! - the embedded store's filesystem goes read-only under a running server (needs root and a
+//!   loop device: ext4 with `errors=remount-ro`, made to fail): ingest answers 503, health
+//!   says why, reads keep working; once the filesystem is repaired, nothing is lost;
 //! - the MongoDB server is killed and comes back (needs the nx-27017 stand-in that
 //!   scripts/setup.sh installs: this test owns its server, so it can kill it). Meanwhile
 //!   ingest answers 503 with Retry-After and health says why; afterwards the same process
@@ -33,6 +36,15 @@ fn main() {
         rt.block_on(full_disk()).map_err(Failed::from)
     })
     .with_ignored_flag(can_mount.is_err());
+    let can_loop = Ext4::mount(8).map(drop);
+    if let Err(why) = &can_loop {
+        println!("skipped: cannot mount an ext4 loop device here ({why}) — reported as ignored, not passed");
+    }
+    let read_only = Trial::test("a_filesystem_gone_read_only_means_503_health_says_why_and_nothing_is_lost", || {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+        rt.block_on(read_only_disk()).map_err(Failed::from)
+    })
+    .with_ignored_flag(can_loop.is_err());
     let standin = Path::new(env!("CARGO_MANIFEST_DIR")).join(".tools/nx-venv/bin/nx-27017");
     if !standin.exists() {
         println!("skipped: {} not installed (scripts/setup.sh) — reported as ignored, not passed", standin.display());
@@ -45,7 +57,7 @@ fn main() {
         }
     })
     .with_ignored_flag(!standin.exists());
-    libtest_mimic::run(&args, vec![disk, mongo]).exit();
+    libtest_mimic::run(&args, vec![disk, read_only, mongo]).exit();
 }
 
 /// A MongoDB stand-in this test owns: started on a fixed port and data directory, so it can
@@ -220,6 +232,7 @@ async fn full_disk() -> Result<(), String> {
     }
     assert!(refused >= 3, "the disk never filled after {} batches", acked.len());
     assert!(!acked.is_empty(), "nothing was accepted before the disk filled");
+    assert_health_says_why(&client, &base).await?;
 
     // 2. Reads keep working.
     let r = client.get(format!("{base}/api/leads?limit=5")).send().await.map_err(|e| e.to_string())?;
@@ -253,6 +266,131 @@ async fn full_disk() -> Result<(), String> {
     assert_eq!(counted, 200 * acked.len() as i64, "every acknowledged event scored exactly once");
     let scores: i64 = leads.iter().map(|l| l["score"].as_i64().unwrap()).sum();
     assert_eq!(scores, 5 * counted);
+    drop(server);
+    Ok(())
+}
+
+/// Health answers 503 and names the store's problem.
+async fn assert_health_says_why(client: &reqwest::Client, base: &str) -> Result<(), String> {
+    let r = client.get(format!("{base}/api/health")).send().await.map_err(|e| e.to_string())?;
+    let status = r.status().as_u16();
+    let h: Value = r.json().await.map_err(|e| e.to_string())?;
+    assert_eq!(status, 503, "health is not ok while writes fail: {h}");
+    assert_eq!(h["store"]["reachable"], false, "{h}");
+    assert!(h["store"]["error"].as_str().is_some_and(|e| e.contains("fail")), "health says why: {h}");
+    Ok(())
+}
+
+/// An ext4 filesystem in an image file on a loop device, mounted with `errors=remount-ro`
+/// (the usual setting): on an error, as a failing disk causes, it turns read-only under the
+/// running server. Unmounted, image removed, when dropped.
+struct Ext4 {
+    image: tempfile::NamedTempFile,
+    dir: tempfile::TempDir,
+}
+
+fn run(program: &str, args: &[&str]) -> Result<(), String> {
+    let out = Command::new(program).args(args).output().map_err(|e| format!("{program}: {e}"))?;
+    // e2fsck answers 1 when it corrected errors, which is what it is here for.
+    match out.status.code() {
+        Some(0) => Ok(()),
+        Some(1) if program == "e2fsck" => Ok(()),
+        _ => Err(format!("{program} {args:?}: {}", String::from_utf8_lossy(&out.stderr).trim())),
+    }
+}
+
+impl Ext4 {
+    fn mount(megabytes: u64) -> Result<Self, String> {
+        let image = tempfile::NamedTempFile::new().map_err(|e| e.to_string())?;
+        image.as_file().set_len(megabytes << 20).map_err(|e| e.to_string())?;
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let fs = Self { image, dir };
+        run("mkfs.ext4", &["-q", "-F", fs.image_path()])?;
+        fs.mount_again()?;
+        Ok(fs)
+    }
+
+    fn image_path(&self) -> &str {
+        self.image.path().to_str().unwrap()
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn mount_again(&self) -> Result<(), String> {
+        run("mount", &["-o", "loop,errors=remount-ro", self.image_path(), self.path().to_str().unwrap()])
+    }
+
+    /// Makes the filesystem fail (ext4's own test hook): it remounts itself read-only.
+    fn fail(&self) -> Result<(), String> {
+        let out = Command::new("findmnt")
+            .args(["-n", "-o", "SOURCE"])
+            .arg(self.path())
+            .output()
+            .map_err(|e| e.to_string())?;
+        let device = String::from_utf8_lossy(&out.stdout).trim().trim_start_matches("/dev/").to_string();
+        std::fs::write(format!("/sys/fs/ext4/{device}/trigger_fs_error"), "leadscore test\n").map_err(|e| e.to_string())
+    }
+
+    /// What an operator does: unmount, check, mount again (writable).
+    fn repair(&self) -> Result<(), String> {
+        run("umount", &[self.path().to_str().unwrap()])?;
+        run("e2fsck", &["-f", "-y", self.image_path()])?;
+        self.mount_again()
+    }
+}
+
+impl Drop for Ext4 {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(self.dir.path()).status();
+    }
+}
+
+async fn read_only_disk() -> Result<(), String> {
+    let fs = Ext4::mount(64)?;
+    let db = fs.path().join("leadscore.db");
+    let env = [("API_KEYS", KEY), ("RATE_LIMIT_PER_SECOND", "0")];
+    let server = Binary::start(&db, &env);
+    let client = common::keyed_client(KEY);
+    let base = server.base.clone();
+    let post = |b: usize| client.post(format!("{base}/api/events/batch")).json(&batch(b)).send();
+
+    let mut acked = Vec::new();
+    for b in 0..3 {
+        let r = post(b).await.map_err(|e| e.to_string())?;
+        assert_eq!(r.status().as_u16(), 202);
+        acked.push(b);
+    }
+    common::wait_drained(&client, &base, Duration::from_secs(60)).await;
+
+    // The disk fails: 503 with Retry-After (never a 202), health says why, reads work.
+    fs.fail()?;
+    for b in 3..6 {
+        let r = post(b).await.map_err(|e| e.to_string())?;
+        match r.status().as_u16() {
+            503 => assert!(r.headers().get("retry-after").is_some(), "503 says when to retry"),
+            other => {
+                return Err(format!("batch {b} on a read-only disk: {other} {}", r.text().await.unwrap_or_default()))
+            }
+        }
+    }
+    assert_health_says_why(&client, &base).await?;
+    let r = client.get(format!("{base}/api/leads?limit=5")).send().await.map_err(|e| e.to_string())?;
+    assert_eq!(r.status().as_u16(), 200, "the leaderboard still answers");
+
+    // A filesystem that turned itself read-only needs the operator (unmount, fsck): the
+    // server lets go of the file, the disk is repaired, the server starts again.
+    drop(server);
+    fs.repair()?;
+    let server = Binary::start(&db, &env);
+    let base = server.base.clone();
+    common::wait_drained(&client, &base, Duration::from_secs(60)).await;
+    let leads = common::leaderboard(&client, &base).await;
+    let counted: i64 = leads.iter().map(|l| l["eventCount"].as_i64().unwrap()).sum();
+    assert_eq!(counted, 200 * acked.len() as i64, "every acknowledged event there, scored exactly once");
+    let r = client.post(format!("{base}/api/events/batch")).json(&batch(9)).send().await.map_err(|e| e.to_string())?;
+    assert_eq!(r.status().as_u16(), 202, "writable again");
     drop(server);
     Ok(())
 }

@@ -128,7 +128,9 @@ CREATE TABLE IF NOT EXISTS audit_log (
     ip     TEXT
 );
 
--- Schema 4: events the worker set aside (their `processed` is 2) and why.
+-- Schema 4: one row health rewrites to learn whether writes work again after they failed.
+CREATE TABLE IF NOT EXISTS write_probe (id INTEGER PRIMARY KEY, at INTEGER NOT NULL, pad BLOB);
+-- Events the worker set aside (their `processed` is 2) and why.
 CREATE TABLE IF NOT EXISTS dead_letters (
     seq      INTEGER PRIMARY KEY,
     event_id TEXT,
@@ -189,7 +191,15 @@ pub struct SqliteStore {
     /// file and every later 202 would be lost at the next start: writes are refused instead.
     identity: Option<(u64, u64)>,
     readers: Arc<ReaderPool>,
+    /// Why the writer's last transaction could not begin or commit (a read-only or failing
+    /// disk, a full one); `None` once one commits. Reads may work meanwhile: health asks this.
+    write_failure: Arc<Mutex<Option<String>>>,
+    /// When health last tried a write to see whether writes work again.
+    last_probe: Mutex<Option<std::time::Instant>>,
 }
+
+/// How often health tries a write while writes are failing.
+const PROBE_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl SqliteStore {
     /// Opens (creating if needed) the database file and starts the writer thread.
@@ -199,15 +209,7 @@ impl SqliteStore {
             std::fs::create_dir_all(dir)
                 .map_err(|e| StoreError::Unavailable(format!("cannot create {}: {e}", dir.display())))?;
         }
-        let mut conn = Connection::open(&path).map_err(|e| unavailable(&path, e))?;
-        // temp_store = MEMORY: each request's savepoint journals pages it re-dirties; in a
-        // temp file that doubled the bytes written per commit.
-        conn.execute_batch(
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = OFF; \
-             PRAGMA busy_timeout = 5000; PRAGMA cache_size = -32768; PRAGMA temp_store = MEMORY; \
-             PRAGMA wal_autocheckpoint = 16384; PRAGMA journal_size_limit = 67108864;",
-        )
-        .map_err(|e| unavailable(&path, e))?;
+        let mut conn = open_writer(&path)?;
         prepare_schema(&mut conn).map_err(|e| unavailable(&path, e))?;
 
         // Bounded: when the writer falls this far behind, writes answer 503 rather than queue
@@ -215,11 +217,13 @@ impl SqliteStore {
         let (tx, rx) = mpsc::sync_channel::<Job>(MAX_QUEUED_JOBS);
         let writer_alive = Arc::new(AtomicBool::new(true));
         let alive = AliveWhileHeld(writer_alive.clone());
+        let write_failure = Arc::new(Mutex::new(None));
+        let (failure, reopen) = (write_failure.clone(), path.clone());
         std::thread::Builder::new()
             .name("sqlite-writer".into())
             .spawn(move || {
                 let _alive = alive;
-                writer_loop(conn, rx)
+                writer_loop(conn, rx, &reopen, &failure)
             })
             .map_err(|e| StoreError::Internal(e.to_string()))?;
         Ok(Self {
@@ -228,7 +232,32 @@ impl SqliteStore {
             readers: Arc::new(ReaderPool { path: path.clone(), idle: Mutex::new(Vec::new()) }),
             path,
             writer: Mutex::new(Some(tx)),
+            write_failure,
+            last_probe: Mutex::new(None),
         })
+    }
+
+    /// Fails while the writer's transactions fail, saying why. Meanwhile, at most every
+    /// `PROBE_EVERY`, it tries a one-row write: health learns by itself when writes work again.
+    async fn writable(&self) -> StoreResult<()> {
+        let failing = self.write_failure.lock().unwrap().clone();
+        let Some(why) = failing else { return Ok(()) };
+        let due = {
+            let mut last = self.last_probe.lock().unwrap();
+            let due = last.is_none_or(|t| t.elapsed() >= PROBE_EVERY);
+            if due {
+                *last = Some(std::time::Instant::now());
+            }
+            due
+        };
+        // As large as a modest batch: a nearly full disk that takes one row is still full.
+        let probe = |c: &Connection| {
+            c.execute("INSERT OR REPLACE INTO write_probe (id, at, pad) VALUES (1, ?1, zeroblob(262144))", [now_ms()])
+        };
+        if due && self.write(probe).await.is_ok() {
+            return Ok(());
+        }
+        Err(StoreError::Unavailable(format!("writes to {} fail: {why}", self.path.display())))
     }
 
     /// Whether the path still names the file this store opened.
@@ -273,7 +302,16 @@ impl SqliteStore {
                 mpsc::TrySendError::Disconnected(_) => StoreError::Unavailable("sqlite writer thread stopped".into()),
             },
         )?;
-        rx.await.map_err(|_| StoreError::Unavailable("sqlite writer thread stopped".into()))?
+        let outcome = rx.await.map_err(|_| {
+            let why = self.write_failure.lock().unwrap().clone();
+            StoreError::Unavailable(why.unwrap_or_else(|| "sqlite writer thread stopped".into()))
+        })?;
+        // A write that failed inside its savepoint (the disk, not the data) while the
+        // transaction itself committed: writes fail all the same.
+        if let Err(StoreError::Unavailable(why)) = &outcome {
+            self.write_failure.lock().unwrap().get_or_insert_with(|| why.clone());
+        }
+        outcome
     }
 
     async fn read<T: Send + 'static>(
@@ -363,7 +401,21 @@ impl Drop for AliveWhileHeld {
     }
 }
 
-fn writer_loop(conn: Connection, jobs: mpsc::Receiver<Job>) {
+/// The writer's connection: WAL, `synchronous = FULL`.
+fn open_writer(path: &Path) -> StoreResult<Connection> {
+    let conn = Connection::open(path).map_err(|e| unavailable(path, e))?;
+    // temp_store = MEMORY: each request's savepoint journals pages it re-dirties; in a
+    // temp file that doubled the bytes written per commit.
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = OFF; \
+         PRAGMA busy_timeout = 5000; PRAGMA cache_size = -32768; PRAGMA temp_store = MEMORY; \
+         PRAGMA wal_autocheckpoint = 16384; PRAGMA journal_size_limit = 67108864;",
+    )
+    .map_err(|e| unavailable(path, e))?;
+    Ok(conn)
+}
+
+fn writer_loop(mut conn: Connection, jobs: mpsc::Receiver<Job>, path: &Path, failure: &Mutex<Option<String>>) {
     while let Ok(first) = jobs.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_JOBS_PER_COMMIT {
@@ -374,19 +426,39 @@ fn writer_loop(conn: Connection, jobs: mpsc::Receiver<Job>) {
         }
         if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
             // Dropping the jobs unrun drops their reply channels: each caller sees the store
-            // as unavailable and nothing was written.
+            // as unavailable (with this reason) and nothing was written.
             tracing::error!(error = %e, "sqlite: cannot begin transaction");
+            *failure.lock().unwrap() = Some(e.to_string());
             drop(batch);
+            reopen_after(&e, &mut conn, path);
             continue;
         }
         let replies: Vec<Reply> = batch.into_iter().map(|job| job(&conn)).collect();
-        let commit = conn.execute_batch("COMMIT").map_err(|e| e.to_string());
+        let commit = conn.execute_batch("COMMIT");
         if let Err(e) = &commit {
             tracing::error!(error = %e, "sqlite: commit failed");
             let _ = conn.execute_batch("ROLLBACK");
         }
+        *failure.lock().unwrap() = commit.as_ref().err().map(|e| e.to_string());
+        let outcome = commit.as_ref().map(|_| ()).map_err(|e| e.to_string());
         for reply in replies {
-            reply(commit.clone());
+            reply(outcome.clone());
+        }
+        if let Err(e) = commit {
+            reopen_after(&e, &mut conn, path);
+        }
+    }
+}
+
+/// After a read-only or I/O error a connection can stay broken even once the file is
+/// writable again; a fresh one sees the file as it is now. (A full disk or a lock does not
+/// break the connection: it is kept.)
+fn reopen_after(e: &rusqlite::Error, conn: &mut Connection, path: &Path) {
+    use rusqlite::ErrorCode::*;
+    if matches!(e.sqlite_error_code(), Some(ReadOnly | SystemIoFailure | CannotOpen)) {
+        match open_writer(path) {
+            Ok(fresh) => *conn = fresh,
+            Err(e) => tracing::warn!(error = %e, "sqlite: cannot reopen the database file yet"),
         }
     }
 }
@@ -594,6 +666,7 @@ impl Store for SqliteStore {
             return Err(StoreError::Unavailable("sqlite writer thread stopped".into()));
         }
         self.still_our_file()?;
+        self.writable().await?;
         self.read(|c| {
             let (depth, oldest_received_at) =
                 c.query_row("SELECT count(*), min(received_at) FROM events WHERE processed = 0", [], |r| {
