@@ -5,8 +5,11 @@
 //! same types travel to the WASM client through server functions.
 
 pub mod access;
+pub mod conditions;
+pub mod engine;
 pub mod error;
 pub mod intake;
+pub mod limits;
 pub mod live;
 pub mod model;
 pub mod query;

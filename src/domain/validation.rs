@@ -4,6 +4,9 @@
 //! as a deserializer error message. Limits follow the field's common practice (see README):
 //! generous enough for any real id, small enough that one client cannot bloat the store.
 
+use super::conditions::parse_conditions;
+use super::engine::RuleDraft;
+use super::limits::parse_limit;
 use super::model::{FieldError, NewEvent, RuleInput};
 use super::time::{parse_iso, Millis};
 use serde_json::{Map, Value};
@@ -73,6 +76,55 @@ pub fn validate_rule(value: &Value) -> Result<RuleInput, Vec<FieldError>> {
     match (event_type, points, is_active) {
         (Some(event_type), Some(points), Some(is_active)) if errors.is_empty() => {
             Ok(RuleInput { event_type, points, is_active })
+        }
+        _ => Err(errors),
+    }
+}
+
+pub const MAX_RULE_NAME_CHARS: usize = 120;
+
+/// Validates a rule of the scoring model: `{eventType, points, isActive?, name?, conditions?,
+/// limit?}`. Other keys are ignored, as `validate_rule` does (old clients send rules back
+/// with `updatedAt`).
+pub fn validate_scoring_rule(value: &Value) -> Result<RuleDraft, Vec<FieldError>> {
+    let base = validate_rule(value);
+    let Some(obj) = value.as_object() else { return Err(base.err().unwrap_or_default()) };
+    let mut errors = base.as_ref().err().cloned().unwrap_or_default();
+    let name = match obj.get("name") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if s.trim().is_empty() => {
+            errors.push(FieldError::new(
+                "name",
+                "must not be empty (leave it out for a rule named after its event type)",
+            ));
+            None
+        }
+        Some(Value::String(s)) if s.chars().count() > MAX_RULE_NAME_CHARS || s.chars().any(char::is_control) => {
+            errors.push(FieldError::new(
+                "name",
+                format!("must be at most {MAX_RULE_NAME_CHARS} characters, without control characters"),
+            ));
+            None
+        }
+        Some(Value::String(s)) => Some(s.trim().to_string()),
+        Some(v) => {
+            errors.push(FieldError::new("name", format!("must be a string, got {}", kind(v))));
+            None
+        }
+    };
+    let conditions = parse_conditions(obj.get("conditions")).map_err(|mut e| errors.append(&mut e)).ok();
+    let limit = parse_limit(obj.get("limit")).map_err(|mut e| errors.append(&mut e)).ok();
+    match (base, conditions, limit) {
+        (Ok(RuleInput { event_type, points, is_active }), Some(conditions), Some(limit)) if errors.is_empty() => {
+            Ok(RuleDraft {
+                name,
+                event_type,
+                points,
+                is_active,
+                conditions,
+                limit,
+                legacy: !["name", "conditions", "limit"].iter().any(|k| obj.contains_key(*k)),
+            })
         }
         _ => Err(errors),
     }
@@ -173,6 +225,33 @@ mod tests {
         let mut v = good();
         v[field] = value;
         v
+    }
+
+    #[test]
+    fn scoring_rules_keep_the_old_upsert_and_add_name_conditions_and_limit() {
+        let old = validate_scoring_rule(&json!({"eventType": "Page View", "points": 5, "updatedAt": "x"})).unwrap();
+        assert!(old.legacy && old.is_active && old.name.is_none() && old.conditions.is_empty() && old.limit.is_none());
+        let new = validate_scoring_rule(&json!({
+            "name": " Pricing page ", "eventType": "Page View", "points": 20,
+            "conditions": [{"field": "page", "op": "equals", "value": "/pricing"}],
+            "limit": {"count": 1, "per": "day"}
+        }))
+        .unwrap();
+        assert!(!new.legacy);
+        assert_eq!(
+            (new.name.as_deref(), new.conditions.len(), new.limit.map(|l| l.count)),
+            (Some("Pricing page"), 1, Some(1))
+        );
+        let named_only = validate_scoring_rule(&json!({"name": "x", "eventType": "A", "points": 1})).unwrap();
+        assert!(!named_only.legacy, "a name alone makes a new rule");
+        let errors = validate_scoring_rule(&json!({
+            "name": "", "eventType": "", "points": "many",
+            "conditions": [{"field": "page", "op": "gt", "value": "x"}], "limit": {"count": 0, "per": "day"}
+        }))
+        .unwrap_err();
+        let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["eventType", "points", "name", "conditions[0].value", "limit.count"]);
+        assert_eq!(validate_scoring_rule(&json!([1])).unwrap_err()[0].field, "body");
     }
 
     #[test]

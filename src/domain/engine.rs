@@ -1,0 +1,320 @@
+//! The scoring model with conditions and limits, pure. Every active rule of an event's type
+//! whose conditions all hold adds its points (negative allowed), unless its frequency limit
+//! for this lead and window is used up; an event no rule matches scores 0 and is still
+//! logged. Each priced event says which rules matched and what each added, so a lead's page
+//! can explain every change.
+//!
+//! Limits need memory across events: the caller keeps how many events each limited rule has
+//! scored per lead and window (`Usage`), loads it for the keys `limited_keys` names before a
+//! batch, and stores the increments `price` makes together with the scores.
+
+use super::conditions::Condition;
+use super::limits::Limit;
+#[cfg(test)]
+use super::limits::Per;
+use super::StoredEvent;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::HashMap;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ScoringRule {
+    pub id: String,
+    pub name: String,
+    pub event_type: String,
+    pub points: i64,
+    pub is_active: bool,
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+    #[serde(default)]
+    pub limit: Option<Limit>,
+}
+
+/// A validated rule from the API or the rule form (`validation::validate_scoring_rule`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RuleDraft {
+    pub name: Option<String>,
+    pub event_type: String,
+    pub points: i64,
+    pub is_active: bool,
+    pub conditions: Vec<Condition>,
+    pub limit: Option<Limit>,
+    /// Only `eventType`, `points` and `isActive` were sent: `POST /api/rules` keeps its old
+    /// meaning and upserts the condition-free rule of that type, so old clients keep working.
+    pub legacy: bool,
+}
+
+/// One rule's part in an event's score.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RuleMatch {
+    pub rule_id: String,
+    pub name: String,
+    /// What the rule added: its points, or 0 when its limit held it back.
+    pub points: i64,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub limited: bool,
+}
+
+/// A limited rule's count for one lead in one window.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct UsageKey {
+    pub lead_id: String,
+    pub rule_id: String,
+    pub per: PerKey,
+    pub window: i64,
+}
+
+/// `Per` as part of a key (a rule whose window changes starts counting afresh).
+pub type PerKey = &'static str;
+
+/// Events each limited rule has scored, per lead and window.
+pub type Usage = HashMap<UsageKey, u32>;
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Priced {
+    pub points: i64,
+    pub matches: Vec<RuleMatch>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Engine {
+    by_type: HashMap<String, Vec<ScoringRule>>,
+}
+
+impl Engine {
+    /// The active rules, by event type, in the order given (the order matches are listed in).
+    pub fn new(rules: &[ScoringRule]) -> Self {
+        let mut by_type: HashMap<String, Vec<ScoringRule>> = HashMap::new();
+        for rule in rules.iter().filter(|r| r.is_active) {
+            by_type.entry(rule.event_type.clone()).or_default().push(rule.clone());
+        }
+        Self { by_type }
+    }
+
+    /// The usage counts pricing `events` will read: load these before calling `price`.
+    pub fn limited_keys(&self, events: &[StoredEvent]) -> Vec<UsageKey> {
+        let mut keys: Vec<UsageKey> = events
+            .iter()
+            .flat_map(|e| {
+                let metadata = metadata(e);
+                self.matching(e, metadata.as_ref())
+                    .filter_map(|rule| rule.limit.map(|limit| key(e, rule, limit)))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        keys.sort();
+        keys.dedup();
+        keys
+    }
+
+    /// Prices one event and counts it against the limits it uses. Events must come in the
+    /// order they are scored in, so "the first N" means the same thing on every replay.
+    pub fn price(&self, event: &StoredEvent, usage: &mut Usage) -> Priced {
+        let metadata = metadata(event);
+        let mut priced = Priced { points: 0, matches: Vec::new() };
+        for rule in self.matching(event, metadata.as_ref()) {
+            let limited = match rule.limit {
+                None => false,
+                Some(limit) => {
+                    let used = usage.entry(key(event, rule, limit)).or_insert(0);
+                    let full = *used >= limit.count;
+                    if !full {
+                        *used += 1;
+                    }
+                    full
+                }
+            };
+            let points = if limited { 0 } else { rule.points };
+            priced.points = priced.points.saturating_add(points);
+            priced.matches.push(RuleMatch { rule_id: rule.id.clone(), name: rule.name.clone(), points, limited });
+        }
+        priced
+    }
+
+    fn matching<'a>(
+        &'a self,
+        event: &StoredEvent,
+        metadata: Option<&'a Value>,
+    ) -> impl Iterator<Item = &'a ScoringRule> {
+        let rules = self.by_type.get(&event.event_type).map(Vec::as_slice).unwrap_or_default();
+        rules.iter().filter(move |r| r.conditions.iter().all(|c| c.holds(metadata)))
+    }
+}
+
+fn metadata(event: &StoredEvent) -> Option<Value> {
+    event.metadata.as_deref().and_then(|m| serde_json::from_str(m).ok())
+}
+
+fn key(event: &StoredEvent, rule: &ScoringRule, limit: Limit) -> UsageKey {
+    UsageKey {
+        lead_id: event.lead_id.clone(),
+        rule_id: rule.id.clone(),
+        per: limit.per.as_str(),
+        window: limit.per.window(event.timestamp),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::conditions::parse_conditions;
+    use crate::domain::time::parse_iso;
+    use serde_json::json;
+
+    fn rule(id: &str, event_type: &str, points: i64, conditions: Value, limit: Option<Limit>) -> ScoringRule {
+        ScoringRule {
+            id: id.into(),
+            name: format!("rule {id}"),
+            event_type: event_type.into(),
+            points,
+            is_active: true,
+            conditions: parse_conditions(Some(&conditions)).unwrap(),
+            limit,
+        }
+    }
+
+    fn event(seq: i64, lead: &str, event_type: &str, at: &str, metadata: Value) -> StoredEvent {
+        StoredEvent {
+            seq,
+            event_id: format!("e{seq}"),
+            lead_id: lead.into(),
+            event_type: event_type.into(),
+            timestamp: parse_iso(at).unwrap(),
+            metadata: (!metadata.is_null()).then(|| metadata.to_string()),
+            received_at: 0,
+            processed: false,
+            points: None,
+        }
+    }
+
+    #[test]
+    fn every_matching_rule_adds_its_points() {
+        let engine = Engine::new(&[
+            rule("any-view", "Page View", 5, json!([]), None),
+            rule("pricing", "Page View", 20, json!([{"field": "page", "op": "equals", "value": "/pricing"}]), None),
+            rule("blog", "Page View", -2, json!([{"field": "page", "op": "startsWith", "value": "/blog"}]), None),
+            ScoringRule { is_active: false, ..rule("off", "Page View", 1000, json!([]), None) },
+        ]);
+        let mut usage = Usage::new();
+        let pricing =
+            engine.price(&event(1, "l", "Page View", "2024-05-01T12:00:00Z", json!({"page": "/Pricing"})), &mut usage);
+        assert_eq!(pricing.points, 25);
+        let ids: Vec<&str> = pricing.matches.iter().map(|m| m.rule_id.as_str()).collect();
+        assert_eq!(ids, ["any-view", "pricing"], "in rule order; inactive rules never match");
+        let blog =
+            engine.price(&event(2, "l", "Page View", "2024-05-01T12:00:00Z", json!({"page": "/blog/x"})), &mut usage);
+        assert_eq!(blog.points, 3);
+        let bare = engine.price(&event(3, "l", "Page View", "2024-05-01T12:00:00Z", Value::Null), &mut usage);
+        assert_eq!(bare.points, 5, "no metadata: only the condition-free rule");
+        let unknown = engine.price(&event(4, "l", "Webinar", "2024-05-01T12:00:00Z", Value::Null), &mut usage);
+        assert_eq!((unknown.points, unknown.matches.len()), (0, 0), "scores 0, still logged by the caller");
+    }
+
+    #[test]
+    fn limits_count_per_lead_and_window_and_say_when_they_hold_back() {
+        let once = Limit { count: 1, per: Per::Lead };
+        let twice_a_day = Limit { count: 2, per: Per::Day };
+        let engine = Engine::new(&[
+            rule("newsletter", "Email Open", 10, json!([]), Some(once)),
+            rule("visit", "Page View", 3, json!([]), Some(twice_a_day)),
+        ]);
+        let mut usage = Usage::new();
+        let mut points =
+            |seq, lead: &str, t: &str, at: &str| engine.price(&event(seq, lead, t, at, Value::Null), &mut usage);
+        assert_eq!(points(1, "a", "Email Open", "2024-05-01T08:00:00Z").points, 10);
+        let again = points(2, "a", "Email Open", "2024-06-01T08:00:00Z");
+        assert_eq!(again.points, 0, "non-repeatable: once per lead, ever");
+        assert_eq!(
+            again.matches,
+            [RuleMatch { rule_id: "newsletter".into(), name: "rule newsletter".into(), points: 0, limited: true }]
+        );
+        assert_eq!(points(3, "b", "Email Open", "2024-05-01T08:00:00Z").points, 10, "another lead has its own count");
+        let day: Vec<i64> =
+            ["2024-05-01T00:00:00Z", "2024-05-01T12:00:00Z", "2024-05-01T23:59:59Z", "2024-05-02T00:00:00Z"]
+                .iter()
+                .enumerate()
+                .map(|(i, at)| points(10 + i as i64, "a", "Page View", at).points)
+                .collect();
+        assert_eq!(day, [3, 3, 0, 3], "two a day; the next day counts afresh");
+        // A late event lands in its own day's window, which still has room.
+        assert_eq!(points(20, "a", "Page View", "2024-04-30T10:00:00Z").points, 3);
+    }
+
+    #[test]
+    fn limited_keys_name_exactly_what_pricing_reads() {
+        let engine = Engine::new(&[
+            rule(
+                "pricing",
+                "Page View",
+                20,
+                json!([{"field": "page", "op": "equals", "value": "/pricing"}]),
+                Some(Limit { count: 1, per: Per::Week }),
+            ),
+            rule("free", "Page View", 1, json!([]), None),
+        ]);
+        let events = [
+            event(1, "a", "Page View", "2024-05-01T00:00:00Z", json!({"page": "/pricing"})),
+            event(2, "a", "Page View", "2024-05-02T00:00:00Z", json!({"page": "/pricing"})),
+            event(3, "b", "Page View", "2024-05-02T00:00:00Z", json!({"page": "/docs"})),
+        ];
+        let keys = engine.limited_keys(&events);
+        assert_eq!(keys.len(), 1, "same lead, same week: one key; b matches no limited rule");
+        let mut usage: Usage = keys.into_iter().map(|k| (k, 0)).collect();
+        let total: i64 = events.iter().map(|e| engine.price(e, &mut usage).points).sum();
+        assert_eq!(total, 20 + 1 + 1 + 1);
+        assert_eq!(usage.len(), 1, "pricing touched no other key");
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn arb_event() -> impl Strategy<Value = (usize, usize, i64, bool)> {
+            (0..3usize, 0..2usize, 0..40i64 * 86_400_000, any::<bool>())
+        }
+
+        proptest! {
+            /// Whatever the events, in whatever order: a limited rule never scores more than
+            /// its count per lead and window, an event's points are the sum of its matches,
+            /// and pricing the same events again from the same counts gives the same result.
+            #[test]
+            fn limits_are_never_exceeded(events in proptest::collection::vec(arb_event(), 0..200), count in 1u32..4, per in 0..4usize) {
+                let per = Per::ALL[per];
+                let engine = Engine::new(&[
+                    rule("limited", "Page View", 7, json!([{"field": "page", "op": "exists"}]), Some(Limit { count, per })),
+                    rule("free", "Page View", 1, json!([]), None),
+                ]);
+                let stored: Vec<StoredEvent> = events.iter().enumerate().map(|(i, (lead, kind, at, page))| StoredEvent {
+                    seq: i as i64,
+                    event_id: format!("e{i}"),
+                    lead_id: format!("lead-{lead}"),
+                    event_type: ["Page View", "Purchase"][*kind].into(),
+                    timestamp: *at,
+                    metadata: page.then(|| r#"{"page": "/x"}"#.to_string()),
+                    received_at: 0,
+                    processed: false,
+                    points: None,
+                }).collect();
+                let run = || {
+                    let mut usage = Usage::new();
+                    let priced: Vec<Priced> = stored.iter().map(|e| engine.price(e, &mut usage)).collect();
+                    (priced, usage)
+                };
+                let (priced, usage) = run();
+                let mut scored: HashMap<(String, i64), u32> = HashMap::new();
+                for (e, p) in stored.iter().zip(&priced) {
+                    prop_assert_eq!(p.points, p.matches.iter().map(|m| m.points).sum::<i64>());
+                    if p.matches.iter().any(|m| m.rule_id == "limited" && !m.limited) {
+                        *scored.entry((e.lead_id.clone(), per.window(e.timestamp))).or_default() += 1;
+                    }
+                }
+                prop_assert!(scored.values().all(|n| *n <= count), "{:?}", scored);
+                prop_assert!(usage.values().all(|n| *n <= count));
+                prop_assert_eq!(run().0, priced);
+            }
+        }
+    }
+}
