@@ -6,6 +6,7 @@
 
 pub mod access;
 pub mod conditions;
+pub mod decay;
 pub mod engine;
 pub mod error;
 pub mod intake;
@@ -14,6 +15,7 @@ pub mod live;
 pub mod model;
 pub mod query;
 pub mod scoring;
+pub mod stages;
 pub mod time;
 pub mod upload;
 pub mod validation;
