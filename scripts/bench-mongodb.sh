@@ -55,6 +55,8 @@ drop_databases
 step "Writing the MongoDB section of BENCHMARKS.md"
 python3 - "$WORK" "$SCALE" "$MONGO_LABEL" "$M_BULK_RSS" "$M_QUERY_RSS" <<'PY'
 import json, sys, os, datetime
+sys.path.insert(0, "scripts")
+from bench_section import write_section
 work, scale, label = sys.argv[1], sys.argv[2], sys.argv[3]
 bulk_rss, query_rss = (int(x) / 1024 for x in sys.argv[4:6])
 j = lambda name: json.load(open(os.path.join(work, name + ".json")))
@@ -80,14 +82,5 @@ section = [
     f"{query['lead_detail']['p50_ms']:.1f} ms, p99 {query['lead_detail']['p99_ms']:.1f} ms (8 connections); server peak RSS {query_rss:.0f} MB.",
     "",
 ]
-text = open("BENCHMARKS.md").read() if os.path.exists("BENCHMARKS.md") else "# Benchmarks\n"
-start = text.find("\n## MongoDB")
-if start >= 0:
-    end = text.find("\n## ", start + 1)
-    text = text[:start + 1] + text[end + 1:] if end >= 0 else text[:start + 1]
-at = text.find("\n## Notes")  # after the other sections, before the hand-written notes
-block = "\n".join(section) + "\n"
-text = text[:at + 1] + block + text[at + 1:] if at >= 0 else text.rstrip("\n") + "\n\n" + block
-open("BENCHMARKS.md", "w").write(text)
-print("\n".join(section))
+write_section(section, before=("\n## Notes",))
 PY

@@ -16,6 +16,8 @@ OVERLOAD_RSS=$(stop_server)
 step "Writing the robustness section of BENCHMARKS.md"
 python3 - "$WORK" "$IDLE_RSS" "$HOSTILE_RSS" "$OVERLOAD_RSS" <<'PY'
 import json, sys, os, datetime
+sys.path.insert(0, "scripts")
+from bench_section import write_section
 work = sys.argv[1]
 idle, hostile_rss, overload_rss = (int(x) / 1024 for x in sys.argv[2:5])
 j = lambda name: json.load(open(os.path.join(work, name + ".json")))
@@ -39,14 +41,5 @@ section = [
     f"batch latency p50 {overload['latency']['p50_ms']:.0f} ms, p99 {overload['latency']['p99_ms']:.0f} ms.",
     "",
 ]
-text = open("BENCHMARKS.md").read() if os.path.exists("BENCHMARKS.md") else "# Benchmarks\n"
-start = text.find("\n## Hostile input and overload")
-if start >= 0:
-    end = text.find("\n## ", start + 1)
-    text = text[:start + 1] + text[end + 1:] if end >= 0 else text[:start + 1]
-at = min([i for i in (text.find("\n## MongoDB"), text.find("\n## Notes")) if i >= 0], default=-1)
-block = "\n".join(section) + "\n"
-text = text[:at + 1] + block + text[at + 1:] if at >= 0 else text.rstrip("\n") + "\n\n" + block
-open("BENCHMARKS.md", "w").write(text)
-print("\n".join(section))
+write_section(section)
 PY

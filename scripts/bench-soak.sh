@@ -25,6 +25,8 @@ done
 step "Writing the soak section of BENCHMARKS.md"
 python3 - "$WORK/soak.json" "$SOAK_PEAK" "$KILL_PASSED" <<'PY'
 import json, sys, os, datetime
+sys.path.insert(0, "scripts")
+from bench_section import write_section
 soak = json.load(open(sys.argv[1]))
 peak, killed = int(sys.argv[2]) / 1024, int(sys.argv[3])
 rows, first, last = soak["rows"], soak["first"], soak["last"]
@@ -65,14 +67,5 @@ section = [
     f"| {r['minute']} | {r['rss_mb']:.0f} | {r['fds']} | {r['queue_depth']} | {r['accepted']:,} | {r['single_p99_ms']:.1f} | {r['batch_p99_ms']:.1f} | {r['query_p99_ms']:.1f} | {r['stream_connects']} | {r['skipped']} |"
     for r in rows
 ] + [""]
-text = open("BENCHMARKS.md").read() if os.path.exists("BENCHMARKS.md") else "# Benchmarks\n"
-start = text.find("\n## Soak")
-if start >= 0:
-    end = text.find("\n## ", start + 1)
-    text = text[:start + 1] + text[end + 1:] if end >= 0 else text[:start + 1]
-at = min([i for i in (text.find("\n## MongoDB"), text.find("\n## Notes")) if i >= 0], default=-1)
-block = "\n".join(section) + "\n"
-text = text[:at + 1] + block + text[at + 1:] if at >= 0 else text.rstrip("\n") + "\n\n" + block
-open("BENCHMARKS.md", "w").write(text)
-print("\n".join(section))
+write_section(section)
 PY

@@ -1,4 +1,5 @@
 import { execFileSync } from "node:child_process";
+import type { Page } from "@playwright/test";
 import { test, expect, event, expectScore, hydrated, screenshot, unique, watchConsole } from "./helpers";
 
 /**
@@ -20,6 +21,18 @@ function poison(seq: number, eventId: string, leadId: string) {
   );
 }
 
+/** Opens the dead-letter page and refreshes it until the event at `seq` is listed. */
+async function deadLetterRow(page: Page, seq: number) {
+  await page.goto("/dead-letters");
+  await hydrated(page);
+  const row = page.locator(`#dead-letters tr[data-dead-letter="${seq}"]`);
+  await expect(async () => {
+    await page.getByRole("button", { name: "Refresh" }).click();
+    await expect(row).toBeVisible({ timeout: 1_000 });
+  }).toPass({ timeout: 30_000 });
+  return row;
+}
+
 /** A seq below every real one (they start at 1), different per test run. */
 function headOfQueue(): number {
   return -(Date.now() % 1_000_000_000) - Math.floor(Math.random() * 1000);
@@ -36,13 +49,7 @@ test("an admin sees a poison event in the dead-letter list, repairs it, retries 
   expect((await request.post("/api/events", { data: event(other, "Purchase") })).status()).toBe(202);
   await expectScore(request, other, 100);
 
-  await page.goto("/dead-letters");
-  await hydrated(page);
-  const row = page.locator(`#dead-letters tr[data-dead-letter="${seq}"]`);
-  await expect(async () => {
-    await page.getByRole("button", { name: "Refresh" }).click();
-    await expect(row).toBeVisible({ timeout: 1_000 });
-  }).toPass({ timeout: 30_000 });
+  const row = await deadLetterRow(page, seq);
   await expect(row).toContainText(eventId);
   await expect(row).toContainText("timestamp");
   await expect(row.getByRole("link", { name: lead })).toHaveAttribute("href", `/leads/${lead}`);
@@ -67,13 +74,7 @@ test("an admin discards a dead letter; its eventId still counts as received", as
   const lead = unique("dl-discard");
   poison(seq, eventId, lead);
 
-  await page.goto("/dead-letters");
-  await hydrated(page);
-  const row = page.locator(`#dead-letters tr[data-dead-letter="${seq}"]`);
-  await expect(async () => {
-    await page.getByRole("button", { name: "Refresh" }).click();
-    await expect(row).toBeVisible({ timeout: 1_000 });
-  }).toPass({ timeout: 30_000 });
+  const row = await deadLetterRow(page, seq);
   page.once("dialog", (d) => d.accept());
   await row.getByRole("button", { name: `Discard ${eventId}` }).click();
   await expect(page.locator("#dead-feedback")).toContainText("discarded");

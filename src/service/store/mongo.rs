@@ -225,19 +225,30 @@ impl MongoStore {
         limit: usize,
         parse: fn(&Document) -> Option<T>,
     ) -> StoreResult<Vec<T>> {
-        let docs: Vec<Document> = coll
-            .find(filter)
+        let docs = self.find_docs(coll, (filter, None), sort, skip, limit).await?;
+        docs.iter().map(|d| parse(d).ok_or_else(|| StoreError::Internal(format!("unexpected document: {d}")))).collect()
+    }
+
+    /// A page of documents (`limit` 0 or `usize::MAX`: all of them), with only the fields
+    /// `projection` names (`None`: whole documents).
+    async fn find_docs(
+        &self,
+        coll: &Collection<Document>,
+        (filter, projection): (Document, Option<Document>),
+        sort: Document,
+        skip: usize,
+        limit: usize,
+    ) -> StoreResult<Vec<Document>> {
+        let limit = if limit == usize::MAX { 0 } else { limit };
+        let mut options = mongodb::options::FindOptions::builder()
             .sort(sort)
             .skip(skip as u64)
             .limit(limit as i64)
             // The whole page in one reply (the default first batch is 101 documents).
             .batch_size(if limit == 0 { 10_000 } else { limit.min(10_000) as u32 })
-            .await
-            .map_err(classify)?
-            .try_collect()
-            .await
-            .map_err(classify)?;
-        docs.iter().map(|d| parse(d).ok_or_else(|| StoreError::Internal(format!("unexpected document: {d}")))).collect()
+            .build();
+        options.projection = projection;
+        coll.find(filter).with_options(options).await.map_err(classify)?.try_collect().await.map_err(classify)
     }
 }
 
@@ -379,18 +390,15 @@ impl Store for MongoStore {
     }
 
     async fn leads(&self, query: &LeadQuery) -> StoreResult<Vec<Lead>> {
-        let found: Vec<Document> = self
-            .leads
-            .find(docs::leads_filter(query))
-            .projection(docs::lead_view())
-            .sort(docs::leads_sort())
-            .skip(query.offset as u64)
-            .limit(query.limit as i64)
-            .await
-            .map_err(classify)?
-            .try_collect()
-            .await
-            .map_err(classify)?;
+        let found = self
+            .find_docs(
+                &self.leads,
+                (docs::leads_filter(query), Some(docs::lead_view())),
+                docs::leads_sort(),
+                query.offset,
+                query.limit,
+            )
+            .await?;
         found
             .iter()
             .map(|d| docs::lead(d).ok_or_else(|| StoreError::Internal(format!("unexpected lead: {d}"))))
@@ -410,17 +418,7 @@ impl Store for MongoStore {
 
     async fn lead_events(&self, lead_id: &str, page: &DetailPage) -> StoreResult<Vec<StoredEvent>> {
         let (filter, sort) = docs::lead_events_page(lead_id);
-        let found: Vec<Document> = self
-            .events
-            .find(filter)
-            .sort(sort)
-            .skip(page.events_offset as u64)
-            .limit(page.events_limit as i64)
-            .await
-            .map_err(classify)?
-            .try_collect()
-            .await
-            .map_err(classify)?;
+        let found = self.find_docs(&self.events, (filter, None), sort, page.events_offset, page.events_limit).await?;
         // An event that does not read is in the dead-letter list (or on its way): the lead's
         // page shows the others rather than failing.
         Ok(found.iter().filter_map(docs::stored_event).collect())

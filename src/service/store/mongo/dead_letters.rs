@@ -6,24 +6,13 @@ use super::{classify, MongoStore};
 
 use crate::domain::DeadLetter;
 use crate::service::store::{Queued, StoreResult};
-use futures::TryStreamExt;
 use mongodb::bson::{doc, Document};
 use std::collections::HashSet;
 
 impl MongoStore {
     /// The oldest `limit` queued documents; one that does not read as an event is reported.
     pub(super) async fn read_queue(&self, limit: usize) -> StoreResult<Queued> {
-        let found: Vec<Document> = self
-            .events
-            .find(docs::unprocessed())
-            .sort(doc! {"seq": 1})
-            .limit(limit as i64)
-            .batch_size(limit.clamp(1, 10_000) as u32)
-            .await
-            .map_err(classify)?
-            .try_collect()
-            .await
-            .map_err(classify)?;
+        let found = self.find_docs(&self.events, (docs::unprocessed(), None), doc! {"seq": 1}, 0, limit).await?;
         let mut queued = Queued::default();
         for d in &found {
             match (docs::stored_event(d), docs::unreadable_event(d)) {
@@ -51,15 +40,19 @@ impl MongoStore {
         // Never an event already added to its lead: it is in the lead's `lastBatch`, and the
         // lead's next holder must find it unprocessed to finish recording it.
         let recorded = self.in_last_batches(&letters).await?;
-        let seqs: Vec<i64> = letters.iter().map(|l| l.id).filter(|s| !recorded.contains(s)).collect();
-        if !seqs.is_empty() {
-            let (filter, update) = docs::hold(&seqs);
-            self.events.update_many(filter, update).await.map_err(classify)?;
+        // One update each (dead letters are few): its answer says whether the event was still
+        // queued, with no read that could lag behind the write.
+        let mut stale = Vec::new();
+        for seq in letters.iter().map(|l| l.id) {
+            let (filter, update) = docs::hold(seq);
+            let held = !recorded.contains(&seq)
+                && self.events.update_one(filter, update).await.map_err(classify)?.modified_count == 1;
+            if !held {
+                stale.push(seq);
+            }
         }
-        let seqs: Vec<i64> = letters.iter().map(|l| l.id).collect();
-        // Events scored meanwhile (by another instance) were not held: drop their letters.
-        let held = self.held_among(&seqs).await?;
-        let stale: Vec<i64> = seqs.into_iter().filter(|s| !held.contains(s)).collect();
+        // Events scored meanwhile (by another instance), or recorded in a lastBatch, were not
+        // held: their letters go.
         if !stale.is_empty() {
             self.dead_letters.delete_many(doc! {"_id": {"$in": stale}}).await.map_err(classify)?;
         }
@@ -85,50 +78,23 @@ impl MongoStore {
         Ok(recorded)
     }
 
-    /// Which of these events are held in the dead-letter list.
-    async fn held_among(&self, seqs: &[i64]) -> StoreResult<HashSet<i64>> {
-        Ok(self
-            .events
-            .find(doc! {"_id": {"$in": seqs}, "deadLetter": docs::HELD})
-            .projection(doc! {"_id": 1})
-            .await
-            .map_err(classify)?
-            .try_collect::<Vec<Document>>()
-            .await
-            .map_err(classify)?
-            .iter()
-            .filter_map(|d| docs::int(d.get("_id")))
-            .collect())
+    /// The `_id`s of the events `filter` finds, in `seq` order, up to `limit`.
+    async fn event_ids(&self, filter: Document, limit: usize) -> StoreResult<Vec<i64>> {
+        let found = self.find_docs(&self.events, (filter, Some(doc! {"_id": 1})), doc! {"seq": 1}, 0, limit).await?;
+        Ok(found.iter().filter_map(|d| docs::int(d.get("_id"))).collect())
     }
 
     /// The held events are the list; their letters say why. (A letter a crash left behind,
     /// whose event is no longer held, is never shown or counted.)
     pub(super) async fn list_dead_letters(&self, after: i64, limit: usize) -> StoreResult<(Vec<DeadLetter>, u64)> {
-        let held: Vec<i64> = self
-            .events
-            .find(docs::held_after(after))
-            .projection(doc! {"_id": 1})
-            .sort(doc! {"seq": 1})
-            .limit(limit as i64)
-            .await
-            .map_err(classify)?
-            .try_collect::<Vec<Document>>()
-            .await
-            .map_err(classify)?
-            .iter()
-            .filter_map(|d| docs::int(d.get("_id")))
-            .collect();
-        let found: Vec<Document> = self
-            .dead_letters
-            .find(doc! {"_id": {"$in": &held}})
-            .await
-            .map_err(classify)?
-            .try_collect()
-            .await
-            .map_err(classify)?;
+        // Counted first: an event set aside meanwhile is then listed too, never counted only.
+        let total = self.count_dead_letters().await?;
+        let held = self.event_ids(docs::held_after(after), limit).await?;
+        let found =
+            self.find_docs(&self.dead_letters, (doc! {"_id": {"$in": &held}}, None), doc! {}, 0, held.len()).await?;
         let mut letters: Vec<DeadLetter> = found.iter().filter_map(docs::dead_letter).collect();
         letters.sort_by_key(|l| l.id);
-        Ok((letters, self.count_dead_letters().await?))
+        Ok((letters, total.max(held.len() as u64)))
     }
 
     /// Ends a dead letter: its event back in the queue (`retry`) or discarded. The event

@@ -117,9 +117,9 @@ pub fn dead_letter(d: &Document) -> Option<DeadLetter> {
     })
 }
 
-/// Takes queued events out of the queue into the dead-letter list.
-pub fn hold(seqs: &[i64]) -> (Document, Document) {
-    (doc! {"_id": {"$in": seqs}, "processed": false}, doc! {"$unset": {"processed": ""}, "$set": {"deadLetter": HELD}})
+/// Takes a queued event out of the queue into the dead-letter list.
+pub fn hold(seq: i64) -> (Document, Document) {
+    (doc! {"_id": seq, "processed": false}, doc! {"$unset": {"processed": ""}, "$set": {"deadLetter": HELD}})
 }
 
 /// Held events after `after` (by `seq`: the stand-in orders `_id`s as text), by the sparse

@@ -94,12 +94,17 @@ impl SqliteStore {
 
     pub(super) async fn list_dead_letters(&self, after: i64, limit: usize) -> StoreResult<(Vec<DeadLetter>, u64)> {
         self.read(move |c| {
-            let mut s = c.prepare_cached(&format!(
+            // One read transaction: the count and the page see the same moment.
+            let tx = c.unchecked_transaction()?;
+            let mut s = tx.prepare_cached(&format!(
                 "SELECT {LETTER_COLUMNS} FROM dead_letters WHERE seq > ?1 ORDER BY seq LIMIT ?2"
             ))?;
             let letters =
                 s.query_map(params![after, limit as i64], letter_from_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
-            Ok((letters, count(c)?))
+            let total = count(&tx)?;
+            drop(s);
+            tx.finish()?;
+            Ok((letters, total))
         })
         .await
     }
