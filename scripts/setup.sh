@@ -10,8 +10,8 @@ have() { command -v "$1" >/dev/null 2>&1; }
 
 export PATH="$HOME/.cargo/bin:$PWD/node_modules/.bin:$PATH"
 
-CARGO_LEPTOS_VERSION=0.3.10
-NX_27017_VERSION=0.8.1 # the MongoDB wire-protocol stand-in the tests run the MongoDB store on # 0.3.11 needs a newer rustc than this machine's
+CARGO_LEPTOS_VERSION=0.3.10 # 0.3.11 needs a newer rustc than this machine's
+NX_27017_VERSION=0.8.1 # the MongoDB wire-protocol stand-in the tests run the MongoDB store on
 # wasm-bindgen-cli must match the wasm-bindgen the crate links exactly.
 WASM_BINDGEN_VERSION=$(sed -n '/^name = "wasm-bindgen"$/{n;s/^version = "\(.*\)"$/\1/p;}' Cargo.lock)
 
