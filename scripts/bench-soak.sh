@@ -53,6 +53,9 @@ section = [
     f"{soak['clients']} stream clients each staying 5–30 s then reconnecting, {soak['queries_per_second']} leaderboard / lead queries a second.", "",
     "| Target | Measured | |", "|---|---|---|",
     f"| RSS flat (fitted growth over the run within noise) | {soak['rss_slope_mb_per_min'] or 0:+.3f} MB/min → {rss_growth:+.1f} MB over {span} min; mean {mean_rss:.0f} MB, peak {peak:.0f} MB | {verdict(rss_flat)} |",
+    f"| … without the database's own caches (RSS − SQLite memory; the caches are bounded by `cache_size`) | "
+    f"{soak.get('rss_less_store_slope_mb_per_min') or 0:+.3f} MB/min; SQLite memory {soak.get('store_slope_mb_per_min') or 0:+.3f} MB/min | "
+    f"{verdict((soak.get('rss_less_store_slope_mb_per_min') or 0) * span < max(5.0, 0.05 * mean_rss))} |",
     f"| Open file descriptors flat | {soak['fd_slope_per_min'] or 0:+.3f}/min → {fd_growth:+.1f} over {span} min | {verdict(fds_flat)} |",
 ] + [
     f"| {name.replace('_p99_ms', '').replace('single', 'single POST').replace('batch', 'batch POST').replace('query', 'query')} p99: last 5 min vs first 5 min | {a:.1f} ms → {b:.1f} ms | {verdict(same(a, b))} |"
@@ -61,10 +64,10 @@ section = [
     f"| Everything accepted is scored | {accepted:,} accepted; queue drained after the run: {soak['drained']} | {verdict(soak['drained'])} |",
     f"| SIGKILL at any instant (`tests/crash_recovery.rs`), 10 rounds in a row | {killed}/10 passed | {verdict(killed == 10)} |",
     "", f"Statuses over the run: {statuses}.", "",
-    "| Minute | RSS MB | fds | queue depth | accepted | single p99 ms | batch p99 ms | query p99 ms | stream connects | skipped |",
-    "|---|---|---|---|---|---|---|---|---|---|",
+    "| Minute | RSS MB | SQLite MB | fds | queue depth | accepted | single p99 ms | batch p99 ms | query p99 ms | stream connects | skipped |",
+    "|---|---|---|---|---|---|---|---|---|---|---|",
 ] + [
-    f"| {r['minute']} | {r['rss_mb']:.0f} | {r['fds']} | {r['queue_depth']} | {r['accepted']:,} | {r['single_p99_ms']:.1f} | {r['batch_p99_ms']:.1f} | {r['query_p99_ms']:.1f} | {r['stream_connects']} | {r['skipped']} |"
+    f"| {r['minute']} | {r['rss_mb']:.0f} | {(r.get('store_mb') or 0):.1f} | {r['fds']} | {r['queue_depth']} | {r['accepted']:,} | {r['single_p99_ms']:.1f} | {r['batch_p99_ms']:.1f} | {r['query_p99_ms']:.1f} | {r['stream_connects']} | {r['skipped']} |"
     for r in rows
 ] + [""]
 write_section(section)

@@ -36,7 +36,7 @@ fn main() {
         rt.block_on(full_disk()).map_err(Failed::from)
     })
     .with_ignored_flag(can_mount.is_err());
-    let can_loop = Ext4::mount(8).map(drop);
+    let can_loop = Ext4::mount(8).and_then(|fs| fs.can_fail());
     if let Err(why) = &can_loop {
         println!("skipped: cannot mount an ext4 loop device here ({why}) — reported as ignored, not passed");
     }
@@ -322,15 +322,26 @@ impl Ext4 {
         run("mount", &["-o", "loop,errors=remount-ro", self.image_path(), self.path().to_str().unwrap()])
     }
 
-    /// Makes the filesystem fail (ext4's own test hook): it remounts itself read-only.
-    fn fail(&self) -> Result<(), String> {
+    /// ext4's own test hook, which makes the filesystem fail.
+    fn trigger(&self) -> Result<PathBuf, String> {
         let out = Command::new("findmnt")
             .args(["-n", "-o", "SOURCE"])
             .arg(self.path())
             .output()
             .map_err(|e| e.to_string())?;
         let device = String::from_utf8_lossy(&out.stdout).trim().trim_start_matches("/dev/").to_string();
-        std::fs::write(format!("/sys/fs/ext4/{device}/trigger_fs_error"), "leadscore test\n").map_err(|e| e.to_string())
+        Ok(PathBuf::from(format!("/sys/fs/ext4/{device}/trigger_fs_error")))
+    }
+
+    /// Whether `fail` can work here (a read-only /sys, in some containers, has no hook).
+    fn can_fail(&self) -> Result<(), String> {
+        let hook = self.trigger()?;
+        std::fs::OpenOptions::new().write(true).open(&hook).map(drop).map_err(|e| format!("{}: {e}", hook.display()))
+    }
+
+    /// Makes the filesystem fail: it remounts itself read-only.
+    fn fail(&self) -> Result<(), String> {
+        std::fs::write(self.trigger()?, "leadscore test\n").map_err(|e| e.to_string())
     }
 
     /// What an operator does: unmount, check, mount again (writable).

@@ -39,6 +39,7 @@ fn main() {
         a_worker_stalled_after_adding_its_batch_changes_nothing_when_it_resumes,
         a_worker_fenced_out_of_some_leads_applies_the_others,
         a_half_recorded_batch_survives_dead_letters_and_an_unreadable_lead,
+        a_lease_takes_only_the_batchs_leads,
     ];
     let missing = uri.is_none();
     let trials = cases
@@ -361,4 +362,24 @@ async fn a_half_recorded_batch_survives_dead_letters_and_an_unreadable_lead(stor
     assert_eq!(store.queue_stats().await.unwrap().depth, 1, "only the broken lead's event is left");
     store.raw_collection("events").delete_one(doc! {"eventId": "bad-1"}).await.unwrap();
     assert_exact(&store, &posted).await;
+}
+
+/// A lease takes the batch's leads and no other: the filter's `$or` must not widen it to a
+/// lead never leased (the stand-in once read `{_id: …, $or: [x, y]}` as `_id AND x OR y`).
+async fn a_lease_takes_only_the_batchs_leads(store: Arc<MongoStore>) {
+    use mongodb::bson::doc;
+    store.insert_events(events("first", 2, &["a"])).await.unwrap();
+    drain(&store, T0).await;
+    // As the old app left its leads: no lease fields at all.
+    store.raw_collection("leads").insert_one(doc! {"_id": "z", "leadId": "z", "score": 5_i64}).await.unwrap();
+    store.insert_events(vec![ev("second", "a", "Purchase")]).await.unwrap();
+    let leased = store.lease(priced(&store, 10).await, T0 + 1).await.unwrap();
+    let leads = store.raw_collection("leads");
+    let held = |id: &'static str| {
+        let leads = leads.clone();
+        async move { leads.find_one(doc! {"_id": id}).await.unwrap().unwrap().get_str("leaseToken").is_ok() }
+    };
+    assert!(held("a").await, "the batch's lead is leased");
+    assert!(!held("z").await, "a lead outside the batch is not");
+    store.commit(leased).await.unwrap();
 }

@@ -140,6 +140,10 @@ pub struct StoreHealth {
     pub reachable: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Memory the embedded database holds in this process (page caches, bounded by their
+    /// settings), so a growing RSS can be told apart from a leak.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory_bytes: Option<u64>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -347,7 +351,12 @@ impl Service {
         let worker = self.worker_state.health(now);
         Health {
             status: if reachable && worker.alive { "ok" } else { "unavailable" },
-            store: StoreHealth { backend: self.store.backend(), reachable, error },
+            store: StoreHealth {
+                backend: self.store.backend(),
+                reachable,
+                error,
+                memory_bytes: self.store.memory_bytes(),
+            },
             worker,
             queue,
         }

@@ -104,10 +104,11 @@ pub async fn soak(o: &Opts) -> Result<Value, String> {
     while next <= end {
         tokio::time::sleep_until(next.into()).await;
         let mut m = std::mem::take(&mut *shared.minute.lock().unwrap());
-        let depth = health_depth(&client, &base).await;
+        let (depth, store_mb) = health_figures(&client, &base).await;
         let (rss_mb, fds) = process_figures(pid);
         let row = json!({
-            "minute": rows.len() + 1, "rss_mb": rss_mb, "fds": fds, "queue_depth": depth,
+            "minute": rows.len() + 1, "rss_mb": rss_mb, "fds": fds, "queue_depth": depth, "store_mb": store_mb,
+            "rss_less_store_mb": rss_mb.zip(store_mb).map(|(r, s)| r - s),
             "accepted": m.accepted, "single_p99_ms": m.single.percentile_ms(0.99),
             "batch_p99_ms": m.batch.percentile_ms(0.99), "query_p99_ms": m.query.percentile_ms(0.99),
             "statuses": merged_statuses(&[&m.single, &m.batch, &m.query]),
@@ -131,6 +132,7 @@ pub async fn soak(o: &Opts) -> Result<Value, String> {
         "mode": "soak", "rate": rate, "minutes": minutes, "clients": clients, "queries_per_second": queries,
         "rows": rows, "drained": drained,
         "rss_slope_mb_per_min": slope("rss_mb"), "fd_slope_per_min": slope("fds"),
+        "rss_less_store_slope_mb_per_min": slope("rss_less_store_mb"), "store_slope_mb_per_min": slope("store_mb"),
         "first": window_summary(&mut first), "last": window_summary(&mut last),
     }))
 }
@@ -182,9 +184,11 @@ fn process_figures(pid: u32) -> (Option<f64>, Option<usize>) {
     (rss, fds)
 }
 
-async fn health_depth(client: &reqwest::Client, base: &str) -> Option<u64> {
-    let r = client.get(format!("{base}/api/health")).send().await.ok()?;
-    r.json::<Value>().await.ok()?["queue"]["depth"].as_u64()
+/// Queue depth, and the memory the embedded database holds (MB), from health.
+async fn health_figures(client: &reqwest::Client, base: &str) -> (Option<u64>, Option<f64>) {
+    let Ok(r) = client.get(format!("{base}/api/health")).send().await else { return (None, None) };
+    let h: Value = r.json().await.unwrap_or(Value::Null);
+    (h["queue"]["depth"].as_u64(), h["store"]["memoryBytes"].as_f64().map(|b| b / 1_048_576.0))
 }
 
 /// `rate` events a second in ticks of 100 ms: half as single POSTs, half in batches.

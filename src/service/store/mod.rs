@@ -81,6 +81,11 @@ pub trait Store: AccountStore + Send + Sync + 'static {
 
     async fn ping(&self) -> StoreResult<()>;
 
+    /// Memory the store's engine holds in this process, if it lives here (SQLite's caches).
+    fn memory_bytes(&self) -> Option<u64> {
+        None
+    }
+
     /// Stores events as unprocessed, durably, in order. One outcome per input, same order.
     async fn insert_events(&self, events: Vec<NewEvent>) -> StoreResult<Vec<InsertOutcome>>;
     /// The oldest unprocessed events, in ingest order (up to `limit` rows, readable or not).

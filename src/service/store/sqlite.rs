@@ -12,6 +12,7 @@
 mod accounts;
 pub mod backup;
 mod dead_letters;
+mod writer;
 
 use super::{InsertOutcome, QueueStats, Queued, Store, StoreError, StoreResult};
 use crate::domain::query::{DetailPage, LeadQuery};
@@ -24,10 +25,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use tokio::sync::oneshot;
 
-/// Upper bound on requests folded into one transaction, so one commit never grows unbounded.
-const MAX_JOBS_PER_COMMIT: usize = 512;
 /// Write jobs waiting for the writer thread at most (eight transactions' worth).
-const MAX_QUEUED_JOBS: usize = 8 * MAX_JOBS_PER_COMMIT;
+const MAX_QUEUED_JOBS: usize = 8 * writer::MAX_JOBS_PER_COMMIT;
 /// Readers kept open between requests (opening one per request would parse the schema each
 /// time); each caches up to 4 MB, so memory stays bounded.
 const MAX_IDLE_READERS: usize = 8;
@@ -175,14 +174,9 @@ pub const PENDING_WINDOW: usize = 10_000;
 const EVENT_COLUMNS: &str = "seq, event_id, lead_id, event_type, timestamp, metadata, received_at, processed, points";
 const LEAD_COLUMNS: &str = "id, score, last_event_id, updated_at, last_event_at, event_count";
 
-/// Work for the writer thread. It runs inside the shared transaction and hands back a
-/// continuation that delivers its result once the commit outcome is known.
-type Job = Box<dyn FnOnce(&Connection) -> Reply + Send>;
-type Reply = Box<dyn FnOnce(Result<(), String>) + Send>;
-
 pub struct SqliteStore {
     path: PathBuf,
-    writer: Mutex<Option<mpsc::SyncSender<Job>>>,
+    writer: Mutex<Option<mpsc::SyncSender<writer::Job>>>,
     /// Cleared when the writer thread ends for any reason, a panic included: reads would
     /// still work, so health must ask.
     writer_alive: Arc<AtomicBool>,
@@ -191,9 +185,9 @@ pub struct SqliteStore {
     /// file and every later 202 would be lost at the next start: writes are refused instead.
     identity: Option<(u64, u64)>,
     readers: Arc<ReaderPool>,
-    /// Why the writer's last transaction could not begin or commit (a read-only or failing
-    /// disk, a full one); `None` once one commits. Reads may work meanwhile: health asks this.
-    write_failure: Arc<Mutex<Option<String>>>,
+    /// Why writes fail (a read-only or failing disk, a full one), as the writer learns it;
+    /// `None` while they work. Reads may work meanwhile: health asks this.
+    write_failure: Arc<writer::Failure>,
     /// When health last tried a write to see whether writes work again.
     last_probe: Mutex<Option<std::time::Instant>>,
 }
@@ -209,21 +203,22 @@ impl SqliteStore {
             std::fs::create_dir_all(dir)
                 .map_err(|e| StoreError::Unavailable(format!("cannot create {}: {e}", dir.display())))?;
         }
-        let mut conn = open_writer(&path)?;
+        let mut conn = writer::open_writer(&path, true)?;
         prepare_schema(&mut conn).map_err(|e| unavailable(&path, e))?;
 
         // Bounded: when the writer falls this far behind, writes answer 503 rather than queue
         // without limit (request bodies are bounded before they get here, see admission.rs).
-        let (tx, rx) = mpsc::sync_channel::<Job>(MAX_QUEUED_JOBS);
+        let (tx, rx) = mpsc::sync_channel::<writer::Job>(MAX_QUEUED_JOBS);
         let writer_alive = Arc::new(AtomicBool::new(true));
         let alive = AliveWhileHeld(writer_alive.clone());
         let write_failure = Arc::new(Mutex::new(None));
-        let (failure, reopen) = (write_failure.clone(), path.clone());
+        let failure = write_failure.clone();
+        let target = writer::Target { path: path.clone(), identity: file_identity(&path) };
         std::thread::Builder::new()
             .name("sqlite-writer".into())
             .spawn(move || {
                 let _alive = alive;
-                writer_loop(conn, rx, &reopen, &failure)
+                writer::run(conn, rx, &target, &failure)
             })
             .map_err(|e| StoreError::Internal(e.to_string()))?;
         Ok(Self {
@@ -237,8 +232,8 @@ impl SqliteStore {
         })
     }
 
-    /// Fails while the writer's transactions fail, saying why. Meanwhile, at most every
-    /// `PROBE_EVERY`, it tries a one-row write: health learns by itself when writes work again.
+    /// Fails while writes fail, saying why. Meanwhile, at most every `PROBE_EVERY`, a fresh
+    /// connection tries a write of its own: health learns by itself when writes work again.
     async fn writable(&self) -> StoreResult<()> {
         let failing = self.write_failure.lock().unwrap().clone();
         let Some(why) = failing else { return Ok(()) };
@@ -250,11 +245,9 @@ impl SqliteStore {
             }
             due
         };
-        // As large as a modest batch: a nearly full disk that takes one row is still full.
-        let probe = |c: &Connection| {
-            c.execute("INSERT OR REPLACE INTO write_probe (id, at, pad) VALUES (1, ?1, zeroblob(262144))", [now_ms()])
-        };
-        if due && self.write(probe).await.is_ok() {
+        let target = writer::Target { path: self.path.clone(), identity: self.identity };
+        if due && writer::probe(&target).await {
+            *self.write_failure.lock().unwrap() = None;
             return Ok(());
         }
         Err(StoreError::Unavailable(format!("writes to {} fail: {why}", self.path.display())))
@@ -282,17 +275,7 @@ impl SqliteStore {
     ) -> StoreResult<T> {
         self.still_our_file()?;
         let (tx, rx) = oneshot::channel();
-        let job: Job = Box::new(move |conn| {
-            let result = in_savepoint(conn, f);
-            Box::new(move |commit| {
-                let outcome = match (result, commit) {
-                    (Ok(v), Ok(())) => Ok(v),
-                    (Err(e), _) => Err(classify(e)),
-                    (Ok(_), Err(e)) => Err(StoreError::Unavailable(format!("commit failed: {e}"))),
-                };
-                let _ = tx.send(outcome);
-            })
-        });
+        let job = writer::job(f, move |outcome| drop(tx.send(outcome)));
         let sender = self.writer.lock().unwrap().clone();
         sender.ok_or_else(|| StoreError::Unavailable("store is closed".into()))?.try_send(job).map_err(
             |e| match e {
@@ -302,16 +285,11 @@ impl SqliteStore {
                 mpsc::TrySendError::Disconnected(_) => StoreError::Unavailable("sqlite writer thread stopped".into()),
             },
         )?;
-        let outcome = rx.await.map_err(|_| {
+        rx.await.map_err(|_| {
+            // Dropped unrun: the writer says why.
             let why = self.write_failure.lock().unwrap().clone();
             StoreError::Unavailable(why.unwrap_or_else(|| "sqlite writer thread stopped".into()))
-        })?;
-        // A write that failed inside its savepoint (the disk, not the data) while the
-        // transaction itself committed: writes fail all the same.
-        if let Err(StoreError::Unavailable(why)) = &outcome {
-            self.write_failure.lock().unwrap().get_or_insert_with(|| why.clone());
-        }
-        outcome
+        })?
     }
 
     async fn read<T: Send + 'static>(
@@ -401,84 +379,6 @@ impl Drop for AliveWhileHeld {
     }
 }
 
-/// The writer's connection: WAL, `synchronous = FULL`.
-fn open_writer(path: &Path) -> StoreResult<Connection> {
-    let conn = Connection::open(path).map_err(|e| unavailable(path, e))?;
-    // temp_store = MEMORY: each request's savepoint journals pages it re-dirties; in a
-    // temp file that doubled the bytes written per commit.
-    conn.execute_batch(
-        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = OFF; \
-         PRAGMA busy_timeout = 5000; PRAGMA cache_size = -32768; PRAGMA temp_store = MEMORY; \
-         PRAGMA wal_autocheckpoint = 16384; PRAGMA journal_size_limit = 67108864;",
-    )
-    .map_err(|e| unavailable(path, e))?;
-    Ok(conn)
-}
-
-fn writer_loop(mut conn: Connection, jobs: mpsc::Receiver<Job>, path: &Path, failure: &Mutex<Option<String>>) {
-    while let Ok(first) = jobs.recv() {
-        let mut batch = vec![first];
-        while batch.len() < MAX_JOBS_PER_COMMIT {
-            match jobs.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
-            }
-        }
-        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
-            // Dropping the jobs unrun drops their reply channels: each caller sees the store
-            // as unavailable (with this reason) and nothing was written.
-            tracing::error!(error = %e, "sqlite: cannot begin transaction");
-            *failure.lock().unwrap() = Some(e.to_string());
-            drop(batch);
-            reopen_after(&e, &mut conn, path);
-            continue;
-        }
-        let replies: Vec<Reply> = batch.into_iter().map(|job| job(&conn)).collect();
-        let commit = conn.execute_batch("COMMIT");
-        if let Err(e) = &commit {
-            tracing::error!(error = %e, "sqlite: commit failed");
-            let _ = conn.execute_batch("ROLLBACK");
-        }
-        *failure.lock().unwrap() = commit.as_ref().err().map(|e| e.to_string());
-        let outcome = commit.as_ref().map(|_| ()).map_err(|e| e.to_string());
-        for reply in replies {
-            reply(outcome.clone());
-        }
-        if let Err(e) = commit {
-            reopen_after(&e, &mut conn, path);
-        }
-    }
-}
-
-/// After a read-only or I/O error a connection can stay broken even once the file is
-/// writable again; a fresh one sees the file as it is now. (A full disk or a lock does not
-/// break the connection: it is kept.)
-fn reopen_after(e: &rusqlite::Error, conn: &mut Connection, path: &Path) {
-    use rusqlite::ErrorCode::*;
-    if matches!(e.sqlite_error_code(), Some(ReadOnly | SystemIoFailure | CannotOpen)) {
-        match open_writer(path) {
-            Ok(fresh) => *conn = fresh,
-            Err(e) => tracing::warn!(error = %e, "sqlite: cannot reopen the database file yet"),
-        }
-    }
-}
-
-fn in_savepoint<T>(conn: &Connection, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> rusqlite::Result<T> {
-    // Cached statements: a single-event request is one insert, so parsing these two for
-    // every job would be most of its SQL work.
-    conn.prepare_cached("SAVEPOINT job")?.execute([])?;
-    match f(conn) {
-        Ok(v) => {
-            conn.prepare_cached("RELEASE job")?.execute([])?;
-            Ok(v)
-        }
-        Err(e) => {
-            conn.execute_batch("ROLLBACK TO job; RELEASE job")?;
-            Err(e)
-        }
-    }
-}
-
 struct ReaderPool {
     path: PathBuf,
     idle: Mutex<Vec<Connection>>,
@@ -501,7 +401,8 @@ impl ReaderPool {
         };
         let result = f(&conn).map_err(|e| StoreError::Internal(e.to_string()));
         let mut idle = self.idle.lock().unwrap();
-        if idle.len() < MAX_IDLE_READERS {
+        // Never back into the pool inside a transaction a failed read left open.
+        if idle.len() < MAX_IDLE_READERS && conn.is_autocommit() {
             idle.push(conn);
         }
         result
@@ -559,6 +460,11 @@ impl Store for SqliteStore {
 
     fn location(&self) -> String {
         self.path.display().to_string()
+    }
+
+    fn memory_bytes(&self) -> Option<u64> {
+        // SAFETY: a plain read of SQLite's allocation counter; no arguments, no state.
+        Some(unsafe { rusqlite::ffi::sqlite3_memory_used() }.max(0) as u64)
     }
 
     async fn ping(&self) -> StoreResult<()> {

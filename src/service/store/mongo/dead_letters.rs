@@ -40,13 +40,13 @@ impl MongoStore {
         // Never an event already added to its lead: it is in the lead's `lastBatch`, and the
         // lead's next holder must find it unprocessed to finish recording it.
         let recorded = self.in_last_batches(&letters).await?;
-        // One update each (dead letters are few): its answer says whether the event was still
-        // queued, with no read that could lag behind the write.
+        // One update each (dead letters are few): its answer says whether the event is held
+        // now, with no read that could lag behind the write.
         let mut stale = Vec::new();
         for seq in letters.iter().map(|l| l.id) {
             let (filter, update) = docs::hold(seq);
             let held = !recorded.contains(&seq)
-                && self.events.update_one(filter, update).await.map_err(classify)?.modified_count == 1;
+                && self.events.update_one(filter, update).await.map_err(classify)?.matched_count == 1;
             if !held {
                 stale.push(seq);
             }

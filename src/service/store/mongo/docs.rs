@@ -117,9 +117,13 @@ pub fn dead_letter(d: &Document) -> Option<DeadLetter> {
     })
 }
 
-/// Takes a queued event out of the queue into the dead-letter list.
+/// Takes a queued event out of the queue into the dead-letter list (or finds it held
+/// already: another instance set it aside at the same time, and its letter is this one).
 pub fn hold(seq: i64) -> (Document, Document) {
-    (doc! {"_id": seq, "processed": false}, doc! {"$unset": {"processed": ""}, "$set": {"deadLetter": HELD}})
+    (
+        doc! {"$and": [{"_id": seq}, {"$or": [{"processed": false}, {"deadLetter": HELD}]}]},
+        doc! {"$unset": {"processed": ""}, "$set": {"deadLetter": HELD}},
+    )
 }
 
 /// Held events after `after` (by `seq`: the stand-in orders `_id`s as text), by the sparse
@@ -200,11 +204,12 @@ pub struct Entry {
 /// Leases the leads that are free (never leased, released, or expired) to `token`.
 pub fn lease(leads: &[String], token: &str, now: Millis) -> (Document, Document) {
     (
-        doc! {
-            "_id": {"$in": leads},
-            // `$or` with `$exists` rather than `$not`: the stand-in lacks `$not`.
-            "$or": [{"leaseUntil": {"$lt": now}}, {"leaseUntil": {"$exists": false}}],
-        },
+        // `$or` with `$exists` rather than `$not`: the stand-in lacks `$not`. Inside `$and`:
+        // the stand-in's updates read `{_id, $or: [x, y]}` as `(_id AND x) OR y`.
+        doc! {"$and": [
+            {"_id": {"$in": leads}},
+            {"$or": [{"leaseUntil": {"$lt": now}}, {"leaseUntil": {"$exists": false}}]},
+        ]},
         doc! {"$set": {"leaseToken": token, "leaseUntil": now + LEASE_MS}},
     )
 }
@@ -649,7 +654,10 @@ mod tests {
         assert_eq!(
             lease(&leads, "tok", 2_000),
             (
-                doc! {"_id": {"$in": ["a", "Lead-ÜX"]}, "$or": [{"leaseUntil": {"$lt": 2_000_i64}}, {"leaseUntil": {"$exists": false}}]},
+                doc! {"$and": [
+                    {"_id": {"$in": ["a", "Lead-ÜX"]}},
+                    {"$or": [{"leaseUntil": {"$lt": 2_000_i64}}, {"leaseUntil": {"$exists": false}}]},
+                ]},
                 doc! {"$set": {"leaseToken": "tok", "leaseUntil": 12_000_i64}},
             )
         );
