@@ -33,6 +33,8 @@ const STREAM_INTERVAL_MS: u64 = 100;
 /// How often an instance looks for changes other instances scored (its own worker's are
 /// picked up as soon as each step ends).
 const FEED_POLL_MS: u64 = 250;
+/// How long open requests get to finish once shutdown begins.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// What REST handlers and the gate share. Server functions get `Backend` through context.
 #[derive(Clone)]
@@ -285,14 +287,23 @@ pub async fn launch(config: Config, leptos_options: LeptosOptions, listener: Tcp
     hub.start(service.subscribe(), Duration::from_millis(STREAM_INTERVAL_MS));
     let state = AppState::new(leptos_options, service.clone(), accounts, config, hub);
     let app = router(state);
-    let mut stop = shutdown_rx;
+    let (mut stop, mut grace) = (shutdown_rx.clone(), shutdown_rx);
     let server = tokio::spawn(async move {
         let serve = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
             .with_graceful_shutdown(async move {
                 let _ = stop.wait_for(|s| *s).await;
             });
-        if let Err(e) = serve.await {
-            tracing::error!(error = %e, "server error");
+        // Open requests get `SHUTDOWN_GRACE` to finish; a connection that never closes (a
+        // client holding it idle, seen to stall a test for good) does not hold shutdown up.
+        let deadline = async move {
+            let _ = grace.wait_for(|s| *s).await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        };
+        tokio::select! {
+            served = serve => if let Err(e) = served {
+                tracing::error!(error = %e, "server error");
+            },
+            _ = deadline => tracing::warn!(grace_s = SHUTDOWN_GRACE.as_secs(), "connections still open at shutdown; closing them"),
         }
     });
     Ok(Running { addr, service, shutdown, server, worker, _in_use: in_use })
