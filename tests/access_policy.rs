@@ -116,12 +116,18 @@ fn body_for(path: &str, n: usize) -> Value {
         "/api/events" => event(&format!("policy-{n}"), "policy-lead", "Purchase"),
         "/api/events/batch" => json!([event(&format!("policy-b{n}"), "policy-lead", "Purchase")]),
         "/api/rules" => json!({"eventType": format!("Policy {n}"), "points": 7, "isActive": true}),
+        "/api/rules/{id}" => json!({"name": format!("Policy {n}"), "eventType": "Purchase", "points": 1000}),
         "/api/users" => json!({"username": format!("new{n}"), "role": "admin", "password": PASSWORD}),
         "/api/users/{username}" => json!({"role": "admin"}),
         "/api/keys" => json!({"name": format!("k{n}"), "scopes": ["admin"]}),
         "/api/setup" => json!({"token": "guess", "username": "mallory", "password": PASSWORD}),
         "/api/auth/login" => json!({}),
-        p if p.contains("save_rule") => json!({"event_type": format!("Rpc {n}"), "points": "9", "is_active": true}),
+        p if p.contains("save_rule") || p.contains("update_rule") => json!({
+            "id": VICTIM_RULE.get(),
+            "form": {"name": "", "event_type": format!("Rpc {n}"), "points": "9", "is_active": true,
+                     "conditions": [], "limit_count": "", "limit_per": "day"},
+        }),
+        p if p.contains("delete_rule") => json!({"id": VICTIM_RULE.get()}),
         p if p.contains("send_test_event") => {
             json!({"lead_id": "policy-lead", "event_type": "Purchase", "metadata": ""})
         }
@@ -142,14 +148,20 @@ fn body_for(path: &str, n: usize) -> Value {
     }
 }
 
+/// The rule the rule routes name; the store gives rules their ids, so the test learns it.
+static VICTIM_RULE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
 fn concrete(path: &str) -> String {
-    path.replace("{id}", "victim-key").replace("{username}", "victim")
+    let id = if path.starts_with("/api/rules/") { VICTIM_RULE.get().unwrap().as_str() } else { "victim-key" };
+    path.replace("{id}", id).replace("{username}", "victim")
 }
 
 #[tokio::test]
 async fn every_route_as_every_principal() {
     let s = TestServer::start_with(|c| c.rate_limit_per_second = 0.0).await;
     s.create_user("victim", "viewer", PASSWORD).await;
+    let (_, rule) = s.post("/api/rules", &json!({"name": "Victim", "eventType": "Purchase", "points": 1})).await;
+    VICTIM_RULE.set(rule["id"].as_str().unwrap().to_string()).unwrap();
     let mut p = principals(&s).await;
     let mut checked = 0;
     for entry in table() {
@@ -260,7 +272,8 @@ async fn cross_site_writes_with_a_session_cookie_are_refused() {
     let save_rule = table().into_iter().find(|e| e.path.contains("save_rule")).unwrap().path;
     let r = admin
         .post(s.url(save_rule))
-        .json(&json!({"event_type": "Same Site", "points": "3", "is_active": true}))
+        .json(&json!({"form": {"name": "", "event_type": "Same Site", "points": "3", "is_active": true,
+                                "conditions": [], "limit_count": "", "limit_per": "day"}}))
         .send()
         .await
         .unwrap();

@@ -4,9 +4,11 @@
 //!
 //! Reported as ignored (never as passed) without `MONGODB_TEST_URI`.
 
+use leadscore::domain::engine::Engine;
 use leadscore::domain::query::DetailPage;
-use leadscore::domain::scoring::{default_rules, RuleBook};
-use leadscore::domain::{DeadLetter, NewEvent, ScoreChange, ScoredEvent};
+use leadscore::domain::scoring::default_rules;
+use leadscore::domain::validation::validate_scoring_rule;
+use leadscore::domain::{DeadLetter, NewEvent, ScoreChange, StoredEvent};
 use leadscore::service::store::mongo::{CrashPoint, MongoStore, LEASE_MS};
 use leadscore::service::store::{SharedFeed, Store};
 use libtest_mimic::{Arguments, Failed, Trial};
@@ -40,6 +42,7 @@ fn main() {
         a_worker_fenced_out_of_some_leads_applies_the_others,
         a_half_recorded_batch_survives_dead_letters_and_an_unreadable_lead,
         a_lease_takes_only_the_batchs_leads,
+        limits_count_each_event_once_whatever_step_a_worker_dies_after,
     ];
     let missing = uri.is_none();
     let trials = cases
@@ -78,9 +81,14 @@ fn events(prefix: &str, n: usize, leads: &[&str]) -> Vec<NewEvent> {
     (0..n).map(|i| ev(&format!("{prefix}-{i}"), leads[i % leads.len()], types[i % 2])).collect()
 }
 
-async fn priced(store: &MongoStore, limit: usize) -> Vec<ScoredEvent> {
-    let rules = RuleBook::new(&store.rules().await.unwrap());
-    rules.score(&store.unprocessed(limit).await.unwrap().events)
+/// The oldest `limit` queued events, as the worker reads them.
+async fn priced(store: &MongoStore, limit: usize) -> Vec<StoredEvent> {
+    store.unprocessed(limit).await.unwrap().events
+}
+
+/// The store's rules, as the worker prices with them.
+async fn engine(store: &MongoStore) -> Arc<Engine> {
+    Arc::new(Engine::new(&store.rules().await.unwrap()))
 }
 
 /// Scores everything unprocessed at `now` the way the worker does.
@@ -90,14 +98,14 @@ async fn drain(store: &MongoStore, now: i64) {
         if batch.is_empty() {
             return;
         }
-        store.apply(batch, now).await.unwrap();
+        store.apply(batch, engine(&store).await, now).await.unwrap();
     }
     panic!("the queue did not drain");
 }
 
-async fn expect_crash(store: &MongoStore, point: CrashPoint, batch: Vec<ScoredEvent>, now: i64) {
+async fn expect_crash(store: &MongoStore, point: CrashPoint, batch: Vec<StoredEvent>, now: i64) {
     store.crash_after(point);
-    let err = store.apply(batch, now).await.expect_err("the simulated crash happens");
+    let err = store.apply(batch, engine(&store).await, now).await.expect_err("the simulated crash happens");
     assert!(err.to_string().contains(&format!("simulated crash after {point:?}")), "{err}");
 }
 
@@ -159,7 +167,7 @@ async fn a_crash_after_any_step_is_finished_by_the_next_worker_exactly_once(stor
         expect_crash(&store, *point, priced(&store, 1_000).await, now).await;
         // While the dead worker's lease lasts, nobody else touches its leads...
         // (A new lead is only leased once created: after `Lease` it is anybody's.)
-        let early = store.apply(priced(&store, 1_000).await, now + 1).await.unwrap();
+        let early = store.apply(priced(&store, 1_000).await, engine(&store).await, now + 1).await.unwrap();
         let leased = |c: &&ScoreChange| c.lead_id == "a" || *point != CrashPoint::Lease;
         assert!(!early.iter().any(|c| leased(&c)), "{point:?}: applied under a live lease: {early:?}");
         // ...once it has expired, the next worker finishes the batch.
@@ -168,8 +176,10 @@ async fn a_crash_after_any_step_is_finished_by_the_next_worker_exactly_once(stor
         let page = DetailPage { events_limit: 1_000, ..Default::default() };
         let mut stored = store.lead_events(&new_lead, &page).await.unwrap();
         stored.extend(store.lead_events("a", &page).await.unwrap());
-        let again = RuleBook::new(&store.rules().await.unwrap()).score(&stored);
-        assert!(store.apply(again, now + 2 * LEASE_MS).await.unwrap().is_empty(), "{point:?}: applied again");
+        assert!(
+            store.apply(stored, engine(&store).await, now + 2 * LEASE_MS).await.unwrap().is_empty(),
+            "{point:?}: applied again"
+        );
         let new_leads: Vec<NewEvent> = posted.into_iter().filter(|e| e.lead_id == new_lead).collect();
         assert_exact(&store, &new_leads).await;
     }
@@ -202,8 +212,8 @@ async fn a_stalled_worker_is_fenced_out_once_its_lease_is_taken_over(store: Arc<
     let posted = events("s", 30, &["a", "s1", "s2"]);
     store.insert_events(posted.clone()).await.unwrap();
     let batch = priced(&store, 1_000).await;
-    let stalled = store.lease(batch.clone(), T0).await.unwrap();
-    let b = store.apply(batch.clone(), T0 + LEASE_MS + 1).await.unwrap();
+    let stalled = store.lease(batch.clone(), engine(&store).await, T0).await.unwrap();
+    let b = store.apply(batch.clone(), engine(&store).await, T0 + LEASE_MS + 1).await.unwrap();
     assert_eq!(b.len(), 30, "B scores all of it");
     let a = store.commit(stalled).await.unwrap();
     assert!(a.is_empty(), "A was fenced out, yet applied {a:?}");
@@ -215,10 +225,13 @@ async fn a_live_lease_keeps_a_racing_worker_off_the_lead(store: Arc<MongoStore>)
     let posted = events("r", 20, &["a"]);
     store.insert_events(posted.clone()).await.unwrap();
     let batch = priced(&store, 1_000).await;
-    let a = store.lease(batch.clone(), T0).await.unwrap();
-    assert!(store.apply(batch.clone(), T0 + 1).await.unwrap().is_empty(), "B must wait for the lead");
+    let a = store.lease(batch.clone(), engine(&store).await, T0).await.unwrap();
+    assert!(
+        store.apply(batch.clone(), engine(&store).await, T0 + 1).await.unwrap().is_empty(),
+        "B must wait for the lead"
+    );
     assert_eq!(store.commit(a).await.unwrap().len(), 20);
-    assert!(store.apply(batch, T0 + 2).await.unwrap().is_empty(), "all applied already");
+    assert!(store.apply(batch, engine(&store).await, T0 + 2).await.unwrap().is_empty(), "all applied already");
     assert_exact(&store, &posted).await;
 }
 
@@ -239,7 +252,7 @@ async fn a_batch_costs_at_most_one_round_trip_per_event(store: Arc<MongoStore>) 
             break;
         }
         steps += 1;
-        store.apply(batch, T0).await.unwrap();
+        store.apply(batch, engine(&store).await, T0).await.unwrap();
     }
     let commands = store.commands_sent() - before;
     println!("{commands} commands for 2000 events in {steps} steps of 500");
@@ -257,7 +270,7 @@ async fn the_feed_numbers_every_change_once_in_order(store: Arc<MongoStore>) {
     store.insert_events(posted.clone()).await.unwrap();
     let mut applied = Vec::new();
     for chunk in priced(&store, 1_000).await.chunks(20) {
-        applied.extend(store.apply(chunk.to_vec(), T0).await.unwrap());
+        applied.extend(store.apply(chunk.to_vec(), engine(&store).await, T0).await.unwrap());
     }
     assert_eq!(applied.len(), 50);
     let feed = store.within(&[(written + 1, i64::MAX)], 1_000).await.unwrap();
@@ -290,12 +303,12 @@ async fn a_worker_stalled_after_adding_its_batch_changes_nothing_when_it_resumes
     let (reached, resume) = store.pause_after(CrashPoint::Apply);
     let stalled = {
         let (store, batch) = (store.clone(), priced(&store, 1_000).await);
-        tokio::spawn(async move { store.apply(batch, T0).await })
+        tokio::spawn(async move { store.apply(batch, engine(&store).await, T0).await })
     };
     reached.notified().await;
     let second = events("q", 6, &["a", "p1"]);
     store.insert_events(second.clone()).await.unwrap();
-    let b = store.apply(priced(&store, 1_000).await, T0 + LEASE_MS + 1).await.unwrap();
+    let b = store.apply(priced(&store, 1_000).await, engine(&store).await, T0 + LEASE_MS + 1).await.unwrap();
     assert_eq!(b.len(), 6, "B adds only the new events (and finishes A's batch as recorded)");
     resume.notify_one();
     let a = stalled.await.unwrap().unwrap();
@@ -309,10 +322,10 @@ async fn a_worker_fenced_out_of_some_leads_applies_the_others(store: Arc<MongoSt
     let posted = events("x", 12, &["x1", "x2", "x3"]);
     store.insert_events(posted.clone()).await.unwrap();
     let batch = priced(&store, 1_000).await;
-    let a = store.lease(batch.clone(), T0).await.unwrap();
+    let a = store.lease(batch.clone(), engine(&store).await, T0).await.unwrap();
     // B takes over x2 only, after A's lease expired.
-    let x2: Vec<ScoredEvent> = batch.iter().filter(|e| e.lead_id == "x2").cloned().collect();
-    assert_eq!(store.apply(x2, T0 + LEASE_MS + 1).await.unwrap().len(), 4);
+    let x2: Vec<StoredEvent> = batch.iter().filter(|e| e.lead_id == "x2").cloned().collect();
+    assert_eq!(store.apply(x2, engine(&store).await, T0 + LEASE_MS + 1).await.unwrap().len(), 4);
     let applied = store.commit(a).await.unwrap();
     let mut leads: Vec<&str> = applied.iter().map(|c| c.lead_id.as_str()).collect();
     leads.dedup();
@@ -353,12 +366,15 @@ async fn a_half_recorded_batch_survives_dead_letters_and_an_unreadable_lead(stor
     store.raw_collection("leads").insert_one(broken).await.unwrap();
     store.insert_events(vec![ev("bad-1", "broken", "Purchase")]).await.unwrap();
     let later = T0 + 2 * LEASE_MS;
-    let err = store.apply(priced(&store, 1_000).await, later).await.expect_err("the broken lead does not read");
+    let err = store
+        .apply(priced(&store, 1_000).await, engine(&store).await, later)
+        .await
+        .expect_err("the broken lead does not read");
     assert!(err.to_string().contains("unreadable score"), "{err}");
     // Its lease ended at once: the others' next try needs no expiry.
-    let without_broken: Vec<ScoredEvent> =
+    let without_broken: Vec<StoredEvent> =
         priced(&store, 1_000).await.into_iter().filter(|e| e.lead_id != "broken").collect();
-    store.apply(without_broken, later + 1).await.unwrap();
+    store.apply(without_broken, engine(&store).await, later + 1).await.unwrap();
     assert_eq!(store.queue_stats().await.unwrap().depth, 1, "only the broken lead's event is left");
     store.raw_collection("events").delete_one(doc! {"eventId": "bad-1"}).await.unwrap();
     assert_exact(&store, &posted).await;
@@ -373,7 +389,7 @@ async fn a_lease_takes_only_the_batchs_leads(store: Arc<MongoStore>) {
     // As the old app left its leads: no lease fields at all.
     store.raw_collection("leads").insert_one(doc! {"_id": "z", "leadId": "z", "score": 5_i64}).await.unwrap();
     store.insert_events(vec![ev("second", "a", "Purchase")]).await.unwrap();
-    let leased = store.lease(priced(&store, 10).await, T0 + 1).await.unwrap();
+    let leased = store.lease(priced(&store, 10).await, engine(&store).await, T0 + 1).await.unwrap();
     let leads = store.raw_collection("leads");
     let held = |id: &'static str| {
         let leads = leads.clone();
@@ -382,4 +398,54 @@ async fn a_lease_takes_only_the_batchs_leads(store: Arc<MongoStore>) {
     assert!(held("a").await, "the batch's lead is leased");
     assert!(!held("z").await, "a lead outside the batch is not");
     store.commit(leased).await.unwrap();
+}
+
+/// A limited rule's count lives on the lead and moves with its score in one fenced update: a
+/// worker dying after any step, or fenced out, never lets the rule score once too often.
+async fn limits_count_each_event_once_whatever_step_a_worker_dies_after(store: Arc<MongoStore>) {
+    let raw = serde_json::json!({"name": "Bonus", "eventType": "Purchase", "points": 7, "limit": {"count": 2, "per": "lead"}});
+    let bonus = store.create_rule(validate_scoring_rule(&raw).unwrap(), T0).await.unwrap();
+    let check = |lead: String, events: usize| {
+        let store = store.clone();
+        let bonus_id = bonus.id.clone();
+        async move {
+            let lead_doc = store.lead(&lead).await.unwrap().unwrap();
+            assert_eq!(lead_doc.score, events as i64 * 100 + 2 * 7, "{lead}: the bonus counted exactly twice");
+            let page = DetailPage { events_limit: 1_000, ..Default::default() };
+            let rewarded = store
+                .lead_events(&lead, &page)
+                .await
+                .unwrap()
+                .iter()
+                .filter(|e| e.matches.iter().flatten().any(|m| m.rule_id == bonus_id && !m.limited))
+                .count();
+            assert_eq!(rewarded, 2, "{lead}: explanations agree with the score");
+        }
+    };
+    for (round, point) in CrashPoint::ALL.iter().enumerate() {
+        let now = T0 + 10 * round as i64 * LEASE_MS;
+        let lead = format!("limit-{round}");
+        let posted: Vec<NewEvent> = (0..5).map(|i| ev(&format!("lim{round}-{i}"), &lead, "Purchase")).collect();
+        store.insert_events(posted[..3].to_vec()).await.unwrap();
+        let recovering = matches!(point, CrashPoint::RecoverHistory | CrashPoint::Recover);
+        // The recovery steps only run when an earlier worker left a batch half-done.
+        let first = if recovering { CrashPoint::Apply } else { *point };
+        expect_crash(&store, first, priced(&store, 1_000).await, now).await;
+        store.insert_events(posted[3..].to_vec()).await.unwrap();
+        if recovering {
+            expect_crash(&store, *point, priced(&store, 1_000).await, now + LEASE_MS + 1).await;
+        }
+        drain(&store, now + 3 * LEASE_MS).await;
+        check(lead, 5).await;
+    }
+    // Fenced out: A prices under its lease, stalls; B takes over and scores everything.
+    let posted: Vec<NewEvent> = (0..4).map(|i| ev(&format!("fence-{i}"), "limit-f", "Purchase")).collect();
+    store.insert_events(posted).await.unwrap();
+    let batch = priced(&store, 1_000).await;
+    let stalled = store.lease(batch.clone(), engine(&store).await, T0).await.unwrap();
+    store.apply(batch, engine(&store).await, T0 + LEASE_MS + 1).await.unwrap();
+    assert!(store.commit(stalled).await.unwrap().is_empty(), "A was fenced out");
+    store.insert_events(vec![ev("fence-late", "limit-f", "Purchase")]).await.unwrap();
+    drain(&store, T0 + 3 * LEASE_MS).await;
+    check("limit-f".into(), 5).await;
 }

@@ -4,9 +4,11 @@
 //! `MONGODB_TEST_URI`) is reported as ignored — never as passed.
 
 use leadscore::domain::access::{ApiKeyInfo, AuditEntry, Role, Scope, UserInfo};
+use leadscore::domain::engine::Engine;
 use leadscore::domain::query::{DetailPage, LeadQuery};
-use leadscore::domain::scoring::{default_rules, RuleBook};
-use leadscore::domain::{DeadLetter, NewEvent, RuleInput, ScoredEvent, StoredEvent};
+use leadscore::domain::scoring::default_rules;
+use leadscore::domain::validation::validate_scoring_rule;
+use leadscore::domain::{DeadLetter, NewEvent, RuleDraft, RuleInput, StoredEvent};
 use leadscore::service::store::mongo::MongoStore;
 use leadscore::service::store::sqlite::SqliteStore;
 use leadscore::service::store::{
@@ -14,6 +16,7 @@ use leadscore::service::store::{
 };
 use libtest_mimic::{Arguments, Failed, Trial};
 use serde_json::{json, Value};
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -37,6 +40,8 @@ fn main() {
         lead_events_and_history_are_newest_first_and_paged,
         lead_events_list_unscored_events_too,
         rules_seed_once_and_upsert_by_event_type,
+        rules_are_created_changed_and_deleted_by_id,
+        conditions_and_limits_price_each_event_once,
         queue_stats_track_the_backlog,
         dead_letters_leave_the_queue_until_retried_or_discarded,
         concurrent_applies_on_one_lead_are_exact,
@@ -114,7 +119,32 @@ fn mongo_before_prepare() -> Result<(), Failed> {
             };
             raw.collection::<Document>("events").insert_one(old_event).await?;
             raw.collection::<Document>("leads").insert_one(doc! {"_id": "legacy", "score": 3_i64}).await?;
+            // The old app's rule, under the one-rule-per-type index an earlier release made.
+            let rules = raw.collection::<Document>("scoringrules");
+            let unique =
+                mongodb::options::IndexOptions::builder().name("eventType_unique".to_string()).unique(true).build();
+            rules
+                .create_index(mongodb::IndexModel::builder().keys(doc! {"eventType": 1}).options(unique).build())
+                .await?;
+            let oid = mongodb::bson::oid::ObjectId::new();
+            rules.insert_one(doc! {"_id": oid, "eventType": "Webinar", "points": 15_i32, "__v": 0_i32}).await?;
             store.prepare().await.map_err(|e| e.to_string())?;
+            let migrated = store.rules().await.unwrap();
+            let summary: Vec<_> = migrated.iter().map(|r| (r.id.clone(), r.name.as_str(), r.points, r.base)).collect();
+            assert_eq!(summary, [(oid.to_hex(), "Webinar", 15, true)], "the old rule is its type's base rule");
+            let another = draft(
+                "Long webinar",
+                "Webinar",
+                30,
+                json!([{"field": "minutes", "op": "gte", "value": 45}]),
+                json!(null),
+            );
+            store.create_rule(another, T0).await.expect("a second rule of the type: the old unique index is gone");
+            let base = store
+                .upsert_rule(RuleInput { event_type: "Webinar".into(), points: 16, is_active: true }, T0)
+                .await
+                .unwrap();
+            assert_eq!(base.id, oid.to_hex(), "the old upsert still finds the old rule");
 
             let queued = store.unprocessed(10).await.unwrap().events;
             assert_eq!(queued.iter().map(|e| (e.seq, e.event_id.as_str())).collect::<Vec<_>>(), [(5, "old")]);
@@ -153,9 +183,14 @@ fn ev(id: &str, lead: &str, ty: &str, ts: i64) -> NewEvent {
     NewEvent { event_id: id.into(), lead_id: lead.into(), event_type: ty.into(), timestamp: ts, metadata: None }
 }
 
-async fn seeded(store: &DynStore) -> RuleBook {
+/// Seeds the default rules; returns the rules as the worker prices with them.
+async fn seeded(store: &DynStore) -> Arc<Engine> {
     store.seed_rules(default_rules(), T0).await.unwrap();
-    RuleBook::new(&store.rules().await.unwrap())
+    engine(store).await
+}
+
+async fn engine(store: &DynStore) -> Arc<Engine> {
+    Arc::new(Engine::new(&store.rules().await.unwrap()))
 }
 
 /// Inserts events and scores everything unprocessed, like the worker does.
@@ -167,7 +202,7 @@ async fn ingest_and_score(store: &DynStore, events: Vec<NewEvent>) {
         if batch.is_empty() {
             break;
         }
-        store.apply(rules.score(&batch), T0 + 1).await.unwrap();
+        store.apply(batch, rules.clone(), T0 + 1).await.unwrap();
     }
 }
 
@@ -222,25 +257,16 @@ async fn apply_is_idempotent(store: DynStore) {
     let rules = seeded(&store).await;
     store.insert_events(vec![ev("a", "l", "Purchase", T0), ev("b", "l", "Page View", T0)]).await.unwrap();
     let batch = store.unprocessed(10).await.unwrap().events;
-    let scored = rules.score(&batch);
-    let changes = store.apply(scored.clone(), T0).await.unwrap();
+    let changes = store.apply(batch.clone(), rules, T0).await.unwrap();
     assert_eq!(changes.iter().map(|c| (c.delta, c.score)).collect::<Vec<_>>(), [(100, 100), (5, 105)]);
-    // A redelivery after a crash, even with different points, must change nothing.
-    let mut again = scored.clone();
-    again.iter_mut().for_each(|s| s.points = 999);
-    assert!(store.apply(again, T0).await.unwrap().is_empty());
+    // A redelivery after a crash, even priced by changed rules, must change nothing.
+    store.upsert_rule(RuleInput { event_type: "Purchase".into(), points: 999, is_active: true }, T0).await.unwrap();
+    assert!(store.apply(batch.clone(), engine(&store).await, T0).await.unwrap().is_empty());
     assert_eq!(store.lead("l").await.unwrap().unwrap().score, 105);
     assert!(store.unprocessed(10).await.unwrap().events.is_empty());
     // Applying an event that does not exist is a no-op too.
-    let ghost = ScoredEvent {
-        seq: 9_999,
-        event_id: "ghost".into(),
-        lead_id: "l".into(),
-        event_type: "x".into(),
-        timestamp: T0,
-        points: 7,
-    };
-    assert!(store.apply(vec![ghost], T0).await.unwrap().is_empty());
+    let ghost = StoredEvent { seq: 9_999, event_id: "ghost".into(), ..batch[0].clone() };
+    assert!(store.apply(vec![ghost], engine(&store).await, T0).await.unwrap().is_empty());
     let detail = store.history("l", &all_history()).await.unwrap();
     assert_eq!(detail.len(), 2);
 }
@@ -399,6 +425,137 @@ async fn rules_seed_once_and_upsert_by_event_type(store: DynStore) {
     // Deleting every rule is not possible, but a store with a custom rule set is not re-seeded.
 }
 
+fn draft(
+    name: &str,
+    event_type: &str,
+    points: i64,
+    conditions: serde_json::Value,
+    limit: serde_json::Value,
+) -> RuleDraft {
+    let raw =
+        json!({"name": name, "eventType": event_type, "points": points, "conditions": conditions, "limit": limit});
+    validate_scoring_rule(&raw).expect("a valid rule")
+}
+
+async fn rules_are_created_changed_and_deleted_by_id(store: DynStore) {
+    store.seed_rules(default_rules(), T0).await.unwrap();
+    let pricing = draft(
+        "Pricing",
+        "Page View",
+        20,
+        json!([{"field": "page", "op": "equals", "value": "/pricing"}]),
+        json!({"count": 1, "per": "day"}),
+    );
+    let created = store.create_rule(pricing.clone(), T0 + 1).await.unwrap();
+    assert!(!created.id.is_empty() && !created.base);
+    assert_eq!((created.name.as_str(), created.points, created.limit), ("Pricing", 20, pricing.limit));
+    let second = store.create_rule(draft("Docs", "Page View", 2, json!([]), json!(null)), T0 + 2).await.unwrap();
+    assert_ne!(second.id, created.id, "ids are unique");
+    let rules = store.rules().await.unwrap();
+    assert_eq!(rules.len(), 7);
+    let views: Vec<(&str, bool)> =
+        rules.iter().filter(|r| r.event_type == "Page View").map(|r| (r.name.as_str(), r.base)).collect();
+    assert_eq!(views, [("Page View", true), ("Pricing", false), ("Docs", false)], "base first, then oldest first");
+    assert_eq!(rules.iter().find(|r| r.id == created.id).unwrap(), &created, "reads back as written");
+
+    // The old upsert changes only the base rule of its type.
+    let base = store
+        .upsert_rule(RuleInput { event_type: "Page View".into(), points: 6, is_active: true }, T0 + 3)
+        .await
+        .unwrap();
+    assert!(base.base && base.points == 6);
+    assert_eq!(store.rules().await.unwrap().iter().find(|r| r.id == created.id).unwrap().points, 20);
+
+    // A full update; giving the base rule a condition makes it an ordinary rule, and the next
+    // old-style upsert creates a new base rule.
+    let changed = store
+        .update_rule(
+            &base.id,
+            draft("Any view", "Page View", 4, json!([{"field": "page", "op": "exists"}]), json!(null)),
+            T0 + 4,
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (changed.id.as_str(), changed.name.as_str(), changed.points, changed.base),
+        (base.id.as_str(), "Any view", 4, false)
+    );
+    let new_base = store
+        .upsert_rule(RuleInput { event_type: "Page View".into(), points: 1, is_active: true }, T0 + 5)
+        .await
+        .unwrap();
+    assert!(new_base.base && new_base.id != base.id);
+    assert_eq!(store.rules().await.unwrap().iter().filter(|r| r.event_type == "Page View").count(), 4);
+
+    // Deleting returns the rule as it was; unknown ids are None.
+    let removed = store.delete_rule(&created.id).await.unwrap().unwrap();
+    assert_eq!(removed.name, "Pricing");
+    assert!(store.delete_rule(&created.id).await.unwrap().is_none());
+    assert!(store.update_rule(&created.id, pricing, T0).await.unwrap().is_none());
+    assert!(store.rules().await.unwrap().iter().all(|r| r.id != created.id));
+}
+
+/// Several rules per type, each adding its points when its conditions hold, within its limit
+/// per lead and window; the explanation is stored with the event; a redelivered event never
+/// uses up a limit again.
+async fn conditions_and_limits_price_each_event_once(store: DynStore) {
+    store.seed_rules(default_rules(), T0).await.unwrap();
+    let pricing = json!([{"field": "page", "op": "equals", "value": "/pricing"}]);
+    let twice_a_day = json!({"count": 2, "per": "day"});
+    let rule = store.create_rule(draft("Pricing", "Page View", 20, pricing, twice_a_day), T0).await.unwrap();
+    let once = json!({"count": 1, "per": "lead"});
+    store.create_rule(draft("First open", "Email Open", 15, json!([]), once), T0).await.unwrap();
+    let day = 86_400_000;
+    let view = |id: &str, lead: &str, page: &str, at: i64| NewEvent {
+        metadata: Some(json!({"page": page}).to_string()),
+        ..ev(id, lead, "Page View", at)
+    };
+    let events = vec![
+        view("p1", "l", "/pricing", T0),
+        view("p2", "l", "/Pricing", T0 + 1),
+        view("p3", "l", "/pricing", T0 + 2),
+        view("p4", "l", "/pricing", T0 + day),
+        view("b1", "l", "/blog", T0 + 3),
+        view("q1", "other", "/pricing", T0 + 4),
+        ev("o1", "l", "Email Open", T0),
+        ev("o2", "l", "Email Open", T0 + 5 * day),
+    ];
+    store.insert_events(events).await.unwrap();
+    let queued = store.unprocessed(100).await.unwrap().events;
+    let rules = engine(&store).await;
+    // One event per call, and each offered twice: the counts move once per event.
+    for e in &queued {
+        store.apply(vec![e.clone()], rules.clone(), T0).await.unwrap();
+        assert!(store.apply(vec![e.clone()], rules.clone(), T0).await.unwrap().is_empty());
+    }
+    let page = DetailPage { events_limit: 100, ..Default::default() };
+    let points: HashMap<String, i64> = store
+        .lead_events("l", &page)
+        .await
+        .unwrap()
+        .into_iter()
+        .chain(store.lead_events("other", &page).await.unwrap())
+        .map(|e| (e.event_id, e.points.unwrap()))
+        .collect();
+    let expected = [("p1", 25), ("p2", 25), ("p3", 5), ("p4", 25), ("b1", 5), ("q1", 25), ("o1", 25), ("o2", 10)];
+    for (id, want) in expected {
+        assert_eq!(points[id], want, "{id}");
+    }
+    assert_eq!(store.lead("l").await.unwrap().unwrap().score, 25 + 25 + 5 + 25 + 5 + 25 + 10);
+    let p3 = store.lead_events("l", &page).await.unwrap().into_iter().find(|e| e.event_id == "p3").unwrap();
+    let matches = p3.matches.expect("an explanation");
+    let explained: Vec<(&str, i64, bool)> = matches.iter().map(|m| (m.name.as_str(), m.points, m.limited)).collect();
+    assert_eq!(explained, [("Page View", 5, false), ("Pricing", 0, true)], "the limit held the pricing rule back");
+    assert_eq!(matches[1].rule_id, rule.id);
+
+    // A batch priced all at once counts the same way (a fresh lead, all in one call).
+    let batch: Vec<NewEvent> = (0..5).map(|i| view(&format!("z{i}"), "z", "/pricing", T0 + i)).collect();
+    store.insert_events(batch).await.unwrap();
+    store.apply(store.unprocessed(100).await.unwrap().events, rules, T0).await.unwrap();
+    assert_eq!(store.lead("z").await.unwrap().unwrap().score, 2 * 25 + 3 * 5);
+}
+
 async fn queue_stats_track_the_backlog(store: DynStore) {
     assert_eq!(store.queue_stats().await.unwrap().depth, 0);
     assert_eq!(store.queue_stats().await.unwrap().oldest_received_at, None);
@@ -408,7 +565,7 @@ async fn queue_stats_track_the_backlog(store: DynStore) {
     assert!(stats.oldest_received_at.is_some());
     let rules = seeded(&store).await;
     let two = store.unprocessed(2).await.unwrap().events;
-    store.apply(rules.score(&two), T0).await.unwrap();
+    store.apply(two, rules, T0).await.unwrap();
     assert_eq!(store.queue_stats().await.unwrap().depth, 3);
 }
 
@@ -430,7 +587,7 @@ async fn dead_letters_leave_the_queue_until_retried_or_discarded(store: DynStore
     let queued = store.unprocessed(10).await.unwrap().events;
     let (e0, e1, e2) = (&queued[0], &queued[1], &queued[2]);
     // e2 is scored first: setting it aside afterwards must not touch it.
-    store.apply(rules.score(std::slice::from_ref(e2)), T0).await.unwrap();
+    store.apply(vec![e2.clone()], rules.clone(), T0).await.unwrap();
     store.dead_letter(vec![letter(e0, "boom 0"), letter(e1, "boom 1"), letter(e2, "late")]).await.unwrap();
 
     let ids = |events: Vec<StoredEvent>| events.into_iter().map(|e| e.event_id).collect::<Vec<_>>();
@@ -453,7 +610,7 @@ async fn dead_letters_leave_the_queue_until_retried_or_discarded(store: DynStore
     assert!(!store.retry_dead_letter(e0.seq).await.unwrap(), "a second retry finds nothing");
     assert_eq!(ids(store.unprocessed(10).await.unwrap().events), ["e0", "e3"]);
     let batch = store.unprocessed(10).await.unwrap().events;
-    store.apply(rules.score(&batch), T0).await.unwrap();
+    store.apply(batch, rules, T0).await.unwrap();
     assert_eq!(store.lead("l").await.unwrap().unwrap().score, 300, "e2, e0, e3: 100 points each");
 
     // Discard: gone from the list for good, never scored, and its eventId still dedupes.
@@ -473,7 +630,7 @@ async fn concurrent_applies_on_one_lead_are_exact(store: DynStore) {
     let rules = seeded(&store).await;
     let events: Vec<_> = (0..320).map(|i| ev(&format!("e{i}"), "hot", "Email Open", T0)).collect();
     store.insert_events(events).await.unwrap();
-    let all = rules.score(&store.unprocessed(1000).await.unwrap().events);
+    let all = store.unprocessed(1000).await.unwrap().events;
     // 32 writers, overlapping slices: every event is offered to the store several times. A
     // store may leave events for later while another writer holds their lead (MongoDB's
     // leases), so each writer offers its slice again until nothing is left unprocessed.
@@ -481,10 +638,11 @@ async fn concurrent_applies_on_one_lead_are_exact(store: DynStore) {
     for w in 0..32 {
         let store = store.clone();
         let slice: Vec<_> = all.iter().cycle().skip(w * 10).take(40).cloned().collect();
+        let rules = rules.clone();
         tasks.push(tokio::spawn(async move {
             let mut applied = 0;
             for _ in 0..2_000 {
-                applied += store.apply(slice.clone(), T0).await.unwrap().len();
+                applied += store.apply(slice.clone(), rules.clone(), T0).await.unwrap().len();
                 if store.queue_stats().await.unwrap().depth == 0 {
                     break;
                 }

@@ -27,7 +27,7 @@ test("a viewer sees no rule-editing controls and an editor does", async ({ brows
   await expect(viewer.page.locator("#rules tbody tr").first()).toBeVisible();
   await expect(viewer.page.locator(".user-menu")).toContainText("e2e-viewer");
   await expect(viewer.page.locator("#rules input, #rules button")).toHaveCount(0);
-  await expect(viewer.page.locator("#new-rule")).toHaveCount(0);
+  await expect(viewer.page.locator("#rule-form")).toHaveCount(0);
   await viewer.page.goto("/");
   await hydrated(viewer.page);
   await expect(viewer.page.locator("#leaderboard")).toBeVisible();
@@ -38,7 +38,7 @@ test("a viewer sees no rule-editing controls and an editor does", async ({ brows
 
   const editor = await signIn(browser, "e2e-editor");
   await expect(editor.page.locator("#rules tbody tr input[name=points]").first()).toBeVisible();
-  await expect(editor.page.locator("#new-rule")).toBeVisible();
+  await expect(editor.page.locator("#rule-form")).toBeVisible();
   await editor.page.goto("/users");
   await expect(editor.page.locator("h1")).toHaveCount(1);
   expect(await editor.page.content()).toContain("Your role may not open this page");

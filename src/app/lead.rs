@@ -121,21 +121,43 @@ fn Detail(detail: LeadDetail, page: DetailPage) -> impl IntoView {
                 <h2 id="events-title">"Event log"</h2>
                 <table class="table compact" id="events">
                     <thead><tr>
-                        <th scope="col">"Time"</th><th scope="col">"Type"</th><th scope="col" class="num">"Points"</th><th scope="col">"Metadata"</th>
+                        <th scope="col">"Time"</th><th scope="col">"Type"</th><th scope="col" class="num">"Points"</th><th scope="col">"Why"</th><th scope="col">"Metadata"</th>
                     </tr></thead>
                     <tbody>
-                        {events.into_iter().map(|e| view! {
+                        {events.into_iter().map(|e| { let why = explain(&e); view! {
                             <tr>
                                 <td class="time" title=format!("eventId {}", e.event_id)>{short_time(e.timestamp)}</td>
                                 <td>{e.event_type}</td>
                                 <td class="num">{e.points.map(|p| format!("{p:+}")).unwrap_or_else(|| "pending".into())}</td>
+                                <td class="why small">{why}</td>
                                 <td><code class="meta">{e.metadata.unwrap_or_default()}</code></td>
                             </tr>
-                        }).collect_view()}
+                        }}).collect_view()}
                     </tbody>
                 </table>
                 {events_pager}
             </section>
         </div>
+    }
+}
+
+/// Which rules made an event's points: "Pricing page +20 · Newsletter 0 (limit reached)".
+fn explain(e: &crate::domain::StoredEvent) -> String {
+    match (&e.matches, e.points) {
+        (_, None) => String::new(),
+        (None, Some(_)) => "no rule matched".into(),
+        (Some(matches), Some(_)) => {
+            matches
+                .iter()
+                .map(|m| {
+                    if m.limited {
+                        format!("{} 0 (limit reached)", m.name)
+                    } else {
+                        format!("{} {:+}", m.name, m.points)
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(" · ")
+        }
     }
 }

@@ -8,6 +8,7 @@ mod dashboard;
 mod dead_letters;
 mod lead;
 pub mod live;
+mod rule_editor;
 mod rules;
 pub mod server_fns;
 mod upload;

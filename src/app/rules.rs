@@ -1,20 +1,61 @@
-//! `/rules`: every rule, edited in place; new rules added below.
+//! `/rules`: every rule, with its points and state edited in place; the editor below adds a
+//! rule or changes one's name, conditions and limit.
 
 use super::auth::{Allowed, Viewer};
 use super::dashboard::FieldErrors;
 use super::live::Live;
-use super::server_fns::{describe, fetch_rules, save_rule};
+use super::rule_editor::RuleEditor;
+use super::server_fns::{delete_rule, describe, fetch_rules, save_rule, update_rule, Checked};
 use super::LoadError;
 use crate::domain::access::Access;
+use crate::domain::error::ApiError;
+use crate::domain::limits::Limit;
+use crate::domain::rule_form::RuleForm;
 use crate::domain::{FieldError, Rule};
 use leptos::prelude::*;
 use leptos_meta::Title;
 
-/// The outcome of the last save, shown in one status line.
+/// The outcome of the last change, shown in one status line.
 #[derive(Clone, Debug, PartialEq)]
 enum Feedback {
     Saved(String),
     Failed(String),
+}
+
+/// Where a save came from, so its field problems show beside the right inputs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// A rule's row (points, active).
+    Row(String),
+    /// The editor, adding (`None`) or changing a rule.
+    Editor(Option<String>),
+}
+
+/// A save: which rule (`None`: a new one, or the type's base rule) and the form.
+pub type SaveRequest = (Origin, Option<String>, RuleForm);
+type SaveResult = (Origin, Result<Checked<Rule>, ApiError>);
+
+/// What the rows and the editor share.
+#[derive(Clone, Copy)]
+pub struct RuleEditing {
+    pub save: Action<SaveRequest, SaveResult>,
+    remove: Action<Rule, Result<Rule, ApiError>>,
+    problems: RwSignal<(Option<Origin>, Vec<FieldError>)>,
+    /// The rule the editor shows; `None`: a new rule.
+    pub editing: RwSignal<Option<Rule>>,
+    /// Bumped when the editor should start over (after a save, or on "Edit").
+    pub editor_epoch: RwSignal<u32>,
+}
+
+impl RuleEditing {
+    pub fn errors_for(self, origin: Origin) -> Signal<Vec<FieldError>> {
+        let problems = self.problems;
+        Signal::derive(move || problems.with(|(o, p)| if o.as_ref() == Some(&origin) { p.clone() } else { vec![] }))
+    }
+
+    pub fn busy(self) -> bool {
+        self.save.pending().get() || self.remove.pending().get()
+    }
 }
 
 #[component]
@@ -24,39 +65,60 @@ pub fn RulesPage() -> impl IntoView {
     let reload = RwSignal::new(0u32);
     let rules = Resource::new(move || (reload.get(), live.resync.get()), |_| fetch_rules());
     let feedback = RwSignal::new(None::<Feedback>);
-    let save = Action::new(|(event_type, points, active): &(String, String, bool)| {
-        let (t, p, a) = (event_type.clone(), points.clone(), *active);
-        async move { (t.clone(), save_rule(t, p, a).await) }
+    let save = Action::new(|(origin, id, form): &SaveRequest| {
+        let (origin, id, form) = (origin.clone(), id.clone(), form.clone());
+        async move {
+            let result = match id {
+                Some(id) => update_rule(id, form).await,
+                None => save_rule(form).await,
+            };
+            (origin, result)
+        }
     });
-    // Field problems of the last save, by event type ("" for the new-rule form).
-    let problems = RwSignal::new((String::new(), Vec::<FieldError>::new()));
+    let remove = Action::new(|rule: &Rule| delete_rule(rule.id.clone()));
+    let problems = RwSignal::new((None::<Origin>, Vec::<FieldError>::new()));
+    let editing = RwSignal::new(None::<Rule>);
+    let editor_epoch = RwSignal::new(0u32);
     Effect::new(move |_| {
-        let Some((event_type, result)) = save.value().get() else { return };
+        let Some((origin, result)) = save.value().get() else { return };
         match result {
             Ok(Ok(rule)) => {
-                problems.set((String::new(), vec![]));
+                problems.set((None, vec![]));
                 let state = if rule.is_active { "active" } else { "inactive" };
-                feedback.set(Some(Feedback::Saved(format!(
-                    "Saved “{}”: {:+} points, {state}.",
-                    rule.event_type, rule.points
-                ))));
+                feedback
+                    .set(Some(Feedback::Saved(format!("Saved “{}”: {:+} points, {state}.", rule.name, rule.points))));
+                if matches!(origin, Origin::Editor(_)) {
+                    editing.set(None);
+                    editor_epoch.update(|n| *n += 1);
+                }
                 reload.update(|n| *n += 1);
             }
             Ok(Err(p)) => {
-                feedback
-                    .set(Some(Feedback::Failed(format!("“{event_type}” was not saved; see the problems below it."))));
-                problems.set((event_type, p));
+                feedback.set(Some(Feedback::Failed("Not saved; see the problems below the rule.".into())));
+                problems.set((Some(origin), p));
             }
             Err(e) => feedback.set(Some(Feedback::Failed(format!("Not saved: {}", describe(&e))))),
         }
     });
-    let ctx = RuleEditing { save, problems };
+    Effect::new(move |_| match remove.value().get() {
+        Some(Ok(rule)) => {
+            feedback.set(Some(Feedback::Saved(format!("Deleted “{}”.", rule.name))));
+            if editing.with_untracked(|e| e.as_ref().is_some_and(|e| e.id == rule.id)) {
+                editing.set(None);
+                editor_epoch.update(|n| *n += 1);
+            }
+            reload.update(|n| *n += 1);
+        }
+        Some(Err(e)) => feedback.set(Some(Feedback::Failed(format!("Not deleted: {}", describe(&e))))),
+        None => {}
+    });
+    let ctx = RuleEditing { save, remove, problems, editing, editor_epoch };
 
     view! {
         <Title text="Rules · Leadscore"/>
         <section class="panel" aria-labelledby="rules-title">
             <h1 id="rules-title">"Scoring rules"</h1>
-            <p class="muted">"Each event type is worth its points when the event is scored. Inactive or unknown types score 0. Changes apply to events scored from now on."</p>
+            <p class="muted">"Every active rule of an event's type whose conditions all hold adds its points, up to its limit. An event no rule matches scores 0 and is still logged. Changes apply to events scored from now on."</p>
             {move || feedback.get().map(|f| match f {
                 Feedback::Saved(m) => view! { <p class="notice ok" role="status" id="rules-feedback">{m}</p> }.into_any(),
                 Feedback::Failed(m) => view! { <p class="notice error" role="alert" id="rules-feedback">{m}</p> }.into_any(),
@@ -69,7 +131,9 @@ pub fn RulesPage() -> impl IntoView {
                         Ok(list) => view! {
                             <table class="table rules" id="rules">
                                 <thead><tr>
-                                    <th scope="col">"Event type"</th><th scope="col">"Points"</th><th scope="col">"Active"</th><th scope="col"><span class="sr-only">"Save"</span></th>
+                                    <th scope="col">"Rule"</th><th scope="col">"Event type"</th><th scope="col">"When"</th>
+                                    <th scope="col">"Limit"</th><th scope="col">"Points"</th><th scope="col">"Active"</th>
+                                    <th scope="col"><span class="sr-only">"Actions"</span></th>
                                 </tr></thead>
                                 <tbody>
                                     {list.into_iter().map(|rule| if editable {
@@ -85,8 +149,31 @@ pub fn RulesPage() -> impl IntoView {
             </Transition>
         </section>
         <Allowed access=Access::Edit>
-            <NewRule ctx/>
+            <RuleEditor ctx/>
         </Allowed>
+    }
+}
+
+/// The conditions in words: `page equals "/pricing" and utm.source exists`.
+pub fn conditions_text(rule: &Rule) -> String {
+    if rule.conditions.is_empty() {
+        return "every event".into();
+    }
+    rule.conditions
+        .iter()
+        .map(|c| match &c.value {
+            serde_json::Value::Null => format!("{} {}", c.field, c.op.as_str()),
+            v => format!("{} {} {v}", c.field, c.op.as_str()),
+        })
+        .collect::<Vec<_>>()
+        .join(" and ")
+}
+
+fn limit_text(limit: Option<Limit>) -> String {
+    match limit {
+        None => "—".into(),
+        Some(Limit { count, per }) if per.as_str() == "lead" => format!("{count} per lead, ever"),
+        Some(Limit { count, per }) => format!("{count} per {}", per.as_str()),
     }
 }
 
@@ -94,8 +181,11 @@ pub fn RulesPage() -> impl IntoView {
 #[component]
 fn ReadOnlyRule(rule: Rule) -> impl IntoView {
     view! {
-        <tr data-rule=rule.event_type.clone()>
-            <th scope="row">{rule.event_type.clone()}</th>
+        <tr data-rule=rule.event_type.clone() data-rule-id=rule.id.clone()>
+            <th scope="row">{rule.name.clone()}</th>
+            <td>{rule.event_type.clone()}</td>
+            <td class="small">{conditions_text(&rule)}</td>
+            <td class="small">{limit_text(rule.limit)}</td>
             <td>{format!("{:+}", rule.points)}</td>
             <td>{if rule.is_active { "Active" } else { "Off" }}</td>
             <td></td>
@@ -103,31 +193,20 @@ fn ReadOnlyRule(rule: Rule) -> impl IntoView {
     }
 }
 
-#[derive(Clone, Copy)]
-struct RuleEditing {
-    save: Action<
-        (String, String, bool),
-        (String, Result<super::server_fns::Checked<Rule>, crate::domain::error::ApiError>),
-    >,
-    problems: RwSignal<(String, Vec<FieldError>)>,
-}
-
-impl RuleEditing {
-    fn errors_for(self, event_type: String) -> Signal<Vec<FieldError>> {
-        let problems = self.problems;
-        Signal::derive(move || problems.with(|(t, p)| if *t == event_type { p.clone() } else { vec![] }))
-    }
-}
-
 #[component]
 fn RuleRow(rule: Rule, ctx: RuleEditing) -> impl IntoView {
     let points = RwSignal::new(rule.points.to_string());
     let active = RwSignal::new(rule.is_active);
-    let event_type = rule.event_type.clone();
+    let origin = Origin::Row(rule.id.clone());
     let submit = {
-        let event_type = event_type.clone();
+        let (rule, origin) = (rule.clone(), origin.clone());
         move || {
-            ctx.save.dispatch((event_type.clone(), points.get_untracked(), active.get_untracked()));
+            let form = RuleForm {
+                points: points.get_untracked(),
+                is_active: active.get_untracked(),
+                ..RuleForm::from_rule(&rule)
+            };
+            ctx.save.dispatch((origin.clone(), Some(rule.id.clone()), form));
         }
     };
     let on_toggle = {
@@ -141,14 +220,42 @@ fn RuleRow(rule: Rule, ctx: RuleEditing) -> impl IntoView {
         ev.prevent_default();
         submit();
     };
-    let form_id = format!("rule-{}", event_type.replace(|c: char| !c.is_ascii_alphanumeric(), "-"));
-    let errors = ctx.errors_for(event_type.clone());
+    let edit = {
+        let rule = rule.clone();
+        move |_| {
+            ctx.editing.set(Some(rule.clone()));
+            ctx.editor_epoch.update(|n| *n += 1);
+            if let Some(editor) = document().get_element_by_id("rule-editor") {
+                editor.scroll_into_view();
+            }
+        }
+    };
+    let delete = {
+        let rule = rule.clone();
+        move |_| {
+            let sure = window()
+                .confirm_with_message(&format!(
+                    "Delete the rule “{}”? Events already scored keep their points.",
+                    rule.name
+                ))
+                .unwrap_or(false);
+            if sure {
+                ctx.remove.dispatch(rule.clone());
+            }
+        }
+    };
+    let form_id = format!("rule-{}", rule.id);
+    let errors = ctx.errors_for(origin);
+    let name = rule.name.clone();
     view! {
-        <tr data-rule=event_type.clone()>
-            <th scope="row">{event_type.clone()}</th>
+        <tr data-rule=rule.event_type.clone() data-rule-id=rule.id.clone()>
+            <th scope="row">{rule.name.clone()}{rule.base.then(|| view! { <span class="muted small" title="The rule POST /api/rules with only eventType, points and isActive sets">" · base"</span> })}</th>
+            <td>{rule.event_type.clone()}</td>
+            <td class="small">{conditions_text(&rule)}</td>
+            <td class="small">{limit_text(rule.limit)}</td>
             <td>
                 <form id=form_id.clone() on:submit=on_submit class="inline">
-                    <input type="number" step="1" name="points" bind:value=points aria-label=format!("Points for {event_type}")
+                    <input type="number" step="1" name="points" bind:value=points aria-label=format!("Points for {name}")
                         aria-invalid=move || (!errors.get().is_empty()).to_string()/>
                 </form>
                 <FieldErrors errors/>
@@ -156,38 +263,18 @@ fn RuleRow(rule: Rule, ctx: RuleEditing) -> impl IntoView {
             <td>
                 <label class="switch">
                     <input type="checkbox" name="isActive" prop:checked=move || active.get() on:change=on_toggle
-                        aria-label=format!("{event_type} active")/>
+                        aria-label=format!("{name} active")/>
                     <span>{move || if active.get() { "Active" } else { "Off" }}</span>
                 </label>
             </td>
-            <td><button type="submit" form=form_id disabled=move || ctx.save.pending().get()>"Save"</button></td>
+            <td class="actions">
+                <button type="submit" form=form_id disabled=move || ctx.busy()>"Save"</button>
+                " "
+                <button type="button" class="secondary" on:click=edit aria-label=format!("Edit {name}")>"Edit"</button>
+                " "
+                <button type="button" class="secondary danger" disabled=move || ctx.busy() on:click=delete
+                    aria-label=format!("Delete {}", rule.name)>"Delete"</button>
+            </td>
         </tr>
-    }
-}
-
-#[component]
-fn NewRule(ctx: RuleEditing) -> impl IntoView {
-    let event_type = RwSignal::new(String::new());
-    let points = RwSignal::new(String::new());
-    let active = RwSignal::new(true);
-    let errors = Signal::derive(move || {
-        let typed = event_type.get();
-        ctx.problems.with(|(t, p)| if *t == typed || (t.is_empty() && !p.is_empty()) { p.clone() } else { vec![] })
-    });
-    let on_submit = move |ev: leptos::ev::SubmitEvent| {
-        ev.prevent_default();
-        ctx.save.dispatch((event_type.get_untracked(), points.get_untracked(), active.get_untracked()));
-    };
-    view! {
-        <section class="panel" aria-labelledby="new-rule-title">
-            <h2 id="new-rule-title">"Add a rule"</h2>
-            <form class="row-form" on:submit=on_submit id="new-rule">
-                <label>"Event type" <input name="eventType" bind:value=event_type placeholder="e.g. Webinar Attended"/></label>
-                <label>"Points" <input type="number" step="1" name="points" bind:value=points placeholder="e.g. 30"/></label>
-                <label class="switch"><input type="checkbox" name="isActive" bind:checked=active/>" Active"</label>
-                <button type="submit" disabled=move || ctx.save.pending().get()>"Add rule"</button>
-            </form>
-            <FieldErrors errors/>
-        </section>
     }
 }

@@ -3,11 +3,15 @@
 //! already checked the caller; the body finds the services and the caller in context.
 //! Errors are `ApiError`s with their HTTP status, so pages can tell 401 from 403 from 503.
 //! Validation problems of the older forms travel as data (`Checked`), shown beside fields.
+//! Every function names its endpoint (`/rpc/<name>`): the default adds a hash of the build's
+//! directory, so a WASM built in one checkout and a server built in another (a shared
+//! `CARGO_TARGET_DIR` cache) would miss each other on every call.
 
 use crate::domain::access::{ApiKeyInfo, AuditEntry, CreatedKey, Me, UserInfo};
 use crate::domain::error::ApiError;
 pub use crate::domain::intake::RawItems;
 use crate::domain::query::{DetailPage, LeadQuery};
+use crate::domain::rule_form::RuleForm;
 use crate::domain::{BatchReport, DeadLetterList, FieldError, Lead, LeadDetail, Rule};
 use leptos::prelude::*;
 use leptos::server_fn::codec::Json;
@@ -66,7 +70,7 @@ mod backend {
 }
 
 /// Who the browser is signed in as (nobody: both fields empty).
-#[server(prefix = "/rpc", input = Json)]
+#[server(prefix = "/rpc", endpoint = "current_user", input = Json)]
 pub async fn current_user() -> Result<Me, ApiError> {
     use crate::domain::access::Principal;
     let (backend, actor) = backend::backend()?;
@@ -76,7 +80,7 @@ pub async fn current_user() -> Result<Me, ApiError> {
     })
 }
 
-#[server(prefix = "/rpc", input = Json)]
+#[server(prefix = "/rpc", endpoint = "login", input = Json)]
 pub async fn login(username: String, password: String) -> Result<Me, ApiError> {
     let (backend, actor) = backend::backend()?;
     let raw = serde_json::json!({"username": username, "password": password});
@@ -85,7 +89,7 @@ pub async fn login(username: String, password: String) -> Result<Me, ApiError> {
     Ok(Me { username: Some(user.info.username), role: Some(user.info.role), auth_off: false })
 }
 
-#[server(prefix = "/rpc", input = Json)]
+#[server(prefix = "/rpc", endpoint = "logout", input = Json)]
 pub async fn logout() -> Result<(), ApiError> {
     let (backend, actor) = backend::backend()?;
     backend.accounts.signed_out(&actor).await;
@@ -93,7 +97,7 @@ pub async fn logout() -> Result<(), ApiError> {
 }
 
 /// Creates the first admin with the token from the server's log, and signs them in.
-#[server(prefix = "/rpc", input = Json)]
+#[server(prefix = "/rpc", endpoint = "setup", input = Json)]
 pub async fn setup(token: String, username: String, password: String) -> Result<Me, ApiError> {
     let (backend, actor) = backend::backend()?;
     let raw = serde_json::json!({"token": token, "username": username, "password": password});
@@ -102,14 +106,14 @@ pub async fn setup(token: String, username: String, password: String) -> Result<
     Ok(Me { username: Some(user.info.username), role: Some(user.info.role), auth_off: false })
 }
 
-#[server(prefix = "/rpc", input = Json)]
+#[server(prefix = "/rpc", endpoint = "fetch_leaderboard", input = Json)]
 pub async fn fetch_leaderboard(query: LeadQuery) -> Result<Vec<Lead>, ApiError> {
     let (backend, _) = backend::backend()?;
     backend.service.leaderboard(&query).await.map_err(backend::failure)
 }
 
 /// `None` for an unknown lead.
-#[server(prefix = "/rpc", input = Json)]
+#[server(prefix = "/rpc", endpoint = "fetch_lead", input = Json)]
 pub async fn fetch_lead(id: String, page: DetailPage) -> Result<Option<LeadDetail>, ApiError> {
     use crate::service::ServiceError;
     let (backend, _) = backend::backend()?;
@@ -120,30 +124,47 @@ pub async fn fetch_lead(id: String, page: DetailPage) -> Result<Option<LeadDetai
     }
 }
 
-#[server(prefix = "/rpc", input = Json)]
+#[server(prefix = "/rpc", endpoint = "fetch_rules", input = Json)]
 pub async fn fetch_rules() -> Result<Vec<Rule>, ApiError> {
     let (backend, _) = backend::backend()?;
     backend.service.rules().await.map_err(backend::failure)
 }
 
-/// Creates or updates a rule. `points` is the form's text, so a non-number is a field error.
-#[server(prefix = "/rpc", input = Json)]
-pub async fn save_rule(event_type: String, points: String, is_active: bool) -> Result<Checked<Rule>, ApiError> {
+/// Saves the rule form as `POST /api/rules` would: the plain form (type, points, active) sets
+/// the type's base rule; with a name, conditions or a limit it adds a rule.
+#[server(prefix = "/rpc", endpoint = "save_rule", input = Json)]
+pub async fn save_rule(form: RuleForm) -> Result<Checked<Rule>, ApiError> {
     let (backend, actor) = backend::backend()?;
-    let points = match points.trim().parse::<i64>() {
-        Ok(p) => Value::from(p),
-        Err(_) if points.trim().is_empty() => Value::Null,
-        Err(_) => {
-            return Ok(Err(vec![FieldError::new("points", format!("must be an integer, got {:?}", points.trim()))]));
-        }
+    let raw = match form.to_json() {
+        Ok(raw) => raw,
+        Err(problems) => return Ok(Err(problems)),
     };
-    let raw = serde_json::json!({"eventType": event_type, "points": points, "isActive": is_active});
-    backend::checked(backend.service.upsert_rule(&raw, &actor).await)
+    backend::checked(backend.service.save_rule(&raw, &actor).await.map(|saved| match saved {
+        crate::service::rules::Saved::Base(rule) | crate::service::rules::Saved::Created(rule) => rule,
+    }))
+}
+
+/// Replaces rule `id` with the form, as `PUT /api/rules/{id}`.
+#[server(prefix = "/rpc", endpoint = "update_rule", input = Json)]
+pub async fn update_rule(id: String, form: RuleForm) -> Result<Checked<Rule>, ApiError> {
+    let (backend, actor) = backend::backend()?;
+    let raw = match form.to_json() {
+        Ok(raw) => raw,
+        Err(problems) => return Ok(Err(problems)),
+    };
+    backend::checked(backend.service.update_rule(&id, &raw, &actor).await)
+}
+
+/// Removes rule `id`, as `DELETE /api/rules/{id}`; returns it as it was.
+#[server(prefix = "/rpc", endpoint = "delete_rule", input = Json)]
+pub async fn delete_rule(id: String) -> Result<Rule, ApiError> {
+    let (backend, actor) = backend::backend()?;
+    backend.service.delete_rule(&id, &actor).await.map_err(backend::failure)
 }
 
 /// Sends one event from the dashboard's test form; the server stamps id and time.
 /// Returns the new event's id.
-#[server(prefix = "/rpc", input = Json)]
+#[server(prefix = "/rpc", endpoint = "send_test_event", input = Json)]
 pub async fn send_test_event(
     lead_id: String,
     event_type: String,
@@ -173,21 +194,21 @@ pub async fn send_test_event(
 }
 
 /// One chunk of an uploaded file, as a batch (read in bounded memory, like `/api/events/batch`).
-#[server(prefix = "/rpc", input = Json)]
+#[server(prefix = "/rpc", endpoint = "upload_events", input = Json)]
 pub async fn upload_events(events: RawItems) -> Result<Checked<BatchReport>, ApiError> {
     let (backend, _) = backend::backend()?;
     let items = events.check(crate::service::now_ms());
     backend::checked(backend.service.ingest_checked_batch(items).await)
 }
 
-#[server(prefix = "/rpc", input = Json)]
+#[server(prefix = "/rpc", endpoint = "fetch_users", input = Json)]
 pub async fn fetch_users() -> Result<Vec<UserInfo>, ApiError> {
     let (backend, _) = backend::backend()?;
     backend.accounts.users().await.map_err(backend::failure)
 }
 
 /// Creates an account (`create`) or changes one's role and, if given, password.
-#[server(prefix = "/rpc", input = Json)]
+#[server(prefix = "/rpc", endpoint = "save_user", input = Json)]
 pub async fn save_user(username: String, role: String, password: String, create: bool) -> Result<UserInfo, ApiError> {
     let (backend, actor) = backend::backend()?;
     let mut raw = serde_json::json!({"username": username, "role": role});
@@ -202,39 +223,39 @@ pub async fn save_user(username: String, role: String, password: String, create:
     result.map_err(backend::failure)
 }
 
-#[server(prefix = "/rpc", input = Json)]
+#[server(prefix = "/rpc", endpoint = "remove_user", input = Json)]
 pub async fn remove_user(username: String) -> Result<(), ApiError> {
     let (backend, actor) = backend::backend()?;
     backend.accounts.delete_user(&username, &actor).await.map_err(backend::failure)
 }
 
-#[server(prefix = "/rpc", input = Json)]
+#[server(prefix = "/rpc", endpoint = "fetch_keys", input = Json)]
 pub async fn fetch_keys() -> Result<Vec<ApiKeyInfo>, ApiError> {
     let (backend, _) = backend::backend()?;
     backend.accounts.keys().await.map_err(backend::failure)
 }
 
-#[server(prefix = "/rpc", input = Json)]
+#[server(prefix = "/rpc", endpoint = "create_key", input = Json)]
 pub async fn create_key(name: String, scopes: Vec<String>) -> Result<CreatedKey, ApiError> {
     let (backend, actor) = backend::backend()?;
     let raw = serde_json::json!({"name": name, "scopes": scopes});
     backend.accounts.create_key(&raw, &actor).await.map_err(backend::failure)
 }
 
-#[server(prefix = "/rpc", input = Json)]
+#[server(prefix = "/rpc", endpoint = "revoke_key", input = Json)]
 pub async fn revoke_key(id: String) -> Result<ApiKeyInfo, ApiError> {
     let (backend, actor) = backend::backend()?;
     backend.accounts.revoke_key(&id, &actor).await.map_err(backend::failure)
 }
 
-#[server(prefix = "/rpc", input = Json)]
+#[server(prefix = "/rpc", endpoint = "fetch_audit", input = Json)]
 pub async fn fetch_audit(offset: usize) -> Result<Vec<AuditEntry>, ApiError> {
     let (backend, _) = backend::backend()?;
     backend.accounts.audit(50, offset).await.map_err(backend::failure)
 }
 
 /// A page of the dead-letter list, from the event after `after` on.
-#[server(prefix = "/rpc", input = Json)]
+#[server(prefix = "/rpc", endpoint = "fetch_dead_letters", input = Json)]
 pub async fn fetch_dead_letters(after: Option<i64>) -> Result<DeadLetterList, ApiError> {
     let (backend, _) = backend::backend()?;
     backend.service.dead_letters(after, Some(DEAD_LETTER_PAGE)).await.map_err(backend::failure)
@@ -243,13 +264,13 @@ pub async fn fetch_dead_letters(after: Option<i64>) -> Result<DeadLetterList, Ap
 /// Dead letters the admin page shows at once.
 pub const DEAD_LETTER_PAGE: usize = 50;
 
-#[server(prefix = "/rpc", input = Json)]
+#[server(prefix = "/rpc", endpoint = "retry_dead_letter", input = Json)]
 pub async fn retry_dead_letter(id: i64) -> Result<(), ApiError> {
     let (backend, actor) = backend::backend()?;
     backend.service.retry_dead_letter(id, &actor).await.map_err(backend::failure)
 }
 
-#[server(prefix = "/rpc", input = Json)]
+#[server(prefix = "/rpc", endpoint = "discard_dead_letter", input = Json)]
 pub async fn discard_dead_letter(id: i64) -> Result<(), ApiError> {
     let (backend, actor) = backend::backend()?;
     backend.service.discard_dead_letter(id, &actor).await.map_err(backend::failure)

@@ -12,24 +12,10 @@ use super::conditions::Condition;
 use super::limits::Limit;
 #[cfg(test)]
 use super::limits::Per;
-use super::StoredEvent;
+use super::{Rule, StoredEvent};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::HashMap;
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ScoringRule {
-    pub id: String,
-    pub name: String,
-    pub event_type: String,
-    pub points: i64,
-    pub is_active: bool,
-    #[serde(default)]
-    pub conditions: Vec<Condition>,
-    #[serde(default)]
-    pub limit: Option<Limit>,
-}
 
 /// A validated rule from the API or the rule form (`validation::validate_scoring_rule`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -79,19 +65,31 @@ pub struct Priced {
     pub matches: Vec<RuleMatch>,
 }
 
+impl Priced {
+    /// The explanation as stored with the event: `None` when no rule matched.
+    pub fn matches_json(&self) -> Option<String> {
+        (!self.matches.is_empty()).then(|| serde_json::to_string(&self.matches).unwrap_or_default())
+    }
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct Engine {
-    by_type: HashMap<String, Vec<ScoringRule>>,
+    by_type: HashMap<String, Vec<Rule>>,
 }
 
 impl Engine {
     /// The active rules, by event type, in the order given (the order matches are listed in).
-    pub fn new(rules: &[ScoringRule]) -> Self {
-        let mut by_type: HashMap<String, Vec<ScoringRule>> = HashMap::new();
+    pub fn new(rules: &[Rule]) -> Self {
+        let mut by_type: HashMap<String, Vec<Rule>> = HashMap::new();
         for rule in rules.iter().filter(|r| r.is_active) {
             by_type.entry(rule.event_type.clone()).or_default().push(rule.clone());
         }
         Self { by_type }
+    }
+
+    /// Whether any rule has a limit (then `apply` keeps usage counts at all).
+    pub fn has_limits(&self) -> bool {
+        self.by_type.values().flatten().any(|r| r.limit.is_some())
     }
 
     /// The usage counts pricing `events` will read: load these before calling `price`.
@@ -99,7 +97,7 @@ impl Engine {
         let mut keys: Vec<UsageKey> = events
             .iter()
             .flat_map(|e| {
-                let metadata = metadata(e);
+                let metadata = self.metadata(e);
                 self.matching(e, metadata.as_ref())
                     .filter_map(|rule| rule.limit.map(|limit| key(e, rule, limit)))
                     .collect::<Vec<_>>()
@@ -113,7 +111,7 @@ impl Engine {
     /// Prices one event and counts it against the limits it uses. Events must come in the
     /// order they are scored in, so "the first N" means the same thing on every replay.
     pub fn price(&self, event: &StoredEvent, usage: &mut Usage) -> Priced {
-        let metadata = metadata(event);
+        let metadata = self.metadata(event);
         let mut priced = Priced { points: 0, matches: Vec::new() };
         for rule in self.matching(event, metadata.as_ref()) {
             let limited = match rule.limit {
@@ -134,21 +132,24 @@ impl Engine {
         priced
     }
 
-    fn matching<'a>(
-        &'a self,
-        event: &StoredEvent,
-        metadata: Option<&'a Value>,
-    ) -> impl Iterator<Item = &'a ScoringRule> {
-        let rules = self.by_type.get(&event.event_type).map(Vec::as_slice).unwrap_or_default();
-        rules.iter().filter(move |r| r.conditions.iter().all(|c| c.holds(metadata)))
+    fn matching<'a>(&'a self, event: &StoredEvent, metadata: Option<&'a Value>) -> impl Iterator<Item = &'a Rule> {
+        self.rules_of(event).iter().filter(move |r| r.conditions.iter().all(|c| c.holds(metadata)))
+    }
+
+    fn rules_of(&self, event: &StoredEvent) -> &[Rule] {
+        self.by_type.get(&event.event_type).map(Vec::as_slice).unwrap_or_default()
+    }
+
+    /// The event's metadata, parsed only when one of its type's rules has a condition.
+    fn metadata(&self, event: &StoredEvent) -> Option<Value> {
+        if self.rules_of(event).iter().all(|r| r.conditions.is_empty()) {
+            return None;
+        }
+        event.metadata.as_deref().and_then(|m| serde_json::from_str(m).ok())
     }
 }
 
-fn metadata(event: &StoredEvent) -> Option<Value> {
-    event.metadata.as_deref().and_then(|m| serde_json::from_str(m).ok())
-}
-
-fn key(event: &StoredEvent, rule: &ScoringRule, limit: Limit) -> UsageKey {
+fn key(event: &StoredEvent, rule: &Rule, limit: Limit) -> UsageKey {
     UsageKey {
         lead_id: event.lead_id.clone(),
         rule_id: rule.id.clone(),
@@ -164,8 +165,8 @@ mod tests {
     use crate::domain::time::parse_iso;
     use serde_json::json;
 
-    fn rule(id: &str, event_type: &str, points: i64, conditions: Value, limit: Option<Limit>) -> ScoringRule {
-        ScoringRule {
+    fn rule(id: &str, event_type: &str, points: i64, conditions: Value, limit: Option<Limit>) -> Rule {
+        Rule {
             id: id.into(),
             name: format!("rule {id}"),
             event_type: event_type.into(),
@@ -173,6 +174,8 @@ mod tests {
             is_active: true,
             conditions: parse_conditions(Some(&conditions)).unwrap(),
             limit,
+            base: false,
+            updated_at: 0,
         }
     }
 
@@ -187,6 +190,7 @@ mod tests {
             received_at: 0,
             processed: false,
             points: None,
+            matches: None,
         }
     }
 
@@ -196,7 +200,7 @@ mod tests {
             rule("any-view", "Page View", 5, json!([]), None),
             rule("pricing", "Page View", 20, json!([{"field": "page", "op": "equals", "value": "/pricing"}]), None),
             rule("blog", "Page View", -2, json!([{"field": "page", "op": "startsWith", "value": "/blog"}]), None),
-            ScoringRule { is_active: false, ..rule("off", "Page View", 1000, json!([]), None) },
+            Rule { is_active: false, ..rule("off", "Page View", 1000, json!([]), None) },
         ]);
         let mut usage = Usage::new();
         let pricing =
@@ -297,6 +301,7 @@ mod tests {
                     received_at: 0,
                     processed: false,
                     points: None,
+                    matches: None,
                 }).collect();
                 let run = || {
                     let mut usage = Usage::new();

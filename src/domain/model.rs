@@ -1,6 +1,9 @@
 //! Data shapes shared by the store, the REST API, server functions and the browser.
 //! JSON field names are the old app's (camelCase, a lead's id is `_id`); new fields are additive.
 
+use super::conditions::Condition;
+use super::engine::RuleMatch;
+use super::limits::Limit;
 use super::time::{iso, iso_opt, Millis};
 use serde::{Deserialize, Serialize};
 
@@ -78,17 +81,9 @@ pub struct StoredEvent {
     pub processed: bool,
     /// Points the event was worth when scored; `None` until then.
     pub points: Option<i64>,
-}
-
-/// An event together with the points the rules give it, ready to apply to its lead.
-#[derive(Clone, Debug, PartialEq)]
-pub struct ScoredEvent {
-    pub seq: i64,
-    pub event_id: String,
-    pub lead_id: String,
-    pub event_type: String,
-    pub timestamp: Millis,
-    pub points: i64,
+    /// Additive: once scored, which rules matched and what each added (none matched: absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub matches: Option<Vec<RuleMatch>>,
 }
 
 /// One applied score change: what the worker broadcasts and the live stream sends.
@@ -135,15 +130,55 @@ pub struct HistoryEntry {
     pub timestamp: Millis,
 }
 
+/// A scoring rule: every active rule of an event's type whose conditions all hold adds its
+/// points, within its limit. The old app's fields keep their names; the rest are additive.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Rule {
+    /// Opaque and stable: `PUT` and `DELETE /api/rules/:id` name a rule by it.
+    #[serde(default)]
+    pub id: String,
+    #[serde(default)]
+    pub name: String,
     pub event_type: String,
     pub points: i64,
     pub is_active: bool,
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+    #[serde(default)]
+    pub limit: Option<Limit>,
+    /// The type's base rule: the one `POST /api/rules` with only `{eventType, points,
+    /// isActive}` upserts (what old clients and the seed write). It stops being the base once
+    /// an edit gives it conditions, a limit or another event type.
+    #[serde(default)]
+    pub base: bool,
     #[serde(with = "iso")]
     pub updated_at: Millis,
 }
+
+impl Rule {
+    /// A rule a draft describes (id and base flag are the store's to give).
+    pub fn from_draft(id: String, draft: RuleDraft, base: bool, now: Millis) -> Rule {
+        Rule {
+            id,
+            name: draft.name.unwrap_or_else(|| draft.event_type.clone()),
+            event_type: draft.event_type,
+            points: draft.points,
+            is_active: draft.is_active,
+            conditions: draft.conditions,
+            limit: draft.limit,
+            base,
+            updated_at: now,
+        }
+    }
+
+    /// Whether a base rule stays the base after this edit.
+    pub fn stays_base(&self, draft: &RuleDraft) -> bool {
+        self.base && draft.event_type == self.event_type && draft.conditions.is_empty() && draft.limit.is_none()
+    }
+}
+
+pub use super::engine::RuleDraft;
 
 /// A validated rule edit: upserted by `event_type`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -256,6 +291,7 @@ mod tests {
             received_at: 2000,
             processed: false,
             points: None,
+            matches: None,
         };
         let v = serde_json::to_value(&e).unwrap();
         assert_eq!(v["metadata"]["page"], "/pricing");

@@ -6,10 +6,9 @@ use super::http::AppState;
 pub use crate::domain::error::ApiError;
 use crate::domain::intake::{batch_items, check_item, single_item, BodyError};
 use crate::domain::query::{DetailPage, LeadQuery};
-use crate::service::accounts::Actor;
 use crate::service::{now_ms, IngestOutcome, ServiceError};
 use axum::body::{Body, Bytes};
-use axum::extract::{Extension, Path, Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -209,20 +208,6 @@ pub async fn lead_detail(
         }
         other => Ok(Json(other?).into_response()),
     }
-}
-
-pub async fn list_rules(State(state): State<AppState>) -> Result<Response, ApiError> {
-    Ok(Json(state.service.rules().await?).into_response())
-}
-
-pub async fn upsert_rule(
-    State(state): State<AppState>,
-    Extension(actor): Extension<Actor>,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response, ApiError> {
-    let value = read_json(&headers, body, MAX_CONTROL_BODY, &state.bodies).await?;
-    Ok(Json(state.service.upsert_rule(&value, &actor).await?).into_response())
 }
 
 pub async fn health(State(state): State<AppState>) -> Response {

@@ -13,4 +13,5 @@ pub mod headers;
 pub mod http;
 pub mod policy;
 pub mod ratelimit;
+pub mod rule_api;
 pub mod stream;

@@ -13,7 +13,7 @@
 
 use super::gate::{gate, FirstRun, Gate, Kind, SETUP_PAGE};
 use super::http::AppState;
-use super::{account_api as accounts, api, dead_letter_api as dead_letters, stream};
+use super::{account_api as accounts, api, dead_letter_api as dead_letters, rule_api, stream};
 use crate::app::server_fns::*;
 use crate::app::{shell, App};
 use crate::domain::access::Access::{self, *};
@@ -21,7 +21,7 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::Method;
 use axum::middleware::from_fn_with_state;
-use axum::routing::{delete, get, patch, post, MethodRouter};
+use axum::routing::{delete, get, patch, post, put, MethodRouter};
 use axum::Router;
 use leptos::prelude::*;
 use leptos_axum::{generate_route_list, handle_server_fns_with_context, render_app_to_stream_with_context};
@@ -79,8 +79,10 @@ pub fn table() -> Vec<Entry> {
         rest(Method::POST, "/api/events/batch", Ingest, post(api::post_batch)),
         rest(Method::GET, "/api/leads", Read, get(api::list_leads)),
         rest(Method::GET, "/api/leads/{id}", Read, get(api::lead_detail)),
-        rest(Method::GET, "/api/rules", Read, get(api::list_rules)),
-        rest(Method::POST, "/api/rules", Edit, post(api::upsert_rule)),
+        rest(Method::GET, "/api/rules", Read, get(rule_api::list)),
+        rest(Method::POST, "/api/rules", Edit, post(rule_api::save)),
+        rest(Method::PUT, "/api/rules/{id}", Edit, put(rule_api::update)),
+        rest(Method::DELETE, "/api/rules/{id}", Edit, delete(rule_api::remove)),
         rest(Method::GET, "/api/stream", Read, get(stream::stream_handler)),
         rest(Method::GET, "/api/dead-letters", Admin, get(dead_letters::list)),
         rest(Method::POST, "/api/dead-letters/{id}/retry", Admin, post(dead_letters::retry)),
@@ -108,6 +110,8 @@ pub fn table() -> Vec<Entry> {
         server_fn::<FetchLead>(Read),
         server_fn::<FetchRules>(Read),
         server_fn::<SaveRule>(Edit),
+        server_fn::<UpdateRule>(Edit),
+        server_fn::<DeleteRule>(Edit),
         server_fn::<SendTestEvent>(Edit),
         server_fn::<UploadEvents>(Edit),
         server_fn::<FetchUsers>(Admin),

@@ -7,21 +7,20 @@
 pub mod accounts;
 pub mod dead_letters;
 pub mod feed;
+pub mod rules;
 pub mod sessions;
 pub mod store;
 pub mod throttle;
 pub mod worker;
 
-use self::accounts::Actor;
-use self::store::{DynStore, InsertOutcome, NewAuditEntry, StoreError};
+use self::store::{DynStore, InsertOutcome, StoreError};
 use self::worker::WorkerState;
 use crate::domain::error::ApiError;
 use crate::domain::intake::{check_value, CheckedItem, ItemProblems};
 use crate::domain::query::{DetailPage, LeadQuery};
 use crate::domain::time::Millis;
-use crate::domain::validation::validate_rule;
 use crate::domain::{
-    BatchDuplicate, BatchItemError, BatchReport, FieldError, LeadDetail, NewEvent, Rule, ScoreChange, StoredEvent,
+    BatchDuplicate, BatchItemError, BatchReport, FieldError, LeadDetail, NewEvent, ScoreChange, StoredEvent,
 };
 use serde::Serialize;
 use serde_json::Value;
@@ -301,33 +300,6 @@ impl Service {
         let (history, events) =
             tokio::try_join!(self.store.history(lead_id, page), self.store.lead_events(lead_id, page))?;
         Ok(LeadDetail { lead, history, events })
-    }
-
-    pub async fn rules(&self) -> ServiceResult<Vec<Rule>> {
-        Ok(self.store.rules().await?)
-    }
-
-    /// Creates or updates the rule for an event type. Events scored from now on use it;
-    /// already scored events keep their points (history is never rewritten). The change goes
-    /// to the audit log with the rule as it was before.
-    pub async fn upsert_rule(&self, raw: &Value, actor: &Actor) -> ServiceResult<Rule> {
-        let rule = validate_rule(raw).map_err(ServiceError::Invalid)?;
-        let before = self.store.rules().await?.into_iter().find(|r| r.event_type == rule.event_type);
-        let saved = self.store.upsert_rule(rule, now_ms()).await?;
-        let summary = |r: &Rule| serde_json::json!({"points": r.points, "isActive": r.is_active});
-        let entry = NewAuditEntry {
-            at: now_ms(),
-            actor: actor.principal.actor(),
-            action: if before.is_some() { "rule.update" } else { "rule.create" }.into(),
-            target: saved.event_type.clone(),
-            before: before.as_ref().map(summary),
-            after: Some(summary(&saved)),
-            ip: actor.ip.clone(),
-        };
-        if let Err(e) = self.store.append_audit(entry).await {
-            tracing::error!(error = %e, "cannot write the audit log");
-        }
-        Ok(saved)
     }
 
     pub async fn health(&self) -> Health {

@@ -17,9 +17,9 @@ pub mod suspects;
 
 use super::store::{DynStore, StoreError, Unreadable};
 use super::{now_ms, UpdateBatch, WorkerHealth};
-use crate::domain::scoring::RuleBook;
+use crate::domain::engine::Engine;
 use crate::domain::time::Millis;
-use crate::domain::{DeadLetter, ScoreChange, ScoredEvent};
+use crate::domain::{DeadLetter, ScoreChange, StoredEvent};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicI64, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -162,7 +162,7 @@ impl Worker {
         if taken == 0 {
             return Ok(Step::default());
         }
-        let rules = RuleBook::new(&self.store.rules().await?);
+        let rules = Arc::new(Engine::new(&self.store.rules().await?));
         let started = Instant::now();
         let now = now_ms();
         let mut letters = Vec::new();
@@ -176,7 +176,7 @@ impl Worker {
         }
         // Suspects one by one, after the rest: a known bad event cannot fail a batch again.
         // A lead's later events wait while it has a suspect, so they do not overtake it.
-        let scored = rules.score(&queued.events);
+        let scored = queued.events;
         let mut first_suspect: HashMap<String, i64> = HashMap::new();
         for e in scored.iter().filter(|e| suspects.contains(e.seq)) {
             first_suspect.entry(e.lead_id.clone()).or_insert(e.seq);
@@ -192,9 +192,9 @@ impl Worker {
             }
         }
         let mut outcome = Isolated::default();
-        self.apply_isolating(together, now, &mut outcome).await?;
+        self.apply_isolating(together, &rules, now, &mut outcome).await?;
         for event in alone {
-            self.apply_isolating(vec![event], now, &mut outcome).await?;
+            self.apply_isolating(vec![event], &rules, now, &mut outcome).await?;
         }
         for seq in &outcome.applied {
             suspects.clear(*seq);
@@ -240,7 +240,8 @@ impl Worker {
     /// a lead's events failed, the lead's later events wait for the next step.
     async fn apply_isolating(
         &self,
-        events: Vec<ScoredEvent>,
+        events: Vec<StoredEvent>,
+        rules: &Arc<Engine>,
         now: Millis,
         out: &mut Isolated,
     ) -> Result<(), StoreError> {
@@ -250,7 +251,7 @@ impl Worker {
             if batch.is_empty() {
                 continue;
             }
-            match self.store.apply(batch.clone(), now).await {
+            match self.store.apply(batch.clone(), rules.clone(), now).await {
                 Ok(changes) => {
                     // Only what the store reports as added: on MongoDB a lead another worker
                     // holds is left for later, which is no success of its events.
@@ -292,7 +293,7 @@ const GIVE_UP_AFTER: u32 = 64;
 struct Isolated {
     changes: Vec<ScoreChange>,
     applied: Vec<i64>,
-    failed: Vec<(ScoredEvent, String)>,
+    failed: Vec<(StoredEvent, String)>,
     failed_leads: HashSet<String>,
     failed_in_a_row: u32,
 }
@@ -309,7 +310,7 @@ fn unreadable_letter(bad: Unreadable, attempts: u32, now: Millis) -> DeadLetter 
     }
 }
 
-fn failed_letter(event: &ScoredEvent, error: String, attempts: u32, now: Millis) -> DeadLetter {
+fn failed_letter(event: &StoredEvent, error: String, attempts: u32, now: Millis) -> DeadLetter {
     DeadLetter {
         id: event.seq,
         event_id: Some(event.event_id.clone()),
@@ -317,11 +318,7 @@ fn failed_letter(event: &ScoredEvent, error: String, attempts: u32, now: Millis)
         error,
         attempts,
         dead_lettered_at: now,
-        raw: serde_json::json!({
-            "eventId": event.event_id, "leadId": event.lead_id, "eventType": event.event_type,
-            "timestamp": event.timestamp, "points": event.points,
-        })
-        .to_string(),
+        raw: serde_json::to_string(event).unwrap_or_default(),
     }
 }
 

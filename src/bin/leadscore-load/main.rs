@@ -25,7 +25,8 @@
 mod soak;
 
 use futures::StreamExt;
-use leadscore::domain::scoring::{default_rules, RuleBook};
+use leadscore::domain::engine::Engine;
+use leadscore::domain::scoring::default_rules;
 use leadscore::domain::NewEvent;
 use leadscore::server::config::Database;
 use leadscore::server::config::WorkerSection;
@@ -804,7 +805,7 @@ async fn fill(
     label: &'static str,
 ) -> Result<(f64, f64, Option<u64>), String> {
     store.seed_rules(default_rules(), 0).await.map_err(|e| e.to_string())?;
-    let rules = RuleBook::new(&store.rules().await.map_err(|e| e.to_string())?);
+    let rules = Arc::new(Engine::new(&store.rules().await.map_err(|e| e.to_string())?));
     let mut gen = Gen::new(3, leads, false);
     let done = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
@@ -832,7 +833,7 @@ async fn fill(
             break;
         }
         let n = batch.len() as u64;
-        store.apply(rules.score(&batch), chrono::Utc::now().timestamp_millis()).await.map_err(|e| e.to_string())?;
+        store.apply(batch, rules.clone(), chrono::Utc::now().timestamp_millis()).await.map_err(|e| e.to_string())?;
         done.fetch_add(n, Ordering::Relaxed);
     }
     let scored = start.elapsed().as_secs_f64();

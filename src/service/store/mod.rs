@@ -16,9 +16,10 @@ pub mod sqlite;
 
 pub use accounts::{AccountStore, CreateUser, KeyRecord, NewAuditEntry, SessionRecord, UserChange, UserRecord};
 
+use crate::domain::engine::Engine;
 use crate::domain::query::{DetailPage, LeadQuery};
 use crate::domain::time::Millis;
-use crate::domain::{DeadLetter, HistoryEntry, Lead, NewEvent, Rule, RuleInput, ScoreChange, ScoredEvent, StoredEvent};
+use crate::domain::{DeadLetter, HistoryEntry, Lead, NewEvent, Rule, RuleDraft, RuleInput, ScoreChange, StoredEvent};
 use async_trait::async_trait;
 use std::sync::Arc;
 
@@ -90,8 +91,9 @@ pub trait Store: AccountStore + Send + Sync + 'static {
     async fn insert_events(&self, events: Vec<NewEvent>) -> StoreResult<Vec<InsertOutcome>>;
     /// The oldest unprocessed events, in ingest order (up to `limit` rows, readable or not).
     async fn unprocessed(&self, limit: usize) -> StoreResult<Queued>;
-    /// Applies scored events exactly once each; returns the changes actually applied.
-    async fn apply(&self, events: Vec<ScoredEvent>, now: Millis) -> StoreResult<Vec<ScoreChange>>;
+    /// Prices queued events with `rules` and adds each to its lead exactly once, with its
+    /// explanation and limit counts; returns the changes actually applied.
+    async fn apply(&self, events: Vec<StoredEvent>, rules: Arc<Engine>, now: Millis) -> StoreResult<Vec<ScoreChange>>;
     async fn queue_stats(&self) -> StoreResult<QueueStats>;
 
     /// Takes these events out of the queue into the dead-letter list; an event no longer
@@ -112,9 +114,16 @@ pub trait Store: AccountStore + Send + Sync + 'static {
     /// A lead's events, newest first in ingest order (the order they are scored in), scored or not.
     async fn lead_events(&self, lead_id: &str, page: &DetailPage) -> StoreResult<Vec<StoredEvent>>;
 
-    /// All rules, ordered by event type.
+    /// All rules, by event type; within a type the base rule first, then oldest first.
     async fn rules(&self) -> StoreResult<Vec<Rule>>;
+    /// Sets the points and state of the type's base rule, creating it if there is none.
     async fn upsert_rule(&self, rule: RuleInput, now: Millis) -> StoreResult<Rule>;
+    /// Adds a rule with a new id.
+    async fn create_rule(&self, rule: RuleDraft, now: Millis) -> StoreResult<Rule>;
+    /// Replaces a rule's fields (see `Rule::stays_base`); `None` if there is no such rule.
+    async fn update_rule(&self, id: &str, rule: RuleDraft, now: Millis) -> StoreResult<Option<Rule>>;
+    /// Removes a rule, returning it; `None` if there was none.
+    async fn delete_rule(&self, id: &str) -> StoreResult<Option<Rule>>;
     /// Inserts `defaults` only when there are no rules at all; true if it did.
     async fn seed_rules(&self, defaults: Vec<RuleInput>, now: Millis) -> StoreResult<bool>;
 

@@ -16,14 +16,16 @@ mod accounts;
 mod apply;
 mod dead_letters;
 pub mod docs;
+mod rules;
 
 pub use apply::{CrashPoint, Leased};
 pub use docs::LEASE_MS;
 
 use super::{InsertOutcome, QueueStats, Queued, SharedFeed, Store, StoreError, StoreResult};
+use crate::domain::engine::Engine;
 use crate::domain::query::{DetailPage, LeadQuery};
 use crate::domain::time::Millis;
-use crate::domain::{DeadLetter, HistoryEntry, Lead, NewEvent, Rule, RuleInput, ScoreChange, ScoredEvent, StoredEvent};
+use crate::domain::{DeadLetter, HistoryEntry, Lead, NewEvent, Rule, RuleDraft, RuleInput, ScoreChange, StoredEvent};
 use async_trait::async_trait;
 use futures::TryStreamExt;
 use mongodb::bson::{doc, Document};
@@ -147,6 +149,7 @@ impl MongoStore {
             return Err(self.not_ready(format!("indexes missing: {}", failures.join("; "))));
         }
         self.backfill().await.map_err(|e| self.not_ready(e.to_string()))?;
+        self.backfill_rules().await.map_err(|e| self.not_ready(e.to_string()))?;
         *self.not_ready.lock().unwrap() = None;
         Ok(())
     }
@@ -357,8 +360,8 @@ impl Store for MongoStore {
         self.read_queue(limit).await
     }
 
-    async fn apply(&self, events: Vec<ScoredEvent>, now: Millis) -> StoreResult<Vec<ScoreChange>> {
-        let leased = self.lease(events, now).await?;
+    async fn apply(&self, events: Vec<StoredEvent>, rules: Arc<Engine>, now: Millis) -> StoreResult<Vec<ScoreChange>> {
+        let leased = self.lease(events, rules, now).await?;
         self.commit(leased).await
     }
 
@@ -425,19 +428,23 @@ impl Store for MongoStore {
     }
 
     async fn rules(&self) -> StoreResult<Vec<Rule>> {
-        self.find_all(&self.rules, doc! {}, doc! {"eventType": 1}, 0, 0, docs::rule).await
+        self.list_rules().await
     }
 
     async fn upsert_rule(&self, rule: RuleInput, now: Millis) -> StoreResult<Rule> {
-        let (filter, update) = docs::upsert_rule(&rule, now);
-        let saved = self
-            .rules
-            .find_one_and_update(filter, update)
-            .upsert(true)
-            .return_document(ReturnDocument::After)
-            .await
-            .map_err(classify)?;
-        saved.as_ref().and_then(docs::rule).ok_or_else(|| StoreError::Internal("rule missing after upsert".into()))
+        self.upsert_base_rule(rule, now).await
+    }
+
+    async fn create_rule(&self, rule: RuleDraft, now: Millis) -> StoreResult<Rule> {
+        self.create_rule_doc(rule, now).await
+    }
+
+    async fn update_rule(&self, id: &str, rule: RuleDraft, now: Millis) -> StoreResult<Option<Rule>> {
+        self.update_rule_doc(id, rule, now).await
+    }
+
+    async fn delete_rule(&self, id: &str) -> StoreResult<Option<Rule>> {
+        self.delete_rule_doc(id).await
     }
 
     fn shared_feed(&self) -> Option<&dyn SharedFeed> {
@@ -445,22 +452,7 @@ impl Store for MongoStore {
     }
 
     async fn seed_rules(&self, defaults: Vec<RuleInput>, now: Millis) -> StoreResult<bool> {
-        if self.rules.count_documents(doc! {}).await.map_err(classify)? > 0 {
-            return Ok(false);
-        }
-        let docs: Vec<Document> =
-            defaults.iter().map(|r| docs::upsert_rule(r, now)).map(|(f, u)| docs::merge(f, u)).collect();
-        match self.rules.insert_many(docs).ordered(false).await {
-            Ok(_) => Ok(true),
-            // Another instance seeded at the same moment: its rules stand.
-            Err(err)
-                if matches!(err.kind.as_ref(), ErrorKind::InsertMany(f)
-                if f.write_errors.as_ref().is_some_and(|w| w.iter().all(|w| w.code == DUPLICATE_KEY))) =>
-            {
-                Ok(false)
-            }
-            Err(err) => Err(classify(err)),
-        }
+        self.seed_rule_docs(defaults, now).await
     }
 }
 

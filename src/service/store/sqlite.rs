@@ -10,14 +10,20 @@
 //! 202 the API answered) survives a process crash or power loss.
 
 mod accounts;
+mod apply;
 pub mod backup;
 mod dead_letters;
+mod rules;
+mod schema;
 mod writer;
 
+use schema::{prepare_schema, SCHEMA_VERSION};
+
 use super::{InsertOutcome, QueueStats, Queued, Store, StoreError, StoreResult};
+use crate::domain::engine::Engine;
 use crate::domain::query::{DetailPage, LeadQuery};
 use crate::domain::time::Millis;
-use crate::domain::{DeadLetter, HistoryEntry, Lead, NewEvent, Rule, RuleInput, ScoreChange, ScoredEvent, StoredEvent};
+use crate::domain::{DeadLetter, HistoryEntry, Lead, NewEvent, Rule, RuleDraft, RuleInput, ScoreChange, StoredEvent};
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
 use std::path::{Path, PathBuf};
@@ -31,137 +37,11 @@ const MAX_QUEUED_JOBS: usize = 8 * writer::MAX_JOBS_PER_COMMIT;
 /// time); each caches up to 4 MB, so memory stays bounded.
 const MAX_IDLE_READERS: usize = 8;
 
-/// Bumped whenever the layout changes; `prepare_schema` brings older files up to date on open.
-const SCHEMA_VERSION: i64 = 4;
-
-const SCHEMA: &str = r#"
-CREATE TABLE IF NOT EXISTS events (
-    seq         INTEGER PRIMARY KEY,
-    event_id    TEXT NOT NULL UNIQUE,
-    lead_id     TEXT NOT NULL,
-    event_type  TEXT NOT NULL,
-    timestamp   INTEGER NOT NULL,
-    metadata    TEXT,
-    received_at INTEGER NOT NULL,
-    -- 0 queued, 1 scored, 2 dead-lettered, 3 discarded (see sqlite/dead_letters.rs)
-    processed   INTEGER NOT NULL DEFAULT 0,
-    points      INTEGER
-);
--- The durable queue, in ingest order. It carries lead_id so a lead's page can pick its
--- not-yet-scored events out of the queue without touching the table. There is deliberately no
--- full index of events by lead: that was a random B-tree insert per event, the single most
--- expensive write at ingest, and it grew with the data. Scored events are found through
--- score_history instead.
-CREATE INDEX IF NOT EXISTS events_queue ON events(seq, lead_id) WHERE processed = 0;
-
--- Clustered by id: one B-tree fewer to update per score change.
-CREATE TABLE IF NOT EXISTS leads (
-    id            TEXT PRIMARY KEY,
-    search_key    TEXT NOT NULL,
-    score         INTEGER NOT NULL,
-    last_event_id TEXT,
-    updated_at    INTEGER NOT NULL,
-    last_event_at INTEGER,
-    event_count   INTEGER NOT NULL DEFAULT 0,
-    created_at    INTEGER NOT NULL
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS leads_by_score ON leads(score DESC, id ASC);
-
--- One row per applied event, keyed by the event's seq: the worker applies in seq order, so
--- this appends, and `id` joins back to the event (metadata, timestamp) for a lead's event log.
--- The events table's processed flag (flipped in the same transaction) makes it once-only.
-CREATE TABLE IF NOT EXISTS score_history (
-    id         INTEGER PRIMARY KEY,
-    lead_id    TEXT NOT NULL,
-    event_id   TEXT NOT NULL,
-    event_type TEXT NOT NULL,
-    delta      INTEGER NOT NULL,
-    old_score  INTEGER NOT NULL,
-    new_score  INTEGER NOT NULL,
-    timestamp  INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS history_by_lead ON score_history(lead_id, id DESC);
-
-CREATE TABLE IF NOT EXISTS rules (
-    event_type TEXT PRIMARY KEY,
-    points     INTEGER NOT NULL,
-    is_active  INTEGER NOT NULL,
-    updated_at INTEGER NOT NULL
-);
-
--- Schema 3: access control (see accounts.rs). New tables only, so a schema 2 file is brought
--- up to date by creating them.
-CREATE TABLE IF NOT EXISTS users (
-    username      TEXT PRIMARY KEY,
-    role          TEXT NOT NULL,
-    password_hash TEXT NOT NULL,
-    session_epoch INTEGER NOT NULL DEFAULT 0,
-    created_at    INTEGER NOT NULL,
-    updated_at    INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS sessions (
-    id_hash    TEXT PRIMARY KEY,
-    data       TEXT NOT NULL,
-    expires_at INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS sessions_by_expiry ON sessions(expires_at);
-CREATE TABLE IF NOT EXISTS api_keys (
-    id           TEXT PRIMARY KEY,
-    hash         TEXT NOT NULL UNIQUE,
-    name         TEXT NOT NULL,
-    scopes       TEXT NOT NULL,
-    prefix       TEXT NOT NULL,
-    created_at   INTEGER NOT NULL,
-    created_by   TEXT NOT NULL,
-    last_used_at INTEGER,
-    revoked_at   INTEGER
-);
-CREATE TABLE IF NOT EXISTS audit_log (
-    id     INTEGER PRIMARY KEY,
-    at     INTEGER NOT NULL,
-    actor  TEXT NOT NULL,
-    action TEXT NOT NULL,
-    target TEXT NOT NULL,
-    before TEXT,
-    after  TEXT,
-    ip     TEXT
-);
-
--- Schema 4: one row health rewrites to learn whether writes work again after they failed.
-CREATE TABLE IF NOT EXISTS write_probe (id INTEGER PRIMARY KEY, at INTEGER NOT NULL, pad BLOB);
--- Events the worker set aside (their `processed` is 2) and why.
-CREATE TABLE IF NOT EXISTS dead_letters (
-    seq      INTEGER PRIMARY KEY,
-    event_id TEXT,
-    lead_id  TEXT,
-    error    TEXT NOT NULL,
-    attempts INTEGER NOT NULL,
-    dead_at  INTEGER NOT NULL,
-    raw      TEXT NOT NULL
-);
-"#;
-
-/// Schema 1 (the first release) kept a full `events_by_lead` index and numbered history rows
-/// on their own. Its history table and indexes are set aside, `SCHEMA` creates the current
-/// ones, and the rows come back renumbered by event seq; the old index goes.
-const MIGRATE_1_TO_2_SET_ASIDE: &str = r#"
-ALTER TABLE score_history RENAME TO score_history_v1;
-DROP INDEX IF EXISTS history_by_lead;
-DROP INDEX IF EXISTS events_by_lead;
-DROP INDEX IF EXISTS events_unprocessed;
-"#;
-const MIGRATE_1_TO_2_MOVE_BACK: &str = r#"
-INSERT INTO score_history (id, lead_id, event_id, event_type, delta, old_score, new_score, timestamp)
-    SELECT e.seq, h.lead_id, h.event_id, h.event_type, h.delta, h.old_score, h.new_score, h.timestamp
-    FROM score_history_v1 h JOIN events e ON e.event_id = h.event_id ORDER BY h.id;
-DROP TABLE score_history_v1;
-"#;
-
 /// A page of one lead's events, newest first: its not-yet-scored events among the newest
 /// `PENDING_WINDOW` in the queue (read from the queue index alone), then its scored ones from
 /// the history, keyed by seq. SQLite merges the two ordered walks and stops at the page.
 const LEAD_EVENTS_PAGE: &str = "SELECT e.seq, e.event_id, e.lead_id, e.event_type, e.timestamp, e.metadata, \
-        e.received_at, e.processed, e.points \
+        e.received_at, e.processed, e.points, e.matches \
     FROM (SELECT seq FROM (SELECT seq, lead_id FROM events WHERE processed = 0 ORDER BY seq DESC LIMIT 10000) \
               WHERE lead_id = ?1 \
           UNION ALL SELECT id FROM score_history WHERE lead_id = ?1 \
@@ -171,7 +51,8 @@ const LEAD_EVENTS_PAGE: &str = "SELECT e.seq, e.event_id, e.lead_id, e.event_typ
 /// far faster than this per second, so only a deep backlog hides an event, until it is scored.
 pub const PENDING_WINDOW: usize = 10_000;
 
-const EVENT_COLUMNS: &str = "seq, event_id, lead_id, event_type, timestamp, metadata, received_at, processed, points";
+const EVENT_COLUMNS: &str =
+    "seq, event_id, lead_id, event_type, timestamp, metadata, received_at, processed, points, matches";
 const LEAD_COLUMNS: &str = "id, score, last_event_id, updated_at, last_event_at, event_count";
 
 pub struct SqliteStore {
@@ -308,43 +189,6 @@ impl Drop for SqliteStore {
     }
 }
 
-/// Creates the schema, or brings a file written by an older release up to date, in one
-/// transaction: a crash mid-migration leaves the file as it was.
-fn prepare_schema(conn: &mut Connection) -> Result<(), String> {
-    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(|e| e.to_string())?;
-    if version > SCHEMA_VERSION {
-        return Err(format!(
-            "the file has schema version {version}, written by a newer Leadscore; this build knows up to {SCHEMA_VERSION}"
-        ));
-    }
-    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(|e| e.to_string())?;
-    let has_events: bool = tx
-        .query_row("SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'events'", [], |r| r.get(0))
-        .map_err(|e| e.to_string())?;
-    // Schema 1 never set user_version: version 0 with tables present means schema 1.
-    let from_schema_1 = version < 2 && has_events;
-    let count = |tx: &rusqlite::Transaction| -> Result<i64, String> {
-        tx.query_row("SELECT count(*) FROM score_history", [], |r| r.get(0)).map_err(|e| e.to_string())
-    };
-    let history_before = if from_schema_1 { Some(count(&tx)?) } else { None };
-    if from_schema_1 {
-        tx.execute_batch(MIGRATE_1_TO_2_SET_ASIDE).map_err(|e| format!("migrating schema 1 to 2: {e}"))?;
-    }
-    tx.execute_batch(SCHEMA).map_err(|e| e.to_string())?;
-    if let Some(before) = history_before {
-        tx.execute_batch(MIGRATE_1_TO_2_MOVE_BACK).map_err(|e| format!("migrating schema 1 to 2: {e}"))?;
-        let after = count(&tx)?;
-        if before != after {
-            return Err(format!(
-                "migrating schema 1 to 2 would keep {after} of {before} history rows; file left unchanged"
-            ));
-        }
-        tracing::info!(history_rows = after, "sqlite: migrated schema 1 to 2");
-    }
-    tx.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(|e| e.to_string())?;
-    tx.commit().map_err(|e| e.to_string())
-}
-
 /// (device, inode) of the file at `path`, if there is one.
 fn file_identity(path: &Path) -> Option<(u64, u64)> {
     use std::os::unix::fs::MetadataExt;
@@ -420,6 +264,8 @@ fn event_from_row(r: &Row) -> rusqlite::Result<StoredEvent> {
         received_at: r.get(6)?,
         processed: r.get::<_, i64>(7)? == dead_letters::SCORED,
         points: r.get(8)?,
+        // An explanation that does not read is left out; the points stand on their own.
+        matches: r.get::<_, Option<String>>(9)?.and_then(|m| serde_json::from_str(&m).ok()),
     })
 }
 
@@ -442,10 +288,6 @@ fn lead_from_row(r: &Row) -> rusqlite::Result<Lead> {
         last_event_at: r.get(4)?,
         event_count: r.get(5)?,
     })
-}
-
-fn rule_from_row(r: &Row) -> rusqlite::Result<Rule> {
-    Ok(Rule { event_type: r.get(0)?, points: r.get(1)?, is_active: r.get(2)?, updated_at: r.get(3)? })
 }
 
 fn now_ms() -> Millis {
@@ -504,67 +346,8 @@ impl Store for SqliteStore {
         self.read(move |c| dead_letters::read_queue(c, limit)).await
     }
 
-    async fn apply(&self, events: Vec<ScoredEvent>, now: Millis) -> StoreResult<Vec<ScoreChange>> {
-        self.write(move |c| {
-            // The processed flag is the guard: only the call that flips it applies the points,
-            // and the flag, the lead and the history rows commit together or not at all.
-            let mut claim = c.prepare_cached("UPDATE events SET processed = 1, points = ?2 WHERE seq = ?1 AND processed = 0")?;
-            let mut claimed = Vec::with_capacity(events.len());
-            for e in events {
-                if claim.execute(params![e.seq, e.points])? == 1 {
-                    claimed.push(e);
-                }
-            }
-            // One read and one write per lead, however many of its events are in the batch.
-            let mut by_lead: Vec<(String, Vec<ScoredEvent>)> = Vec::new();
-            let mut index: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
-            for e in claimed {
-                match index.get(&e.lead_id) {
-                    Some(&i) => by_lead[i].1.push(e),
-                    None => {
-                        index.insert(e.lead_id.clone(), by_lead.len());
-                        by_lead.push((e.lead_id.clone(), vec![e]));
-                    }
-                }
-            }
-            let mut history = c.prepare_cached(
-                "INSERT INTO score_history (id, lead_id, event_id, event_type, delta, old_score, new_score, timestamp) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            )?;
-            let mut current = c.prepare_cached("SELECT score FROM leads WHERE id = ?1")?;
-            // Not `RETURNING`: a statement with it needs a statement journal, and releasing
-            // one costs time in proportion to the pages the transaction has dirtied.
-            let mut save = c.prepare_cached(
-                "INSERT INTO leads (id, search_key, score, last_event_id, updated_at, last_event_at, event_count, created_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?5) \
-                 ON CONFLICT(id) DO UPDATE SET score = excluded.score, last_event_id = excluded.last_event_id, \
-                   updated_at = excluded.updated_at, last_event_at = max(coalesce(last_event_at, 0), excluded.last_event_at), \
-                   event_count = event_count + excluded.event_count",
-            )?;
-            let mut changes = Vec::new();
-            for (lead_id, events) in by_lead {
-                // Safe to read then write: this thread is the only writer.
-                let mut score: i64 = current.query_row([&lead_id], |r| r.get(0)).optional()?.unwrap_or(0);
-                for e in &events {
-                    let old = score;
-                    score += e.points;
-                    history.execute(params![e.seq, lead_id, e.event_id, e.event_type, e.points, old, score, now])?;
-                    changes.push(ScoreChange {
-                        lead_id: lead_id.clone(),
-                        event_id: e.event_id.clone(),
-                        event_type: e.event_type.clone(),
-                        delta: e.points,
-                        score,
-                        updated_at: now,
-                    });
-                }
-                let last_event_at = events.iter().map(|e| e.timestamp).max();
-                let last = events.last().map(|e| e.event_id.as_str());
-                save.execute(params![lead_id, lead_id.to_lowercase(), score, last, now, last_event_at, events.len() as i64])?;
-            }
-            Ok(changes)
-        })
-        .await
+    async fn apply(&self, events: Vec<StoredEvent>, rules: Arc<Engine>, now: Millis) -> StoreResult<Vec<ScoreChange>> {
+        self.write(move |c| apply::apply(c, &events, &rules, now)).await
     }
 
     async fn queue_stats(&self) -> StoreResult<QueueStats> {
@@ -672,43 +455,29 @@ impl Store for SqliteStore {
     }
 
     async fn rules(&self) -> StoreResult<Vec<Rule>> {
-        self.read(|c| {
-            let mut s =
-                c.prepare_cached("SELECT event_type, points, is_active, updated_at FROM rules ORDER BY event_type")?;
-            let rows = s.query_map([], rule_from_row)?;
-            rows.collect()
-        })
-        .await
+        self.read(rules::list).await
     }
 
     async fn upsert_rule(&self, rule: RuleInput, now: Millis) -> StoreResult<Rule> {
-        self.write(move |c| {
-            c.prepare_cached(
-                "INSERT INTO rules (event_type, points, is_active, updated_at) VALUES (?1, ?2, ?3, ?4) \
-                 ON CONFLICT(event_type) DO UPDATE SET points = excluded.points, is_active = excluded.is_active, \
-                   updated_at = excluded.updated_at \
-                 RETURNING event_type, points, is_active, updated_at",
-            )?
-            .query_row(params![rule.event_type, rule.points, rule.is_active, now], rule_from_row)
-        })
-        .await
+        self.write(move |c| rules::upsert_base(c, rule, now)).await
+    }
+
+    async fn create_rule(&self, rule: RuleDraft, now: Millis) -> StoreResult<Rule> {
+        self.write(move |c| rules::create(c, rule, now)).await
+    }
+
+    async fn update_rule(&self, id: &str, rule: RuleDraft, now: Millis) -> StoreResult<Option<Rule>> {
+        let id = id.to_string();
+        self.write(move |c| rules::update(c, &id, rule, now)).await
+    }
+
+    async fn delete_rule(&self, id: &str) -> StoreResult<Option<Rule>> {
+        let id = id.to_string();
+        self.write(move |c| rules::delete(c, &id)).await
     }
 
     async fn seed_rules(&self, defaults: Vec<RuleInput>, now: Millis) -> StoreResult<bool> {
-        self.write(move |c| {
-            let count: i64 = c.query_row("SELECT count(*) FROM rules", [], |r| r.get(0))?;
-            if count > 0 {
-                return Ok(false);
-            }
-            let mut s = c.prepare_cached(
-                "INSERT INTO rules (event_type, points, is_active, updated_at) VALUES (?1, ?2, ?3, ?4)",
-            )?;
-            for r in defaults {
-                s.execute(params![r.event_type, r.points, r.is_active, now])?;
-            }
-            Ok(true)
-        })
-        .await
+        self.write(move |c| rules::seed(c, defaults, now)).await
     }
 }
 
@@ -779,8 +548,13 @@ mod tests {
         // The queued event is still queued and scores on top of the migrated history.
         let queued = rt.block_on(store.unprocessed(10)).unwrap().events;
         assert_eq!(queued.iter().map(|e| e.event_id.as_str()).collect::<Vec<_>>(), ["c"]);
-        let scored = crate::domain::scoring::RuleBook::new(&rt.block_on(store.rules()).unwrap()).score(&queued);
-        let changes = rt.block_on(store.apply(scored, 9)).unwrap();
+        let rules = rt.block_on(store.rules()).unwrap();
+        let migrated: Vec<_> =
+            rules.iter().map(|r| (r.event_type.as_str(), r.name.as_str(), r.points, r.base)).collect();
+        assert_eq!(migrated, [("Page View", "Page View", 5, true)], "each old rule is its type's base rule");
+        assert_eq!(rules[0].id.len(), 16, "with an id of its own: {:?}", rules[0].id);
+        let engine = Arc::new(Engine::new(&rules));
+        let changes = rt.block_on(store.apply(queued, engine, 9)).unwrap();
         assert_eq!(changes.iter().map(|c| c.score).collect::<Vec<_>>(), [110]);
         drop(store);
 
@@ -934,9 +708,9 @@ mod pending_window {
 
         let queued = rt.block_on(store.unprocessed(1)).unwrap().events;
         assert_eq!(queued[0].event_id, "deep");
-        let rules = [Rule { event_type: "Page View".into(), points: 5, is_active: true, updated_at: 0 }];
-        let scored = crate::domain::scoring::RuleBook::new(&rules).score(&queued);
-        rt.block_on(store.apply(scored, 2)).unwrap();
+        rt.block_on(store.seed_rules(crate::domain::scoring::default_rules(), 0)).unwrap();
+        let engine = Arc::new(Engine::new(&rt.block_on(store.rules()).unwrap()));
+        rt.block_on(store.apply(queued, engine, 2)).unwrap();
         assert_eq!(ids(rt.block_on(store.lead_events("x", &page)).unwrap()), ["recent", "deep"]);
     }
 }

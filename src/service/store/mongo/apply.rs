@@ -31,8 +31,9 @@
 
 use super::docs::{self, Entry, FEED_COUNTER};
 use super::{classify, MongoStore, DUPLICATE_KEY};
+use crate::domain::engine::{Engine, Usage, UsageKey};
 use crate::domain::time::Millis;
-use crate::domain::{ScoreChange, ScoredEvent};
+use crate::domain::{ScoreChange, StoredEvent};
 use crate::service::store::{StoreError, StoreResult};
 use futures::TryStreamExt;
 use mongodb::bson::{doc, Bson, Document};
@@ -85,6 +86,7 @@ impl CrashPoint {
 pub struct Leased {
     token: String,
     now: Millis,
+    rules: Arc<Engine>,
     /// When the lease was taken, on this process's monotonic clock.
     started: std::time::Instant,
     leads: Vec<HeldLead>,
@@ -93,13 +95,15 @@ pub struct Leased {
 struct HeldLead {
     id: String,
     score: i64,
-    events: Vec<ScoredEvent>,
+    /// The lead's limit counts for its events' keys, read under the lease: exact.
+    usage: Usage,
+    events: Vec<StoredEvent>,
 }
 
 impl MongoStore {
     /// Steps 1–3: leases the leads, finishes any batch a crashed or stalled worker left
     /// unfinished on them, and keeps the events still to add.
-    pub async fn lease(&self, mut events: Vec<ScoredEvent>, now: Millis) -> StoreResult<Leased> {
+    pub async fn lease(&self, mut events: Vec<StoredEvent>, rules: Arc<Engine>, now: Millis) -> StoreResult<Leased> {
         let token = mongodb::bson::oid::ObjectId::new().to_hex();
         events.sort_by_key(|e| e.seq);
         // The same event offered twice in one call is one event.
@@ -111,7 +115,7 @@ impl MongoStore {
                 leads.push(e.lead_id.clone());
             }
         }
-        let mut leased = Leased { token, now, started: std::time::Instant::now(), leads: Vec::new() };
+        let mut leased = Leased { token, now, rules, started: std::time::Instant::now(), leads: Vec::new() };
         if leads.is_empty() {
             return Ok(leased);
         }
@@ -128,7 +132,12 @@ impl MongoStore {
                 self.read_fresh(&self.leads, doc! {"_id": {"$in": chunk}}, docs::lease_view(), chunk.len()).await?,
             );
         }
-        let mut held: HashMap<String, (i64, Vec<Entry>)> = HashMap::new();
+        let mut held: HashMap<String, (i64, Vec<Entry>, Usage)> = HashMap::new();
+        // The limit counts pricing will read, by lead.
+        let mut keys: HashMap<String, Vec<UsageKey>> = HashMap::new();
+        for key in leased.rules.limited_keys(&events) {
+            keys.entry(key.lead_id.clone()).or_default().push(key);
+        }
         let mut existing = HashSet::new();
         let mut unreadable = None;
         for d in &found {
@@ -142,9 +151,10 @@ impl MongoStore {
                     None => Ok(0),
                     Some(v) => docs::int(Some(v)).ok_or_else(|| why("score")),
                 };
-                match (score, docs::last_batch(d).map_err(|e| why(&e))) {
-                    (Ok(score), Ok(batch)) => drop(held.insert(id, (score, batch))),
-                    (Err(e), _) | (_, Err(e)) => drop(unreadable.get_or_insert(e)),
+                let usage = docs::usage_of(d, keys.remove(&id).unwrap_or_default()).map_err(|e| why(&e));
+                match (score, docs::last_batch(d).map_err(|e| why(&e)), usage) {
+                    (Ok(score), Ok(batch), Ok(usage)) => drop(held.insert(id, (score, batch, usage))),
+                    (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => drop(unreadable.get_or_insert(e)),
                 }
             }
         }
@@ -159,7 +169,7 @@ impl MongoStore {
         }
         let missing: Vec<&String> = leads.iter().filter(|l| !existing.contains(*l)).collect();
         for id in self.create_leased(&missing, &leased.token, now).await? {
-            held.insert(id, (0, Vec::new()));
+            held.insert(id, (0, Vec::new(), Usage::new()));
         }
         self.checkpoint(CrashPoint::Create).await?;
         if held.is_empty() {
@@ -167,14 +177,14 @@ impl MongoStore {
         }
         // 3. check, recover
         let mut seqs: Vec<i64> = events.iter().filter(|e| held.contains_key(&e.lead_id)).map(|e| e.seq).collect();
-        seqs.extend(held.values().flat_map(|(_, batch)| batch.iter().map(|b| b.seq)));
+        seqs.extend(held.values().flat_map(|(_, batch, _)| batch.iter().map(|b| b.seq)));
         let mut unprocessed = HashSet::new();
         for chunk in seqs.chunks(SEQS_PER_COMMAND) {
             unprocessed.extend(self.unprocessed_of(chunk).await?);
         }
         let unfinished: Vec<Entry> = held
             .values()
-            .flat_map(|(_, batch)| batch.iter())
+            .flat_map(|(_, batch, _)| batch.iter())
             .filter(|b| unprocessed.contains(&(b.seq, b.event_id.clone())))
             .cloned()
             .collect();
@@ -183,16 +193,16 @@ impl MongoStore {
             self.record(&unfinished, CrashPoint::RecoverHistory, CrashPoint::Recover).await?;
         }
         for id in leads {
-            let Some((score, batch)) = held.remove(&id) else { continue };
+            let Some((score, batch, usage)) = held.remove(&id) else { continue };
             let in_batch: HashSet<&str> = batch.iter().map(|b| b.event_id.as_str()).collect();
-            let to_add: Vec<ScoredEvent> = events
+            let to_add: Vec<StoredEvent> = events
                 .iter()
                 .filter(|e| e.lead_id == id && !in_batch.contains(e.event_id.as_str()))
                 .filter(|e| unprocessed.contains(&(e.seq, e.event_id.clone())))
                 .take(MAX_PER_LEAD)
                 .cloned()
                 .collect();
-            leased.leads.push(HeldLead { id, score, events: to_add });
+            leased.leads.push(HeldLead { id, score, usage, events: to_add });
         }
         Ok(leased)
     }
@@ -200,7 +210,7 @@ impl MongoStore {
     /// Steps 4–8: adds the leased events to their leads, records them, releases the leases.
     /// Returns the changes this call added (none for a lead it was fenced out of).
     pub async fn commit(&self, leased: Leased) -> StoreResult<Vec<ScoreChange>> {
-        let Leased { token, now, started, leads } = leased;
+        let Leased { token, now, rules, started, leads } = leased;
         let held: Vec<String> = leads.iter().map(|l| l.id.clone()).collect();
         let total: usize = leads.iter().map(|l| l.events.len()).sum();
         let mut applied = Vec::new();
@@ -211,29 +221,42 @@ impl MongoStore {
             let mut batches: Vec<Vec<Entry>> = Vec::new();
             let mut statements = Vec::new();
             for lead in leads.into_iter().filter(|l| !l.events.is_empty()) {
+                // Priced here, under the lease, in queue order: the counts read are exact, and
+                // the statement below moves them together with the score.
+                let mut usage = lead.usage.clone();
                 let mut score = lead.score;
                 let entries: Vec<Entry> = lead
                     .events
                     .iter()
                     .map(|e| {
+                        let priced = rules.price(e, &mut usage);
                         let old = score;
-                        score += e.points;
+                        score += priced.points;
                         feed += 1;
                         Entry {
                             lead_id: lead.id.clone(),
                             seq: e.seq,
                             event_id: e.event_id.clone(),
                             event_type: e.event_type.clone(),
-                            delta: e.points,
+                            delta: priced.points,
                             old_score: old,
                             new_score: score,
                             feed_seq: feed - 1,
                             at: now,
+                            matches: priced.matches,
                         }
                     })
                     .collect();
+                let mut used: Vec<_> = usage
+                    .into_iter()
+                    .filter_map(|(key, n)| {
+                        let before = lead.usage.get(&key).copied().unwrap_or(0);
+                        (n > before).then(|| (key, n - before))
+                    })
+                    .collect();
+                used.sort();
                 let last_event_at = lead.events.iter().map(|e| e.timestamp).max().unwrap_or(now);
-                statements.push(docs::apply_statement(&entries, &token, last_event_at));
+                statements.push(docs::apply_statement(&entries, &used, &token, last_event_at));
                 batches.push(entries);
             }
             self.checkpoint(CrashPoint::Number).await?;

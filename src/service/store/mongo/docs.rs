@@ -1,9 +1,10 @@
 //! Every document the MongoDB store sends, built in one place so unit tests can check them
 //! exactly, and the tolerant readers that turn documents back into the model.
 
+use crate::domain::engine::{RuleMatch, Usage, UsageKey};
 use crate::domain::query::LeadQuery;
 use crate::domain::time::Millis;
-use crate::domain::{DeadLetter, HistoryEntry, Lead, NewEvent, Rule, RuleInput, ScoreChange, StoredEvent};
+use crate::domain::{DeadLetter, HistoryEntry, Lead, NewEvent, ScoreChange, StoredEvent};
 use mongodb::bson::{doc, Bson, DateTime, Document};
 use mongodb::options::IndexOptions;
 use mongodb::IndexModel;
@@ -53,13 +54,7 @@ pub fn indexes() -> Vec<(&'static str, IndexModel)> {
         ("scorehistories", index(doc! {"leadId": 1, "feedSeq": -1}, named("lead_history_by_feed"))),
         // The live feed every instance tails (entries of earlier releases have no feedSeq).
         ("scorehistories", index(doc! {"feedSeq": 1}, named("feed"))),
-        (
-            "scoringrules",
-            index(
-                doc! {"eventType": 1},
-                IndexOptions::builder().name("eventType_unique".to_string()).unique(true).build(),
-            ),
-        ),
+        super::rules::index(),
     ]
 }
 
@@ -199,6 +194,8 @@ pub struct Entry {
     pub feed_seq: i64,
     /// When it was applied.
     pub at: Millis,
+    /// Which rules matched and what each added.
+    pub matches: Vec<RuleMatch>,
 }
 
 /// Leases the leads that are free (never leased, released, or expired) to `token`.
@@ -221,7 +218,29 @@ pub fn renew(leads: &[String], token: &str, now: Millis) -> (Document, Document)
 
 /// The lead fields `apply` reads after leasing: never the whole history of anything.
 pub fn lease_view() -> Document {
-    doc! {"_id": 1, "score": 1, "leaseToken": 1, "lastBatch": 1}
+    doc! {"_id": 1, "score": 1, "leaseToken": 1, "lastBatch": 1, "usage": 1}
+}
+
+/// Limit counts live on the lead, under `usage`, one field per rule and window
+/// (`<rule id>_<per>_<window>`): the update that adds events to the lead moves them, fenced
+/// with it, so a count can never disagree with the score.
+pub fn usage_field(key: &UsageKey) -> String {
+    format!("{}_{}_{}", key.rule_id, key.per, key.window)
+}
+
+/// The lead's counts for these keys (absent: 0). A count that does not read is an error: a
+/// guess could let a limited rule score once too often.
+pub fn usage_of(lead: &Document, keys: Vec<UsageKey>) -> Result<Usage, String> {
+    let usage = lead.get_document("usage").ok();
+    keys.into_iter()
+        .map(|key| {
+            let n = match usage.and_then(|u| u.get(usage_field(&key))) {
+                None => 0,
+                Some(v) => int(Some(v)).and_then(|n| u32::try_from(n).ok()).ok_or_else(|| format!("usage {v}"))?,
+            };
+            Ok((key, n))
+        })
+        .collect()
 }
 
 /// A lead that does not exist yet, created already leased (a duplicate key means another
@@ -248,11 +267,28 @@ pub fn still_unprocessed(seqs: &[i64]) -> Document {
 }
 
 fn entry_doc(e: &Entry) -> Document {
-    doc! {
+    let mut d = doc! {
         "seq": e.seq, "eventId": &e.event_id, "eventType": &e.event_type, "delta": e.delta,
         "oldScore": e.old_score, "newScore": e.new_score, "feedSeq": e.feed_seq,
         "at": DateTime::from_millis(e.at),
+    };
+    if !e.matches.is_empty() {
+        d.insert("matches", matches_bson(&e.matches));
     }
+    d
+}
+
+/// Null when no rule matched, as the embedded store keeps it.
+fn matches_bson(matches: &[RuleMatch]) -> Bson {
+    if matches.is_empty() {
+        return Bson::Null;
+    }
+    serde_json::to_value(matches).ok().and_then(|v| Bson::try_from(v).ok()).unwrap_or(Bson::Null)
+}
+
+/// An explanation as stored; `None` when absent or unreadable (the points stand alone).
+fn matches_of(v: Option<&Bson>) -> Option<Vec<RuleMatch>> {
+    serde_json::from_value(v?.clone().into_relaxed_extjson()).ok()
 }
 
 /// A lead's `lastBatch` entries, as recorded by the update that applied them; none when it
@@ -273,6 +309,8 @@ pub fn last_batch(lead: &Document) -> Result<Vec<Entry>, String> {
             new_score: int(d.get("newScore"))?,
             feed_seq: int(d.get("feedSeq"))?,
             at: millis(d.get("at"))?,
+            // Entries of earlier releases have none.
+            matches: matches_of(d.get("matches")).unwrap_or_default(),
         })
     };
     entries.iter().map(|b| b.as_document().and_then(entry).ok_or_else(|| format!("lastBatch entry {b}"))).collect()
@@ -280,13 +318,17 @@ pub fn last_batch(lead: &Document) -> Result<Vec<Entry>, String> {
 
 /// The one update statement that adds a batch of one lead's events to it, fenced on the
 /// lease token and recording the entries as `lastBatch` in the same single-document write.
-pub fn apply_statement(entries: &[Entry], token: &str, last_event_at: Millis) -> Document {
+pub fn apply_statement(entries: &[Entry], used: &[(UsageKey, u32)], token: &str, last_event_at: Millis) -> Document {
     let last = entries.last().expect("a statement applies at least one event");
     let delta: i64 = entries.iter().map(|e| e.delta).sum();
+    let mut inc = doc! {"score": delta, "eventCount": entries.len() as i64};
+    for (key, n) in used {
+        inc.insert(format!("usage.{}", usage_field(key)), i64::from(*n));
+    }
     doc! {
         "q": {"_id": &last.lead_id, "leaseToken": token},
         "u": {
-            "$inc": {"score": delta, "eventCount": entries.len() as i64},
+            "$inc": inc,
             "$set": {
                 "lastEventId": &last.event_id,
                 "updatedAt": DateTime::from_millis(last.at),
@@ -324,7 +366,7 @@ pub fn processed_statement(e: &Entry) -> Document {
     doc! {
         "q": {"_id": e.seq, "eventId": &e.event_id},
         // Scored after all (it was held after this worker read it): no longer a dead letter.
-        "u": {"$set": {"processed": true, "points": e.delta}, "$unset": {"deadLetter": ""}},
+        "u": {"$set": {"processed": true, "points": e.delta, "matches": matches_bson(&e.matches)}, "$unset": {"deadLetter": ""}},
     }
 }
 
@@ -434,22 +476,6 @@ pub fn lead_events_page(lead_id: &str) -> (Document, Document) {
     (doc! {"leadId": lead_id, "deadLetter": {"$exists": false}}, doc! {"seq": -1})
 }
 
-pub fn upsert_rule(r: &RuleInput, now: Millis) -> (Document, Document) {
-    (
-        doc! {"eventType": &r.event_type},
-        doc! {"$set": {"points": r.points, "isActive": r.is_active, "updatedAt": DateTime::from_millis(now)}},
-    )
-}
-
-/// A filter and a `$set` update as one document to insert.
-pub fn merge(filter: Document, update: Document) -> Document {
-    let mut out = filter;
-    if let Ok(set) = update.get_document("$set") {
-        out.extend(set.clone());
-    }
-    out
-}
-
 // Readers are tolerant: MongoDB-compatible servers (and documents other tools wrote) may
 // hand back a boolean as 0/1, a number as Int32, Int64 or Double, a date as a string.
 // A document that still cannot be read is reported by the caller, never guessed at.
@@ -497,7 +523,7 @@ pub fn text(v: Option<&Bson>) -> Option<String> {
     }
 }
 
-fn field(d: &Document, key: &str) -> Option<String> {
+pub fn field(d: &Document, key: &str) -> Option<String> {
     text(d.get(key))
 }
 
@@ -517,6 +543,7 @@ pub fn stored_event(d: &Document) -> Option<StoredEvent> {
         received_at: millis(d.get("receivedAt"))?,
         processed: boolean(d.get("processed")).unwrap_or(false),
         points: int(d.get("points")),
+        matches: matches_of(d.get("matches")),
     })
 }
 
@@ -543,20 +570,10 @@ pub fn history(d: &Document) -> Option<HistoryEntry> {
     })
 }
 
-pub fn rule(d: &Document) -> Option<Rule> {
-    Some(Rule {
-        event_type: field(d, "eventType")?,
-        points: int(d.get("points"))?,
-        // A rule without the flag is active, as the old app's schema defaulted it.
-        is_active: boolean(d.get("isActive")).unwrap_or(true),
-        updated_at: millis(d.get("updatedAt")).unwrap_or(0),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{Lead, NewEvent, Rule, RuleInput};
+    use crate::domain::{Lead, NewEvent};
     use mongodb::bson::{Bson, DateTime};
     use mongodb::IndexModel;
 
@@ -587,9 +604,10 @@ mod tests {
         assert_eq!(model.options.unwrap().partial_filter_expression, Some(doc! {"processed": false}));
         assert_eq!(keys_and_options("leads", "leaderboard_by_score_id").0, doc! {"score": -1, "leadId": 1});
         assert_eq!(keys_and_options("scorehistories", "lead_history_by_feed").0, doc! {"leadId": 1, "feedSeq": -1});
-        let (keys, model) = keys_and_options("scoringrules", "eventType_unique");
-        assert_eq!(keys, doc! {"eventType": 1});
-        assert_eq!(model.options.unwrap().unique, Some(true));
+        let (keys, model) = keys_and_options("scoringrules", "base_rule_by_type");
+        assert_eq!(keys, doc! {"baseOf": 1});
+        let options = model.options.unwrap();
+        assert_eq!((options.unique, options.sparse), (Some(true), Some(true)));
         assert_eq!(keys_and_options("scorehistories", "feed").0, doc! {"feedSeq": 1});
         let (keys, model) = keys_and_options("events", "dead_letters");
         assert_eq!(keys, doc! {"deadLetter": 1});
@@ -645,6 +663,7 @@ mod tests {
             new_score: old + delta,
             feed_seq: 700 + seq,
             at: 2_000,
+            matches: Vec::new(),
         }
     }
 
@@ -670,20 +689,23 @@ mod tests {
             }
         );
         assert_eq!(still_unprocessed(&[4, 5]), doc! {"_id": {"$in": [4_i64, 5_i64]}, "processed": {"$ne": true}});
-        let batch = [entry(4, 100, 5), entry(5, -10, 105)];
-        let statement = apply_statement(&batch, "tok", 1_500);
+        let bought = RuleMatch { rule_id: "r1".into(), name: "Purchase".into(), points: 100, limited: false };
+        let batch = [Entry { matches: vec![bought], ..entry(4, 100, 5) }, entry(5, -10, 105)];
+        let once = UsageKey { lead_id: "Lead-ÜX".into(), rule_id: "r1".into(), per: "lead", window: 0 };
+        let statement = apply_statement(&batch, &[(once, 1)], "tok", 1_500);
         assert_eq!(
             statement,
             doc! {
                 "q": {"_id": "Lead-ÜX", "leaseToken": "tok"},
                 "u": {
-                    "$inc": {"score": 90_i64, "eventCount": 2_i64},
+                    "$inc": {"score": 90_i64, "eventCount": 2_i64, "usage.r1_lead_0": 1_i64},
                     "$set": {
                         "lastEventId": "evt-5", "updatedAt": DateTime::from_millis(2_000),
                         "leadId": "Lead-ÜX", "searchKey": "lead-üx",
                         "lastBatch": {"token": "tok", "entries": [
                             {"seq": 4_i64, "eventId": "evt-4", "eventType": "Purchase", "delta": 100_i64,
-                             "oldScore": 5_i64, "newScore": 105_i64, "feedSeq": 704_i64, "at": DateTime::from_millis(2_000)},
+                             "oldScore": 5_i64, "newScore": 105_i64, "feedSeq": 704_i64, "at": DateTime::from_millis(2_000),
+                             "matches": [{"ruleId": "r1", "name": "Purchase", "points": 100_i32}]},
                             {"seq": 5_i64, "eventId": "evt-5", "eventType": "Purchase", "delta": -10_i64,
                              "oldScore": 105_i64, "newScore": 95_i64, "feedSeq": 705_i64, "at": DateTime::from_millis(2_000)},
                         ]},
@@ -716,7 +738,19 @@ mod tests {
         assert_eq!(
             processed_statement(&batch[1]),
             doc! {"q": {"_id": 5_i64, "eventId": "evt-5"},
-            "u": {"$set": {"processed": true, "points": -10_i64}, "$unset": {"deadLetter": ""}}}
+            "u": {"$set": {"processed": true, "points": -10_i64, "matches": Bson::Null}, "$unset": {"deadLetter": ""}}}
+        );
+        let explained = processed_statement(&batch[0]);
+        let set = explained.get_document("u").unwrap().get_document("$set").unwrap();
+        assert_eq!(matches_of(set.get("matches")), Some(batch[0].matches.clone()), "the event keeps its explanation");
+        // Counts read back from the lead as the statement leaves them.
+        let lead = doc! {"_id": "Lead-ÜX", "usage": {"r1_lead_0": 1_i64}};
+        let keys = vec![UsageKey { lead_id: "Lead-ÜX".into(), rule_id: "r1".into(), per: "lead", window: 0 }];
+        assert_eq!(usage_of(&lead, keys.clone()).unwrap().into_values().collect::<Vec<_>>(), [1]);
+        assert_eq!(usage_of(&doc! {"_id": "x"}, keys.clone()).unwrap().into_values().collect::<Vec<_>>(), [0]);
+        assert!(
+            usage_of(&doc! {"usage": {"r1_lead_0": "lots"}}, keys).is_err(),
+            "an unreadable count is never guessed"
         );
         assert_eq!(
             release(&leads, "tok"),
@@ -758,22 +792,6 @@ mod tests {
         );
         assert_eq!(escape_regex(r"^x$|[a]{2}\d+?/ü"), r"\^x\$\|\[a\]\{2\}\\d\+\?\/ü");
         assert_eq!(escape_regex("plain123"), "plain123");
-    }
-
-    #[test]
-    fn rules_upsert_by_event_type() {
-        let r = RuleInput { event_type: "Webinar".into(), points: -5, is_active: false };
-        let (filter, update) = upsert_rule(&r, 3_000);
-        assert_eq!(filter, doc! {"eventType": "Webinar"});
-        assert_eq!(
-            update,
-            doc! {"$set": {"points": -5_i64, "isActive": false, "updatedAt": DateTime::from_millis(3_000)}}
-        );
-        let seeded = merge(filter, update);
-        assert_eq!(
-            rule(&seeded).unwrap(),
-            Rule { event_type: "Webinar".into(), points: -5, is_active: false, updated_at: 3_000 }
-        );
     }
 
     #[test]

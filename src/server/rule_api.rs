@@ -1,0 +1,68 @@
+//! REST routes for the scoring rules: list, add (or set a type's base rule, the old
+//! meaning of `POST`), change, remove. Same service calls as the rules page.
+
+use super::api::{read_json, MAX_CONTROL_BODY};
+use super::http::AppState;
+use crate::domain::error::ApiError;
+use crate::service::accounts::Actor;
+use crate::service::rules::Saved;
+use crate::service::ServiceError;
+use axum::body::Body;
+use axum::extract::{Extension, Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+
+type Answer = Result<Response, ApiError>;
+
+/// `GET /api/rules`
+pub async fn list(State(state): State<AppState>) -> Answer {
+    Ok(Json(state.service.rules().await?).into_response())
+}
+
+/// `POST /api/rules`: 200 with the base rule for `{eventType, points, isActive}` alone (the
+/// old app's upsert), else 201 with the new rule and its `id`.
+pub async fn save(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    headers: HeaderMap,
+    body: Body,
+) -> Answer {
+    let value = read_json(&headers, body, MAX_CONTROL_BODY, &state.bodies).await?;
+    Ok(match state.service.save_rule(&value, &actor).await? {
+        Saved::Base(rule) => Json(rule).into_response(),
+        Saved::Created(rule) => (StatusCode::CREATED, Json(rule)).into_response(),
+    })
+}
+
+/// `PUT /api/rules/{id}`: the whole rule, as `POST` takes it.
+pub async fn update(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Answer {
+    let value = read_json(&headers, body, MAX_CONTROL_BODY, &state.bodies).await?;
+    let rule = found(state.service.update_rule(&id, &value, &actor).await, &id)?;
+    Ok(Json(rule).into_response())
+}
+
+/// `DELETE /api/rules/{id}`: 200 with the rule as it was.
+pub async fn remove(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Path(id): Path<String>,
+) -> Answer {
+    let rule = found(state.service.delete_rule(&id, &actor).await, &id)?;
+    Ok(Json(rule).into_response())
+}
+
+fn found<T>(result: Result<T, ServiceError>, id: &str) -> Result<T, ApiError> {
+    match result {
+        Err(ServiceError::NotFound) => {
+            Err(ApiError::field(404, "Rule not found", "id", format!("no rule with id {id:?}")))
+        }
+        other => Ok(other?),
+    }
+}

@@ -1,0 +1,161 @@
+//! `apply` on SQLite: prices each queued event with the rules and adds it to its lead, once.
+//!
+//! Everything happens in the writer's one transaction: the event's processed flag (the
+//! once-only guard), its points and explanation, the limit counts, the lead and the history
+//! row commit together or not at all. Pricing happens here, not in the worker, because a
+//! limit's count must move only when its event is really added.
+
+use crate::domain::engine::{Engine, Usage, UsageKey};
+use crate::domain::time::Millis;
+use crate::domain::{ScoreChange, StoredEvent};
+use rusqlite::{params, CachedStatement, Connection, OptionalExtension};
+use std::collections::{HashMap, HashSet};
+
+/// One claimed event and what it was worth.
+struct Claimed<'a> {
+    event: &'a StoredEvent,
+    points: i64,
+}
+
+pub(super) fn apply(
+    c: &Connection,
+    events: &[StoredEvent],
+    engine: &Engine,
+    now: Millis,
+) -> rusqlite::Result<Vec<ScoreChange>> {
+    // The processed flag is the guard: only the call that flips it applies the points.
+    let mut claim = c.prepare_cached(
+        "UPDATE events SET processed = 1, points = ?2, matches = ?3 WHERE seq = ?1 AND processed = 0",
+    )?;
+    let mut counts = Counts::new(c, engine.has_limits())?;
+    let mut claimed = Vec::with_capacity(events.len());
+    for event in events {
+        // Priced against a copy of the counts it reads; they move only if the claim succeeds
+        // (an event already scored, or offered twice, must not use up a limit).
+        let mut scratch = counts.load(engine.limited_keys(std::slice::from_ref(event)))?;
+        let priced = engine.price(event, &mut scratch);
+        if claim.execute(params![event.seq, priced.points, priced.matches_json()])? == 1 {
+            counts.keep(scratch);
+            claimed.push(Claimed { event, points: priced.points });
+        }
+    }
+    counts.save()?;
+    add_to_leads(c, claimed, now)
+}
+
+/// Adds claimed events to their leads: one read and one write per lead, however many of
+/// its events are in the batch; one history row per event.
+fn add_to_leads(c: &Connection, claimed: Vec<Claimed>, now: Millis) -> rusqlite::Result<Vec<ScoreChange>> {
+    let mut by_lead: Vec<(&str, Vec<Claimed>)> = Vec::new();
+    let mut index: HashMap<&str, usize> = HashMap::new();
+    for e in claimed {
+        let lead = e.event.lead_id.as_str();
+        match index.get(lead) {
+            Some(&i) => by_lead[i].1.push(e),
+            None => {
+                index.insert(lead, by_lead.len());
+                by_lead.push((lead, vec![e]));
+            }
+        }
+    }
+    let mut history = c.prepare_cached(
+        "INSERT INTO score_history (id, lead_id, event_id, event_type, delta, old_score, new_score, timestamp) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?;
+    let mut current = c.prepare_cached("SELECT score FROM leads WHERE id = ?1")?;
+    // Not `RETURNING`: a statement with it needs a statement journal, and releasing one costs
+    // time in proportion to the pages the transaction has dirtied.
+    let mut save = c.prepare_cached(
+        "INSERT INTO leads (id, search_key, score, last_event_id, updated_at, last_event_at, event_count, created_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?5) \
+         ON CONFLICT(id) DO UPDATE SET score = excluded.score, last_event_id = excluded.last_event_id, \
+           updated_at = excluded.updated_at, last_event_at = max(coalesce(last_event_at, 0), excluded.last_event_at), \
+           event_count = event_count + excluded.event_count",
+    )?;
+    let mut changes = Vec::new();
+    for (lead_id, events) in by_lead {
+        // Safe to read then write: this thread is the only writer.
+        let mut score: i64 = current.query_row([lead_id], |r| r.get(0)).optional()?.unwrap_or(0);
+        for Claimed { event: e, points } in &events {
+            let old = score;
+            score += points;
+            history.execute(params![e.seq, lead_id, e.event_id, e.event_type, points, old, score, now])?;
+            changes.push(ScoreChange {
+                lead_id: lead_id.to_string(),
+                event_id: e.event_id.clone(),
+                event_type: e.event_type.clone(),
+                delta: *points,
+                score,
+                updated_at: now,
+            });
+        }
+        let last_event_at = events.iter().map(|e| e.event.timestamp).max();
+        let last = events.last().map(|e| e.event.event_id.as_str());
+        save.execute(params![lead_id, lead_id.to_lowercase(), score, last, now, last_event_at, events.len() as i64])?;
+    }
+    Ok(changes)
+}
+
+/// Limit counts (`rule_usage`) read once per key in a transaction and written back at its end.
+struct Counts<'c> {
+    read: Option<CachedStatement<'c>>,
+    c: &'c Connection,
+    known: Usage,
+    changed: HashSet<UsageKey>,
+}
+
+impl<'c> Counts<'c> {
+    fn new(c: &'c Connection, any_limits: bool) -> rusqlite::Result<Self> {
+        let read = if any_limits {
+            Some(c.prepare_cached(
+                "SELECT count FROM rule_usage WHERE lead_id = ?1 AND rule_id = ?2 AND per = ?3 AND period = ?4",
+            )?)
+        } else {
+            None
+        };
+        Ok(Self { read, c, known: Usage::new(), changed: HashSet::new() })
+    }
+
+    /// The current counts of these keys.
+    fn load(&mut self, keys: Vec<UsageKey>) -> rusqlite::Result<Usage> {
+        let mut out = Usage::with_capacity(keys.len());
+        for key in keys {
+            let n = match (self.known.get(&key), self.read.as_mut()) {
+                (Some(n), _) => *n,
+                (None, Some(read)) => {
+                    let params = params![key.lead_id, key.rule_id, key.per, key.window];
+                    let n: u32 = read.query_row(params, |r| r.get(0)).optional()?.unwrap_or(0);
+                    self.known.insert(key.clone(), n);
+                    n
+                }
+                (None, None) => 0,
+            };
+            out.insert(key, n);
+        }
+        Ok(out)
+    }
+
+    /// Keeps the counts an applied event moved.
+    fn keep(&mut self, counts: Usage) {
+        for (key, n) in counts {
+            if self.known.get(&key) != Some(&n) {
+                self.changed.insert(key.clone());
+                self.known.insert(key, n);
+            }
+        }
+    }
+
+    fn save(self) -> rusqlite::Result<()> {
+        if self.changed.is_empty() {
+            return Ok(());
+        }
+        let mut write = self.c.prepare_cached(
+            "INSERT INTO rule_usage (lead_id, rule_id, per, period, count) VALUES (?1, ?2, ?3, ?4, ?5) \
+             ON CONFLICT (lead_id, rule_id, per, period) DO UPDATE SET count = excluded.count",
+        )?;
+        for key in &self.changed {
+            write.execute(params![key.lead_id, key.rule_id, key.per, key.window, self.known[key]])?;
+        }
+        Ok(())
+    }
+}

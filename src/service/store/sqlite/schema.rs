@@ -1,0 +1,213 @@
+//! The embedded store's layout, and how a file an older release wrote is brought up to date.
+
+use rusqlite::Connection;
+
+/// Bumped whenever the layout changes; `prepare_schema` brings older files up to date on open.
+pub const SCHEMA_VERSION: i64 = 5;
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS events (
+    seq         INTEGER PRIMARY KEY,
+    event_id    TEXT NOT NULL UNIQUE,
+    lead_id     TEXT NOT NULL,
+    event_type  TEXT NOT NULL,
+    timestamp   INTEGER NOT NULL,
+    metadata    TEXT,
+    received_at INTEGER NOT NULL,
+    -- 0 queued, 1 scored, 2 dead-lettered, 3 discarded (see sqlite/dead_letters.rs)
+    processed   INTEGER NOT NULL DEFAULT 0,
+    points      INTEGER,
+    -- Schema 5: which rules matched and what each added (JSON), once scored.
+    matches     TEXT
+);
+-- The durable queue, in ingest order. It carries lead_id so a lead's page can pick its
+-- not-yet-scored events out of the queue without touching the table. There is deliberately no
+-- full index of events by lead: that was a random B-tree insert per event, the single most
+-- expensive write at ingest, and it grew with the data. Scored events are found through
+-- score_history instead.
+CREATE INDEX IF NOT EXISTS events_queue ON events(seq, lead_id) WHERE processed = 0;
+
+-- Clustered by id: one B-tree fewer to update per score change.
+CREATE TABLE IF NOT EXISTS leads (
+    id            TEXT PRIMARY KEY,
+    search_key    TEXT NOT NULL,
+    score         INTEGER NOT NULL,
+    last_event_id TEXT,
+    updated_at    INTEGER NOT NULL,
+    last_event_at INTEGER,
+    event_count   INTEGER NOT NULL DEFAULT 0,
+    created_at    INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS leads_by_score ON leads(score DESC, id ASC);
+
+-- One row per applied event, keyed by the event's seq: the worker applies in seq order, so
+-- this appends, and `id` joins back to the event (metadata, timestamp) for a lead's event log.
+-- The events table's processed flag (flipped in the same transaction) makes it once-only.
+CREATE TABLE IF NOT EXISTS score_history (
+    id         INTEGER PRIMARY KEY,
+    lead_id    TEXT NOT NULL,
+    event_id   TEXT NOT NULL,
+    event_type TEXT NOT NULL,
+    delta      INTEGER NOT NULL,
+    old_score  INTEGER NOT NULL,
+    new_score  INTEGER NOT NULL,
+    timestamp  INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS history_by_lead ON score_history(lead_id, id DESC);
+
+-- Schema 5: several rules per event type, with conditions (JSON) and an optional limit.
+-- `base` marks the type's base rule, the one the old `POST /api/rules` upserts: one per type.
+CREATE TABLE IF NOT EXISTS rules (
+    id          TEXT PRIMARY KEY,
+    name        TEXT NOT NULL,
+    event_type  TEXT NOT NULL,
+    points      INTEGER NOT NULL,
+    is_active   INTEGER NOT NULL,
+    conditions  TEXT NOT NULL DEFAULT '[]',
+    limit_count INTEGER,
+    limit_per   TEXT,
+    base        INTEGER NOT NULL DEFAULT 0,
+    created_at  INTEGER NOT NULL,
+    updated_at  INTEGER NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS rules_base ON rules(event_type) WHERE base = 1;
+-- How many events each limited rule has scored per lead and window (`apply.rs`).
+CREATE TABLE IF NOT EXISTS rule_usage (
+    lead_id TEXT NOT NULL,
+    rule_id TEXT NOT NULL,
+    per     TEXT NOT NULL,
+    period  INTEGER NOT NULL,
+    count   INTEGER NOT NULL,
+    PRIMARY KEY (lead_id, rule_id, per, period)
+) WITHOUT ROWID;
+
+-- Schema 3: access control (see accounts.rs). New tables only, so a schema 2 file is brought
+-- up to date by creating them.
+CREATE TABLE IF NOT EXISTS users (
+    username      TEXT PRIMARY KEY,
+    role          TEXT NOT NULL,
+    password_hash TEXT NOT NULL,
+    session_epoch INTEGER NOT NULL DEFAULT 0,
+    created_at    INTEGER NOT NULL,
+    updated_at    INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS sessions (
+    id_hash    TEXT PRIMARY KEY,
+    data       TEXT NOT NULL,
+    expires_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS sessions_by_expiry ON sessions(expires_at);
+CREATE TABLE IF NOT EXISTS api_keys (
+    id           TEXT PRIMARY KEY,
+    hash         TEXT NOT NULL UNIQUE,
+    name         TEXT NOT NULL,
+    scopes       TEXT NOT NULL,
+    prefix       TEXT NOT NULL,
+    created_at   INTEGER NOT NULL,
+    created_by   TEXT NOT NULL,
+    last_used_at INTEGER,
+    revoked_at   INTEGER
+);
+CREATE TABLE IF NOT EXISTS audit_log (
+    id     INTEGER PRIMARY KEY,
+    at     INTEGER NOT NULL,
+    actor  TEXT NOT NULL,
+    action TEXT NOT NULL,
+    target TEXT NOT NULL,
+    before TEXT,
+    after  TEXT,
+    ip     TEXT
+);
+
+-- Schema 4: one row health rewrites to learn whether writes work again after they failed.
+CREATE TABLE IF NOT EXISTS write_probe (id INTEGER PRIMARY KEY, at INTEGER NOT NULL, pad BLOB);
+-- Events the worker set aside (their `processed` is 2) and why.
+CREATE TABLE IF NOT EXISTS dead_letters (
+    seq      INTEGER PRIMARY KEY,
+    event_id TEXT,
+    lead_id  TEXT,
+    error    TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    dead_at  INTEGER NOT NULL,
+    raw      TEXT NOT NULL
+);
+"#;
+
+/// Schema 1 (the first release) kept a full `events_by_lead` index and numbered history rows
+/// on their own. Its history table and indexes are set aside, `SCHEMA` creates the current
+/// ones, and the rows come back renumbered by event seq; the old index goes.
+const MIGRATE_1_TO_2_SET_ASIDE: &str = r#"
+ALTER TABLE score_history RENAME TO score_history_v1;
+DROP INDEX IF EXISTS history_by_lead;
+DROP INDEX IF EXISTS events_by_lead;
+DROP INDEX IF EXISTS events_unprocessed;
+"#;
+const MIGRATE_1_TO_2_MOVE_BACK: &str = r#"
+INSERT INTO score_history (id, lead_id, event_id, event_type, delta, old_score, new_score, timestamp)
+    SELECT e.seq, h.lead_id, h.event_id, h.event_type, h.delta, h.old_score, h.new_score, h.timestamp
+    FROM score_history_v1 h JOIN events e ON e.event_id = h.event_id ORDER BY h.id;
+DROP TABLE score_history_v1;
+"#;
+
+/// Schema 4 and before: one rule per event type, keyed by it. The table is set aside before
+/// `SCHEMA` creates the new one, and each old rule comes back as its type's base rule.
+const MIGRATE_TO_5_SET_ASIDE: &str = "ALTER TABLE rules RENAME TO rules_v4;";
+const MIGRATE_TO_5_MOVE_BACK: &str = r#"
+INSERT INTO rules (id, name, event_type, points, is_active, base, created_at, updated_at)
+    SELECT lower(hex(randomblob(8))), event_type, event_type, points, is_active, 1, updated_at, updated_at
+    FROM rules_v4 ORDER BY event_type;
+DROP TABLE rules_v4;
+"#;
+
+/// Creates the schema, or brings a file written by an older release up to date, in one
+/// transaction: a crash mid-migration leaves the file as it was.
+pub fn prepare_schema(conn: &mut Connection) -> Result<(), String> {
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(|e| e.to_string())?;
+    if version > SCHEMA_VERSION {
+        return Err(format!(
+            "the file has schema version {version}, written by a newer Leadscore; this build knows up to {SCHEMA_VERSION}"
+        ));
+    }
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(|e| e.to_string())?;
+    let has_events: bool = tx
+        .query_row("SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'events'", [], |r| r.get(0))
+        .map_err(|e| e.to_string())?;
+    // Schema 1 never set user_version: version 0 with tables present means schema 1.
+    let from_schema_1 = version < 2 && has_events;
+    let count = |tx: &rusqlite::Transaction| -> Result<i64, String> {
+        tx.query_row("SELECT count(*) FROM score_history", [], |r| r.get(0)).map_err(|e| e.to_string())
+    };
+    let history_before = if from_schema_1 { Some(count(&tx)?) } else { None };
+    if from_schema_1 {
+        tx.execute_batch(MIGRATE_1_TO_2_SET_ASIDE).map_err(|e| format!("migrating schema 1 to 2: {e}"))?;
+    }
+    let has_column = |table: &str, column: &str| -> Result<bool, String> {
+        tx.query_row("SELECT count(*) > 0 FROM pragma_table_info(?1) WHERE name = ?2", [table, column], |r| r.get(0))
+            .map_err(|e| e.to_string())
+    };
+    let rules_before_5 = has_column("rules", "event_type")? && !has_column("rules", "id")?;
+    if rules_before_5 {
+        tx.execute_batch(MIGRATE_TO_5_SET_ASIDE).map_err(|e| format!("migrating rules to schema 5: {e}"))?;
+    }
+    if has_events && !has_column("events", "matches")? {
+        tx.execute_batch("ALTER TABLE events ADD COLUMN matches TEXT;")
+            .map_err(|e| format!("migrating events to schema 5: {e}"))?;
+    }
+    tx.execute_batch(SCHEMA).map_err(|e| e.to_string())?;
+    if rules_before_5 {
+        tx.execute_batch(MIGRATE_TO_5_MOVE_BACK).map_err(|e| format!("migrating rules to schema 5: {e}"))?;
+        tracing::info!("sqlite: rules migrated to schema 5 (each is its event type's base rule)");
+    }
+    if let Some(before) = history_before {
+        tx.execute_batch(MIGRATE_1_TO_2_MOVE_BACK).map_err(|e| format!("migrating schema 1 to 2: {e}"))?;
+        let after = count(&tx)?;
+        if before != after {
+            return Err(format!(
+                "migrating schema 1 to 2 would keep {after} of {before} history rows; file left unchanged"
+            ));
+        }
+        tracing::info!(history_rows = after, "sqlite: migrated schema 1 to 2");
+    }
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(|e| e.to_string())?;
+    tx.commit().map_err(|e| e.to_string())
+}
