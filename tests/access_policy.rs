@@ -102,12 +102,13 @@ async fn snapshot(s: &TestServer) -> Value {
     // Events accepted by earlier, allowed calls are scored first, so only this call can differ.
     s.drained().await;
     let (_, rules) = s.get("/api/rules").await;
+    let (_, stages) = s.get("/api/stages").await;
     let (_, users) = s.get("/api/users").await;
     let (_, keys) = s.get("/api/keys").await;
     let keys: Vec<Value> = keys.as_array().unwrap().iter().map(|k| json!([k["id"], k["revokedAt"]])).collect();
     let (_, health) = s.get("/api/health").await;
     let (_, leads) = s.get("/api/leads?limit=500").await;
-    json!({"rules": rules, "users": users, "keys": keys, "queued": health["queue"]["depth"], "leads": leads})
+    json!({"rules": rules, "stages": stages, "users": users, "keys": keys, "queued": health["queue"]["depth"], "leads": leads})
 }
 
 /// A body that would change something if the call got through.
@@ -117,6 +118,7 @@ fn body_for(path: &str, n: usize) -> Value {
         "/api/events/batch" => json!([event(&format!("policy-b{n}"), "policy-lead", "Purchase")]),
         "/api/rules" => json!({"eventType": format!("Policy {n}"), "points": 7, "isActive": true}),
         "/api/rules/{id}" => json!({"name": format!("Policy {n}"), "eventType": "Purchase", "points": 1000}),
+        "/api/stages" => json!([{"name": format!("Policy {n}"), "minScore": 0}]),
         "/api/users" => json!({"username": format!("new{n}"), "role": "admin", "password": PASSWORD}),
         "/api/users/{username}" => json!({"role": "admin"}),
         "/api/keys" => json!({"name": format!("k{n}"), "scopes": ["admin"]}),
@@ -128,6 +130,7 @@ fn body_for(path: &str, n: usize) -> Value {
                      "conditions": [], "limit_count": "", "limit_per": "day"},
         }),
         p if p.contains("delete_rule") => json!({"id": VICTIM_RULE.get()}),
+        p if p.contains("save_stages") => json!({"stages": [[format!("Rpc {n}"), "0"]]}),
         p if p.contains("send_test_event") => {
             json!({"lead_id": "policy-lead", "event_type": "Purchase", "metadata": ""})
         }

@@ -76,6 +76,10 @@ async fn a_reconnecting_client_resumes_from_last_event_id() {
     let updates: Value = serde_json::from_str(&replayed.data).unwrap();
     assert_eq!(updates[0]["score"], 110);
     assert_eq!(updates[0]["eventType"], "Purchase");
+    assert_eq!(updates[0]["stage"], "MQL");
+    let moved = again.next().await;
+    assert_eq!(moved.event, "stageChanged", "the frame's stage move is replayed with it");
+    assert!(moved.data.contains(r#""from":"Cold","to":"MQL""#), "{}", moved.data);
     assert_eq!(again.next().await.event, "ready");
 
     // An id from another server run cannot be resumed: the client must reload its data.

@@ -98,14 +98,14 @@ async fn drain(store: &MongoStore, now: i64) {
         if batch.is_empty() {
             return;
         }
-        store.apply(batch, engine(&store).await, now).await.unwrap();
+        store.apply(batch, engine(store).await, now).await.unwrap();
     }
     panic!("the queue did not drain");
 }
 
 async fn expect_crash(store: &MongoStore, point: CrashPoint, batch: Vec<StoredEvent>, now: i64) {
     store.crash_after(point);
-    let err = store.apply(batch, engine(&store).await, now).await.expect_err("the simulated crash happens");
+    let err = store.apply(batch, engine(store).await, now).await.expect_err("the simulated crash happens");
     assert!(err.to_string().contains(&format!("simulated crash after {point:?}")), "{err}");
 }
 

@@ -128,6 +128,42 @@ async fn the_old_upsert_keeps_its_meaning_next_to_new_rules() {
     assert_eq!(detail["lead"]["score"], 11);
     let u = detail["events"].as_array().unwrap().iter().find(|e| e["eventId"] == "u").unwrap();
     assert_eq!((u["points"].as_i64(), u.get("matches")), (Some(0), None), "no rule matched: 0, no explanation");
+
+    // A client that GETs rules, changes points and POSTs each back: the same rules change,
+    // no copies appear (a base rule read back still reads as the old upsert).
+    let (_, rules) = s.get("/api/rules").await;
+    for rule in rules.as_array().unwrap().iter().filter(|r| r["eventType"] == "Page View") {
+        let mut back = rule.clone();
+        back["points"] = json!(rule["points"].as_i64().unwrap() + 100);
+        let (status, saved) = s.post("/api/rules", &back).await;
+        assert_eq!((status, saved["id"].clone()), (200, rule["id"].clone()), "{saved}");
+    }
+    let (_, after) = s.get("/api/rules").await;
+    assert_eq!(after.as_array().unwrap().len(), rules.as_array().unwrap().len(), "no copies");
+    let points: Vec<i64> = after
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["eventType"] == "Page View")
+        .map(|r| r["points"].as_i64().unwrap())
+        .collect();
+    assert_eq!(points, [109, 102]);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn an_event_type_holds_at_most_fifty_rules() {
+    let s = TestServer::start().await;
+    // The seeded base rule is the first of Purchase's fifty.
+    for i in 1..50 {
+        let (status, body) =
+            s.post("/api/rules", &json!({"name": format!("r{i}"), "eventType": "Purchase", "points": 1})).await;
+        assert_eq!(status, 201, "{body}");
+    }
+    let (status, body) =
+        s.post("/api/rules", &json!({"name": "one too many", "eventType": "Purchase", "points": 1})).await;
+    assert_eq!((status, fields(&body)), (400, vec!["eventType".to_string()]));
+    assert!(body["details"][0]["problem"].as_str().unwrap().contains("at most 50"), "{body}");
     s.stop().await;
 }
 

@@ -42,6 +42,7 @@ fn main() {
         rules_seed_once_and_upsert_by_event_type,
         rules_are_created_changed_and_deleted_by_id,
         conditions_and_limits_price_each_event_once,
+        settings_round_trip_and_leads_count_by_score,
         queue_stats_track_the_backlog,
         dead_letters_leave_the_queue_until_retried_or_discarded,
         concurrent_applies_on_one_lead_are_exact,
@@ -554,6 +555,33 @@ async fn conditions_and_limits_price_each_event_once(store: DynStore) {
     store.insert_events(batch).await.unwrap();
     store.apply(store.unprocessed(100).await.unwrap().events, rules, T0).await.unwrap();
     assert_eq!(store.lead("z").await.unwrap().unwrap().score, 2 * 25 + 3 * 5);
+}
+
+async fn settings_round_trip_and_leads_count_by_score(store: DynStore) {
+    assert_eq!(store.setting("stages").await.unwrap(), None);
+    let ladder = json!([{"name": "Cold", "minScore": 0}, {"name": "Hot", "minScore": 100}]);
+    store.put_setting("stages", ladder.clone(), T0).await.unwrap();
+    store.put_setting("other", json!({"n": 1}), T0).await.unwrap();
+    assert_eq!(store.setting("stages").await.unwrap(), Some(ladder));
+    store.put_setting("other", json!({"n": 2}), T0 + 1).await.unwrap();
+    assert_eq!(store.setting("other").await.unwrap(), Some(json!({"n": 2})), "replaced, not added");
+
+    seeded(&store).await;
+    ingest_and_score(
+        &store,
+        vec![
+            ev("a", "low", "Page View", T0),
+            ev("b", "mid", "Demo Request", T0),
+            ev("c", "high", "Purchase", T0),
+            ev("d", "high", "Purchase", T0),
+        ],
+    )
+    .await;
+    assert_eq!(store.count_leads(None, None).await.unwrap(), 3);
+    assert_eq!(store.count_leads(None, Some(49)).await.unwrap(), 1);
+    assert_eq!(store.count_leads(Some(50), Some(199)).await.unwrap(), 1);
+    assert_eq!(store.count_leads(Some(200), None).await.unwrap(), 1);
+    assert_eq!(store.count_leads(Some(300), Some(100)).await.unwrap(), 0);
 }
 
 async fn queue_stats_track_the_backlog(store: DynStore) {

@@ -64,7 +64,7 @@ test("when the server cannot be reached, pages say so and can retry", async ({ p
   // Every server-function call fails as if the network were down.
   await page.route("**/rpc/**", (route) => route.abort("connectionrefused"));
   await page.getByRole("link", { name: "Rules" }).click();
-  const notice = page.locator(".notice.error");
+  const notice = page.locator(".notice.error", { hasText: "Could not load the rules" });
   await expect(notice).toContainText("Could not load the rules");
   await expect(notice).toContainText("Cannot reach the server");
   await page.unroute("**/rpc/**");

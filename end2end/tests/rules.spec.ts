@@ -59,20 +59,30 @@ test("a rule with a condition and a limit, made in the editor, scores, explains,
   await condition.getByLabel("Condition operator").selectOption("startsWith");
   await condition.getByLabel("Condition value").fill("/pricing");
   await form.locator("input[name=limitCount]").fill("1");
-  await form.locator("select[name=limitPer]").selectOption("day");
+  await form.locator("select[name=limitPer]").selectOption("lead");
   await form.getByRole("button", { name: "Add rule" }).click();
   await expect(page.locator("#rules-feedback")).toContainText(`Saved “${name}”: +20 points, active`);
   const row = page.locator(`tr[data-rule="${type}"]`);
   await expect(row).toContainText('page startsWith "/pricing"');
-  await expect(row).toContainText("1 per day");
+  await expect(row).toContainText("1 per lead, ever");
   await screenshot(page, "rules-editor");
 
-  // Two pricing views the same day: the limit lets the first count; a blog view matches nothing.
+  // From the dashboard's test-event form: two matching events (the limit lets the first
+  // count) and one that matches nothing.
   const lead = unique("pricing-lead");
-  const day = "2024-05-01T12:00:00.000Z";
-  await postEvent(request, event(lead, type, { timestamp: day, metadata: { page: "/pricing/teams" } }));
-  await postEvent(request, event(lead, type, { timestamp: day, metadata: { page: "/Pricing" } }));
-  await postEvent(request, event(lead, type, { timestamp: day, metadata: { page: "/blog" } }));
+  await page.goto("/");
+  await hydrated(page);
+  const sender = page.locator("form.stack");
+  await sender.getByLabel("Lead id").fill(lead);
+  await sender.getByLabel("Event type").selectOption(type);
+  for (const pageViewed of ["/pricing/teams", "/Pricing", "/blog"]) {
+    await sender.getByLabel("Metadata").fill(JSON.stringify({ page: pageViewed }));
+    await sender.getByRole("button", { name: "Send event" }).click();
+    await expect(sender.locator(".notice.ok")).toContainText("Accepted");
+    await expect
+      .poll(async () => (await (await request.get(`/api/leads/${lead}`)).json()).events?.map((e: any) => e.metadata.page) ?? [])
+      .toContain(pageViewed);
+  }
   await expect
     .poll(async () => (await (await request.get(`/api/leads/${lead}`)).json()).history?.length ?? 0)
     .toBe(3);

@@ -108,6 +108,7 @@ mod tests {
             new_score: new,
             delta: new - old,
             timestamp: 0,
+            stage_change: None,
         }
     }
 

@@ -3,7 +3,7 @@
 
 use super::auth::Allowed;
 use super::live::Live;
-use super::server_fns::{describe, fetch_leaderboard, fetch_rules, send_test_event};
+use super::server_fns::{describe, fetch_leaderboard, fetch_rules, fetch_stage_counts, send_test_event};
 use super::upload::Upload;
 use super::{lead_href, short_time, LoadError};
 use crate::domain::access::Access;
@@ -22,7 +22,7 @@ pub fn Dashboard() -> impl IntoView {
     let params = use_query_map();
     let parsed = Memo::new(move |_| {
         let map = params.read();
-        let pairs: Vec<(String, String)> = ["search", "minScore", "maxScore", "limit"]
+        let pairs: Vec<(String, String)> = ["search", "minScore", "maxScore", "stage", "limit"]
             .iter()
             .filter_map(|k| map.get(k).map(|v| (k.to_string(), v)))
             .collect();
@@ -32,6 +32,12 @@ pub fn Dashboard() -> impl IntoView {
     let query_errors = move || parsed.get().err().unwrap_or_default();
 
     let leads = Resource::new(move || (query.get(), live.resync.get()), |(q, _)| fetch_leaderboard(q));
+    // Counts per stage: refetched on live frames, at most every few seconds (each is a count
+    // over the score index, cheap but not free on a million leads).
+    let recount = RwSignal::new(0u32);
+    let stages = Resource::new(move || (recount.get(), live.resync.get()), |_| fetch_stage_counts());
+    let last_recount = StoredValue::new(0i64);
+    let recount_due = StoredValue::new(false);
     // Lead ids changed by the latest frame, with a counter so the row re-renders and flashes.
     let flashes = RwSignal::new(HashMap::<String, u32>::new());
 
@@ -48,6 +54,23 @@ pub fn Dashboard() -> impl IntoView {
         if refetch {
             leads.refetch();
         }
+        // At most one recount per interval, and always one after the last frame of a burst.
+        let now = chrono::Utc::now().timestamp_millis();
+        let wait = RECOUNT_EVERY_MS - (now - last_recount.get_value());
+        if wait <= 0 {
+            last_recount.set_value(now);
+            recount.update(|n| *n += 1);
+        } else if !recount_due.get_value() {
+            recount_due.set_value(true);
+            set_timeout(
+                move || {
+                    recount_due.set_value(false);
+                    last_recount.set_value(chrono::Utc::now().timestamp_millis());
+                    recount.update(|n| *n += 1);
+                },
+                std::time::Duration::from_millis(wait as u64),
+            );
+        }
     });
 
     view! {
@@ -57,7 +80,8 @@ pub fn Dashboard() -> impl IntoView {
                 <div class="panel-head">
                     <h1 id="board-title">"Leaderboard"</h1>
                 </div>
-                <Filters query/>
+                <StageStrip stages query/>
+                <Filters query stages/>
                 <FieldErrors errors=Signal::derive(query_errors)/>
                 <Transition fallback=|| view! { <p class="muted">"Loading leads…"</p> }>
                     {move || Suspend::new(async move {
@@ -78,8 +102,41 @@ pub fn Dashboard() -> impl IntoView {
     }
 }
 
+/// How often, at most, live frames make the stage counts refetch.
+const RECOUNT_EVERY_MS: i64 = 3_000;
+
+type StageCounts = Resource<Result<Vec<crate::domain::stages::StageCount>, crate::domain::error::ApiError>>;
+
+/// Leads per stage, each a link that filters the leaderboard to it.
 #[component]
-fn Filters(query: Memo<LeadQuery>) -> impl IntoView {
+fn StageStrip(stages: StageCounts, query: Memo<LeadQuery>) -> impl IntoView {
+    view! {
+        <Transition fallback=|| ()>
+            {move || Suspend::new(async move {
+                let Ok(counts) = stages.await else { return ().into_any() };
+                view! {
+                    <nav class="stage-strip" aria-label="Leads per stage" id="stage-counts">
+                        {counts.into_iter().map(|c| {
+                            let name = c.name.clone();
+                            let selected = move || query.with(|q| q.stage.as_deref().is_some_and(|s| s.eq_ignore_ascii_case(&name)));
+                            let href = format!("/?stage={}", super::encode_component(&c.name));
+                            view! {
+                                <a href=href class="stage-chip" class:selected=selected data-stage=c.name.clone()
+                                    title=format!("score {} and up", c.min_score)>
+                                    <span class="stage-name">{c.name.clone()}</span>
+                                    <span class="stage-count">{c.leads}</span>
+                                </a>
+                            }
+                        }).collect_view()}
+                    </nav>
+                }.into_any()
+            })}
+        </Transition>
+    }
+}
+
+#[component]
+fn Filters(query: Memo<LeadQuery>, stages: StageCounts) -> impl IntoView {
     let value = move |f: fn(&LeadQuery) -> String| move || f(&query.get());
     view! {
         <Form method="GET" action="" attr:class="filters" attr:aria-label="Filter leads">
@@ -94,6 +151,22 @@ fn Filters(query: Memo<LeadQuery>) -> impl IntoView {
             <label>
                 "Max score"
                 <input type="number" name="maxScore" inputmode="numeric" prop:value=value(|q| q.max_score.map(|v| v.to_string()).unwrap_or_default())/>
+            </label>
+            <label>
+                "Stage"
+                <select name="stage" prop:value=value(|q| q.stage.clone().unwrap_or_default())>
+                    <option value="">"Any"</option>
+                    // Awaited inside Suspense: server and client render the same options.
+                    <Suspense>
+                        {move || Suspend::new(async move {
+                            stages.await.unwrap_or_default().into_iter().map(|c| {
+                                let name = c.name.clone();
+                                let selected = move || query.with(|q| q.stage.as_deref().is_some_and(|s| s.eq_ignore_ascii_case(&name)));
+                                view! { <option value=c.name.clone() selected=selected>{c.name.clone()}</option> }
+                            }).collect_view()
+                        })}
+                    </Suspense>
+                </select>
             </label>
             <label>
                 "Show"
@@ -127,6 +200,7 @@ fn LeadTable(
                     <th scope="col" class="num">"#"</th>
                     <th scope="col">"Lead"</th>
                     <th scope="col" class="num">"Score"</th>
+                    <th scope="col">"Stage"</th>
                     <th scope="col">"Last active"</th>
                 </tr>
             </thead>
@@ -143,6 +217,7 @@ fn LeadTable(
                                 <td class="num rank">{rank}</td>
                                 <td class="lead-id"><a href=href>{lead.id.clone()}</a></td>
                                 <td class="num score">{lead.score}</td>
+                                <td class="stage">{lead.stage.clone()}</td>
                                 <td class="time">{short_time(lead.updated_at)}</td>
                             </tr>
                         }
@@ -238,9 +313,20 @@ fn TestEventForm() -> impl IntoView {
                         <option value="">"Choose…"</option>
                         <Suspense>
                             {move || Suspend::new(async move {
-                                rules.await.unwrap_or_default().into_iter().filter(|r| r.is_active).map(|r| {
-                                    let label = format!("{} ({:+})", r.event_type, r.points);
-                                    view! { <option value=r.event_type.clone()>{label}</option> }
+                                // One option per event type, however many rules it has.
+                                let mut types: Vec<(String, Vec<crate::domain::Rule>)> = Vec::new();
+                                for r in rules.await.unwrap_or_default().into_iter().filter(|r| r.is_active) {
+                                    match types.iter_mut().find(|(t, _)| *t == r.event_type) {
+                                        Some((_, list)) => list.push(r),
+                                        None => types.push((r.event_type.clone(), vec![r])),
+                                    }
+                                }
+                                types.into_iter().map(|(event_type, list)| {
+                                    let label = match list.as_slice() {
+                                        [only] if only.conditions.is_empty() && only.limit.is_none() => format!("{event_type} ({:+})", only.points),
+                                        _ => format!("{event_type} ({} rules)", list.len()),
+                                    };
+                                    view! { <option value=event_type.clone()>{label}</option> }
                                 }).collect_view()
                             })}
                         </Suspense>

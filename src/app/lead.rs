@@ -87,6 +87,7 @@ fn Detail(detail: LeadDetail, page: DetailPage) -> impl IntoView {
             <h1 class="lead-title">{lead.id.clone()}</h1>
             <dl class="facts">
                 <div><dt>"Score"</dt><dd class="big" id="lead-score">{lead.score}</dd></div>
+                <div><dt>"Stage"</dt><dd class="big" id="lead-stage">{lead.stage.clone()}</dd></div>
                 <div><dt>"Events"</dt><dd>{lead.event_count}</dd></div>
                 <div><dt>"Last activity"</dt><dd>{last_active}</dd></div>
             </dl>
@@ -107,7 +108,9 @@ fn Detail(detail: LeadDetail, page: DetailPage) -> impl IntoView {
                         {history.into_iter().map(|h| view! {
                             <tr>
                                 <td class="time">{short_time(h.timestamp)}</td>
-                                <td>{h.event_type}</td>
+                                <td>{h.event_type}{h.stage_change.map(|m| view! {
+                                    <span class="stage-move" title=format!("from {} to {}", m.from, m.to)>{format!(" → {}", m.to)}</span>
+                                })}</td>
                                 <td class="num">{h.old_score}</td>
                                 <td class="num new-score">{h.new_score}</td>
                                 <td class="num" class:neg={h.delta < 0}>{format!("{:+}", h.delta)}</td>
@@ -145,7 +148,9 @@ fn Detail(detail: LeadDetail, page: DetailPage) -> impl IntoView {
 fn explain(e: &crate::domain::StoredEvent) -> String {
     match (&e.matches, e.points) {
         (_, None) => String::new(),
-        (None, Some(_)) => "no rule matched".into(),
+        (None, Some(0)) => "no rule matched".into(),
+        // Scored before explanations were kept.
+        (None, Some(_)) => String::new(),
         (Some(matches), Some(_)) => {
             matches
                 .iter()

@@ -11,6 +11,7 @@ pub mod live;
 mod rule_editor;
 mod rules;
 pub mod server_fns;
+mod stage_ladder;
 mod upload;
 
 use crate::domain::access::Access;
@@ -187,8 +188,13 @@ fn short_time(ms: crate::domain::time::Millis) -> String {
 
 /// Link to a lead's page, with the id encoded as one path segment.
 fn lead_href(id: &str) -> String {
-    let mut out = String::from("/leads/");
-    for b in id.bytes() {
+    format!("/leads/{}", encode_component(id))
+}
+
+/// Percent-encodes everything but unreserved characters: safe as a path segment or a query value.
+fn encode_component(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
         match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(b as char),
             _ => out.push_str(&format!("%{b:02X}")),

@@ -3,7 +3,7 @@
 //! type's base rule, as `POST /api/rules` does.
 
 use super::dashboard::FieldErrors;
-use super::rules::{Origin, RuleEditing};
+use super::rules::{Origin, RuleEditing, SaveRequest};
 use crate::domain::conditions::Op;
 use crate::domain::limits::Per;
 use crate::domain::rule_form::{ConditionForm, RuleForm};
@@ -85,7 +85,7 @@ fn EditorForm(rule: Option<Rule>, ctx: RuleEditing) -> impl IntoView {
                 limit_count: limit_count.get_untracked(),
                 limit_per: limit_per.get_untracked(),
             };
-            ctx.save.dispatch((origin.clone(), id.clone(), form));
+            ctx.save.dispatch(SaveRequest::Form(origin.clone(), id.clone(), form));
         }
     };
     let cancel = move |_| {

@@ -5,7 +5,8 @@ use super::auth::{Allowed, Viewer};
 use super::dashboard::FieldErrors;
 use super::live::Live;
 use super::rule_editor::RuleEditor;
-use super::server_fns::{delete_rule, describe, fetch_rules, save_rule, update_rule, Checked};
+use super::server_fns::{delete_rule, describe, fetch_rules, save_rule, set_rule_points, update_rule, Checked};
+use super::stage_ladder::StageLadder;
 use super::LoadError;
 use crate::domain::access::Access;
 use crate::domain::error::ApiError;
@@ -31,8 +32,13 @@ pub enum Origin {
     Editor(Option<String>),
 }
 
-/// A save: which rule (`None`: a new one, or the type's base rule) and the form.
-pub type SaveRequest = (Origin, Option<String>, RuleForm);
+/// A save: from the editor, which rule (`None`: a new one, or the type's base rule) and the
+/// form; from a row, its points and state only.
+#[derive(Clone)]
+pub enum SaveRequest {
+    Form(Origin, Option<String>, RuleForm),
+    Points { id: String, points: String, active: bool },
+}
 type SaveResult = (Origin, Result<Checked<Rule>, ApiError>);
 
 /// What the rows and the editor share.
@@ -65,14 +71,16 @@ pub fn RulesPage() -> impl IntoView {
     let reload = RwSignal::new(0u32);
     let rules = Resource::new(move || (reload.get(), live.resync.get()), |_| fetch_rules());
     let feedback = RwSignal::new(None::<Feedback>);
-    let save = Action::new(|(origin, id, form): &SaveRequest| {
-        let (origin, id, form) = (origin.clone(), id.clone(), form.clone());
+    let save = Action::new(|request: &SaveRequest| {
+        let request = request.clone();
         async move {
-            let result = match id {
-                Some(id) => update_rule(id, form).await,
-                None => save_rule(form).await,
-            };
-            (origin, result)
+            match request {
+                SaveRequest::Form(origin, Some(id), form) => (origin, update_rule(id, form).await),
+                SaveRequest::Form(origin, None, form) => (origin, save_rule(form).await),
+                SaveRequest::Points { id, points, active } => {
+                    (Origin::Row(id.clone()), set_rule_points(id, points, active).await)
+                }
+            }
         }
     });
     let remove = Action::new(|rule: &Rule| delete_rule(rule.id.clone()));
@@ -151,6 +159,7 @@ pub fn RulesPage() -> impl IntoView {
         <Allowed access=Access::Edit>
             <RuleEditor ctx/>
         </Allowed>
+        <StageLadder/>
     }
 }
 
@@ -199,14 +208,13 @@ fn RuleRow(rule: Rule, ctx: RuleEditing) -> impl IntoView {
     let active = RwSignal::new(rule.is_active);
     let origin = Origin::Row(rule.id.clone());
     let submit = {
-        let (rule, origin) = (rule.clone(), origin.clone());
+        let id = rule.id.clone();
         move || {
-            let form = RuleForm {
+            ctx.save.dispatch(SaveRequest::Points {
+                id: id.clone(),
                 points: points.get_untracked(),
-                is_active: active.get_untracked(),
-                ..RuleForm::from_rule(&rule)
-            };
-            ctx.save.dispatch((origin.clone(), Some(rule.id.clone()), form));
+                active: active.get_untracked(),
+            });
         }
     };
     let on_toggle = {

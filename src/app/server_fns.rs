@@ -12,6 +12,7 @@ use crate::domain::error::ApiError;
 pub use crate::domain::intake::RawItems;
 use crate::domain::query::{DetailPage, LeadQuery};
 use crate::domain::rule_form::RuleForm;
+use crate::domain::stages::{Stage, StageCount};
 use crate::domain::{BatchReport, DeadLetterList, FieldError, Lead, LeadDetail, Rule};
 use leptos::prelude::*;
 use leptos::server_fn::codec::Json;
@@ -155,11 +156,60 @@ pub async fn update_rule(id: String, form: RuleForm) -> Result<Checked<Rule>, Ap
     backend::checked(backend.service.update_rule(&id, &raw, &actor).await)
 }
 
+/// Sets only a rule's points (the form's text) and state; the rest stays as stored.
+#[server(prefix = "/rpc", endpoint = "set_rule_points", input = Json)]
+pub async fn set_rule_points(id: String, points: String, is_active: bool) -> Result<Checked<Rule>, ApiError> {
+    let (backend, actor) = backend::backend()?;
+    let points = match points.trim().parse::<i64>() {
+        Ok(p) => Value::from(p),
+        Err(_) if points.trim().is_empty() => Value::Null,
+        Err(_) => {
+            return Ok(Err(vec![FieldError::new("points", format!("must be an integer, got {:?}", points.trim()))]));
+        }
+    };
+    backend::checked(backend.service.set_rule_points(&id, &points, is_active, &actor).await)
+}
+
 /// Removes rule `id`, as `DELETE /api/rules/{id}`; returns it as it was.
 #[server(prefix = "/rpc", endpoint = "delete_rule", input = Json)]
 pub async fn delete_rule(id: String) -> Result<Rule, ApiError> {
     let (backend, actor) = backend::backend()?;
     backend.service.delete_rule(&id, &actor).await.map_err(backend::failure)
+}
+
+/// The stage ladder with how many leads are in each stage.
+#[server(prefix = "/rpc", endpoint = "fetch_stage_counts", input = Json)]
+pub async fn fetch_stage_counts() -> Result<Vec<StageCount>, ApiError> {
+    let (backend, _) = backend::backend()?;
+    backend.service.stage_counts().await.map_err(backend::failure)
+}
+
+/// Replaces the stage ladder, as `PUT /api/stages`. `min_score` is the form's text.
+#[server(prefix = "/rpc", endpoint = "save_stages", input = Json)]
+pub async fn save_stages(stages: Vec<(String, String)>) -> Result<Checked<Vec<Stage>>, ApiError> {
+    let (backend, actor) = backend::backend()?;
+    let mut problems = Vec::new();
+    let raw: Vec<Value> = stages
+        .iter()
+        .enumerate()
+        .map(|(i, (name, min))| {
+            let min = match min.trim().parse::<i64>() {
+                Ok(n) => Value::from(n),
+                Err(_) => {
+                    problems.push(FieldError::new(
+                        format!("stages[{i}].minScore"),
+                        format!("must be a whole number, got {:?}", min.trim()),
+                    ));
+                    Value::Null
+                }
+            };
+            serde_json::json!({"name": name, "minScore": min})
+        })
+        .collect();
+    if !problems.is_empty() {
+        return Ok(Err(problems));
+    }
+    backend::checked(backend.service.save_stages(&Value::Array(raw), &actor).await)
 }
 
 /// Sends one event from the dashboard's test form; the server stamps id and time.

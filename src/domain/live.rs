@@ -4,6 +4,7 @@
 
 use super::model::{Lead, ScoreChange};
 use super::query::LeadQuery;
+use super::stages::{stage_for, Stage};
 use super::time::{iso, Millis};
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, VecDeque};
@@ -23,6 +24,62 @@ pub struct LeadUpdate {
     /// Additive: id of the latest event folded in, and how many events were folded.
     pub event_id: String,
     pub events: u32,
+    /// Additive: the stage the new score is in.
+    #[serde(default)]
+    pub stage: String,
+}
+
+/// A lead's move to another stage (`stageChanged` event).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StageMoved {
+    pub lead_id: String,
+    pub from: String,
+    pub to: String,
+    pub score: i64,
+}
+
+/// Stage moves between two flushes, per lead: the stage before its first move, and now.
+#[derive(Default)]
+pub struct StageMoves {
+    order: Vec<String>,
+    moves: HashMap<String, StageMoved>,
+}
+
+impl StageMoves {
+    pub fn add(&mut self, change: &ScoreChange, stages: &[Stage]) {
+        let now = stage_for(stages, change.score);
+        match self.moves.get_mut(&change.lead_id) {
+            Some(m) => {
+                m.to = now.to_string();
+                m.score = change.score;
+            }
+            None => {
+                let before = stage_for(stages, change.score - change.delta);
+                if before != now {
+                    self.order.push(change.lead_id.clone());
+                    let moved = StageMoved {
+                        lead_id: change.lead_id.clone(),
+                        from: before.into(),
+                        to: now.into(),
+                        score: change.score,
+                    };
+                    self.moves.insert(change.lead_id.clone(), moved);
+                }
+            }
+        }
+    }
+
+    /// The moves since the last flush, in the order they happened; a lead that went up and
+    /// back down to where it was has not moved.
+    pub fn flush(&mut self) -> Vec<StageMoved> {
+        let mut moves = std::mem::take(&mut self.moves);
+        std::mem::take(&mut self.order)
+            .into_iter()
+            .filter_map(|id| moves.remove(&id))
+            .filter(|m| m.from != m.to)
+            .collect()
+    }
 }
 
 /// Folds score changes per lead between two flushes, keeping first-seen order.
@@ -56,6 +113,7 @@ impl Coalescer {
                         updated_at: change.updated_at,
                         event_id: change.event_id.clone(),
                         events: 1,
+                        stage: String::new(),
                     },
                 );
             }
@@ -146,7 +204,7 @@ pub fn apply_updates(rows: &mut Vec<Lead>, updates: &[LeadUpdate], query: &LeadQ
     let was_full = rows.len() >= query.limit;
     let mut refetch = false;
     for u in updates {
-        let matches = query.matches(&u.lead_id, u.score);
+        let matches = query.matches(&u.lead_id, u.score) && query.matches_stage(&u.stage);
         match rows.iter().position(|r| r.id == u.lead_id) {
             Some(i) if !matches => {
                 rows.remove(i);
@@ -161,6 +219,7 @@ pub fn apply_updates(rows: &mut Vec<Lead>, updates: &[LeadUpdate], query: &LeadQ
                 row.updated_at = u.updated_at;
                 row.last_event_id = Some(u.event_id.clone());
                 row.event_count += i64::from(u.events);
+                row.stage.clone_from(&u.stage);
             }
             None if matches => rows.push(Lead {
                 id: u.lead_id.clone(),
@@ -169,6 +228,7 @@ pub fn apply_updates(rows: &mut Vec<Lead>, updates: &[LeadUpdate], query: &LeadQ
                 updated_at: u.updated_at,
                 last_event_at: None,
                 event_count: i64::from(u.events),
+                stage: u.stage.clone(),
             }),
             None => {}
         }
@@ -194,7 +254,15 @@ mod tests {
     }
 
     fn lead(id: &str, score: i64) -> Lead {
-        Lead { id: id.into(), score, last_event_id: None, updated_at: 0, last_event_at: None, event_count: 1 }
+        Lead {
+            id: id.into(),
+            score,
+            last_event_id: None,
+            updated_at: 0,
+            last_event_at: None,
+            event_count: 1,
+            stage: String::new(),
+        }
     }
 
     fn update(id: &str, score: i64) -> LeadUpdate {
@@ -206,7 +274,32 @@ mod tests {
             updated_at: 9,
             event_id: "e".into(),
             events: 1,
+            stage: String::new(),
         }
+    }
+
+    #[test]
+    fn stage_moves_fold_per_lead_and_vanish_when_undone() {
+        let ladder = crate::domain::stages::default_stages();
+        let mut m = StageMoves::default();
+        m.add(&change("a", "1", 30, 40, 1), &ladder); // Cold, no move
+        m.add(&change("a", "2", 70, 110, 2), &ladder); // Cold → MQL
+        m.add(&change("b", "3", 60, 60, 3), &ladder); // Cold → Warm
+        m.add(&change("a", "4", 100, 210, 4), &ladder); // … → SQL
+        m.add(&change("b", "5", -20, 40, 5), &ladder); // back to Cold
+        let moves = m.flush();
+        assert_eq!(moves, [StageMoved { lead_id: "a".into(), from: "Cold".into(), to: "SQL".into(), score: 210 }]);
+        assert!(m.flush().is_empty());
+    }
+
+    #[test]
+    fn a_stage_filter_drops_leads_that_leave_the_stage() {
+        let q = LeadQuery { stage: Some("mql".into()), limit: 10, ..Default::default() };
+        let mut rows = vec![Lead { stage: "MQL".into(), ..lead("a", 120) }];
+        let left = LeadUpdate { stage: "SQL".into(), ..update("a", 230) };
+        let joined = LeadUpdate { stage: "MQL".into(), ..update("b", 150) };
+        apply_updates(&mut rows, &[left, joined], &q);
+        assert_eq!(rows.iter().map(|r| (r.id.as_str(), r.stage.as_str())).collect::<Vec<_>>(), [("b", "MQL")]);
     }
 
     #[test]

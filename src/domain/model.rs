@@ -114,6 +114,9 @@ pub struct Lead {
     /// Additive: how many events have been scored for this lead.
     #[serde(default)]
     pub event_count: i64,
+    /// Additive: the lifecycle stage its score is in (`stages.rs`), as the ladder is now.
+    #[serde(default)]
+    pub stage: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -128,6 +131,10 @@ pub struct HistoryEntry {
     /// When the change was applied.
     #[serde(with = "iso")]
     pub timestamp: Millis,
+    /// Additive: the stage this change moved the lead from and to, if it crossed a threshold
+    /// of the ladder as it is now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage_change: Option<super::stages::StageChange>,
 }
 
 /// A scoring rule: every active rule of an event's type whose conditions all hold adds its
@@ -270,6 +277,7 @@ mod tests {
             updated_at: 0,
             last_event_at: None,
             event_count: 2,
+            stage: "Cold".into(),
         };
         let v = serde_json::to_value(&lead).unwrap();
         assert_eq!(v["_id"], "lead-1");

@@ -20,11 +20,14 @@ pub struct LeadQuery {
     pub search: Option<String>,
     pub min_score: Option<i64>,
     pub max_score: Option<i64>,
+    /// Only leads in this stage (a name from the ladder; case ignored).
+    #[serde(default)]
+    pub stage: Option<String>,
 }
 
 impl Default for LeadQuery {
     fn default() -> Self {
-        Self { limit: DEFAULT_LIMIT, offset: 0, search: None, min_score: None, max_score: None }
+        Self { limit: DEFAULT_LIMIT, offset: 0, search: None, min_score: None, max_score: None, stage: None }
     }
 }
 
@@ -44,6 +47,11 @@ impl LeadQuery {
                     errors.push(FieldError::new(key, format!("must be at most {MAX_SEARCH_CHARS} characters")))
                 }
                 "search" => q.search = Some(value.to_string()),
+                "stage" if value.chars().count() > super::stages::MAX_STAGE_NAME_CHARS => errors.push(FieldError::new(
+                    key,
+                    format!("must be at most {} characters", super::stages::MAX_STAGE_NAME_CHARS),
+                )),
+                "stage" => q.stage = Some(value.to_string()),
                 "minScore" => q.min_score = integer(key, value, &mut errors),
                 "maxScore" => q.max_score = integer(key, value, &mut errors),
                 _ => {}
@@ -71,6 +79,28 @@ impl LeadQuery {
         self.min_score.is_none_or(|m| score >= m)
             && self.max_score.is_none_or(|m| score <= m)
             && self.search_needle().is_none_or(|n| id.to_lowercase().contains(&n))
+    }
+
+    /// Whether a lead in `stage` passes the stage filter.
+    pub fn matches_stage(&self, stage: &str) -> bool {
+        self.stage.as_deref().is_none_or(|s| s.eq_ignore_ascii_case(stage))
+    }
+
+    /// The query a store runs: the stage filter turned into the score range it stands for
+    /// (served by the score index), intersected with any score filters. `None`: no such stage.
+    pub fn resolve_stage(&self, stages: &[super::stages::Stage]) -> Option<LeadQuery> {
+        let Some(name) = self.stage.as_deref() else { return Some(self.clone()) };
+        let (low, high) = super::stages::score_range(stages, name)?;
+        let tighter = |a: Option<i64>, b: Option<i64>, pick: fn(i64, i64) -> i64| match (a, b) {
+            (Some(a), Some(b)) => Some(pick(a, b)),
+            (a, b) => a.or(b),
+        };
+        Some(LeadQuery {
+            min_score: tighter(self.min_score, low, i64::max),
+            max_score: tighter(self.max_score, high, i64::min),
+            stage: None,
+            ..self.clone()
+        })
     }
 }
 
@@ -165,6 +195,7 @@ mod tests {
             ("search", "Acme.*"),
             ("minScore", "-5"),
             ("maxScore", "100"),
+            ("stage", "MQL"),
             ("_", "123"),
         ])
         .unwrap();
@@ -175,9 +206,26 @@ mod tests {
                 offset: 20,
                 search: Some("Acme.*".into()),
                 min_score: Some(-5),
-                max_score: Some(100)
+                max_score: Some(100),
+                stage: Some("MQL".into()),
             }
         );
+    }
+
+    #[test]
+    fn a_stage_filter_becomes_a_score_range_within_any_score_filters() {
+        let ladder = crate::domain::stages::default_stages();
+        let q = LeadQuery { stage: Some("warm".into()), ..Default::default() };
+        let r = q.resolve_stage(&ladder).unwrap();
+        assert_eq!((r.min_score, r.max_score, r.stage), (Some(50), Some(99), None));
+        let q =
+            LeadQuery { stage: Some("SQL".into()), min_score: Some(500), max_score: Some(150), ..Default::default() };
+        let r = q.resolve_stage(&ladder).unwrap();
+        assert_eq!((r.min_score, r.max_score), (Some(500), Some(150)), "empty: nothing matches");
+        let q = LeadQuery { stage: Some("Cold".into()), min_score: Some(-10), ..Default::default() };
+        assert_eq!(q.resolve_stage(&ladder).unwrap().min_score, Some(-10));
+        assert!(LeadQuery { stage: Some("Hot".into()), ..Default::default() }.resolve_stage(&ladder).is_none());
+        assert_eq!(LeadQuery::default().resolve_stage(&ladder), Some(LeadQuery::default()));
     }
 
     #[test]

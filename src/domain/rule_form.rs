@@ -2,9 +2,11 @@
 //! API share one validation), and a rule turned back into form fields for editing.
 //!
 //! A condition's value is typed as text. How it is read depends on the op: a number for
-//! `gt`/`gte`/`lt`/`lte`; a comma-separated list for `in`; text for `contains`, `startsWith`
-//! and `endsWith`; for `equals` and `notEquals` a number or `true`/`false` when it reads as
-//! one, else text (quote it, `"5"`, to compare with the text 5).
+//! `gt`/`gte`/`lt`/`lte`; a comma-separated list for `in` (quote an item that holds a comma
+//! or edge spaces: `"Acme, Inc", Beta`); text for `contains`, `startsWith` and `endsWith`;
+//! for `equals` and `notEquals` a number or `true`/`false` when it reads as one, else text
+//! (quote it, `"5"`, to compare with the text 5). A rule read back into the form and saved
+//! unchanged is the same rule.
 
 use super::conditions::Op;
 use super::{FieldError, Rule};
@@ -123,11 +125,31 @@ fn condition_value(c: &ConditionForm) -> Result<Option<Value>, String> {
             Ok(n) if n.is_finite() => json!(n),
             _ => return Err(format!("must be a number, got {text:?}")),
         },
-        Some(Op::In) => Value::Array(text.split(',').map(str::trim).filter(|s| !s.is_empty()).map(scalar).collect()),
+        Some(Op::In) => Value::Array(split_list(&c.value).iter().map(|item| scalar(item)).collect()),
         Some(Op::Contains | Op::StartsWith | Op::EndsWith) => json!(text),
         // An unknown op: the API names it.
         Some(Op::Equals | Op::NotEquals) | None => scalar(text),
     }))
+}
+
+/// A list's items: split at commas outside double quotes, each trimmed unless quoted (a
+/// quoted item keeps its quotes for `scalar`, which reads it as exactly the text inside).
+fn split_list(text: &str) -> Vec<String> {
+    let mut items = Vec::new();
+    let mut current = String::new();
+    let mut quoted = false;
+    for ch in text.chars() {
+        match ch {
+            '"' => {
+                quoted = !quoted;
+                current.push(ch);
+            }
+            ',' if !quoted => items.push(std::mem::take(&mut current)),
+            _ => current.push(ch),
+        }
+    }
+    items.push(current);
+    items.into_iter().map(|i| i.trim().to_string()).filter(|i| !i.is_empty()).collect()
 }
 
 /// A number or boolean when the text reads as one; quoted text is the text inside.
@@ -151,7 +173,17 @@ fn value_text(v: &Value, op: Op) -> String {
     match v {
         Value::Null => String::new(),
         Value::String(s) if matches!(op, Op::Contains | Op::StartsWith | Op::EndsWith) => s.clone(),
-        Value::String(s) if !matches!(scalar(s), Value::String(_)) => format!("\"{s}\""),
+        // Quoted where the plain text would read back differently: as a number or boolean,
+        // trimmed, split (in a list), or unquoted.
+        Value::String(s)
+            if !matches!(scalar(s), Value::String(_))
+                || s.trim() != s
+                || s.is_empty()
+                || (op == Op::In && s.contains(','))
+                || s.starts_with('"') =>
+        {
+            format!("\"{s}\"")
+        }
         Value::String(s) => s.clone(),
         Value::Array(items) => items.iter().map(|i| value_text(i, op)).collect::<Vec<_>>().join(", "),
         other => other.to_string(),
@@ -216,6 +248,15 @@ mod tests {
         // Back to the form and to JSON again: the same rule.
         let rule = Rule::from_draft("r".into(), draft, false, 0);
         assert_eq!(RuleForm::from_rule(&rule).to_json().unwrap(), v);
+    }
+
+    #[test]
+    fn list_items_with_commas_or_edge_spaces_survive_the_round_trip() {
+        let f = form(&[("company", "in", "\"Acme, Inc\", Beta, \" pro\", 7")], "");
+        let v = f.to_json().unwrap();
+        assert_eq!(v["conditions"][0]["value"], json!(["Acme, Inc", "Beta", " pro", 7]));
+        let rule = Rule::from_draft("r".into(), validate_scoring_rule(&v).unwrap(), false, 0);
+        assert_eq!(RuleForm::from_rule(&rule).to_json().unwrap(), v, "saved unchanged, the same rule");
     }
 
     #[test]

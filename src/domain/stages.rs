@@ -17,6 +17,39 @@ pub struct Stage {
     pub min_score: i64,
 }
 
+/// A stage with how many leads are in it (the dashboard's overview).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StageCount {
+    pub name: String,
+    pub min_score: i64,
+    pub leads: u64,
+}
+
+/// A move from one stage to another: on a history entry, and the stream's `stageChanged`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StageChange {
+    pub from: String,
+    pub to: String,
+}
+
+impl StageChange {
+    /// The move a change from `old` to `new` makes, if it crosses a threshold.
+    pub fn between(stages: &[Stage], old: i64, new: i64) -> Option<StageChange> {
+        let (from, to) = (stage_for(stages, old), stage_for(stages, new));
+        (from != to).then(|| StageChange { from: from.into(), to: to.into() })
+    }
+}
+
+/// The score range of a stage, both ends included (`None`: unbounded), for filtering by
+/// stage through the score index; `None` if there is no such stage (names ignore case).
+pub fn score_range(stages: &[Stage], name: &str) -> Option<(Option<i64>, Option<i64>)> {
+    let i = stages.iter().position(|s| s.name.eq_ignore_ascii_case(name))?;
+    let low = (i > 0).then(|| stages[i].min_score);
+    let high = stages.get(i + 1).map(|next| next.min_score - 1);
+    Some((low, high))
+}
+
 pub fn default_stages() -> Vec<Stage> {
     [("Cold", 0), ("Warm", 50), ("MQL", 100), ("SQL", 200)]
         .into_iter()
@@ -105,6 +138,18 @@ mod tests {
             [at(-30), at(0), at(49), at(50), at(100), at(199), at(200), at(1_000_000)],
             ["Cold", "Cold", "Cold", "Warm", "MQL", "MQL", "SQL", "SQL"]
         );
+    }
+
+    #[test]
+    fn stage_ranges_and_moves_follow_the_ladder() {
+        let ladder = default_stages();
+        assert_eq!(score_range(&ladder, "cold"), Some((None, Some(49))), "the first stage takes negatives too");
+        assert_eq!(score_range(&ladder, "MQL"), Some((Some(100), Some(199))));
+        assert_eq!(score_range(&ladder, "SQL"), Some((Some(200), None)));
+        assert_eq!(score_range(&ladder, "Hot"), None);
+        assert_eq!(StageChange::between(&ladder, 95, 105), Some(StageChange { from: "Warm".into(), to: "MQL".into() }));
+        assert_eq!(StageChange::between(&ladder, 10, 40), None);
+        assert_eq!(StageChange::between(&ladder, 250, -5), Some(StageChange { from: "SQL".into(), to: "Cold".into() }));
     }
 
     #[test]

@@ -116,15 +116,11 @@ pub fn validate_scoring_rule(value: &Value) -> Result<RuleDraft, Vec<FieldError>
     let limit = parse_limit(obj.get("limit")).map_err(|mut e| errors.append(&mut e)).ok();
     match (base, conditions, limit) {
         (Ok(RuleInput { event_type, points, is_active }), Some(conditions), Some(limit)) if errors.is_empty() => {
-            Ok(RuleDraft {
-                name,
-                event_type,
-                points,
-                is_active,
-                conditions,
-                limit,
-                legacy: !["name", "conditions", "limit"].iter().any(|k| obj.contains_key(*k)),
-            })
+            // What the old upsert means: no conditions, no limit, no name but the type's own.
+            // A base rule read from `GET /api/rules` and posted back (name = type,
+            // `conditions: []`, `limit: null`) still reads so, as old clients do.
+            let legacy = conditions.is_empty() && limit.is_none() && name.as_ref().is_none_or(|n| *n == event_type);
+            Ok(RuleDraft { name, event_type, points, is_active, conditions, limit, legacy })
         }
         _ => Err(errors),
     }
@@ -244,6 +240,13 @@ mod tests {
         );
         let named_only = validate_scoring_rule(&json!({"name": "x", "eventType": "A", "points": 1})).unwrap();
         assert!(!named_only.legacy, "a name alone makes a new rule");
+        // A base rule as GET /api/rules lists it, posted back by an old client: still the upsert.
+        let posted_back = validate_scoring_rule(&json!({
+            "id": "6b0c", "name": "Page View", "eventType": "Page View", "points": 8, "isActive": true,
+            "conditions": [], "limit": null, "base": true, "updatedAt": "2024-05-01T00:00:00.000Z"
+        }))
+        .unwrap();
+        assert!(posted_back.legacy, "read back and posted again, a base rule stays the upsert");
         let errors = validate_scoring_rule(&json!({
             "name": "", "eventType": "", "points": "many",
             "conditions": [{"field": "page", "op": "gt", "value": "x"}], "limit": {"count": 0, "per": "day"}

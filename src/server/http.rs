@@ -284,7 +284,7 @@ pub async fn launch(config: Config, leptos_options: LeptosOptions, listener: Tcp
 
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let hub = StreamHub::new(shutdown_rx.clone());
-    hub.start(service.subscribe(), Duration::from_millis(STREAM_INTERVAL_MS));
+    hub.start(service.subscribe(), service.ladder(Duration::from_secs(10)), Duration::from_millis(STREAM_INTERVAL_MS));
     let state = AppState::new(leptos_options, service.clone(), accounts, config, hub);
     let app = router(state);
     let (mut stop, mut grace) = (shutdown_rx.clone(), shutdown_rx);

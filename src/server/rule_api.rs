@@ -1,5 +1,6 @@
-//! REST routes for the scoring rules: list, add (or set a type's base rule, the old
-//! meaning of `POST`), change, remove. Same service calls as the rules page.
+//! REST routes for the scoring model: the rules (list, add — or set a type's base rule, the
+//! old meaning of `POST` — change, remove) and the stage ladder. Same service calls as the
+//! rules page.
 
 use super::api::{read_json, MAX_CONTROL_BODY};
 use super::http::AppState;
@@ -56,6 +57,27 @@ pub async fn remove(
 ) -> Answer {
     let rule = found(state.service.delete_rule(&id, &actor).await, &id)?;
     Ok(Json(rule).into_response())
+}
+
+/// `GET /api/stages`: the ladder, lowest first.
+pub async fn stages(State(state): State<AppState>) -> Answer {
+    Ok(Json(state.service.stages().await?).into_response())
+}
+
+/// `PUT /api/stages`: a new ladder, `[{name, minScore}]` with rising thresholds.
+pub async fn save_stages(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    headers: HeaderMap,
+    body: Body,
+) -> Answer {
+    let value = read_json(&headers, body, MAX_CONTROL_BODY, &state.bodies).await?;
+    Ok(Json(state.service.save_stages(&value, &actor).await?).into_response())
+}
+
+/// `GET /api/stages/counts`: every stage with how many leads are in it.
+pub async fn stage_counts(State(state): State<AppState>) -> Answer {
+    Ok(Json(state.service.stage_counts().await?).into_response())
 }
 
 fn found<T>(result: Result<T, ServiceError>, id: &str) -> Result<T, ApiError> {

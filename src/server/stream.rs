@@ -9,12 +9,17 @@
 //! every client's connection writes as they are: a thousand clients cost a thousand socket
 //! writes, not a thousand copies.
 //!
+//! A frame also carries a `stageChanged` event `{leadId, from, to, score}` for each lead whose
+//! changes since the last frame moved it to another stage of the ladder; `leadUpdated` items
+//! name each lead's `stage`.
+//!
 //! Reconnecting browsers send `Last-Event-ID` and get the frames they missed from a bounded
 //! replay buffer; if they fell too far behind, or the server restarted, they get a `reload`
 //! event and refetch. Clients read from a broadcast channel that never blocks the hub: a
 //! stalled client only ever hurts itself (it lags, and is told to reload).
 
-use crate::domain::live::{Coalescer, LeadUpdate, Replay, ReplayBuffer};
+use crate::domain::live::{Coalescer, LeadUpdate, Replay, ReplayBuffer, StageMoved, StageMoves};
+use crate::domain::stages::{stage_for, Stage};
 use crate::service::UpdateBatch;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
@@ -62,18 +67,26 @@ impl StreamHub {
     pub fn start(
         self: &Arc<Self>,
         mut changes: broadcast::Receiver<UpdateBatch>,
+        ladder: watch::Receiver<Arc<Vec<Stage>>>,
         interval: Duration,
     ) -> tokio::task::JoinHandle<()> {
         let hub = self.clone();
         let mut shutdown = self.shutdown.clone();
         tokio::spawn(async move {
             let mut pending = Coalescer::default();
+            let mut moves = StageMoves::default();
             let mut tick = tokio::time::interval(interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
                     batch = changes.recv() => match batch {
-                        Ok(batch) => batch.iter().for_each(|c| pending.add(c)),
+                        Ok(batch) => {
+                            let stages = ladder.borrow().clone();
+                            for change in batch.iter() {
+                                pending.add(change);
+                                moves.add(change, &stages);
+                            }
+                        }
                         Err(broadcast::error::RecvError::Lagged(n)) => {
                             tracing::warn!(missed = n, "live stream fell behind the worker; clients will reload");
                             let _ = hub.live.send((0, sse("reload", None, r#"{"reason":"server fell behind; reload"}"#)));
@@ -82,8 +95,12 @@ impl StreamHub {
                     },
                     _ = tick.tick() => {
                         if !pending.is_empty() {
-                            let (updates, omitted) = pending.flush_top(MAX_FRAME_UPDATES);
-                            hub.publish(&updates, omitted);
+                            let (mut updates, omitted) = pending.flush_top(MAX_FRAME_UPDATES);
+                            let stages = ladder.borrow().clone();
+                            for u in &mut updates {
+                                u.stage = stage_for(&stages, u.score).to_string();
+                            }
+                            hub.publish(&updates, omitted, &moves.flush());
                         }
                     }
                     _ = shutdown.changed() => break,
@@ -92,13 +109,21 @@ impl StreamHub {
         })
     }
 
-    fn publish(&self, updates: &[LeadUpdate], omitted: usize) {
+    fn publish(&self, updates: &[LeadUpdate], omitted: usize, moved: &[StageMoved]) {
         let data = serde_json::to_string(updates).unwrap_or_else(|_| "[]".into());
         let mut buffer = self.buffer.lock().unwrap();
         let id = buffer.last_id() + 1;
         let mut bytes = sse("leadUpdated", Some(&self.event_id(id)), &data).to_vec();
         if omitted > 0 {
             bytes.extend_from_slice(&sse("truncated", None, &format!(r#"{{"omitted":{omitted}}}"#)));
+        }
+        // Moves are bounded like updates: past the bound, clients are told how many they missed.
+        for m in moved.iter().take(MAX_FRAME_UPDATES) {
+            bytes.extend_from_slice(&sse("stageChanged", None, &serde_json::to_string(m).unwrap_or_default()));
+        }
+        if moved.len() > MAX_FRAME_UPDATES {
+            let omitted = moved.len() - MAX_FRAME_UPDATES;
+            bytes.extend_from_slice(&sse("truncated", None, &format!(r#"{{"omittedStageChanges":{omitted}}}"#)));
         }
         let bytes = Bytes::from(bytes);
         buffer.push(bytes.clone());
@@ -222,14 +247,24 @@ mod tests {
             updated_at: 0,
             event_id: "e".into(),
             events: 1,
+            stage: "Cold".into(),
         };
-        hub.publish(&[update("a")], 0);
-        hub.publish(&[update("b")], 3);
+        hub.publish(&[update("a")], 0, &[]);
+        let moved = StageMoved { lead_id: "b".into(), from: "Cold".into(), to: "Warm".into(), score: 60 };
+        hub.publish(&[update("b")], 3, &[moved]);
         let (first, _, current) = hub.subscribe(Some(&hub.event_id(1)));
         assert_eq!(current, 2);
         let text: Vec<String> = first.iter().map(|b| String::from_utf8_lossy(b).to_string()).collect();
         assert_eq!(text[0], "retry: 1000\n\n");
         assert!(text[1].contains(r#""leadId":"b""#) && text[1].contains("event: truncated\ndata: {\"omitted\":3}"));
+        assert!(
+            text[1].contains(
+                r#"event: stageChanged
+data: {"leadId":"b","from":"Cold","to":"Warm","score":60}"#
+            ),
+            "stage moves travel in their frame, replayed with it: {}",
+            text[1]
+        );
         assert!(text[2].starts_with(&format!("id: {}-2\nevent: ready", hub.epoch)));
         let (first, _, _) = hub.subscribe(Some("other-1"));
         assert!(String::from_utf8_lossy(&first[1]).starts_with("event: reload"));

@@ -9,6 +9,7 @@ pub mod dead_letters;
 pub mod feed;
 pub mod rules;
 pub mod sessions;
+pub mod stages;
 pub mod store;
 pub mod throttle;
 pub mod worker;
@@ -175,6 +176,12 @@ pub struct Service {
     updates: broadcast::Sender<UpdateBatch>,
     worker_state: Arc<WorkerState>,
     batch_limits: BatchLimits,
+    /// The stage ladder as last read, for the live stream (see `stages.rs`).
+    ladder: tokio::sync::watch::Sender<Arc<Vec<crate::domain::stages::Stage>>>,
+    /// The last stage counts and when they were taken: every open dashboard asks.
+    stage_counts: std::sync::Mutex<Option<(std::time::Instant, Vec<crate::domain::stages::StageCount>)>>,
+    /// Score changes since the counts were taken (only ever checked for "any").
+    changes_since_count: std::sync::Mutex<broadcast::Receiver<UpdateBatch>>,
 }
 
 pub fn now_ms() -> Millis {
@@ -183,12 +190,16 @@ pub fn now_ms() -> Millis {
 
 impl Service {
     pub fn new(store: DynStore, batch_limits: BatchLimits) -> Self {
+        let updates = broadcast::channel(UPDATE_CHANNEL_CAPACITY).0;
         Self {
             store,
             wake_worker: Arc::new(Notify::new()),
-            updates: broadcast::channel(UPDATE_CHANNEL_CAPACITY).0,
+            changes_since_count: std::sync::Mutex::new(updates.subscribe()),
+            updates,
             worker_state: Arc::new(WorkerState::default()),
             batch_limits,
+            ladder: tokio::sync::watch::channel(Arc::new(crate::domain::stages::default_stages())).0,
+            stage_counts: std::sync::Mutex::new(None),
         }
     }
 
@@ -291,15 +302,27 @@ impl Service {
         Ok(outcomes)
     }
 
+    /// The leaderboard; a stage filter is served as the score range it stands for.
     pub async fn leaderboard(&self, query: &LeadQuery) -> ServiceResult<Vec<crate::domain::Lead>> {
-        Ok(self.store.leads(query).await?)
+        let ladder = self.stages().await?;
+        let resolved = query.resolve_stage(&ladder).ok_or_else(|| stages::unknown_stage(&ladder))?;
+        let mut leads = self.store.leads(&resolved).await?;
+        for lead in &mut leads {
+            lead.stage = crate::domain::stages::stage_for(&ladder, lead.score).to_string();
+        }
+        Ok(leads)
     }
 
     pub async fn lead_detail(&self, lead_id: &str, page: &DetailPage) -> ServiceResult<LeadDetail> {
         let lead = self.store.lead(lead_id).await?.ok_or(ServiceError::NotFound)?;
-        let (history, events) =
-            tokio::try_join!(self.store.history(lead_id, page), self.store.lead_events(lead_id, page))?;
-        Ok(LeadDetail { lead, history, events })
+        let (history, events, ladder) = tokio::try_join!(
+            self.store.history(lead_id, page),
+            self.store.lead_events(lead_id, page),
+            self.ladder_now()
+        )?;
+        let mut detail = LeadDetail { lead, history, events };
+        stages::name_stages(&mut detail, &ladder);
+        Ok(detail)
     }
 
     pub async fn health(&self) -> Health {

@@ -7,8 +7,12 @@ use super::accounts::Actor;
 use super::store::NewAuditEntry;
 use super::{now_ms, Service, ServiceError, ServiceResult};
 use crate::domain::validation::validate_scoring_rule;
-use crate::domain::Rule;
+use crate::domain::{FieldError, Rule, RuleDraft};
 use serde_json::Value;
+
+/// Rules one event type may have: each matching rule is priced for every event of its type,
+/// and MongoDB records every match of a batch in one lead document.
+pub const MAX_RULES_PER_TYPE: usize = 50;
 
 /// What a `POST /api/rules` did.
 #[derive(Debug)]
@@ -29,6 +33,13 @@ impl Service {
     pub async fn save_rule(&self, raw: &Value, actor: &Actor) -> ServiceResult<Saved> {
         let draft = validate_scoring_rule(raw).map_err(ServiceError::Invalid)?;
         let now = now_ms();
+        // A rule read from `GET /api/rules` and posted back with its id: that rule changes
+        // (a client that knows nothing of ids must not make a copy of it).
+        if let Some(id) = raw.get("id").and_then(Value::as_str) {
+            if self.store.rules().await?.iter().any(|r| r.id == id) {
+                return Ok(Saved::Base(self.update_rule(id, raw, actor).await?));
+            }
+        }
         if draft.legacy {
             let before = self.store.rules().await?.into_iter().find(|r| r.base && r.event_type == draft.event_type);
             let input = crate::domain::RuleInput {
@@ -41,6 +52,7 @@ impl Service {
             self.audit_rule(action, before.as_ref(), Some(&saved), actor).await;
             Ok(Saved::Base(saved))
         } else {
+            self.check_room(&draft.event_type, None).await?;
             let saved = self.store.create_rule(draft, now).await?;
             self.audit_rule("rule.create", None, Some(&saved), actor).await;
             Ok(Saved::Created(saved))
@@ -51,9 +63,52 @@ impl Service {
     pub async fn update_rule(&self, id: &str, raw: &Value, actor: &Actor) -> ServiceResult<Rule> {
         let draft = validate_scoring_rule(raw).map_err(ServiceError::Invalid)?;
         let before = self.store.rules().await?.into_iter().find(|r| r.id == id).ok_or(ServiceError::NotFound)?;
+        if draft.event_type != before.event_type {
+            self.check_room(&draft.event_type, Some(id)).await?;
+        }
         let saved = self.store.update_rule(id, draft, now_ms()).await?.ok_or(ServiceError::NotFound)?;
         self.audit_rule("rule.update", Some(&before), Some(&saved), actor).await;
         Ok(saved)
+    }
+
+    /// Changes only a rule's points and state (the rules page's quick edit): its name,
+    /// conditions and limit stay exactly as stored, whatever copy the page holds.
+    pub async fn set_rule_points(
+        &self,
+        id: &str,
+        points: &Value,
+        is_active: bool,
+        actor: &Actor,
+    ) -> ServiceResult<Rule> {
+        let current = self.store.rules().await?.into_iter().find(|r| r.id == id).ok_or(ServiceError::NotFound)?;
+        let raw = serde_json::json!({"eventType": current.event_type, "points": points, "isActive": is_active});
+        let checked = validate_scoring_rule(&raw).map_err(ServiceError::Invalid)?;
+        let draft = RuleDraft {
+            name: Some(current.name.clone()),
+            event_type: current.event_type.clone(),
+            points: checked.points,
+            is_active,
+            conditions: current.conditions.clone(),
+            limit: current.limit,
+            legacy: false,
+        };
+        let saved = self.store.update_rule(id, draft, now_ms()).await?.ok_or(ServiceError::NotFound)?;
+        self.audit_rule("rule.update", Some(&current), Some(&saved), actor).await;
+        Ok(saved)
+    }
+
+    /// Refuses a rule for a type that has `MAX_RULES_PER_TYPE` already (`except`: the rule
+    /// being moved to it).
+    async fn check_room(&self, event_type: &str, except: Option<&str>) -> ServiceResult<()> {
+        let rules = self.store.rules().await?;
+        let taken = rules.iter().filter(|r| r.event_type == event_type && Some(r.id.as_str()) != except).count();
+        if taken >= MAX_RULES_PER_TYPE {
+            return Err(ServiceError::Invalid(vec![FieldError::new(
+                "eventType",
+                format!("has {taken} rules already; an event type may have at most {MAX_RULES_PER_TYPE}"),
+            )]));
+        }
+        Ok(())
     }
 
     pub async fn delete_rule(&self, id: &str, actor: &Actor) -> ServiceResult<Rule> {

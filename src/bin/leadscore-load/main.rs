@@ -8,6 +8,7 @@
 //! leadscore-load bulk     [--events 1000000] [--batch 5000] [--concurrency 4] [--random-ids]
 //! leadscore-load stream   [--clients 1000] [--rate 20000] [--duration 10] [--leads 10000]
 //! leadscore-load query    [--requests 2000] [--concurrency 8] [--leads 1000000]
+//! leadscore-load rules    [--count 50]  (adds rules with conditions on the load's metadata)
 //! leadscore-load hostile  [--concurrency 16] [--rounds 3] [--bytes 5242880]  (bodies that should all get a 4xx)
 //! leadscore-load overload [--concurrency 64] [--batch 5000] [--duration 20] [--metadata-bytes 0]  (more bodies than the server holds)
 //! leadscore-load soak     [--rate 2000] [--minutes 30] [--clients 200] [--queries 20] [--server-pid PID]
@@ -67,6 +68,7 @@ fn main() -> ExitCode {
             "overload" => overload(&opts).await,
             "soak" => soak::soak(&opts).await,
             "query" => query(&opts).await,
+            "rules" => add_rules(&opts).await,
             "store-ceiling" => store_ceiling(&opts).await,
             "populate" => populate(&opts).await,
             "drop-database" => drop_database(&opts).await,
@@ -427,6 +429,33 @@ async fn bulk(o: &Opts) -> Result<Value, String> {
     });
     eprintln!("{}", serde_json::to_string_pretty(&summary).unwrap_or_default());
     Ok(summary)
+}
+
+/// `--count` (50) rules with two conditions each on the metadata the load sends, spread over
+/// the event types, every fifth with a daily limit: what "ingest with rules carrying
+/// conditions" is measured with.
+async fn add_rules(o: &Opts) -> Result<Value, String> {
+    let count = o.get("count", 50usize);
+    let (client, base) = (o.client(), o.url());
+    let pages = ["/", "/pricing", "/docs", "/blog/launch", "/signup"];
+    for i in 0..count {
+        let (event_type, _) = TYPES[i % TYPES.len()];
+        let mut rule = json!({
+            "name": format!("load rule {i}"), "eventType": event_type, "points": (i % 7) as i64 + 1,
+            "conditions": [
+                {"field": "page", "op": if i % 2 == 0 { "equals" } else { "startsWith" }, "value": pages[i % pages.len()]},
+                {"field": "campaign", "op": "in", "value": ["load-test", "spring"]},
+            ],
+        });
+        if i % 5 == 0 {
+            rule["limit"] = json!({"count": 3, "per": "day"});
+        }
+        let r = client.post(format!("{base}/api/rules")).json(&rule).send().await.map_err(|e| e.to_string())?;
+        if r.status().as_u16() != 201 {
+            return Err(format!("creating rule {i}: {} {}", r.status(), r.text().await.unwrap_or_default()));
+        }
+    }
+    Ok(json!({"mode": "rules", "created": count}))
 }
 
 /// Hostile bodies: `--concurrency` (16) clients each posting `--rounds` (3) batch bodies of

@@ -127,6 +127,12 @@ pub trait Store: AccountStore + Send + Sync + 'static {
     /// Inserts `defaults` only when there are no rules at all; true if it did.
     async fn seed_rules(&self, defaults: Vec<RuleInput>, now: Millis) -> StoreResult<bool>;
 
+    /// A setting saved with `put_setting` (the stage ladder, say); `None` if never saved.
+    async fn setting(&self, key: &str) -> StoreResult<Option<serde_json::Value>>;
+    async fn put_setting(&self, key: &str, value: serde_json::Value, now: Millis) -> StoreResult<()>;
+    /// How many leads have a score within `min..=max` (`None`: unbounded), by the score index.
+    async fn count_leads(&self, min_score: Option<i64>, max_score: Option<i64>) -> StoreResult<u64>;
+
     /// The feed of applied changes, when several server processes may share this store: each
     /// one's live stream must then read every change back from it, not only its own worker's.
     /// `None` for a store one process owns (SQLite), whose worker sees every change.

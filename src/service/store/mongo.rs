@@ -454,6 +454,38 @@ impl Store for MongoStore {
     async fn seed_rules(&self, defaults: Vec<RuleInput>, now: Millis) -> StoreResult<bool> {
         self.seed_rule_docs(defaults, now).await
     }
+
+    async fn setting(&self, key: &str) -> StoreResult<Option<serde_json::Value>> {
+        let found = self.db.collection::<Document>("settings").find_one(doc! {"_id": key}).await.map_err(classify)?;
+        Ok(found.and_then(|d| d.get("value").cloned()).map(|v| v.into_relaxed_extjson()))
+    }
+
+    async fn put_setting(&self, key: &str, value: serde_json::Value, now: Millis) -> StoreResult<()> {
+        let value = mongodb::bson::Bson::try_from(value).map_err(|e| StoreError::Internal(e.to_string()))?;
+        // `_id` in the replacement too: the stand-in's upserts do not take it from the filter.
+        let replacement = doc! {"_id": key, "value": value, "updatedAt": mongodb::bson::DateTime::from_millis(now)};
+        let settings = self.db.collection::<Document>("settings");
+        settings.replace_one(doc! {"_id": key}, replacement).upsert(true).await.map_err(classify)?;
+        Ok(())
+    }
+
+    async fn count_leads(&self, min_score: Option<i64>, max_score: Option<i64>) -> StoreResult<u64> {
+        // On the score alone, so the index answers: a lead `apply` created a moment ago and
+        // has not filled yet (no events) counts in the first stage meanwhile.
+        let mut range = Document::new();
+        if let Some(min) = min_score {
+            range.insert("$gte", min);
+        }
+        if let Some(max) = max_score {
+            range.insert("$lte", max);
+        }
+        let filter = if range.is_empty() {
+            doc! {}
+        } else {
+            doc! {"score": range}
+        };
+        self.leads.count_documents(filter).await.map_err(classify)
+    }
 }
 
 /// Every document this store sends, built in one place so unit tests can check them exactly.

@@ -287,6 +287,8 @@ fn lead_from_row(r: &Row) -> rusqlite::Result<Lead> {
         updated_at: r.get(3)?,
         last_event_at: r.get(4)?,
         event_count: r.get(5)?,
+        // The service names the stage, from the ladder.
+        stage: String::new(),
     })
 }
 
@@ -437,6 +439,7 @@ impl Store for SqliteStore {
                     new_score: r.get(4)?,
                     delta: r.get(5)?,
                     timestamp: r.get(6)?,
+                    stage_change: None,
                 })
             })?;
             rows.collect()
@@ -478,6 +481,42 @@ impl Store for SqliteStore {
 
     async fn seed_rules(&self, defaults: Vec<RuleInput>, now: Millis) -> StoreResult<bool> {
         self.write(move |c| rules::seed(c, defaults, now)).await
+    }
+
+    async fn setting(&self, key: &str) -> StoreResult<Option<serde_json::Value>> {
+        let key = key.to_string();
+        let text: Option<String> = self
+            .read(move |c| {
+                c.prepare_cached("SELECT value FROM settings WHERE key = ?1")?
+                    .query_row([&key], |r| r.get(0))
+                    .optional()
+            })
+            .await?;
+        text.map(|t| serde_json::from_str(&t).map_err(|e| StoreError::Internal(format!("setting does not read: {e}"))))
+            .transpose()
+    }
+
+    async fn put_setting(&self, key: &str, value: serde_json::Value, now: Millis) -> StoreResult<()> {
+        let key = key.to_string();
+        self.write(move |c| {
+            c.prepare_cached(
+                "INSERT INTO settings (key, value, updated_at) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT(key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+            )?
+            .execute(params![key, value.to_string(), now])
+            .map(drop)
+        })
+        .await
+    }
+
+    async fn count_leads(&self, min_score: Option<i64>, max_score: Option<i64>) -> StoreResult<u64> {
+        let (low, high) = (min_score.unwrap_or(i64::MIN), max_score.unwrap_or(i64::MAX));
+        self.read(move |c| {
+            c.prepare_cached("SELECT count(*) FROM leads WHERE score >= ?1 AND score <= ?2")?
+                .query_row([low, high], |r| r.get::<_, i64>(0))
+                .map(|n| n as u64)
+        })
+        .await
     }
 }
 

@@ -225,7 +225,14 @@ pub fn lease_view() -> Document {
 /// (`<rule id>_<per>_<window>`): the update that adds events to the lead moves them, fenced
 /// with it, so a count can never disagree with the score.
 pub fn usage_field(key: &UsageKey) -> String {
-    format!("{}_{}_{}", key.rule_id, key.per, key.window)
+    // An id other than letters and digits (a hand-made `_id`) is hex-encoded: a `.` or `$`
+    // would turn the field into a path, and the count would never be read back.
+    let id = if key.rule_id.chars().all(|c| c.is_ascii_alphanumeric()) {
+        key.rule_id.clone()
+    } else {
+        format!("x{}", key.rule_id.bytes().map(|b| format!("{b:02x}")).collect::<String>())
+    };
+    format!("{id}_{}_{}", key.per, key.window)
 }
 
 /// The lead's counts for these keys (absent: 0). A count that does not read is an error: a
@@ -428,7 +435,7 @@ pub fn scored_lead(lead_id: &str) -> Document {
 
 /// Lead fields readers never need: `apply`'s bookkeeping.
 pub fn lead_view() -> Document {
-    doc! {"lastBatch": 0, "leaseToken": 0, "pending": 0}
+    doc! {"lastBatch": 0, "leaseToken": 0, "pending": 0, "usage": 0}
 }
 
 pub fn leads_filter(q: &LeadQuery) -> Document {
@@ -555,6 +562,8 @@ pub fn lead(d: &Document) -> Option<Lead> {
         updated_at: millis(d.get("updatedAt")).unwrap_or(0),
         last_event_at: millis(d.get("lastEventAt")),
         event_count: int(d.get("eventCount")).unwrap_or(0),
+        // The service names the stage, from the ladder.
+        stage: String::new(),
     })
 }
 
@@ -567,6 +576,7 @@ pub fn history(d: &Document) -> Option<HistoryEntry> {
         new_score: int(d.get("newScore"))?,
         delta: int(d.get("delta"))?,
         timestamp: millis(d.get("timestamp"))?,
+        stage_change: None,
     })
 }
 
@@ -752,6 +762,8 @@ mod tests {
             usage_of(&doc! {"usage": {"r1_lead_0": "lots"}}, keys).is_err(),
             "an unreadable count is never guessed"
         );
+        let odd = UsageKey { lead_id: "l".into(), rule_id: "a.b$c".into(), per: "day", window: 3 };
+        assert_eq!(usage_field(&odd), "x612e622463_day_3", "never a path: hex for ids other than letters and digits");
         assert_eq!(
             release(&leads, "tok"),
             (
@@ -809,7 +821,8 @@ mod tests {
                 last_event_id: Some("e".into()),
                 updated_at: 9,
                 last_event_at: Some(8),
-                event_count: 2
+                event_count: 2,
+                stage: String::new(),
             }
         );
         let h = history_statement(&entry(4, 100, 0)).get_document("u").unwrap().clone();

@@ -229,7 +229,17 @@ impl MongoStore {
             };
             tracing::info!(%event_type, "mongodb: rule becomes its type's base rule");
             let update = doc! {"$set": {"name": &event_type, "baseOf": &event_type}};
-            self.rules.update_one(doc! {"_id": id}, update).await.map_err(classify)?;
+            match self.rules.update_one(doc! {"_id": id.clone()}, update).await {
+                Ok(_) => {}
+                // The type has a base rule already (an older release wrote a second rule for
+                // it while this one ran): this one becomes an ordinary rule.
+                Err(e) if is_duplicate(&e) => {
+                    tracing::warn!(%event_type, "mongodb: a second old rule for this type becomes an ordinary rule");
+                    let named = doc! {"$set": {"name": &event_type}};
+                    self.rules.update_one(doc! {"_id": id}, named).await.map_err(classify)?;
+                }
+                Err(e) => return Err(classify(e)),
+            }
         }
         Ok(())
     }

@@ -58,30 +58,21 @@ pub(super) fn update(c: &Connection, id: &str, draft: RuleDraft, now: Millis) ->
     let Some(old) = find(c, id)? else { return Ok(None) };
     let base = old.stays_base(&draft);
     let rule = Rule::from_draft(old.id, draft, base, now);
-    c.prepare_cached(
+    write(
+        c,
         "UPDATE rules SET name = ?2, event_type = ?3, points = ?4, is_active = ?5, conditions = ?6, \
            limit_count = ?7, limit_per = ?8, base = ?9, updated_at = ?10 WHERE id = ?1",
-    )?
-    .execute(params![
-        rule.id,
-        rule.name,
-        rule.event_type,
-        rule.points,
-        rule.is_active,
-        conditions_json(&rule),
-        rule.limit.map(|l| l.count),
-        rule.limit.map(|l| l.per.as_str()),
-        rule.base,
-        now
-    ])?;
+        &rule,
+        now,
+    )?;
     find(c, id)
 }
 
 pub(super) fn delete(c: &Connection, id: &str) -> rusqlite::Result<Option<Rule>> {
     let Some(old) = find(c, id)? else { return Ok(None) };
+    // Its counts stay: ids are never reused, and finding them would scan the table (keyed by
+    // lead) on the one writer thread.
     c.prepare_cached("DELETE FROM rules WHERE id = ?1")?.execute([id])?;
-    // Its counts mean nothing any more (ids are never reused).
-    c.prepare_cached("DELETE FROM rule_usage WHERE rule_id = ?1")?.execute([id])?;
     Ok(Some(old))
 }
 
@@ -98,23 +89,32 @@ pub(super) fn seed(c: &Connection, defaults: Vec<RuleInput>, now: Millis) -> rus
 }
 
 fn insert(c: &Connection, rule: Rule, now: Millis) -> rusqlite::Result<String> {
-    c.prepare_cached(
+    write(
+        c,
         "INSERT INTO rules (id, name, event_type, points, is_active, conditions, limit_count, limit_per, base, \
            created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10)",
-    )?
-    .execute(params![
-        rule.id,
-        rule.name,
-        rule.event_type,
-        rule.points,
-        rule.is_active,
-        conditions_json(&rule),
-        rule.limit.map(|l| l.count),
-        rule.limit.map(|l| l.per.as_str()),
-        rule.base,
-        now
-    ])?;
+        &rule,
+        now,
+    )?;
     Ok(rule.id)
+}
+
+/// Runs `sql` with the rule's fields as ?1…?9 (id first) and `now` as ?10.
+fn write(c: &Connection, sql: &str, rule: &Rule, now: Millis) -> rusqlite::Result<()> {
+    c.prepare_cached(sql)?
+        .execute(params![
+            rule.id,
+            rule.name,
+            rule.event_type,
+            rule.points,
+            rule.is_active,
+            conditions_json(rule),
+            rule.limit.map(|l| l.count),
+            rule.limit.map(|l| l.per.as_str()),
+            rule.base,
+            now
+        ])
+        .map(drop)
 }
 
 fn conditions_json(rule: &Rule) -> String {

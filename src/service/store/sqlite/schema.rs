@@ -3,7 +3,7 @@
 use rusqlite::Connection;
 
 /// Bumped whenever the layout changes; `prepare_schema` brings older files up to date on open.
-pub const SCHEMA_VERSION: i64 = 5;
+pub const SCHEMA_VERSION: i64 = 6;
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS events (
@@ -71,6 +71,12 @@ CREATE TABLE IF NOT EXISTS rules (
     updated_at  INTEGER NOT NULL
 );
 CREATE UNIQUE INDEX IF NOT EXISTS rules_base ON rules(event_type) WHERE base = 1;
+-- Schema 6: settings the service keeps (the stage ladder), as JSON.
+CREATE TABLE IF NOT EXISTS settings (
+    key        TEXT PRIMARY KEY,
+    value      TEXT NOT NULL,
+    updated_at INTEGER NOT NULL
+);
 -- How many events each limited rule has scored per lead and window (`apply.rs`).
 CREATE TABLE IF NOT EXISTS rule_usage (
     lead_id TEXT NOT NULL,

@@ -1,0 +1,136 @@
+//! Property test of scoring through the store (SQLite): random events, applied in random
+//! slices with redeliveries, while rules change between steps. Whatever the sequence:
+//! - every lead's score is the sum of its history, and each event's points are the sum of
+//!   its explanation;
+//! - each event is priced exactly as a replay of the same steps priced it (the rules of the
+//!   step that applied it, the limit counts of the events applied before it);
+//! - no limited rule ever scores more than its count per lead and window.
+
+use leadscore::domain::engine::{Engine, Usage};
+use leadscore::domain::limits::Per;
+use leadscore::domain::query::DetailPage;
+use leadscore::domain::scoring::default_rules;
+use leadscore::domain::validation::validate_scoring_rule;
+use leadscore::domain::{NewEvent, StoredEvent};
+use leadscore::service::store::sqlite::SqliteStore;
+use leadscore::service::store::Store;
+use proptest::prelude::*;
+use serde_json::json;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+const T0: i64 = 1_700_000_000_000;
+const DAY: i64 = 86_400_000;
+const LEADS: [&str; 3] = ["a", "b", "c"];
+const TYPES: [&str; 2] = ["Page View", "Purchase"];
+const PAGES: [&str; 3] = ["/pricing", "/docs", "/blog"];
+
+#[derive(Clone, Debug)]
+enum Step {
+    /// New events: (lead, type, page, day offset).
+    Post(Vec<(usize, usize, usize, i64)>),
+    /// Apply the oldest `n` queued events, in slices of `slice`, each slice offered twice.
+    Apply { n: usize, slice: usize },
+    /// Add a rule on Page View for one page, limited to `count` per `per`.
+    AddLimited { page: usize, points: i64, count: u32, per: usize },
+    /// Change the base Purchase rule's points.
+    Reprice(i64),
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        4 => proptest::collection::vec((0..3usize, 0..2usize, 0..3usize, 0..3i64), 1..12).prop_map(Step::Post),
+        4 => (1..20usize, 1..6usize).prop_map(|(n, slice)| Step::Apply { n, slice }),
+        1 => (0..3usize, -5..30i64, 1..3u32, 0..4usize).prop_map(|(page, points, count, per)| Step::AddLimited { page, points, count, per }),
+        1 => (-50..200i64).prop_map(Step::Reprice),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    #[test]
+    fn scoring_is_exact_whatever_the_steps(steps in proptest::collection::vec(step(), 1..25)) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(check(steps));
+    }
+}
+
+async fn check(steps: Vec<Step>) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path().join("p.db")).unwrap();
+    store.seed_rules(default_rules(), T0).await.unwrap();
+    let mut next = 0;
+    // The replay: each event's expected points, priced with its step's rules and the counts
+    // of everything applied before it.
+    let mut usage = Usage::new();
+    let mut expected: HashMap<String, i64> = HashMap::new();
+    let mut limits: HashMap<String, (u32, Per)> = HashMap::new();
+    for step in steps {
+        match step {
+            Step::Post(events) => {
+                let batch: Vec<NewEvent> = events
+                    .into_iter()
+                    .map(|(lead, kind, page, day)| {
+                        next += 1;
+                        NewEvent {
+                            event_id: format!("e{next}"),
+                            lead_id: LEADS[lead].into(),
+                            event_type: TYPES[kind].into(),
+                            timestamp: T0 + day * DAY,
+                            metadata: Some(json!({"page": PAGES[page]}).to_string()),
+                        }
+                    })
+                    .collect();
+                store.insert_events(batch).await.unwrap();
+            }
+            Step::Apply { n, slice } => {
+                let rules = store.rules().await.unwrap();
+                let engine = Arc::new(Engine::new(&rules));
+                let queued: Vec<StoredEvent> = store.unprocessed(n).await.unwrap().events;
+                for e in &queued {
+                    expected.insert(e.event_id.clone(), engine.price(e, &mut usage).points);
+                }
+                for chunk in queued.chunks(slice) {
+                    store.apply(chunk.to_vec(), engine.clone(), T0).await.unwrap();
+                    assert!(store.apply(chunk.to_vec(), engine.clone(), T0).await.unwrap().is_empty(), "applied twice");
+                }
+            }
+            Step::AddLimited { page, points, count, per } => {
+                let per = Per::ALL[per];
+                let raw = json!({
+                    "name": format!("limited {}", limits.len()), "eventType": "Page View", "points": points,
+                    "conditions": [{"field": "page", "op": "equals", "value": PAGES[page]}],
+                    "limit": {"count": count, "per": per.as_str()},
+                });
+                let rule = store.create_rule(validate_scoring_rule(&raw).unwrap(), T0).await.unwrap();
+                limits.insert(rule.id, (count, per));
+            }
+            Step::Reprice(points) => {
+                let input = leadscore::domain::RuleInput { event_type: "Purchase".into(), points, is_active: true };
+                store.upsert_rule(input, T0).await.unwrap();
+            }
+        }
+    }
+    let page = DetailPage { history_limit: 500, events_limit: 500, ..Default::default() };
+    let mut used: HashMap<(String, String, i64), u32> = HashMap::new();
+    for lead in LEADS {
+        let Some(l) = store.lead(lead).await.unwrap() else { continue };
+        let history = store.history(lead, &page).await.unwrap();
+        assert_eq!(l.score, history.iter().map(|h| h.delta).sum::<i64>(), "{lead}: score = sum of history");
+        for e in store.lead_events(lead, &page).await.unwrap().into_iter().filter(|e| e.processed) {
+            let points = e.points.unwrap();
+            assert_eq!(Some(&points), expected.get(&e.event_id), "{}: priced as the replay", e.event_id);
+            let matches = e.matches.clone().unwrap_or_default();
+            assert_eq!(points, matches.iter().map(|m| m.points).sum::<i64>(), "{}: points = explanation", e.event_id);
+            for m in matches.iter().filter(|m| !m.limited) {
+                if let Some((_, per)) = limits.get(&m.rule_id) {
+                    *used.entry((lead.to_string(), m.rule_id.clone(), per.window(e.timestamp))).or_default() += 1;
+                }
+            }
+        }
+    }
+    for ((lead, rule, window), n) in used {
+        let (count, _) = limits[&rule];
+        assert!(n <= count, "{lead}: rule {rule} scored {n} times in window {window}, limit {count}");
+    }
+}
