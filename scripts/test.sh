@@ -5,6 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 export PATH="$HOME/.cargo/bin:$PWD/node_modules/.bin:$PATH"
+# A CI run builds once in a fresh clone: incremental caches would only cost it time and GBs.
+if [ -n "${CI:-}" ]; then export CARGO_INCREMENTAL=0; fi
 
 # MongoDB: a real server when MONGODB_TEST_URI names one (MongoDB, Atlas), else the nx-27017
 # stand-in started here on a free port and stopped at the end.
