@@ -108,7 +108,7 @@ fn Detail(detail: LeadDetail, page: DetailPage) -> impl IntoView {
                         {history.into_iter().map(|h| view! {
                             <tr>
                                 <td class="time">{short_time(h.timestamp)}</td>
-                                <td>{h.event_type}{h.stage_change.map(|m| view! {
+                                <td>{type_label(&h.event_type)}{h.stage_change.map(|m| view! {
                                     <span class="stage-move" title=format!("from {} to {}", m.from, m.to)>{format!(" → {}", m.to)}</span>
                                 })}</td>
                                 <td class="num">{h.old_score}</td>
@@ -130,7 +130,7 @@ fn Detail(detail: LeadDetail, page: DetailPage) -> impl IntoView {
                         {events.into_iter().map(|e| { let why = explain(&e); view! {
                             <tr>
                                 <td class="time" title=format!("eventId {}", e.event_id)>{short_time(e.timestamp)}</td>
-                                <td>{e.event_type}</td>
+                                <td>{type_label(&e.event_type)}</td>
                                 <td class="num">{e.points.map(|p| format!("{p:+}")).unwrap_or_else(|| "pending".into())}</td>
                                 <td class="why small">{why}</td>
                                 <td><code class="meta">{e.metadata.unwrap_or_default()}</code></td>
@@ -164,5 +164,13 @@ fn explain(e: &crate::domain::StoredEvent) -> String {
                 .collect::<Vec<_>>()
                 .join(" · ")
         }
+    }
+}
+
+/// An event type as people read it: the server's own adjustments get a name, not `$decay`.
+fn type_label(event_type: &str) -> String {
+    match event_type {
+        crate::domain::decay::DECAY_EVENT_TYPE => "Decay".into(),
+        other => other.into(),
     }
 }

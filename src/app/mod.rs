@@ -6,6 +6,7 @@ pub mod auth;
 mod chart;
 mod dashboard;
 mod dead_letters;
+mod decay_setting;
 mod lead;
 pub mod live;
 mod rule_editor;

@@ -3,6 +3,7 @@
 
 use super::auth::{Allowed, Viewer};
 use super::dashboard::FieldErrors;
+use super::decay_setting::DecaySetting;
 use super::live::Live;
 use super::rule_editor::RuleEditor;
 use super::server_fns::{delete_rule, describe, fetch_rules, save_rule, set_rule_points, update_rule, Checked};
@@ -160,6 +161,7 @@ pub fn RulesPage() -> impl IntoView {
             <RuleEditor ctx/>
         </Allowed>
         <StageLadder/>
+        <DecaySetting/>
     }
 }
 

@@ -8,6 +8,7 @@
 //! `CARGO_TARGET_DIR` cache) would miss each other on every call.
 
 use crate::domain::access::{ApiKeyInfo, AuditEntry, CreatedKey, Me, UserInfo};
+use crate::domain::decay::DecaySettings;
 use crate::domain::error::ApiError;
 pub use crate::domain::intake::RawItems;
 use crate::domain::query::{DetailPage, LeadQuery};
@@ -182,6 +183,32 @@ pub async fn delete_rule(id: String) -> Result<Rule, ApiError> {
 pub async fn fetch_stage_counts() -> Result<Vec<StageCount>, ApiError> {
     let (backend, _) = backend::backend()?;
     backend.service.stage_counts().await.map_err(backend::failure)
+}
+
+/// The decay setting and what its last pass did, as `GET /api/settings/decay`.
+#[server(prefix = "/rpc", endpoint = "fetch_decay", input = Json)]
+pub async fn fetch_decay() -> Result<DecaySettings, ApiError> {
+    let (backend, _) = backend::backend()?;
+    backend.service.decay_settings().await.map_err(backend::failure)
+}
+
+/// Sets the half-life, as `PUT /api/settings/decay`. `half_life` is the form's text: empty
+/// turns decay off.
+#[server(prefix = "/rpc", endpoint = "save_decay", input = Json)]
+pub async fn save_decay(half_life: String) -> Result<Checked<DecaySettings>, ApiError> {
+    let (backend, actor) = backend::backend()?;
+    let text = half_life.trim();
+    let days = match text.parse::<f64>() {
+        _ if text.is_empty() => Value::Null,
+        Ok(d) if d.is_finite() => Value::from(d),
+        _ => {
+            return Ok(Err(vec![FieldError::new(
+                "halfLifeDays",
+                format!("must be a number of days (empty: no decay), got {text:?}"),
+            )]))
+        }
+    };
+    backend::checked(backend.service.save_decay(&serde_json::json!({"halfLifeDays": days}), &actor).await)
 }
 
 /// Replaces the stage ladder, as `PUT /api/stages`. `min_score` is the form's text.

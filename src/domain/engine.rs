@@ -111,6 +111,9 @@ impl Engine {
     /// Prices one event and counts it against the limits it uses. Events must come in the
     /// order they are scored in, so "the first N" means the same thing on every replay.
     pub fn price(&self, event: &StoredEvent, usage: &mut Usage) -> Priced {
+        if event.event_type == super::decay::DECAY_EVENT_TYPE {
+            return super::decay::price(event.metadata.as_deref());
+        }
         let metadata = self.metadata(event);
         let mut priced = Priced { points: 0, matches: Vec::new() };
         for rule in self.matching(event, metadata.as_ref()) {

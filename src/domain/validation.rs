@@ -27,9 +27,10 @@ pub fn validate_event(value: &Value, now: Millis) -> Result<NewEvent, Vec<FieldE
         return Err(vec![FieldError::new("body", format!("must be a JSON object, got {}", kind(value)))]);
     };
     let mut errors = Vec::new();
-    let event_id = text_field(obj, "eventId", MAX_ID_CHARS, &mut errors);
+    let event_id = not_reserved("eventId", text_field(obj, "eventId", MAX_ID_CHARS, &mut errors), &mut errors);
     let lead_id = text_field(obj, "leadId", MAX_ID_CHARS, &mut errors);
-    let event_type = text_field(obj, "eventType", MAX_EVENT_TYPE_CHARS, &mut errors);
+    let event_type =
+        not_reserved("eventType", text_field(obj, "eventType", MAX_EVENT_TYPE_CHARS, &mut errors), &mut errors);
     let timestamp = timestamp_field(obj, now, &mut errors);
     let metadata = metadata_field(obj, &mut errors);
     match (event_id, lead_id, event_type, timestamp, metadata) {
@@ -46,7 +47,8 @@ pub fn validate_rule(value: &Value) -> Result<RuleInput, Vec<FieldError>> {
         return Err(vec![FieldError::new("body", format!("must be a JSON object, got {}", kind(value)))]);
     };
     let mut errors = Vec::new();
-    let event_type = text_field(obj, "eventType", MAX_EVENT_TYPE_CHARS, &mut errors);
+    let event_type =
+        not_reserved("eventType", text_field(obj, "eventType", MAX_EVENT_TYPE_CHARS, &mut errors), &mut errors);
     let points = match obj.get("points") {
         None | Some(Value::Null) => {
             errors.push(FieldError::new("points", "is required"));
@@ -143,6 +145,23 @@ fn text_field(obj: &Map<String, Value>, field: &str, max_chars: usize, errors: &
     None
 }
 
+/// Names starting with `$` are kept for events Leadscore writes itself (decay adjustments),
+/// as Mixpanel keeps its `$` events: a client can neither send one nor pre-empt its id.
+pub const RESERVED_PREFIX: char = '$';
+
+fn not_reserved(field: &str, value: Option<String>, errors: &mut Vec<FieldError>) -> Option<String> {
+    match value {
+        Some(v) if v.starts_with(RESERVED_PREFIX) => {
+            errors.push(FieldError::new(
+                field,
+                format!("must not start with {RESERVED_PREFIX:?}: those names are reserved"),
+            ));
+            None
+        }
+        other => other,
+    }
+}
+
 fn timestamp_field(obj: &Map<String, Value>, now: Millis, errors: &mut Vec<FieldError>) -> Option<Millis> {
     let problem = match obj.get("timestamp") {
         None | Some(Value::Null) => "is required".to_string(),
@@ -221,6 +240,18 @@ mod tests {
         let mut v = good();
         v[field] = value;
         v
+    }
+
+    #[test]
+    fn names_starting_with_a_dollar_are_reserved() {
+        let now = NOW;
+        let errors = validate_event(&with("eventType", json!("$decay")), now).unwrap_err();
+        assert_eq!(errors[0].field, "eventType");
+        assert!(errors[0].problem.contains("reserved"), "{}", errors[0].problem);
+        assert_eq!(validate_event(&with("eventId", json!("$decay:lead:1")), now).unwrap_err()[0].field, "eventId");
+        assert!(validate_event(&with("eventType", json!("Paid $5")), now).is_ok(), "only a leading $");
+        let rule = validate_scoring_rule(&json!({"eventType": "$decay", "points": 5})).unwrap_err();
+        assert_eq!(rule[0].field, "eventType");
     }
 
     #[test]

@@ -56,6 +56,8 @@ pub struct Config {
     pub worker_linger_ms: u64,
     /// Failed attempts after which the worker sets an event aside (dead-letter list).
     pub dead_letter_after: u32,
+    /// Seconds between score decay passes (one also runs at start and when the setting changes).
+    pub decay_interval_seconds: u64,
     /// Keys with every scope, from the environment (besides keys admins create).
     pub api_keys: Vec<String>,
     pub auth: AuthMode,
@@ -165,6 +167,7 @@ impl Config {
             worker_linger_ms: number("WORKER_LINGER_MS", file.worker.linger_ms as usize)? as u64,
             dead_letter_after: number("DEAD_LETTER_AFTER", file.worker.dead_letter_after as usize)?.clamp(1, 1000)
                 as u32,
+            decay_interval_seconds: number("DECAY_INTERVAL_S", file.worker.decay_interval_s as usize)?.max(1) as u64,
             api_keys,
             auth,
             cookie_secure,
@@ -251,11 +254,12 @@ pub struct WorkerSection {
     pub idle_poll_ms: u64,
     pub linger_ms: u64,
     pub dead_letter_after: u32,
+    pub decay_interval_s: u64,
 }
 
 impl Default for WorkerSection {
     fn default() -> Self {
-        Self { batch_size: 20000, idle_poll_ms: 1000, linger_ms: 20, dead_letter_after: 5 }
+        Self { batch_size: 20000, idle_poll_ms: 1000, linger_ms: 20, dead_letter_after: 5, decay_interval_s: 3600 }
     }
 }
 

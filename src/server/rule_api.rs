@@ -80,6 +80,22 @@ pub async fn stage_counts(State(state): State<AppState>) -> Answer {
     Ok(Json(state.service.stage_counts().await?).into_response())
 }
 
+/// `GET /api/settings/decay`: `{halfLifeDays, lastPass}`.
+pub async fn decay(State(state): State<AppState>) -> Answer {
+    Ok(Json(state.service.decay_settings().await?).into_response())
+}
+
+/// `PUT /api/settings/decay`: `{"halfLifeDays": 30}`, or `null` for no decay; a pass starts now.
+pub async fn save_decay(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    headers: HeaderMap,
+    body: Body,
+) -> Answer {
+    let value = read_json(&headers, body, MAX_CONTROL_BODY, &state.bodies).await?;
+    Ok(Json(state.service.save_decay(&value, &actor).await?).into_response())
+}
+
 fn found<T>(result: Result<T, ServiceError>, id: &str) -> Result<T, ApiError> {
     match result {
         Err(ServiceError::NotFound) => {

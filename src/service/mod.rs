@@ -6,6 +6,7 @@
 
 pub mod accounts;
 pub mod dead_letters;
+pub mod decay;
 pub mod feed;
 pub mod rules;
 pub mod sessions;
@@ -180,6 +181,8 @@ pub struct Service {
     ladder: tokio::sync::watch::Sender<Arc<Vec<crate::domain::stages::Stage>>>,
     /// The last stage counts and when they were taken: every open dashboard asks.
     stage_counts: std::sync::Mutex<Option<(std::time::Instant, Vec<crate::domain::stages::StageCount>)>>,
+    /// Starts a decay pass now (the setting changed).
+    wake_decay: Arc<Notify>,
     /// Score changes since the counts were taken (only ever checked for "any").
     changes_since_count: std::sync::Mutex<broadcast::Receiver<UpdateBatch>>,
 }
@@ -194,6 +197,7 @@ impl Service {
         Self {
             store,
             wake_worker: Arc::new(Notify::new()),
+            wake_decay: Arc::new(Notify::new()),
             changes_since_count: std::sync::Mutex::new(updates.subscribe()),
             updates,
             worker_state: Arc::new(WorkerState::default()),

@@ -132,6 +132,25 @@ impl TestServer {
         }
     }
 
+    /// A second instance on this one's MongoDB database (as behind a load balancer); `None`
+    /// on SQLite, whose file one process holds. The database is dropped with the first.
+    pub async fn start_beside(&self) -> Option<TestServer> {
+        let (uri, _) = self.mongo_database.as_ref()?;
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = test_config(dir.path());
+        config.database = Database::Mongo(uri.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let options = LeptosOptions::builder().output_name("leadscore").build();
+        let running = launch(config, options, listener).await.unwrap();
+        Some(Self {
+            base: format!("http://{}", running.addr),
+            client: keyed_client(ADMIN_KEY),
+            running: Some(running),
+            mongo_database: None,
+            _dir: dir,
+        })
+    }
+
     /// The backend this server runs on: `sqlite`, or `mongodb` with LEADSCORE_TEST_BACKEND.
     pub fn backend(&self) -> &'static str {
         if self.mongo_database.is_some() {

@@ -16,6 +16,7 @@ pub mod sqlite;
 
 pub use accounts::{AccountStore, CreateUser, KeyRecord, NewAuditEntry, SessionRecord, UserChange, UserRecord};
 
+use crate::domain::decay::DecayPage;
 use crate::domain::engine::Engine;
 use crate::domain::query::{DetailPage, LeadQuery};
 use crate::domain::time::Millis;
@@ -132,6 +133,13 @@ pub trait Store: AccountStore + Send + Sync + 'static {
     async fn put_setting(&self, key: &str, value: serde_json::Value, now: Millis) -> StoreResult<()>;
     /// How many leads have a score within `min..=max` (`None`: unbounded), by the score index.
     async fn count_leads(&self, min_score: Option<i64>, max_score: Option<i64>) -> StoreResult<u64>;
+
+    /// A page of leads after `after` in id order, each with what a decay pass needs, and the
+    /// cursor of the next page (`None`: the last page). A lead whose scoring is under way is
+    /// left out of the page, since its score and its events would not agree.
+    async fn decay_inputs(&self, after: Option<String>, limit: usize) -> StoreResult<DecayPage>;
+    /// Whether a decay adjustment waits to be scored: a pass must not read scores before.
+    async fn decay_pending(&self) -> StoreResult<bool>;
 
     /// The feed of applied changes, when several server processes may share this store: each
     /// one's live stream must then read every change back from it, not only its own worker's.

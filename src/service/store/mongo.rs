@@ -15,6 +15,7 @@
 mod accounts;
 mod apply;
 mod dead_letters;
+mod decay;
 pub mod docs;
 mod rules;
 
@@ -22,6 +23,7 @@ pub use apply::{CrashPoint, Leased};
 pub use docs::LEASE_MS;
 
 use super::{InsertOutcome, QueueStats, Queued, SharedFeed, Store, StoreError, StoreResult};
+use crate::domain::decay::DecayPage;
 use crate::domain::engine::Engine;
 use crate::domain::query::{DetailPage, LeadQuery};
 use crate::domain::time::Millis;
@@ -467,6 +469,14 @@ impl Store for MongoStore {
         let settings = self.db.collection::<Document>("settings");
         settings.replace_one(doc! {"_id": key}, replacement).upsert(true).await.map_err(classify)?;
         Ok(())
+    }
+
+    async fn decay_inputs(&self, after: Option<String>, limit: usize) -> StoreResult<DecayPage> {
+        self.read_decay_inputs(after, limit).await
+    }
+
+    async fn decay_pending(&self) -> StoreResult<bool> {
+        self.decay_waiting().await
     }
 
     async fn count_leads(&self, min_score: Option<i64>, max_score: Option<i64>) -> StoreResult<u64> {

@@ -15,6 +15,7 @@ mod apply;
 pub mod backup;
 mod checkpointer;
 mod dead_letters;
+mod decay;
 mod rules;
 mod schema;
 mod writer;
@@ -22,6 +23,7 @@ mod writer;
 use schema::{prepare_schema, SCHEMA_VERSION};
 
 use super::{InsertOutcome, QueueStats, Queued, Store, StoreError, StoreResult};
+use crate::domain::decay::DecayPage;
 use crate::domain::engine::Engine;
 use crate::domain::query::{DetailPage, LeadQuery};
 use crate::domain::time::Millis;
@@ -513,6 +515,14 @@ impl Store for SqliteStore {
             .map(drop)
         })
         .await
+    }
+
+    async fn decay_inputs(&self, after: Option<String>, limit: usize) -> StoreResult<DecayPage> {
+        self.read(move |c| decay::inputs(c, after.as_deref(), limit)).await
+    }
+
+    async fn decay_pending(&self) -> StoreResult<bool> {
+        self.read(decay::pending).await
     }
 
     async fn count_leads(&self, min_score: Option<i64>, max_score: Option<i64>) -> StoreResult<u64> {

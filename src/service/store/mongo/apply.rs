@@ -255,7 +255,12 @@ impl MongoStore {
                     })
                     .collect();
                 used.sort();
-                let last_event_at = lead.events.iter().map(|e| e.timestamp).max().unwrap_or(now);
+                let last_event_at = lead
+                    .events
+                    .iter()
+                    .filter(|e| e.event_type != crate::domain::decay::DECAY_EVENT_TYPE)
+                    .map(|e| e.timestamp)
+                    .max();
                 statements.push(docs::apply_statement(&entries, &used, &token, last_event_at));
                 batches.push(entries);
             }

@@ -1,6 +1,7 @@
 //! Every document the MongoDB store sends, built in one place so unit tests can check them
 //! exactly, and the tolerant readers that turn documents back into the model.
 
+use crate::domain::decay::DECAY_EVENT_TYPE;
 use crate::domain::engine::{RuleMatch, Usage, UsageKey};
 use crate::domain::query::LeadQuery;
 use crate::domain::time::Millis;
@@ -325,27 +326,35 @@ pub fn last_batch(lead: &Document) -> Result<Vec<Entry>, String> {
 
 /// The one update statement that adds a batch of one lead's events to it, fenced on the
 /// lease token and recording the entries as `lastBatch` in the same single-document write.
-pub fn apply_statement(entries: &[Entry], used: &[(UsageKey, u32)], token: &str, last_event_at: Millis) -> Document {
+/// `last_event_at`: the newest timestamp among the lead's own events in it (`None`: only
+/// decay adjustments, which are not the lead's activity and leave its last event as it was).
+pub fn apply_statement(
+    entries: &[Entry],
+    used: &[(UsageKey, u32)],
+    token: &str,
+    last_event_at: Option<Millis>,
+) -> Document {
     let last = entries.last().expect("a statement applies at least one event");
     let delta: i64 = entries.iter().map(|e| e.delta).sum();
     let mut inc = doc! {"score": delta, "eventCount": entries.len() as i64};
     for (key, n) in used {
         inc.insert(format!("usage.{}", usage_field(key)), i64::from(*n));
     }
-    doc! {
-        "q": {"_id": &last.lead_id, "leaseToken": token},
-        "u": {
-            "$inc": inc,
-            "$set": {
-                "lastEventId": &last.event_id,
-                "updatedAt": DateTime::from_millis(last.at),
-                "leadId": &last.lead_id,
-                "searchKey": last.lead_id.to_lowercase(),
-                "lastBatch": {"token": token, "entries": entries.iter().map(entry_doc).collect::<Vec<_>>()},
-            },
-            "$max": {"lastEventAt": DateTime::from_millis(last_event_at)},
-        },
+    let mut set = doc! {
+        "updatedAt": DateTime::from_millis(last.at),
+        "leadId": &last.lead_id,
+        "searchKey": last.lead_id.to_lowercase(),
+        "lastBatch": {"token": token, "entries": entries.iter().map(entry_doc).collect::<Vec<_>>()},
+    };
+    let mut update = doc! {"$inc": inc};
+    if let Some(activity) = entries.iter().rev().find(|e| e.event_type != DECAY_EVENT_TYPE) {
+        set.insert("lastEventId", &activity.event_id);
     }
+    if let Some(at) = last_event_at {
+        update.insert("$max", doc! {"lastEventAt": DateTime::from_millis(at)});
+    }
+    update.insert("$set", set);
+    doc! {"q": {"_id": &last.lead_id, "leaseToken": token}, "u": update}
 }
 
 /// Leads whose `lastBatch` this token wrote (to learn which fenced statements matched).
@@ -702,7 +711,7 @@ mod tests {
         let bought = RuleMatch { rule_id: "r1".into(), name: "Purchase".into(), points: 100, limited: false };
         let batch = [Entry { matches: vec![bought], ..entry(4, 100, 5) }, entry(5, -10, 105)];
         let once = UsageKey { lead_id: "Lead-ÜX".into(), rule_id: "r1".into(), per: "lead", window: 0 };
-        let statement = apply_statement(&batch, &[(once, 1)], "tok", 1_500);
+        let statement = apply_statement(&batch, &[(once, 1)], "tok", Some(1_500));
         assert_eq!(
             statement,
             doc! {

@@ -5,6 +5,7 @@
 //! row commit together or not at all. Pricing happens here, not in the worker, because a
 //! limit's count must move only when its event is really added.
 
+use crate::domain::decay::DECAY_EVENT_TYPE;
 use crate::domain::engine::{Engine, Usage, UsageKey};
 use crate::domain::time::Millis;
 use crate::domain::{ScoreChange, StoredEvent};
@@ -68,8 +69,10 @@ fn add_to_leads(c: &Connection, claimed: Vec<Claimed>, now: Millis) -> rusqlite:
     let mut save = c.prepare_cached(
         "INSERT INTO leads (id, search_key, score, last_event_id, updated_at, last_event_at, event_count, created_at) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?5) \
-         ON CONFLICT(id) DO UPDATE SET score = excluded.score, last_event_id = excluded.last_event_id, \
-           updated_at = excluded.updated_at, last_event_at = max(coalesce(last_event_at, 0), excluded.last_event_at), \
+         ON CONFLICT(id) DO UPDATE SET score = excluded.score, \
+           last_event_id = coalesce(excluded.last_event_id, last_event_id), updated_at = excluded.updated_at, \
+           last_event_at = CASE WHEN excluded.last_event_at IS NULL THEN last_event_at \
+             ELSE max(coalesce(last_event_at, 0), excluded.last_event_at) END, \
            event_count = event_count + excluded.event_count",
     )?;
     let mut changes = Vec::new();
@@ -89,8 +92,10 @@ fn add_to_leads(c: &Connection, claimed: Vec<Claimed>, now: Millis) -> rusqlite:
                 updated_at: now,
             });
         }
-        let last_event_at = events.iter().map(|e| e.event.timestamp).max();
-        let last = events.last().map(|e| e.event.event_id.as_str());
+        // A decay adjustment is not the lead's activity: its last event stays what it was.
+        let activity = || events.iter().map(|c| c.event).filter(|e| e.event_type != DECAY_EVENT_TYPE);
+        let last_event_at = activity().map(|e| e.timestamp).max();
+        let last = activity().last().map(|e| e.event_id.as_str());
         save.execute(params![lead_id, lead_id.to_lowercase(), score, last, now, last_event_at, events.len() as i64])?;
     }
     Ok(changes)
