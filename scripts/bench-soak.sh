@@ -41,6 +41,19 @@ rss_flat = rss_growth < max(5.0, 0.05 * mean_rss)
 fds_flat = fd_growth < 5
 same = lambda a, b: b <= max(a * 1.25, a + 5.0)
 p99_rows = [(k, first[k], last[k]) for k in ("single_p99_ms", "batch_p99_ms", "query_p99_ms")]
+# The same fit over the second half alone: caches (SQLite's, bounded by `cache_size`, and the
+# allocator's) fill during the first minutes; a leak keeps its slope to the end.
+def slope(points):
+    n = len(points)
+    if n < 2:
+        return 0.0
+    mx, my = sum(x for x, _ in points) / n, sum(y for _, y in points) / n
+    var = sum((x - mx) ** 2 for x, _ in points)
+    return sum((x - mx) * (y - my) for x, y in points) / var if var else 0.0
+warm = rows[len(rows) // 2:]
+warm_slope = slope([(r["minute"], r["rss_mb"]) for r in warm])
+warm_growth = warm_slope * max(1, len(warm) - 1)
+warm_flat = warm_growth < max(2.5, 0.025 * mean_rss)
 accepted = sum(r["accepted"] for r in rows)
 statuses = {}
 for r in rows:
@@ -56,6 +69,8 @@ section = [
     f"| … without the database's own caches (RSS − SQLite memory; the caches are bounded by `cache_size`) | "
     f"{soak.get('rss_less_store_slope_mb_per_min') or 0:+.3f} MB/min; SQLite memory {soak.get('store_slope_mb_per_min') or 0:+.3f} MB/min | "
     f"{verdict((soak.get('rss_less_store_slope_mb_per_min') or 0) * span < max(5.0, 0.05 * mean_rss))} |",
+    f"| RSS flat once warm (fitted over the second half, minutes {warm[0]['minute'] if warm else 0}–{warm[-1]['minute'] if warm else 0}; within 2.5 MB or 2.5 % of the mean) | "
+    f"{warm_slope:+.3f} MB/min → {warm_growth:+.1f} MB | {verdict(warm_flat)} |",
     f"| Open file descriptors flat | {soak['fd_slope_per_min'] or 0:+.3f}/min → {fd_growth:+.1f} over {span} min | {verdict(fds_flat)} |",
 ] + [
     f"| {name.replace('_p99_ms', '').replace('single', 'single POST').replace('batch', 'batch POST').replace('query', 'query')} p99: last 5 min vs first 5 min | {a:.1f} ms → {b:.1f} ms | {verdict(same(a, b))} |"
