@@ -7,13 +7,11 @@
 //! a small pool of separate connections; WAL mode lets them run while the writer commits.
 //!
 //! Durability: WAL with `synchronous = FULL`, so a committed transaction (and with it every
-//! 202 the API answered) survives a process crash or power loss. A thread of its own copies
-//! the WAL back into the file (`checkpointer.rs`), so commits never wait for that.
+//! 202 the API answered) survives a process crash or power loss.
 
 mod accounts;
 mod apply;
 pub mod backup;
-mod checkpointer;
 mod dead_letters;
 mod decay;
 mod rules;
@@ -75,8 +73,6 @@ pub struct SqliteStore {
     write_failure: Arc<writer::Failure>,
     /// When health last tried a write to see whether writes work again.
     last_probe: Mutex<Option<std::time::Instant>>,
-    /// Keeps the checkpoint thread running; dropping it stops the thread.
-    _checkpointer: mpsc::Sender<()>,
 }
 
 /// How often health tries a write while writes are failing.
@@ -108,9 +104,7 @@ impl SqliteStore {
                 writer::run(conn, rx, &target, &failure)
             })
             .map_err(|e| StoreError::Internal(e.to_string()))?;
-        let checkpointer = checkpointer::spawn(path.clone()).map_err(|e| StoreError::Internal(e.to_string()))?;
         Ok(Self {
-            _checkpointer: checkpointer,
             identity: file_identity(&path),
             writer_alive,
             readers: Arc::new(ReaderPool { path: path.clone(), idle: Mutex::new(Vec::new()) }),

@@ -60,13 +60,11 @@ pub fn open_writer(path: &Path, create: bool) -> StoreResult<Connection> {
     let conn = Connection::open_with_flags(path, flags).map_err(|e| unavailable(path, e))?;
     // temp_store = MEMORY: each request's savepoint journals pages it re-dirties; in a
     // temp file that doubled the bytes written per commit.
-    // Checkpoints are the checkpointer thread's job; the writer's own is only a backstop.
-    conn.execute_batch(&format!(
+    conn.execute_batch(
         "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = OFF; \
          PRAGMA busy_timeout = 5000; PRAGMA cache_size = -32768; PRAGMA temp_store = MEMORY; \
-         PRAGMA wal_autocheckpoint = {}; PRAGMA journal_size_limit = 67108864;",
-        super::checkpointer::WRITER_AUTOCHECKPOINT_PAGES
-    ))
+         PRAGMA wal_autocheckpoint = 16384; PRAGMA journal_size_limit = 67108864;",
+    )
     .map_err(|e| unavailable(path, e))?;
     Ok(conn)
 }
