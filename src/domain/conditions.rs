@@ -101,9 +101,9 @@ impl Condition {
             Op::NotExists => found.is_none(),
             Op::Equals => found.is_some_and(|v| same(v, &self.value)),
             Op::NotEquals => !found.is_some_and(|v| same(v, &self.value)),
-            Op::Contains => texts(found, &self.value).is_some_and(|(t, v)| t.contains(&v)),
-            Op::StartsWith => texts(found, &self.value).is_some_and(|(t, v)| t.starts_with(&v)),
-            Op::EndsWith => texts(found, &self.value).is_some_and(|(t, v)| t.ends_with(&v)),
+            Op::Contains => texts(found, &self.value).is_some_and(|(t, v)| contains_ignore_case(t, v)),
+            Op::StartsWith => texts(found, &self.value).is_some_and(|(t, v)| starts_with_ignore_case(t, v)),
+            Op::EndsWith => texts(found, &self.value).is_some_and(|(t, v)| ends_with_ignore_case(t, v)),
             Op::Gt => numbers(found, &self.value).is_some_and(|(a, b)| a > b),
             Op::Gte => numbers(found, &self.value).is_some_and(|(a, b)| a >= b),
             Op::Lt => numbers(found, &self.value).is_some_and(|(a, b)| a < b),
@@ -124,15 +124,54 @@ fn lookup<'a>(root: &'a Value, path: &str) -> Option<&'a Value> {
 
 fn same(a: &Value, b: &Value) -> bool {
     match (a, b) {
-        (Value::String(x), Value::String(y)) => x.to_lowercase() == y.to_lowercase(),
+        (Value::String(x), Value::String(y)) => eq_ignore_case(x, y),
         (Value::Number(x), Value::Number(y)) => x.as_f64() == y.as_f64(),
         (Value::Bool(x), Value::Bool(y)) => x == y,
         _ => false,
     }
 }
 
-fn texts(found: Option<&Value>, value: &Value) -> Option<(String, String)> {
-    Some((found?.as_str()?.to_lowercase(), value.as_str()?.to_lowercase()))
+fn texts<'a>(found: Option<&'a Value>, value: &'a Value) -> Option<(&'a str, &'a str)> {
+    Some((found?.as_str()?, value.as_str()?))
+}
+
+// Case-insensitive text comparisons. Every event's metadata meets every condition of its
+// type's rules, so ASCII text (pages, campaigns, ids: nearly all of it) is compared in place;
+// only other text is lowercased into new strings.
+
+fn eq_ignore_case(t: &str, v: &str) -> bool {
+    if t.is_ascii() && v.is_ascii() {
+        t.eq_ignore_ascii_case(v)
+    } else {
+        t.to_lowercase() == v.to_lowercase()
+    }
+}
+
+fn starts_with_ignore_case(t: &str, v: &str) -> bool {
+    if t.is_ascii() && v.is_ascii() {
+        t.len() >= v.len() && t.as_bytes()[..v.len()].eq_ignore_ascii_case(v.as_bytes())
+    } else {
+        t.to_lowercase().starts_with(&v.to_lowercase())
+    }
+}
+
+fn ends_with_ignore_case(t: &str, v: &str) -> bool {
+    if t.is_ascii() && v.is_ascii() {
+        t.len() >= v.len() && t.as_bytes()[t.len() - v.len()..].eq_ignore_ascii_case(v.as_bytes())
+    } else {
+        t.to_lowercase().ends_with(&v.to_lowercase())
+    }
+}
+
+fn contains_ignore_case(t: &str, v: &str) -> bool {
+    if v.is_empty() {
+        return true;
+    }
+    if t.is_ascii() && v.is_ascii() {
+        t.as_bytes().windows(v.len()).any(|w| w.eq_ignore_ascii_case(v.as_bytes()))
+    } else {
+        t.to_lowercase().contains(&v.to_lowercase())
+    }
 }
 
 fn numbers(found: Option<&Value>, value: &Value) -> Option<(f64, f64)> {
@@ -412,6 +451,16 @@ mod tests {
                         }
                     }
                 }
+            }
+
+            /// The in-place comparisons say what lowercasing both sides would, ASCII or not.
+            #[test]
+            fn comparisons_ignore_case_as_lowercasing_does(t in "[aAbB/é-]{0,8}", v in "[aAbB/É-]{0,3}") {
+                let (lt, lv) = (t.to_lowercase(), v.to_lowercase());
+                prop_assert_eq!(eq_ignore_case(&t, &v), lt == lv);
+                prop_assert_eq!(starts_with_ignore_case(&t, &v), lt.starts_with(&lv));
+                prop_assert_eq!(ends_with_ignore_case(&t, &v), lt.ends_with(&lv));
+                prop_assert_eq!(contains_ignore_case(&t, &v), lt.contains(&lv));
             }
 
             /// `exists` and `notExists` split every event in two; so do `equals` and `notEquals`.

@@ -115,24 +115,27 @@ impl Engine {
             return super::decay::price(event.metadata.as_deref());
         }
         let metadata = self.metadata(event);
-        let mut priced = Priced { points: 0, matches: Vec::new() };
-        for rule in self.matching(event, metadata.as_ref()) {
-            let limited = match rule.limit {
-                None => false,
-                Some(limit) => {
-                    let used = usage.entry(key(event, rule, limit)).or_insert(0);
-                    let full = *used >= limit.count;
-                    if !full {
-                        *used += 1;
-                    }
-                    full
-                }
-            };
-            let points = if limited { 0 } else { rule.points };
-            priced.points = priced.points.saturating_add(points);
-            priced.matches.push(RuleMatch { rule_id: rule.id.clone(), name: rule.name.clone(), points, limited });
+        let matched: Vec<&Rule> = self.matching(event, metadata.as_ref()).collect();
+        price_matched(event, &matched, usage)
+    }
+
+    /// `price`, loading the counts the event's limited rules read with `load` first, so its
+    /// metadata is parsed and its conditions checked once. Returns the counts as pricing left
+    /// them (the caller keeps them only if the event is really added).
+    pub fn price_loading<E>(
+        &self,
+        event: &StoredEvent,
+        load: impl FnOnce(Vec<UsageKey>) -> Result<Usage, E>,
+    ) -> Result<(Priced, Usage), E> {
+        if event.event_type == super::decay::DECAY_EVENT_TYPE {
+            return Ok((super::decay::price(event.metadata.as_deref()), Usage::new()));
         }
-        priced
+        let metadata = self.metadata(event);
+        let matched: Vec<&Rule> = self.matching(event, metadata.as_ref()).collect();
+        let keys = matched.iter().filter_map(|rule| rule.limit.map(|limit| key(event, rule, limit))).collect();
+        let mut usage = load(keys)?;
+        let priced = price_matched(event, &matched, &mut usage);
+        Ok((priced, usage))
     }
 
     fn matching<'a>(&'a self, event: &StoredEvent, metadata: Option<&'a Value>) -> impl Iterator<Item = &'a Rule> {
@@ -150,6 +153,28 @@ impl Engine {
         }
         event.metadata.as_deref().and_then(|m| serde_json::from_str(m).ok())
     }
+}
+
+/// Adds up the rules an event matched, each within its limit, counting in `usage`.
+fn price_matched(event: &StoredEvent, matched: &[&Rule], usage: &mut Usage) -> Priced {
+    let mut priced = Priced { points: 0, matches: Vec::with_capacity(matched.len()) };
+    for &rule in matched {
+        let limited = match rule.limit {
+            None => false,
+            Some(limit) => {
+                let used = usage.entry(key(event, rule, limit)).or_insert(0);
+                let full = *used >= limit.count;
+                if !full {
+                    *used += 1;
+                }
+                full
+            }
+        };
+        let points = if limited { 0 } else { rule.points };
+        priced.points = priced.points.saturating_add(points);
+        priced.matches.push(RuleMatch { rule_id: rule.id.clone(), name: rule.name.clone(), points, limited });
+    }
+    priced
 }
 
 fn key(event: &StoredEvent, rule: &Rule, limit: Limit) -> UsageKey {
@@ -273,6 +298,23 @@ mod tests {
         let total: i64 = events.iter().map(|e| engine.price(e, &mut usage).points).sum();
         assert_eq!(total, 20 + 1 + 1 + 1);
         assert_eq!(usage.len(), 1, "pricing touched no other key");
+        // One event at a time, loading what it reads: the same prices.
+        let mut counts = Usage::new();
+        let mut asked = Vec::new();
+        let loaded: Vec<i64> = events
+            .iter()
+            .map(|e| {
+                let load = |keys: Vec<UsageKey>| -> Result<Usage, ()> {
+                    asked.push(keys.len());
+                    Ok(keys.into_iter().map(|k| (k.clone(), counts.get(&k).copied().unwrap_or(0))).collect())
+                };
+                let (priced, used) = engine.price_loading(e, load).unwrap();
+                counts.extend(used);
+                priced.points
+            })
+            .collect();
+        assert_eq!(loaded, [21, 1, 1]);
+        assert_eq!(asked, [1, 1, 0], "each event loads only its own limited rule's count");
     }
 
     mod properties {

@@ -33,8 +33,7 @@ pub(super) fn apply(
     for event in events {
         // Priced against a copy of the counts it reads; they move only if the claim succeeds
         // (an event already scored, or offered twice, must not use up a limit).
-        let mut scratch = counts.load(engine.limited_keys(std::slice::from_ref(event)))?;
-        let priced = engine.price(event, &mut scratch);
+        let (priced, scratch) = engine.price_loading(event, |keys| counts.load(keys))?;
         if claim.execute(params![event.seq, priced.points, priced.matches_json()])? == 1 {
             counts.keep(scratch);
             claimed.push(Claimed { event, points: priced.points });
