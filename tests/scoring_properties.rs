@@ -4,8 +4,11 @@
 //!   its explanation;
 //! - each event is priced exactly as a replay of the same steps priced it (the rules of the
 //!   step that applied it, the limit counts of the events applied before it);
-//! - no limited rule ever scores more than its count per lead and window.
+//! - no limited rule ever scores more than its count per lead and window;
+//! - decay passes (random half-lives, turned off again) run between steps; after a last pass,
+//!   every score is within half a point of its events' exact decayed total.
 
+use leadscore::domain::decay::{adjustment_event, DECAY_EVENT_TYPE};
 use leadscore::domain::engine::{Engine, Usage};
 use leadscore::domain::limits::Per;
 use leadscore::domain::query::DetailPage;
@@ -35,6 +38,8 @@ enum Step {
     AddLimited { page: usize, points: i64, count: u32, per: usize },
     /// Change the base Purchase rule's points.
     Reprice(i64),
+    /// A decay pass on `day` with this half-life (`None`: decay off).
+    Decay { half_life: Option<f64>, day: i64 },
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -43,6 +48,8 @@ fn step() -> impl Strategy<Value = Step> {
         4 => (1..20usize, 1..6usize).prop_map(|(n, slice)| Step::Apply { n, slice }),
         1 => (0..3usize, -5..30i64, 1..3u32, 0..4usize).prop_map(|(page, points, count, per)| Step::AddLimited { page, points, count, per }),
         1 => (-50..200i64).prop_map(Step::Reprice),
+        1 => (prop_oneof![Just(None), Just(Some(1.0)), Just(Some(30.0))], 0..10i64)
+            .prop_map(|(half_life, day)| Step::Decay { half_life, day }),
     ]
 }
 
@@ -109,7 +116,22 @@ async fn check(steps: Vec<Step>) {
                 let input = leadscore::domain::RuleInput { event_type: "Purchase".into(), points, is_active: true };
                 store.upsert_rule(input, T0).await.unwrap();
             }
+            Step::Decay { half_life, day } => decay_pass(&store, half_life, T0 + day * DAY).await,
         }
+    }
+    // Everything scored, then one last pass at a 30-day half-life, scored too.
+    let end = T0 + 20 * DAY;
+    for last_pass in [false, true] {
+        if last_pass {
+            decay_pass(&store, Some(30.0), end).await;
+        }
+        let rules = store.rules().await.unwrap();
+        let engine = Arc::new(Engine::new(&rules));
+        let queued: Vec<StoredEvent> = store.unprocessed(10_000).await.unwrap().events;
+        for e in &queued {
+            expected.insert(e.event_id.clone(), engine.price(e, &mut usage).points);
+        }
+        store.apply(queued, engine, end).await.unwrap();
     }
     let page = DetailPage { history_limit: 500, events_limit: 500, ..Default::default() };
     let mut used: HashMap<(String, String, i64), u32> = HashMap::new();
@@ -117,6 +139,15 @@ async fn check(steps: Vec<Step>) {
         let Some(l) = store.lead(lead).await.unwrap() else { continue };
         let history = store.history(lead, &page).await.unwrap();
         assert_eq!(l.score, history.iter().map(|h| h.delta).sum::<i64>(), "{lead}: score = sum of history");
+        let exact: f64 = store
+            .lead_events(lead, &page)
+            .await
+            .unwrap()
+            .iter()
+            .filter(|e| e.processed && e.event_type != DECAY_EVENT_TYPE)
+            .map(|e| e.points.unwrap() as f64 * (-((end - e.timestamp) as f64) / (30.0 * DAY as f64)).exp2())
+            .sum();
+        assert!((l.score as f64 - exact).abs() <= 0.5 + 1e-9, "{lead}: score {} vs exact decayed {exact}", l.score);
         for e in store.lead_events(lead, &page).await.unwrap().into_iter().filter(|e| e.processed) {
             let points = e.points.unwrap();
             assert_eq!(Some(&points), expected.get(&e.event_id), "{}: priced as the replay", e.event_id);
@@ -133,4 +164,23 @@ async fn check(steps: Vec<Step>) {
         let (count, _) = limits[&rule];
         assert!(n <= count, "{lead}: rule {rule} scored {n} times in window {window}, limit {count}");
     }
+}
+
+/// What the service's pass does (`service::decay`), on the store alone: unless the last
+/// pass's adjustments wait to be scored, record each lead's adjustment, reading two leads a
+/// page.
+async fn decay_pass(store: &SqliteStore, half_life: Option<f64>, now: i64) {
+    if store.decay_pending().await.unwrap() {
+        return;
+    }
+    let (mut cursor, mut adjustments) = (None, Vec::new());
+    loop {
+        let page = store.decay_inputs(cursor, 2).await.unwrap();
+        adjustments.extend(page.inputs.iter().filter_map(|i| adjustment_event(i, half_life, now)));
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    store.insert_events(adjustments).await.unwrap();
 }
