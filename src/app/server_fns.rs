@@ -161,12 +161,9 @@ pub async fn update_rule(id: String, form: RuleForm) -> Result<Checked<Rule>, Ap
 #[server(prefix = "/rpc", endpoint = "set_rule_points", input = Json)]
 pub async fn set_rule_points(id: String, points: String, is_active: bool) -> Result<Checked<Rule>, ApiError> {
     let (backend, actor) = backend::backend()?;
-    let points = match points.trim().parse::<i64>() {
-        Ok(p) => Value::from(p),
-        Err(_) if points.trim().is_empty() => Value::Null,
-        Err(_) => {
-            return Ok(Err(vec![FieldError::new("points", format!("must be an integer, got {:?}", points.trim()))]));
-        }
+    let points = match crate::domain::rule_form::integer_text("points", &points) {
+        Ok(p) => p,
+        Err(e) => return Ok(Err(vec![e])),
     };
     backend::checked(backend.service.set_rule_points(&id, &points, is_active, &actor).await)
 }
@@ -220,16 +217,11 @@ pub async fn save_stages(stages: Vec<(String, String)>) -> Result<Checked<Vec<St
         .iter()
         .enumerate()
         .map(|(i, (name, min))| {
-            let min = match min.trim().parse::<i64>() {
-                Ok(n) => Value::from(n),
-                Err(_) => {
-                    problems.push(FieldError::new(
-                        format!("stages[{i}].minScore"),
-                        format!("must be a whole number, got {:?}", min.trim()),
-                    ));
+            let min =
+                crate::domain::rule_form::integer_text(format!("stages[{i}].minScore"), min).unwrap_or_else(|e| {
+                    problems.push(e);
                     Value::Null
-                }
-            };
+                });
             serde_json::json!({"name": name, "minScore": min})
         })
         .collect();

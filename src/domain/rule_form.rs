@@ -72,11 +72,9 @@ impl RuleForm {
         let mut obj = Map::new();
         obj.insert("eventType".into(), json!(self.event_type.trim()));
         obj.insert("isActive".into(), json!(self.is_active));
-        let points = self.points.trim();
-        match points.parse::<i64>() {
-            Ok(p) => drop(obj.insert("points".into(), json!(p))),
-            Err(_) if points.is_empty() => drop(obj.insert("points".into(), Value::Null)),
-            Err(_) => errors.push(FieldError::new("points", format!("must be an integer, got {points:?}"))),
+        match integer_text("points", &self.points) {
+            Ok(p) => drop(obj.insert("points".into(), p)),
+            Err(e) => errors.push(e),
         }
         if self.is_plain() {
             return if errors.is_empty() { Ok(Value::Object(obj)) } else { Err(errors) };
@@ -190,10 +188,30 @@ fn value_text(v: &Value, op: Op) -> String {
     }
 }
 
+/// A whole number typed into a form, as the API's JSON. Empty is `null`, so the API's own
+/// validation says what it always says about a missing value; text that is not a whole
+/// number is named here, with the field the API would name.
+pub fn integer_text(field: impl Into<String>, text: &str) -> Result<Value, FieldError> {
+    let text = text.trim();
+    match text.parse::<i64>() {
+        Ok(n) => Ok(json!(n)),
+        Err(_) if text.is_empty() => Ok(Value::Null),
+        Err(_) => Err(FieldError::new(field, format!("must be an integer, got {text:?}"))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::domain::validation::validate_scoring_rule;
+
+    #[test]
+    fn typed_integers_become_json_or_name_their_field() {
+        assert_eq!(integer_text("points", " -15 "), Ok(json!(-15)));
+        assert_eq!(integer_text("points", "  "), Ok(Value::Null), "empty: the API says it is required");
+        let e = integer_text("stages[1].minScore", "1.5").unwrap_err();
+        assert_eq!((e.field.as_str(), e.problem.as_str()), ("stages[1].minScore", "must be an integer, got \"1.5\""));
+    }
 
     fn form(conditions: &[(&str, &str, &str)], limit: &str) -> RuleForm {
         RuleForm {
