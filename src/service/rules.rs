@@ -33,15 +33,14 @@ impl Service {
     pub async fn save_rule(&self, raw: &Value, actor: &Actor) -> ServiceResult<Saved> {
         let draft = validate_scoring_rule(raw).map_err(ServiceError::Invalid)?;
         let now = now_ms();
+        let rules = self.store.rules().await?;
         // A rule read from `GET /api/rules` and posted back with its id: that rule changes
         // (a client that knows nothing of ids must not make a copy of it).
-        if let Some(id) = raw.get("id").and_then(Value::as_str) {
-            if self.store.rules().await?.iter().any(|r| r.id == id) {
-                return Ok(Saved::Base(self.update_rule(id, raw, actor).await?));
-            }
+        if let Some(before) = raw.get("id").and_then(Value::as_str).and_then(|id| rules.iter().find(|r| r.id == id)) {
+            return Ok(Saved::Base(self.replace_rule(before.clone(), draft, &rules, actor).await?));
         }
         if draft.legacy {
-            let before = self.store.rules().await?.into_iter().find(|r| r.base && r.event_type == draft.event_type);
+            let before = rules.into_iter().find(|r| r.base && r.event_type == draft.event_type);
             let input = crate::domain::RuleInput {
                 event_type: draft.event_type,
                 points: draft.points,
@@ -52,7 +51,7 @@ impl Service {
             self.audit_rule(action, before.as_ref(), Some(&saved), actor).await;
             Ok(Saved::Base(saved))
         } else {
-            self.check_room(&draft.event_type, None).await?;
+            check_room(&rules, &draft.event_type, None)?;
             let saved = self.store.create_rule(draft, now).await?;
             self.audit_rule("rule.create", None, Some(&saved), actor).await;
             Ok(Saved::Created(saved))
@@ -62,11 +61,17 @@ impl Service {
     /// Replaces every field of rule `id` with `raw`'s (`eventType` and `points` required).
     pub async fn update_rule(&self, id: &str, raw: &Value, actor: &Actor) -> ServiceResult<Rule> {
         let draft = validate_scoring_rule(raw).map_err(ServiceError::Invalid)?;
-        let before = self.store.rules().await?.into_iter().find(|r| r.id == id).ok_or(ServiceError::NotFound)?;
+        let rules = self.store.rules().await?;
+        let before = rules.iter().find(|r| r.id == id).cloned().ok_or(ServiceError::NotFound)?;
+        self.replace_rule(before, draft, &rules, actor).await
+    }
+
+    /// Replaces `before` (one of `rules`, the list as just read) with `draft`, audited.
+    async fn replace_rule(&self, before: Rule, draft: RuleDraft, rules: &[Rule], actor: &Actor) -> ServiceResult<Rule> {
         if draft.event_type != before.event_type {
-            self.check_room(&draft.event_type, Some(id)).await?;
+            check_room(rules, &draft.event_type, Some(&before.id))?;
         }
-        let saved = self.store.update_rule(id, draft, now_ms()).await?.ok_or(ServiceError::NotFound)?;
+        let saved = self.store.update_rule(&before.id, draft, now_ms()).await?.ok_or(ServiceError::NotFound)?;
         self.audit_rule("rule.update", Some(&before), Some(&saved), actor).await;
         Ok(saved)
     }
@@ -97,20 +102,6 @@ impl Service {
         Ok(saved)
     }
 
-    /// Refuses a rule for a type that has `MAX_RULES_PER_TYPE` already (`except`: the rule
-    /// being moved to it).
-    async fn check_room(&self, event_type: &str, except: Option<&str>) -> ServiceResult<()> {
-        let rules = self.store.rules().await?;
-        let taken = rules.iter().filter(|r| r.event_type == event_type && Some(r.id.as_str()) != except).count();
-        if taken >= MAX_RULES_PER_TYPE {
-            return Err(ServiceError::Invalid(vec![FieldError::new(
-                "eventType",
-                format!("has {taken} rules already; an event type may have at most {MAX_RULES_PER_TYPE}"),
-            )]));
-        }
-        Ok(())
-    }
-
     pub async fn delete_rule(&self, id: &str, actor: &Actor) -> ServiceResult<Rule> {
         let removed = self.store.delete_rule(id).await?.ok_or(ServiceError::NotFound)?;
         self.audit_rule("rule.delete", Some(&removed), None, actor).await;
@@ -138,4 +129,17 @@ impl Service {
             tracing::error!(error = %e, "cannot write the audit log");
         }
     }
+}
+
+/// Refuses a rule for a type that has `MAX_RULES_PER_TYPE` already (`except`: the rule being
+/// moved to it).
+fn check_room(rules: &[Rule], event_type: &str, except: Option<&str>) -> ServiceResult<()> {
+    let taken = rules.iter().filter(|r| r.event_type == event_type && Some(r.id.as_str()) != except).count();
+    if taken >= MAX_RULES_PER_TYPE {
+        return Err(ServiceError::Invalid(vec![FieldError::new(
+            "eventType",
+            format!("has {taken} rules already; an event type may have at most {MAX_RULES_PER_TYPE}"),
+        )]));
+    }
+    Ok(())
 }
