@@ -177,8 +177,10 @@ pub struct Service {
     updates: broadcast::Sender<UpdateBatch>,
     worker_state: Arc<WorkerState>,
     batch_limits: BatchLimits,
-    /// The stage ladder as last read, for the live stream (see `stages.rs`).
+    /// The stage ladder as last read, for the live stream and reads (see `stages.rs`), and
+    /// whether it has been read from the store yet.
     ladder: tokio::sync::watch::Sender<Arc<Vec<crate::domain::stages::Stage>>>,
+    ladder_loaded: std::sync::atomic::AtomicBool,
     /// The last stage counts and when they were taken: every open dashboard asks.
     stage_counts: std::sync::Mutex<Option<(std::time::Instant, Vec<crate::domain::stages::StageCount>)>>,
     /// Starts a decay pass now (the setting changed).
@@ -203,6 +205,7 @@ impl Service {
             worker_state: Arc::new(WorkerState::default()),
             batch_limits,
             ladder: tokio::sync::watch::channel(Arc::new(crate::domain::stages::default_stages())).0,
+            ladder_loaded: std::sync::atomic::AtomicBool::new(false),
             stage_counts: std::sync::Mutex::new(None),
         }
     }
@@ -308,7 +311,7 @@ impl Service {
 
     /// The leaderboard; a stage filter is served as the score range it stands for.
     pub async fn leaderboard(&self, query: &LeadQuery) -> ServiceResult<Vec<crate::domain::Lead>> {
-        let ladder = self.stages().await?;
+        let ladder = self.current_ladder().await?;
         let resolved = query.resolve_stage(&ladder).ok_or_else(|| stages::unknown_stage(&ladder))?;
         let mut leads = self.store.leads(&resolved).await?;
         for lead in &mut leads {
@@ -322,7 +325,7 @@ impl Service {
         let (history, events, ladder) = tokio::try_join!(
             self.store.history(lead_id, page),
             self.store.lead_events(lead_id, page),
-            self.ladder_now()
+            self.current_ladder()
         )?;
         let mut detail = LeadDetail { lead, history, events };
         stages::name_stages(&mut detail, &ladder);
