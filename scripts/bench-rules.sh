@@ -1,17 +1,24 @@
 # Sourced by scripts/bench.sh --rules (uses its helpers and variables): end-to-end batch
-# ingest without and with 50 rules carrying conditions (and some limits), each on a fresh
-# store, written to the "## Rules with conditions" section of BENCHMARKS.md.
+# ingest without and with 50 rules carrying conditions (the target), and with some of them
+# limited (reported beside it), each on a fresh store, written to the "## Rules with
+# conditions" section of BENCHMARKS.md.
 EVENTS=$(scaled 1000000)
 step "Batch ingest, $EVENTS events, the five default rules"
 start_server "$WORK/plain.db"
 "$LOAD" bulk --url "$URL" --api-key "$BENCH_KEY" --events "$EVENTS" --batch 5000 --concurrency 4 --json | tail -1 >"$WORK/plain.json"
 stop_server >/dev/null
 
-step "The same with 50 more rules, each with two conditions (every fifth with a daily limit)"
+step "The same with 50 more rules, each with two conditions"
 start_server "$WORK/rules.db"
 "$LOAD" rules --url "$URL" --api-key "$BENCH_KEY" --count 50 --json | tail -1 >/dev/null
 "$LOAD" bulk --url "$URL" --api-key "$BENCH_KEY" --events "$EVENTS" --batch 5000 --concurrency 4 --json | tail -1 >"$WORK/rules.json"
 RULES_RSS=$(stop_server)
+
+step "The same with every fifth of the 50 rules limited to 3 a day per lead"
+start_server "$WORK/limits.db"
+"$LOAD" rules --url "$URL" --api-key "$BENCH_KEY" --count 50 --limit-every 5 --json | tail -1 >/dev/null
+"$LOAD" bulk --url "$URL" --api-key "$BENCH_KEY" --events "$EVENTS" --batch 5000 --concurrency 4 --json | tail -1 >"$WORK/limits.json"
+stop_server >/dev/null
 
 step "Writing the rules section of BENCHMARKS.md"
 python3 - "$WORK" "$RULES_RSS" <<'PY'
@@ -20,8 +27,9 @@ sys.path.insert(0, "scripts")
 from bench_section import write_section
 work, rss = sys.argv[1], int(sys.argv[2]) / 1024
 j = lambda name: json.load(open(os.path.join(work, name + ".json")))
-plain, rules = j("plain"), j("rules")
+plain, rules, limits = j("plain"), j("rules"), j("limits")
 ratio = rules["scored_per_s"] / plain["scored_per_s"]
+limited_ratio = limits["scored_per_s"] / plain["scored_per_s"]
 verdict = lambda ok: "✅ met" if ok else "❌ not met"
 section = [
     "## Rules with conditions", "",
@@ -31,11 +39,15 @@ section = [
     "(`page`, `campaign`) the conditions read.", "",
     "| Target | Measured | |", "|---|---|---|",
     f"| With 50 rules carrying conditions, batch ingest ≥ 90 % of its figure without | {ratio * 100:.0f}% "
-    f"({rules['scored_per_s']:,.0f} vs {plain['scored_per_s']:,.0f} events/s scored) | {verdict(ratio >= 0.9)} |", "",
+    f"({rules['scored_per_s']:,.0f} vs {plain['scored_per_s']:,.0f} events/s scored) | {verdict(ratio >= 0.9)} |",
+    f"| (not a target) The same 50 rules, every fifth with a daily limit | {limited_ratio * 100:.0f}% "
+    f"({limits['scored_per_s']:,.0f} events/s scored) | |", "",
     f"Without: {plain['accepted_per_s']:,.0f} events/s accepted, batch p99 {plain['batch_latency']['p99_ms']:.0f} ms. "
     f"With: {rules['accepted_per_s']:,.0f} events/s accepted, batch p99 {rules['batch_latency']['p99_ms']:.0f} ms, "
     f"server peak RSS {rss:.0f} MB. The 50 rules: two conditions each (`page` equals or starts with one of five "
-    "pages, `campaign` in a list of two), spread over the five event types, every fifth limited to 3 a day per lead.",
+    "pages, `campaign` in a list of two), spread over the five event types; in the last run every fifth (all ten "
+    "on Page View, the commonest type) is limited to 3 a day per lead, so each Page View reads and writes five "
+    "limit counts.",
     "",
 ]
 write_section(section)

@@ -8,7 +8,7 @@
 //! leadscore-load bulk     [--events 1000000] [--batch 5000] [--concurrency 4] [--random-ids]
 //! leadscore-load stream   [--clients 1000] [--rate 20000] [--duration 10] [--leads 10000]
 //! leadscore-load query    [--requests 2000] [--concurrency 8] [--leads 1000000]
-//! leadscore-load rules    [--count 50]  (adds rules with conditions on the load's metadata)
+//! leadscore-load rules    [--count 50] [--limit-every 0]  (adds rules with conditions on the load's metadata)
 //! leadscore-load hostile  [--concurrency 16] [--rounds 3] [--bytes 5242880]  (bodies that should all get a 4xx)
 //! leadscore-load overload [--concurrency 64] [--batch 5000] [--duration 20] [--metadata-bytes 0]  (more bodies than the server holds)
 //! leadscore-load soak     [--rate 2000] [--minutes 30] [--clients 200] [--queries 20] [--server-pid PID]
@@ -432,10 +432,11 @@ async fn bulk(o: &Opts) -> Result<Value, String> {
 }
 
 /// `--count` (50) rules with two conditions each on the metadata the load sends, spread over
-/// the event types, every fifth with a daily limit: what "ingest with rules carrying
-/// conditions" is measured with.
+/// the event types: what "ingest with rules carrying conditions" is measured with. With
+/// `--limit-every N`, every Nth (from the first) also has a daily limit (0, the default: none).
 async fn add_rules(o: &Opts) -> Result<Value, String> {
     let count = o.get("count", 50usize);
+    let limit_every = o.get("limit-every", 0usize);
     let (client, base) = (o.client(), o.url());
     let pages = ["/", "/pricing", "/docs", "/blog/launch", "/signup"];
     for i in 0..count {
@@ -447,7 +448,7 @@ async fn add_rules(o: &Opts) -> Result<Value, String> {
                 {"field": "campaign", "op": "in", "value": ["load-test", "spring"]},
             ],
         });
-        if i % 5 == 0 {
+        if limit_every > 0 && i % limit_every == 0 {
             rule["limit"] = json!({"count": 3, "per": "day"});
         }
         let r = client.post(format!("{base}/api/rules")).json(&rule).send().await.map_err(|e| e.to_string())?;
