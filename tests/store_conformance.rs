@@ -39,6 +39,7 @@ fn main() {
         search_is_literal_and_case_insensitive,
         lead_events_and_history_are_newest_first_and_paged,
         lead_events_list_unscored_events_too,
+        metadata_comes_back_as_sent,
         rules_seed_once_and_upsert_by_event_type,
         rules_are_created_changed_and_deleted_by_id,
         conditions_and_limits_price_each_event_once,
@@ -182,6 +183,22 @@ const T0: i64 = 1_700_000_000_000;
 
 fn ev(id: &str, lead: &str, ty: &str, ts: i64) -> NewEvent {
     NewEvent { event_id: id.into(), lead_id: lead.into(), event_type: ty.into(), timestamp: ts, metadata: None }
+}
+
+/// Metadata reads back as the client sent it: nested objects, lists, unicode, and a whole
+/// number above `i64::MAX` (BSON keeps that one as a double: the same number in JSON, and the
+/// rest of the metadata is never lost with it).
+async fn metadata_comes_back_as_sent(store: DynStore) {
+    let sent = json!({"page": "/prix-é", "utm": {"source": "news"}, "list": [1, 2.5, "x"], "n": -3,
+                      "big": 18_446_744_073_709_551_615_u64, "ok": true, "none": null});
+    let event = NewEvent { metadata: Some(sent.to_string()), ..ev("m1", "l", "Page View", T0) };
+    ingest_and_score(&store, vec![event]).await;
+    let listed = store.lead_events("l", &DetailPage::default()).await.unwrap();
+    let back: serde_json::Value = serde_json::from_str(listed[0].metadata.as_deref().expect("metadata kept")).unwrap();
+    for key in ["page", "utm", "list", "n", "ok", "none"] {
+        assert_eq!(back[key], sent[key], "{key}: {back}");
+    }
+    assert_eq!(back["big"].as_f64(), Some(18_446_744_073_709_551_615_u64 as f64), "{back}");
 }
 
 /// Seeds the default rules; returns the rules as the worker prices with them.

@@ -59,13 +59,32 @@ pub fn indexes() -> Vec<(&'static str, IndexModel)> {
     ]
 }
 
+/// Validated JSON as BSON. BSON has no unsigned 64-bit integer: a whole number above
+/// `i64::MAX` is kept as a double (as JavaScript would read it), where a plain conversion
+/// fails and would lose the event's whole metadata.
+pub fn json_to_bson(v: &serde_json::Value) -> Bson {
+    use serde_json::Value;
+    match v {
+        Value::Null => Bson::Null,
+        Value::Bool(b) => Bson::Boolean(*b),
+        Value::Number(n) => match (n.as_i64(), n.as_f64()) {
+            (Some(i), _) => Bson::Int64(i),
+            (None, Some(f)) => Bson::Double(f),
+            (None, None) => Bson::Null,
+        },
+        Value::String(s) => Bson::String(s.clone()),
+        Value::Array(items) => Bson::Array(items.iter().map(json_to_bson).collect()),
+        Value::Object(map) => Bson::Document(map.iter().map(|(k, v)| (k.clone(), json_to_bson(v))).collect()),
+    }
+}
+
 /// An event as stored: `seq` (also its `_id`) is its ingest sequence number: queue order.
 pub fn new_event(e: &NewEvent, seq: i64, received_at: Millis) -> Document {
     let metadata = e
         .metadata
         .as_deref()
         .and_then(|m| serde_json::from_str::<serde_json::Value>(m).ok())
-        .and_then(|v| mongodb::bson::to_bson(&v).ok())
+        .map(|v| json_to_bson(&v))
         .unwrap_or(Bson::Null);
     doc! {
         "_id": seq,
@@ -667,6 +686,16 @@ mod tests {
         let back = stored_event(&new_event(&e, 7, 9_000)).unwrap();
         assert_eq!((back.seq, back.timestamp, back.received_at, back.processed), (7, 5_000, 9_000, false));
         assert_eq!(serde_json::from_str::<serde_json::Value>(back.metadata.as_deref().unwrap()).unwrap()["n"], 3);
+        // A whole number BSON cannot hold exactly is kept as a double, and the rest with it.
+        let big = NewEvent {
+            metadata: Some(r#"{"big":18446744073709551615,"page":"/x","list":[1,2.5]}"#.into()),
+            ..e.clone()
+        };
+        let stored = new_event(&big, 8, 6_000);
+        assert_eq!(
+            stored.get_document("metadata").unwrap(),
+            &doc! {"big": 18_446_744_073_709_551_615_f64, "page": "/x", "list": [1_i64, 2.5_f64]}
+        );
         assert_eq!(unprocessed(), doc! {"processed": false});
         assert_eq!(reserve(EVENTS_COUNTER, 500), (doc! {"_id": "events"}, doc! {"$inc": {"seq": 500_i64}}));
     }
