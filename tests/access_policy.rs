@@ -108,7 +108,11 @@ async fn snapshot(s: &TestServer) -> Value {
     let keys: Vec<Value> = keys.as_array().unwrap().iter().map(|k| json!([k["id"], k["revokedAt"]])).collect();
     let (_, health) = s.get("/api/health").await;
     let (_, leads) = s.get("/api/leads?limit=500").await;
-    json!({"rules": rules, "stages": stages, "users": users, "keys": keys, "queued": health["queue"]["depth"], "leads": leads})
+    // Every change of a setting is audited (decay's body changes nothing else: see body_for).
+    let (_, decay) = s.get("/api/settings/decay").await;
+    let (_, audit) = s.get("/api/audit").await;
+    json!({"rules": rules, "stages": stages, "users": users, "keys": keys, "queued": health["queue"]["depth"],
+           "leads": leads, "decay": decay, "audit": audit})
 }
 
 /// A body that would change something if the call got through.
@@ -119,6 +123,9 @@ fn body_for(path: &str, n: usize) -> Value {
         "/api/rules" => json!({"eventType": format!("Policy {n}"), "points": 7, "isActive": true}),
         "/api/rules/{id}" => json!({"name": format!("Policy {n}"), "eventType": "Purchase", "points": 1000}),
         "/api/stages" => json!([{"name": format!("Policy {n}"), "minScore": 0}]),
+        // Decay stays off (a half-life would move scores while other calls are checked); a
+        // call that got through still shows, as an audit entry.
+        "/api/settings/decay" => json!({"halfLifeDays": null}),
         "/api/users" => json!({"username": format!("new{n}"), "role": "admin", "password": PASSWORD}),
         "/api/users/{username}" => json!({"role": "admin"}),
         "/api/keys" => json!({"name": format!("k{n}"), "scopes": ["admin"]}),
@@ -131,6 +138,7 @@ fn body_for(path: &str, n: usize) -> Value {
         }),
         p if p.contains("delete_rule") => json!({"id": VICTIM_RULE.get()}),
         p if p.contains("save_stages") => json!({"stages": [[format!("Rpc {n}"), "0"]]}),
+        p if p.contains("save_decay") => json!({"half_life": ""}),
         p if p.contains("send_test_event") => {
             json!({"lead_id": "policy-lead", "event_type": "Purchase", "metadata": ""})
         }
