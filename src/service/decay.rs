@@ -63,7 +63,7 @@ impl Service {
             tracing::error!(error = %e, "cannot write the audit log");
         }
         self.wake_decay.notify_one();
-        self.decay_settings().await
+        Ok(DecaySettings { half_life_days: half_life, last_pass: self.last_pass().await? })
     }
 
     async fn half_life(&self) -> ServiceResult<Option<f64>> {

@@ -120,6 +120,21 @@ impl TestServer {
             config.database = Database::Mongo(uri.clone());
         }
         adjust(&mut config);
+        Self::launch(config, mongo_database, dir).await
+    }
+
+    /// A second instance on this one's MongoDB database (as behind a load balancer); `None`
+    /// on SQLite, whose file one process holds. The database is dropped with the first.
+    pub async fn start_beside(&self) -> Option<TestServer> {
+        let (uri, _) = self.mongo_database.as_ref()?;
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = test_config(dir.path());
+        config.database = Database::Mongo(uri.clone());
+        Some(Self::launch(config, None, dir).await)
+    }
+
+    /// Serves `config` on an ephemeral port; `mongo_database` is dropped when it stops.
+    async fn launch(config: Config, mongo_database: Option<(String, String)>, dir: tempfile::TempDir) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let options = LeptosOptions::builder().output_name("leadscore").build();
         let running = launch(config, options, listener).await.unwrap();
@@ -130,25 +145,6 @@ impl TestServer {
             mongo_database,
             _dir: dir,
         }
-    }
-
-    /// A second instance on this one's MongoDB database (as behind a load balancer); `None`
-    /// on SQLite, whose file one process holds. The database is dropped with the first.
-    pub async fn start_beside(&self) -> Option<TestServer> {
-        let (uri, _) = self.mongo_database.as_ref()?;
-        let dir = tempfile::tempdir().unwrap();
-        let mut config = test_config(dir.path());
-        config.database = Database::Mongo(uri.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let options = LeptosOptions::builder().output_name("leadscore").build();
-        let running = launch(config, options, listener).await.unwrap();
-        Some(Self {
-            base: format!("http://{}", running.addr),
-            client: keyed_client(ADMIN_KEY),
-            running: Some(running),
-            mongo_database: None,
-            _dir: dir,
-        })
     }
 
     /// The backend this server runs on: `sqlite`, or `mongodb` with LEADSCORE_TEST_BACKEND.
