@@ -43,6 +43,7 @@ fn main() {
         rules_seed_once_and_upsert_by_event_type,
         rules_are_created_changed_and_deleted_by_id,
         conditions_and_limits_price_each_event_once,
+        a_rescore_event_replays_its_lead_in_ingest_order,
         settings_round_trip_and_leads_count_by_score,
         queue_stats_track_the_backlog,
         dead_letters_leave_the_queue_until_retried_or_discarded,
@@ -572,6 +573,82 @@ async fn conditions_and_limits_price_each_event_once(store: DynStore) {
     store.insert_events(batch).await.unwrap();
     store.apply(store.unprocessed(100).await.unwrap().events, rules, T0).await.unwrap();
     assert_eq!(store.lead("z").await.unwrap().unwrap().score, 2 * 25 + 3 * 5);
+}
+
+/// A `$rescore` event re-prices its lead's scored events with the rules as they are now,
+/// from fresh limit counts that then replace the lead's, and adds the difference: events of
+/// the lead queued before it in the same batch are in the replay, events after it meet the
+/// replay's counts.
+async fn a_rescore_event_replays_its_lead_in_ingest_order(store: DynStore) {
+    use leadscore::domain::rescore::{needs_replay, replay, rescore_event, RESCORE_EVENT_TYPE};
+    store.seed_rules(default_rules(), T0).await.unwrap();
+    let pricing = json!([{"field": "page", "op": "equals", "value": "/pricing"}]);
+    let rule =
+        store.create_rule(draft("Pricing", "Page View", 20, pricing.clone(), json!({"count": 1, "per": "lead"})), T0);
+    let rule = rule.await.unwrap();
+    let view = |id: &str, lead: &str, page: &str| NewEvent {
+        metadata: Some(json!({"page": page}).to_string()),
+        ..ev(id, lead, "Page View", T0)
+    };
+    let bought = ev("buy", "l", "Purchase", T0);
+    ingest_and_score(
+        &store,
+        vec![view("p1", "l", "/pricing"), view("p2", "l", "/pricing"), bought, view("d1", "m", "/docs")],
+    )
+    .await;
+    assert_eq!(store.lead("l").await.unwrap().unwrap().score, 25 + 5 + 100);
+
+    // Pricing views now count 30, twice a day (a new window: counted afresh); a purchase 10.
+    let twice = draft("Pricing", "Page View", 30, pricing, json!({"count": 2, "per": "day"}));
+    store.update_rule(&rule.id, twice, T0).await.unwrap().unwrap();
+    store.upsert_rule(RuleInput { event_type: "Purchase".into(), points: 10, is_active: true }, T0).await.unwrap();
+    let rules = engine(&store).await;
+    let page = store.rescore_inputs(None, 10).await.unwrap();
+    let read: Vec<(&str, usize, bool)> = page
+        .leads
+        .iter()
+        .map(|l| (l.lead_id.as_str(), l.events.len(), needs_replay(&replay(&rules, &l.events, None, T0), l)))
+        .collect();
+    assert_eq!(read, [("l", 3, true), ("m", 1, false)], "m's view is priced as before");
+    assert_eq!(page.leads[0].usage.len(), 1, "l's stored count of the limited rule: {:?}", page.leads[0].usage);
+    assert_eq!(page.next, None);
+
+    // p3 is priced before the rescore with the counts as stored (35), then replayed (third
+    // pricing view: 5); p4 comes after it and meets the replay's counts (limited: 5).
+    let rescore = rescore_event("job", "l", None, T0 + 1);
+    store.insert_events(vec![view("p3", "l", "/pricing"), rescore, view("p4", "l", "/pricing")]).await.unwrap();
+    loop {
+        let batch = store.unprocessed(100).await.unwrap().events;
+        if batch.is_empty() {
+            break;
+        }
+        // MongoDB leaves a lead's events after its `$rescore` for the next call; nothing is
+        // ever applied twice.
+        let first: Vec<String> =
+            store.apply(batch.clone(), rules.clone(), T0 + 2).await.unwrap().into_iter().map(|c| c.event_id).collect();
+        assert!(!first.is_empty());
+        let second = store.apply(batch, rules.clone(), T0 + 2).await.unwrap();
+        assert!(second.iter().all(|c| !first.contains(&c.event_id)), "applied twice: {first:?} {second:?}");
+    }
+    let points: HashMap<String, i64> = store
+        .lead_events("l", &all_history())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.event_id, e.points.unwrap()))
+        .collect();
+    for (id, want) in [("p1", 35), ("p2", 35), ("buy", 10), ("p3", 5), ("p4", 5)] {
+        assert_eq!(points[id], want, "{id}: {points:?}");
+    }
+    let history = store.history("l", &all_history()).await.unwrap();
+    let score = store.lead("l").await.unwrap().unwrap().score;
+    assert_eq!(score, 35 + 35 + 10 + 5 + 5);
+    assert_eq!(score, history.iter().map(|h| h.delta).sum::<i64>());
+    let rescored: Vec<i64> = history.iter().filter(|h| h.event_type == RESCORE_EVENT_TYPE).map(|h| h.delta).collect();
+    assert_eq!(rescored, [(35 + 35 + 10 + 5) - (130 + 35)], "the difference, once");
+    let again = store.rescore_inputs(None, 10).await.unwrap();
+    assert!(!needs_replay(&replay(&rules, &again.leads[0].events, None, T0), &again.leads[0]), "settled");
+    assert_eq!(again.leads[0].usage.len(), 1, "the replay's counts only: {:?}", again.leads[0].usage);
 }
 
 async fn settings_round_trip_and_leads_count_by_score(store: DynStore) {

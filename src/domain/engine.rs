@@ -53,6 +53,20 @@ pub struct UsageKey {
     pub window: i64,
 }
 
+impl UsageKey {
+    /// The key as one name, `<rule id>_<per>_<window>`, without the lead (a count kept on
+    /// the lead's own record, or compared with one). A rule id other than letters and digits
+    /// is hex-encoded, so the name is never a path in a document store (no `.` or `$`).
+    pub fn field(&self) -> String {
+        let id = if self.rule_id.chars().all(|c| c.is_ascii_alphanumeric()) {
+            self.rule_id.clone()
+        } else {
+            format!("x{}", self.rule_id.bytes().map(|b| format!("{b:02x}")).collect::<String>())
+        };
+        format!("{id}_{}_{}", self.per, self.window)
+    }
+}
+
 /// `Per` as part of a key (a rule whose window changes starts counting afresh).
 pub type PerKey = &'static str;
 

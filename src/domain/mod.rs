@@ -14,6 +14,7 @@ pub mod limits;
 pub mod live;
 pub mod model;
 pub mod query;
+pub mod rescore;
 pub mod rule_form;
 pub mod scoring;
 pub mod stages;

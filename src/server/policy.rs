@@ -88,6 +88,8 @@ pub fn table() -> Vec<Entry> {
         rest(Method::GET, "/api/stages/counts", Read, get(rule_api::stage_counts)),
         rest(Method::GET, "/api/settings/decay", Read, get(rule_api::decay)),
         rest(Method::PUT, "/api/settings/decay", Edit, put(rule_api::save_decay)),
+        rest(Method::POST, "/api/rescore", Edit, post(rule_api::start_rescore)),
+        rest(Method::GET, "/api/rescore/{id}", Read, get(rule_api::rescore_job)),
         rest(Method::GET, "/api/stream", Read, get(stream::stream_handler)),
         rest(Method::GET, "/api/dead-letters", Admin, get(dead_letters::list)),
         rest(Method::POST, "/api/dead-letters/{id}/retry", Admin, post(dead_letters::retry)),

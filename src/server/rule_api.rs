@@ -1,5 +1,5 @@
 //! REST routes for the scoring model: the rules (list, add — or set a type's base rule, the
-//! old meaning of `POST` — change, remove) and the stage ladder. Same service calls as the
+//! old meaning of `POST` — change, remove), the stage ladder, decay and rescoring. Same service calls as the
 //! rules page.
 
 use super::api::{read_json, MAX_CONTROL_BODY};
@@ -10,7 +10,7 @@ use crate::service::rules::Saved;
 use crate::service::ServiceError;
 use axum::body::Body;
 use axum::extract::{Extension, Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
@@ -94,6 +94,25 @@ pub async fn save_decay(
 ) -> Answer {
     let value = read_json(&headers, body, MAX_CONTROL_BODY, &state.bodies).await?;
     Ok(Json(state.service.save_decay(&value, &actor).await?).into_response())
+}
+
+/// `POST /api/rescore`: 202 with the job (`{id, state, processed, total, …}`), which replays
+/// every stored event with the current rules in the background; the job already running, if
+/// there is one.
+pub async fn start_rescore(State(state): State<AppState>, Extension(actor): Extension<Actor>) -> Answer {
+    let job = state.service.start_rescore(&actor).await?;
+    let location = format!("/api/rescore/{}", job.id);
+    Ok((StatusCode::ACCEPTED, [(header::LOCATION, location)], Json(job)).into_response())
+}
+
+/// `GET /api/rescore/:id`: the job's state and progress.
+pub async fn rescore_job(State(state): State<AppState>, Path(id): Path<String>) -> Answer {
+    match state.service.rescore_job(&id).await {
+        Err(ServiceError::NotFound) => {
+            Err(ApiError::field(404, "Rescore job not found", "id", format!("no rescore job with id {id:?}")))
+        }
+        other => Ok(Json(other?).into_response()),
+    }
 }
 
 fn found<T>(result: Result<T, ServiceError>, id: &str) -> Result<T, ApiError> {

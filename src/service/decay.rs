@@ -66,7 +66,7 @@ impl Service {
         Ok(DecaySettings { half_life_days: half_life, last_pass: self.last_pass().await? })
     }
 
-    async fn half_life(&self) -> ServiceResult<Option<f64>> {
+    pub(super) async fn half_life(&self) -> ServiceResult<Option<f64>> {
         match self.store.setting(DECAY_KEY).await? {
             None => Ok(None),
             Some(raw) => parse_half_life(&raw)
@@ -85,7 +85,7 @@ impl Service {
         if half_life.is_none() && !undo {
             return Ok(PassOutcome::Off);
         }
-        if self.store.decay_pending().await? {
+        if self.store.adjustments_pending().await? {
             return Ok(PassOutcome::Waiting);
         }
         let mut pass = DecayPass { at: now, half_life_days: half_life, leads: 0, adjusted: 0, busy: 0 };
@@ -112,7 +112,7 @@ impl Service {
     }
 
     /// Records a page of adjustments, waiting (bounded) while the writer is behind.
-    async fn record_adjustments(&self, events: Vec<crate::domain::NewEvent>) -> ServiceResult<()> {
+    pub(super) async fn record_adjustments(&self, events: Vec<crate::domain::NewEvent>) -> ServiceResult<()> {
         let mut attempt = 1;
         loop {
             match self.record(events.clone()).await {

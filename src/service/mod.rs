@@ -8,6 +8,7 @@ pub mod accounts;
 pub mod dead_letters;
 pub mod decay;
 pub mod feed;
+pub mod rescore;
 pub mod rules;
 pub mod sessions;
 pub mod stages;
@@ -185,6 +186,8 @@ pub struct Service {
     stage_counts: std::sync::Mutex<Option<(std::time::Instant, Vec<crate::domain::stages::StageCount>)>>,
     /// Starts a decay pass now (the setting changed).
     wake_decay: Arc<Notify>,
+    /// Starts (or resumes) the rescore job now.
+    wake_rescore: Arc<Notify>,
     /// Score changes since the counts were taken (only ever checked for "any").
     changes_since_count: std::sync::Mutex<broadcast::Receiver<UpdateBatch>>,
 }
@@ -200,6 +203,7 @@ impl Service {
             store,
             wake_worker: Arc::new(Notify::new()),
             wake_decay: Arc::new(Notify::new()),
+            wake_rescore: Arc::new(Notify::new()),
             changes_since_count: std::sync::Mutex::new(updates.subscribe()),
             updates,
             worker_state: Arc::new(WorkerState::default()),

@@ -19,6 +19,7 @@ pub use accounts::{AccountStore, CreateUser, KeyRecord, NewAuditEntry, SessionRe
 use crate::domain::decay::DecayPage;
 use crate::domain::engine::Engine;
 use crate::domain::query::{DetailPage, LeadQuery};
+use crate::domain::rescore::RescorePage;
 use crate::domain::time::Millis;
 use crate::domain::{DeadLetter, HistoryEntry, Lead, NewEvent, Rule, RuleDraft, RuleInput, ScoreChange, StoredEvent};
 use async_trait::async_trait;
@@ -138,8 +139,15 @@ pub trait Store: AccountStore + Send + Sync + 'static {
     /// cursor of the next page (`None`: the last page). A lead whose scoring is under way is
     /// left out of the page, since its score and its events would not agree.
     async fn decay_inputs(&self, after: Option<String>, limit: usize) -> StoreResult<DecayPage>;
-    /// Whether a decay adjustment waits to be scored: a pass must not read scores before.
-    async fn decay_pending(&self) -> StoreResult<bool>;
+    /// Whether an adjustment (decay or rescore) waits to be scored: a decay pass or a rescore
+    /// page must not read scores before.
+    async fn adjustments_pending(&self) -> StoreResult<bool>;
+
+    /// A page of leads after `after` in id order, each with its scored events in ingest order
+    /// (`domain::rescore`), and the cursor of the next page (`None`: the last page).
+    async fn rescore_inputs(&self, after: Option<String>, limit: usize) -> StoreResult<RescorePage>;
+    /// About how many events have been scored (a rescore job's total).
+    async fn scored_total(&self) -> StoreResult<u64>;
 
     /// The feed of applied changes, when several server processes may share this store: each
     /// one's live stream must then read every change back from it, not only its own worker's.

@@ -17,6 +17,7 @@ mod apply;
 mod dead_letters;
 mod decay;
 pub mod docs;
+mod rescore;
 mod rules;
 
 pub use apply::{CrashPoint, Leased};
@@ -26,6 +27,7 @@ use super::{InsertOutcome, QueueStats, Queued, SharedFeed, Store, StoreError, St
 use crate::domain::decay::DecayPage;
 use crate::domain::engine::Engine;
 use crate::domain::query::{DetailPage, LeadQuery};
+use crate::domain::rescore::RescorePage;
 use crate::domain::time::Millis;
 use crate::domain::{DeadLetter, HistoryEntry, Lead, NewEvent, Rule, RuleDraft, RuleInput, ScoreChange, StoredEvent};
 use async_trait::async_trait;
@@ -475,8 +477,16 @@ impl Store for MongoStore {
         self.read_decay_inputs(after, limit).await
     }
 
-    async fn decay_pending(&self) -> StoreResult<bool> {
+    async fn adjustments_pending(&self) -> StoreResult<bool> {
         self.decay_waiting().await
+    }
+
+    async fn rescore_inputs(&self, after: Option<String>, limit: usize) -> StoreResult<RescorePage> {
+        self.read_rescore_inputs(after, limit).await
+    }
+
+    async fn scored_total(&self) -> StoreResult<u64> {
+        self.count_scored().await
     }
 
     async fn count_leads(&self, min_score: Option<i64>, max_score: Option<i64>) -> StoreResult<u64> {

@@ -14,6 +14,7 @@ mod apply;
 pub mod backup;
 mod dead_letters;
 mod decay;
+mod rescore;
 mod rules;
 mod schema;
 mod writer;
@@ -24,6 +25,7 @@ use super::{InsertOutcome, QueueStats, Queued, Store, StoreError, StoreResult};
 use crate::domain::decay::DecayPage;
 use crate::domain::engine::Engine;
 use crate::domain::query::{DetailPage, LeadQuery};
+use crate::domain::rescore::RescorePage;
 use crate::domain::time::Millis;
 use crate::domain::{DeadLetter, HistoryEntry, Lead, NewEvent, Rule, RuleDraft, RuleInput, ScoreChange, StoredEvent};
 use async_trait::async_trait;
@@ -515,8 +517,18 @@ impl Store for SqliteStore {
         self.read(move |c| decay::inputs(c, after.as_deref(), limit)).await
     }
 
-    async fn decay_pending(&self) -> StoreResult<bool> {
+    async fn adjustments_pending(&self) -> StoreResult<bool> {
         self.read(decay::pending).await
+    }
+
+    async fn rescore_inputs(&self, after: Option<String>, limit: usize) -> StoreResult<RescorePage> {
+        self.read(move |c| rescore::inputs(c, after.as_deref(), limit)).await
+    }
+
+    async fn scored_total(&self) -> StoreResult<u64> {
+        // One history row per scored event.
+        self.read(|c| c.query_row("SELECT count(*) FROM score_history", [], |r| r.get::<_, i64>(0)).map(|n| n as u64))
+            .await
     }
 
     async fn count_leads(&self, min_score: Option<i64>, max_score: Option<i64>) -> StoreResult<u64> {

@@ -32,6 +32,7 @@
 use super::docs::{self, Entry, FEED_COUNTER};
 use super::{classify, MongoStore, DUPLICATE_KEY};
 use crate::domain::engine::{Engine, Usage, UsageKey};
+use crate::domain::rescore::{difference, half_life_of, is_adjustment, replay, RESCORE_EVENT_TYPE};
 use crate::domain::time::Millis;
 use crate::domain::{ScoreChange, StoredEvent};
 use crate::service::store::{StoreError, StoreResult};
@@ -98,6 +99,8 @@ struct HeldLead {
     /// The lead's limit counts for its events' keys, read under the lease: exact.
     usage: Usage,
     events: Vec<StoredEvent>,
+    /// When `events` starts with a `$rescore` event: the lead's scored events it replays.
+    scored: Vec<StoredEvent>,
 }
 
 impl MongoStore {
@@ -195,14 +198,32 @@ impl MongoStore {
         for id in leads {
             let Some((score, batch, usage)) = held.remove(&id) else { continue };
             let in_batch: HashSet<&str> = batch.iter().map(|b| b.event_id.as_str()).collect();
-            let to_add: Vec<StoredEvent> = events
+            let mut to_add: Vec<StoredEvent> = events
                 .iter()
                 .filter(|e| e.lead_id == id && !in_batch.contains(e.event_id.as_str()))
                 .filter(|e| unprocessed.contains(&(e.seq, e.event_id.clone())))
                 .take(MAX_PER_LEAD)
                 .cloned()
                 .collect();
-            leased.leads.push(HeldLead { id, score, usage, events: to_add });
+            // A `$rescore` replays the lead as stored: it waits for a batch of its own, where
+            // it comes first, so nothing this call adds is left out of the replay.
+            if let Some(i) = to_add.iter().skip(1).position(|e| e.event_type == RESCORE_EVENT_TYPE) {
+                to_add.truncate(i + 1);
+            }
+            leased.leads.push(HeldLead { id, score, usage, events: to_add, scored: Vec::new() });
+        }
+        let replaying: Vec<String> = leased
+            .leads
+            .iter()
+            .filter(|l| l.events.first().is_some_and(|e| e.event_type == RESCORE_EVENT_TYPE))
+            .map(|l| l.id.clone())
+            .collect();
+        let mut scored = HashMap::new();
+        for chunk in replaying.chunks(IDS_PER_COMMAND) {
+            scored.extend(self.scored_events_of(chunk).await?);
+        }
+        for lead in &mut leased.leads {
+            lead.scored = scored.remove(&lead.id).unwrap_or_default();
         }
         Ok(leased)
     }
@@ -220,49 +241,67 @@ impl MongoStore {
             let mut feed = self.reserve(FEED_COUNTER, total).await?;
             let mut batches: Vec<Vec<Entry>> = Vec::new();
             let mut statements = Vec::new();
+            // New points and explanations of replayed events (`$rescore`).
+            let mut repriced = Vec::new();
             for lead in leads.into_iter().filter(|l| !l.events.is_empty()) {
                 // Priced here, under the lease, in queue order: the counts read are exact, and
                 // the statement below moves them together with the score.
                 let mut usage = lead.usage.clone();
+                let mut replaced = false;
                 let mut score = lead.score;
-                let entries: Vec<Entry> = lead
-                    .events
-                    .iter()
-                    .map(|e| {
-                        let priced = rules.price(e, &mut usage);
-                        let old = score;
-                        score += priced.points;
-                        feed += 1;
-                        Entry {
-                            lead_id: lead.id.clone(),
-                            seq: e.seq,
-                            event_id: e.event_id.clone(),
-                            event_type: e.event_type.clone(),
-                            delta: priced.points,
-                            old_score: old,
-                            new_score: score,
-                            feed_seq: feed - 1,
-                            at: now,
-                            matches: priced.matches,
-                        }
-                    })
-                    .collect();
-                let mut used: Vec<_> = usage
-                    .into_iter()
-                    .filter_map(|(key, n)| {
-                        let before = lead.usage.get(&key).copied().unwrap_or(0);
-                        (n > before).then(|| (key, n - before))
-                    })
-                    .collect();
-                used.sort();
-                let last_event_at = lead
-                    .events
-                    .iter()
-                    .filter(|e| e.event_type != crate::domain::decay::DECAY_EVENT_TYPE)
-                    .map(|e| e.timestamp)
-                    .max();
-                statements.push(docs::apply_statement(&entries, &used, &token, last_event_at));
+                let mut entries = Vec::with_capacity(lead.events.len());
+                for e in &lead.events {
+                    let priced = if e.event_type == RESCORE_EVENT_TYPE {
+                        // First in its batch (`lease`): a replay of the lead as stored, whose
+                        // counts replace the lead's.
+                        let replayed = replay(&rules, &lead.scored, half_life_of(e), e.timestamp);
+                        repriced.extend(replayed.repriced.iter().map(|(seq, p)| docs::reprice_statement(*seq, p)));
+                        usage = replayed.usage.clone();
+                        replaced = true;
+                        difference(&replayed, score)
+                    } else {
+                        rules.price(e, &mut usage)
+                    };
+                    let old = score;
+                    score += priced.points;
+                    feed += 1;
+                    entries.push(Entry {
+                        lead_id: lead.id.clone(),
+                        seq: e.seq,
+                        event_id: e.event_id.clone(),
+                        event_type: e.event_type.clone(),
+                        delta: priced.points,
+                        old_score: old,
+                        new_score: score,
+                        feed_seq: feed - 1,
+                        at: now,
+                        matches: priced.matches,
+                    });
+                }
+                let counts = if replaced {
+                    let mut all: Vec<_> = usage.into_iter().collect();
+                    all.sort();
+                    docs::Counts::Replace(all)
+                } else {
+                    let mut used: Vec<_> = usage
+                        .into_iter()
+                        .filter_map(|(key, n)| {
+                            let before = lead.usage.get(&key).copied().unwrap_or(0);
+                            (n > before).then(|| (key, n - before))
+                        })
+                        .collect();
+                    used.sort();
+                    docs::Counts::Add(used)
+                };
+                let last_event_at =
+                    lead.events.iter().filter(|e| !is_adjustment(&e.event_type)).map(|e| e.timestamp).max();
+                statements.push(docs::apply_statement(&entries, &counts, &token, last_event_at));
                 batches.push(entries);
+            }
+            // Before the leads move: a crash in between leaves the `$rescore` queued, and its
+            // next replay writes the same.
+            if !repriced.is_empty() {
+                self.write_all("events", repriced, Tolerate::Nothing).await?;
             }
             self.checkpoint(CrashPoint::Number).await?;
             // A slow server: extend the lease before it runs out, so other workers do not take

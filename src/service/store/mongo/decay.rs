@@ -5,6 +5,7 @@
 use super::docs;
 use super::MongoStore;
 use crate::domain::decay::{DecayInput, DecayPage, DECAY_EVENT_TYPE};
+use crate::domain::rescore::RESCORE_EVENT_TYPE;
 use crate::service::store::StoreResult;
 use mongodb::bson::{doc, Document};
 use std::collections::HashMap;
@@ -25,7 +26,7 @@ impl MongoStore {
         }
         let ids: Vec<&String> = before.keys().collect();
         let filter = doc! {
-            "leadId": {"$in": &ids}, "processed": true, "eventType": {"$ne": DECAY_EVENT_TYPE}, "points": {"$ne": 0_i64},
+            "leadId": {"$in": &ids}, "processed": true, "eventType": {"$nin": [DECAY_EVENT_TYPE, RESCORE_EVENT_TYPE]}, "points": {"$ne": 0_i64},
         };
         let view_events = doc! {"leadId": 1, "points": 1, "timestamp": 1};
         let events = self.find_docs(&self.events, (filter, Some(view_events)), doc! {}, 0, usize::MAX).await?;
@@ -54,7 +55,7 @@ impl MongoStore {
 
     pub(super) async fn decay_waiting(&self) -> StoreResult<bool> {
         let mut filter = docs::unprocessed();
-        filter.insert("eventType", DECAY_EVENT_TYPE);
+        filter.insert("eventType", doc! {"$in": [DECAY_EVENT_TYPE, RESCORE_EVENT_TYPE]});
         Ok(self.events.find_one(filter).await.map_err(super::classify)?.is_some())
     }
 }

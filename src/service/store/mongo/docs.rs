@@ -1,9 +1,9 @@
 //! Every document the MongoDB store sends, built in one place so unit tests can check them
 //! exactly, and the tolerant readers that turn documents back into the model.
 
-use crate::domain::decay::DECAY_EVENT_TYPE;
-use crate::domain::engine::{RuleMatch, Usage, UsageKey};
+use crate::domain::engine::{Priced, RuleMatch, Usage, UsageKey};
 use crate::domain::query::LeadQuery;
+use crate::domain::rescore::is_adjustment;
 use crate::domain::time::Millis;
 use crate::domain::{DeadLetter, HistoryEntry, Lead, NewEvent, ScoreChange, StoredEvent};
 use mongodb::bson::{doc, Bson, DateTime, Document};
@@ -245,14 +245,18 @@ pub fn lease_view() -> Document {
 /// (`<rule id>_<per>_<window>`): the update that adds events to the lead moves them, fenced
 /// with it, so a count can never disagree with the score.
 pub fn usage_field(key: &UsageKey) -> String {
-    // An id other than letters and digits (a hand-made `_id`) is hex-encoded: a `.` or `$`
-    // would turn the field into a path, and the count would never be read back.
-    let id = if key.rule_id.chars().all(|c| c.is_ascii_alphanumeric()) {
-        key.rule_id.clone()
-    } else {
-        format!("x{}", key.rule_id.bytes().map(|b| format!("{b:02x}")).collect::<String>())
-    };
-    format!("{id}_{}_{}", key.per, key.window)
+    key.field()
+}
+
+/// All the lead's counts, by field name, sorted (a count that does not read is left out).
+pub fn all_usage(lead: &Document) -> Vec<(String, u32)> {
+    let mut all: Vec<(String, u32)> = lead
+        .get_document("usage")
+        .map(|u| u.iter().filter_map(|(k, v)| Some((k.clone(), u32::try_from(int(Some(v))?).ok()?))).collect())
+        .unwrap_or_default();
+    all.retain(|(_, n)| *n > 0);
+    all.sort();
+    all
 }
 
 /// The lead's counts for these keys (absent: 0). A count that does not read is an error: a
@@ -347,17 +351,23 @@ pub fn last_batch(lead: &Document) -> Result<Vec<Entry>, String> {
 /// lease token and recording the entries as `lastBatch` in the same single-document write.
 /// `last_event_at`: the newest timestamp among the lead's own events in it (`None`: only
 /// decay adjustments, which are not the lead's activity and leave its last event as it was).
-pub fn apply_statement(
-    entries: &[Entry],
-    used: &[(UsageKey, u32)],
-    token: &str,
-    last_event_at: Option<Millis>,
-) -> Document {
+/// How an apply statement moves a lead's limit counts.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Counts {
+    /// Adds to these counts.
+    Add(Vec<(UsageKey, u32)>),
+    /// Replaces all of them (a `$rescore` replay counted them afresh).
+    Replace(Vec<(UsageKey, u32)>),
+}
+
+pub fn apply_statement(entries: &[Entry], counts: &Counts, token: &str, last_event_at: Option<Millis>) -> Document {
     let last = entries.last().expect("a statement applies at least one event");
     let delta: i64 = entries.iter().map(|e| e.delta).sum();
     let mut inc = doc! {"score": delta, "eventCount": entries.len() as i64};
-    for (key, n) in used {
-        inc.insert(format!("usage.{}", usage_field(key)), i64::from(*n));
+    if let Counts::Add(used) = counts {
+        for (key, n) in used {
+            inc.insert(format!("usage.{}", usage_field(key)), i64::from(*n));
+        }
     }
     let mut set = doc! {
         "updatedAt": DateTime::from_millis(last.at),
@@ -365,8 +375,12 @@ pub fn apply_statement(
         "searchKey": last.lead_id.to_lowercase(),
         "lastBatch": {"token": token, "entries": entries.iter().map(entry_doc).collect::<Vec<_>>()},
     };
+    if let Counts::Replace(all) = counts {
+        let usage: Document = all.iter().map(|(key, n)| (usage_field(key), Bson::Int64(i64::from(*n)))).collect();
+        set.insert("usage", usage);
+    }
     let mut update = doc! {"$inc": inc};
-    if let Some(activity) = entries.iter().rev().find(|e| e.event_type != DECAY_EVENT_TYPE) {
+    if let Some(activity) = entries.iter().rev().find(|e| !is_adjustment(&e.event_type)) {
         set.insert("lastEventId", &activity.event_id);
     }
     if let Some(at) = last_event_at {
@@ -395,6 +409,11 @@ pub fn history_statement(e: &Entry) -> Document {
         },
         "upsert": true,
     }
+}
+
+/// A replayed event's new points and explanation (`$rescore`), idempotent.
+pub fn reprice_statement(seq: i64, priced: &Priced) -> Document {
+    doc! {"q": {"_id": seq}, "u": {"$set": {"points": priced.points, "matches": matches_bson(&priced.matches)}}}
 }
 
 pub fn processed_statement(e: &Entry) -> Document {
@@ -740,7 +759,7 @@ mod tests {
         let bought = RuleMatch { rule_id: "r1".into(), name: "Purchase".into(), points: 100, limited: false };
         let batch = [Entry { matches: vec![bought], ..entry(4, 100, 5) }, entry(5, -10, 105)];
         let once = UsageKey { lead_id: "Lead-ÜX".into(), rule_id: "r1".into(), per: "lead", window: 0 };
-        let statement = apply_statement(&batch, &[(once, 1)], "tok", Some(1_500));
+        let statement = apply_statement(&batch, &Counts::Add(vec![(once, 1)]), "tok", Some(1_500));
         assert_eq!(
             statement,
             doc! {

@@ -5,8 +5,9 @@
 //! row commit together or not at all. Pricing happens here, not in the worker, because a
 //! limit's count must move only when its event is really added.
 
-use crate::domain::decay::DECAY_EVENT_TYPE;
+use super::rescore::replay_lead;
 use crate::domain::engine::{Engine, Usage, UsageKey};
+use crate::domain::rescore::{is_adjustment, RESCORE_EVENT_TYPE};
 use crate::domain::time::Millis;
 use crate::domain::{ScoreChange, StoredEvent};
 use rusqlite::{params, CachedStatement, Connection, OptionalExtension};
@@ -30,17 +31,39 @@ pub(super) fn apply(
     )?;
     let mut counts = Counts::new(c, engine.has_limits())?;
     let mut claimed = Vec::with_capacity(events.len());
+    let mut changes = Vec::with_capacity(events.len());
+    // Leads with events in `claimed`, not yet written.
+    let mut unwritten: HashSet<&str> = HashSet::new();
     for event in events {
+        if event.event_type == RESCORE_EVENT_TYPE {
+            // The replay reads the lead as stored: if the batch scored some of its events
+            // already, write the batch so far first. It replaces the lead's limit counts, so
+            // none of them may stay cached.
+            if unwritten.contains(event.lead_id.as_str()) {
+                std::mem::replace(&mut counts, Counts::new(c, engine.has_limits())?).save()?;
+                changes.extend(add_to_leads(c, std::mem::take(&mut claimed), now)?);
+                unwritten.clear();
+            }
+            counts.forget(&event.lead_id);
+            if let Some(priced) = replay_lead(c, event, engine)? {
+                claim.execute(params![event.seq, priced.points, priced.matches_json()])?;
+                claimed.push(Claimed { event, points: priced.points });
+                unwritten.insert(&event.lead_id);
+            }
+            continue;
+        }
         // Priced against a copy of the counts it reads; they move only if the claim succeeds
         // (an event already scored, or offered twice, must not use up a limit).
         let (priced, scratch) = engine.price_loading(event, |keys| counts.load(keys))?;
         if claim.execute(params![event.seq, priced.points, priced.matches_json()])? == 1 {
             counts.keep(scratch);
             claimed.push(Claimed { event, points: priced.points });
+            unwritten.insert(&event.lead_id);
         }
     }
     counts.save()?;
-    add_to_leads(c, claimed, now)
+    changes.extend(add_to_leads(c, claimed, now)?);
+    Ok(changes)
 }
 
 /// Adds claimed events to their leads: one read and one write per lead, however many of
@@ -91,8 +114,8 @@ fn add_to_leads(c: &Connection, claimed: Vec<Claimed>, now: Millis) -> rusqlite:
                 updated_at: now,
             });
         }
-        // A decay adjustment is not the lead's activity: its last event stays what it was.
-        let activity = || events.iter().map(|c| c.event).filter(|e| e.event_type != DECAY_EVENT_TYPE);
+        // An adjustment (decay, rescore) is not the lead's activity: its last event stays.
+        let activity = || events.iter().map(|c| c.event).filter(|e| !is_adjustment(&e.event_type));
         let last_event_at = activity().map(|e| e.timestamp).max();
         let last = activity().last().map(|e| e.event_id.as_str());
         save.execute(params![lead_id, lead_id.to_lowercase(), score, last, now, last_event_at, events.len() as i64])?;
@@ -147,6 +170,12 @@ impl<'c> Counts<'c> {
                 self.known.insert(key, n);
             }
         }
+    }
+
+    /// Drops what is cached of a lead whose counts were just replaced (only when none of
+    /// them is changed and unsaved: the caller writes the batch first otherwise).
+    fn forget(&mut self, lead_id: &str) {
+        self.known.retain(|k, _| k.lead_id != lead_id);
     }
 
     fn save(self) -> rusqlite::Result<()> {

@@ -2,6 +2,7 @@
 
 use super::dead_letters::QUEUED;
 use crate::domain::decay::{DecayInput, DecayPage, DECAY_EVENT_TYPE};
+use crate::domain::rescore::RESCORE_EVENT_TYPE;
 use rusqlite::{params, Connection};
 use std::collections::HashMap;
 
@@ -21,9 +22,9 @@ pub fn inputs(c: &Connection, after: Option<&str>, limit: usize) -> rusqlite::Re
     // The history index walks the page's leads; each entry joins its event by seq.
     let mut stmt = tx.prepare_cached(
         "SELECT h.lead_id, e.points, e.timestamp FROM score_history h JOIN events e ON e.seq = h.id \
-         WHERE h.lead_id >= ?1 AND h.lead_id <= ?2 AND e.event_type <> ?3 AND e.points <> 0",
+         WHERE h.lead_id >= ?1 AND h.lead_id <= ?2 AND e.event_type NOT IN (?3, ?4) AND e.points <> 0",
     )?;
-    let mut rows = stmt.query(params![first, last, DECAY_EVENT_TYPE])?;
+    let mut rows = stmt.query(params![first, last, DECAY_EVENT_TYPE, RESCORE_EVENT_TYPE])?;
     let at: HashMap<String, usize> = leads.iter().enumerate().map(|(i, l)| (l.lead_id.clone(), i)).collect();
     while let Some(r) = rows.next()? {
         if let Some(&i) = at.get(&r.get::<_, String>(0)?) {
@@ -35,8 +36,8 @@ pub fn inputs(c: &Connection, after: Option<&str>, limit: usize) -> rusqlite::Re
     Ok(DecayPage { inputs: leads, busy: 0, next })
 }
 
-/// Whether a decay adjustment is still queued (read from the queue's partial index).
+/// Whether an adjustment (decay or rescore) is still queued (read from the queue's partial index).
 pub fn pending(c: &Connection) -> rusqlite::Result<bool> {
-    c.prepare_cached("SELECT EXISTS(SELECT 1 FROM events WHERE processed = ?1 AND event_type = ?2)")?
-        .query_row(params![QUEUED, DECAY_EVENT_TYPE], |r| r.get(0))
+    c.prepare_cached("SELECT EXISTS(SELECT 1 FROM events WHERE processed = ?1 AND event_type IN (?2, ?3))")?
+        .query_row(params![QUEUED, DECAY_EVENT_TYPE, RESCORE_EVENT_TYPE], |r| r.get(0))
 }

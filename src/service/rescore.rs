@@ -1,0 +1,168 @@
+//! Rescoring (`domain::rescore`): `POST /api/rescore` starts a job, `GET /api/rescore/:id`
+//! reports it, and a background task runs it page by page. The job is kept as a setting after
+//! every page, so a restart resumes it where it stopped; the `$rescore` events it records are
+//! scored by the worker, exactly once, on either store and any number of instances.
+
+use super::accounts::Actor;
+use super::store::NewAuditEntry;
+use super::{now_ms, Service, ServiceError, ServiceResult};
+use crate::domain::engine::Engine;
+use crate::domain::rescore::{is_adjustment, needs_replay, replay, rescore_event, JobState, RescoreJob};
+use serde_json::json;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The job a key names, and the key naming the latest job.
+const JOB_KEY: &str = "rescore.job.";
+const LATEST_KEY: &str = "rescore.latest";
+/// Leads read per page: a job holds one page of events in memory, never all of them.
+const LEADS_PER_PAGE: usize = 2_000;
+/// How often the job looks whether the last page's events are scored.
+const SETTLE_POLL: Duration = Duration::from_millis(10);
+/// A page that fails is tried again after this, and the job fails after this many in a row.
+const FAILED_RETRY: Duration = Duration::from_secs(2);
+const FAILURES_TO_GIVE_UP: u32 = 30;
+
+impl Service {
+    /// Starts a rescore job, or answers the one already running.
+    pub async fn start_rescore(&self, actor: &Actor) -> ServiceResult<RescoreJob> {
+        if let Some(job) = self.latest_rescore().await?.filter(|j| j.state == JobState::Running) {
+            return Ok(job);
+        }
+        let now = now_ms();
+        let id = format!("{now:x}{:04x}", rand::random::<u16>());
+        let job = RescoreJob::new(id.clone(), self.store.scored_total().await?, self.half_life().await?, now);
+        self.save_job(&job).await?;
+        self.store.put_setting(LATEST_KEY, json!(id), now).await?;
+        let entry = NewAuditEntry {
+            at: now,
+            actor: actor.principal.actor(),
+            action: "rescore.start".into(),
+            target: format!("rescore {id}"),
+            before: None,
+            after: Some(json!({"total": job.total, "halfLifeDays": job.half_life_days})),
+            ip: actor.ip.clone(),
+        };
+        if let Err(e) = self.store.append_audit(entry).await {
+            tracing::error!(error = %e, "cannot write the audit log");
+        }
+        self.wake_rescore.notify_one();
+        Ok(job)
+    }
+
+    pub async fn rescore_job(&self, id: &str) -> ServiceResult<RescoreJob> {
+        let raw = self.store.setting(&format!("{JOB_KEY}{id}")).await?.ok_or(ServiceError::NotFound)?;
+        serde_json::from_value(raw).map_err(|e| ServiceError::Internal(format!("rescore job {id} does not read: {e}")))
+    }
+
+    /// The latest job, running or not (`None`: there never was one).
+    pub async fn latest_rescore(&self) -> ServiceResult<Option<RescoreJob>> {
+        match self.store.setting(LATEST_KEY).await? {
+            Some(serde_json::Value::String(id)) => self.rescore_job(&id).await.map(Some),
+            _ => Ok(None),
+        }
+    }
+
+    async fn save_job(&self, job: &RescoreJob) -> ServiceResult<()> {
+        let value = serde_json::to_value(job).map_err(|e| ServiceError::Internal(e.to_string()))?;
+        Ok(self.store.put_setting(&format!("{JOB_KEY}{}", job.id), value, now_ms()).await?)
+    }
+
+    /// Runs `job` from its cursor to the end, saving it after every page.
+    async fn run_job(&self, mut job: RescoreJob) -> ServiceResult<RescoreJob> {
+        loop {
+            let page = self.store.rescore_inputs(job.cursor.clone(), LEADS_PER_PAGE).await?;
+            // The rules as they are now: an edit during the job applies from the next page.
+            let engine = Engine::new(&self.store.rules().await?);
+            let now = now_ms();
+            let mut events = Vec::new();
+            for lead in &page.leads {
+                let replayed = replay(&engine, &lead.events, job.half_life_days, now);
+                if needs_replay(&replayed, lead) {
+                    events.push(rescore_event(&job.id, &lead.lead_id, job.half_life_days, now));
+                }
+                job.processed += lead.events.iter().filter(|e| !is_adjustment(&e.event_type)).count() as u64;
+            }
+            job.leads += page.leads.len() as u64;
+            // The previous page's replays (and any decay pass's adjustments) are scored before
+            // more are queued: the queue never holds more than a page of them.
+            self.settle().await?;
+            job.adjusted += events.len() as u64;
+            if !events.is_empty() {
+                self.record_adjustments(events).await?;
+            }
+            job.total = job.total.max(job.processed);
+            job.cursor = page.next;
+            if job.cursor.is_none() {
+                break;
+            }
+            self.save_job(&job).await?;
+        }
+        self.settle().await?;
+        job.state = JobState::Done;
+        job.finished_at = Some(now_ms());
+        self.save_job(&job).await?;
+        tracing::info!(id = %job.id, leads = job.leads, adjusted = job.adjusted, "rescore job done");
+        Ok(job)
+    }
+
+    /// Waits until no adjustment is queued.
+    async fn settle(&self) -> ServiceResult<()> {
+        while self.store.adjustments_pending().await? {
+            tokio::time::sleep(SETTLE_POLL).await;
+        }
+        Ok(())
+    }
+}
+
+/// Runs the latest job whenever one is running (at start: a job a restart interrupted), until
+/// shutdown.
+pub async fn run(service: Arc<Service>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let wake = service.wake_rescore.clone();
+    let mut failures = 0;
+    loop {
+        let pause = match service.latest_rescore().await {
+            Ok(Some(job)) if job.state == JobState::Running => {
+                let running = tokio::select! {
+                    outcome = service.run_job(job.clone()) => Some(outcome),
+                    _ = stop.wait_for(|s| *s) => None,
+                };
+                match running {
+                    None => return,
+                    Some(Ok(_)) => {
+                        failures = 0;
+                        None
+                    }
+                    Some(Err(e)) => {
+                        failures += 1;
+                        tracing::warn!(id = %job.id, error = %e, failures, "rescore page failed; retrying");
+                        if failures >= FAILURES_TO_GIVE_UP {
+                            let failed = RescoreJob {
+                                state: JobState::Failed,
+                                finished_at: Some(now_ms()),
+                                error: Some(e.to_string()),
+                                ..job
+                            };
+                            if let Err(e) = service.save_job(&failed).await {
+                                tracing::error!(error = %e, "cannot record the rescore job's failure");
+                            }
+                            failures = 0;
+                        }
+                        Some(FAILED_RETRY)
+                    }
+                }
+            }
+            Ok(_) => Some(Duration::MAX),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the rescore job; retrying");
+                Some(FAILED_RETRY)
+            }
+        };
+        let Some(pause) = pause else { continue };
+        tokio::select! {
+            _ = tokio::time::sleep(pause.min(Duration::from_secs(3600))) => {}
+            _ = wake.notified() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}

@@ -1,0 +1,182 @@
+//! Rescoring: `POST /api/rescore` replays every stored event with the current rules and
+//! limits; each lead whose score changes gets one `$rescore` history entry for the
+//! difference, its events carry their new points and explanations, and its limit counts are
+//! those of the replay. A job interrupted by a restart resumes where it stopped. SQLite, and
+//! MongoDB when scripts/test.sh says so.
+
+mod common;
+
+use common::binary::Binary;
+use common::{event, TestDatabase, TestServer};
+use leadscore::service::store::Store;
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+fn page_view(id: &str, lead: &str, page: &str) -> Value {
+    let mut e = event(id, lead, "Page View");
+    e["metadata"] = json!({"page": page});
+    e
+}
+
+/// Polls the job until it is no longer running (at most 60 s); returns it.
+async fn finished(client: &reqwest::Client, base: &str, id: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let r = client.get(format!("{base}/api/rescore/{id}")).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        let job: Value = r.json().await.unwrap();
+        if job["state"] != "running" {
+            return job;
+        }
+        assert!(Instant::now() < deadline, "the job is still running: {job}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The lead's score, its history's deltas (newest first) and its events, checking that the
+/// score is the sum of the history.
+async fn lead(client: &reqwest::Client, base: &str, id: &str) -> (i64, Vec<Value>, Vec<Value>) {
+    let detail: Value = client
+        .get(format!("{base}/api/leads/{id}?historyLimit=100&eventsLimit=100"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let history = detail["history"].as_array().unwrap().clone();
+    let score = detail["lead"]["score"].as_i64().unwrap();
+    assert_eq!(score, history.iter().map(|h| h["delta"].as_i64().unwrap()).sum::<i64>(), "{detail}");
+    (score, history, detail["events"].as_array().unwrap().clone())
+}
+
+fn rescore_entries(history: &[Value]) -> Vec<i64> {
+    history.iter().filter(|h| h["eventType"] == "$rescore").map(|h| h["delta"].as_i64().unwrap()).collect()
+}
+
+#[tokio::test]
+async fn a_rescore_replays_every_lead_with_the_current_rules_and_limits() {
+    let s = TestServer::start().await;
+    let (status, body) = s.get("/api/rescore/no-such-job").await;
+    assert_eq!((status, body["details"][0]["field"].as_str()), (404, Some("id")), "{body}");
+    // Default rules: Page View 5, Demo Request 50, Purchase 100.
+    let events = json!([
+        page_view("a1", "alice", "/pricing"),
+        page_view("a2", "alice", "/blog"),
+        page_view("a3", "alice", "/pricing"),
+        event("a4", "alice", "Purchase"),
+        page_view("b1", "bob", "/docs"),
+        event("c1", "carol", "Demo Request"),
+    ]);
+    assert_eq!(s.post("/api/events/batch", &events).await.0, 202);
+    s.drained().await;
+    assert_eq!(lead(&s.client, &s.base, "alice").await.0, 115);
+
+    // New rules: the pricing page is worth 20 more, once per lead; a purchase 10.
+    let rule = json!({
+        "name": "Pricing page", "eventType": "Page View", "points": 20,
+        "conditions": [{"field": "page", "op": "equals", "value": "/pricing"}],
+        "limit": {"count": 1, "per": "lead"},
+    });
+    let (status, created) = s.post("/api/rules", &rule).await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(s.post("/api/rules", &json!({"eventType": "Purchase", "points": 10, "isActive": true})).await.0, 200);
+    assert_eq!(lead(&s.client, &s.base, "alice").await.0, 115, "an edit alone changes no score");
+
+    let r = s.client.post(s.url("/api/rescore")).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 202);
+    let location = r.headers()["location"].to_str().unwrap().to_string();
+    let started: Value = r.json().await.unwrap();
+    let id = started["id"].as_str().expect("an id").to_string();
+    assert_eq!(location, format!("/api/rescore/{id}"));
+    let job = finished(&s.client, &s.base, &id).await;
+    assert_eq!(job["state"], "done", "{job}");
+    assert_eq!((job["processed"].as_u64(), job["leads"].as_u64()), (Some(6), Some(3)), "{job}");
+    assert_eq!(job["adjusted"].as_u64(), Some(1), "only alice's replay changes anything: {job}");
+    assert!(job["finishedAt"].is_string() && job["startedAt"].is_string(), "{job}");
+
+    // alice: 3 views (15) + the pricing page once (20) + a purchase (10) = 45.
+    let (score, history, events) = lead(&s.client, &s.base, "alice").await;
+    assert_eq!(score, 45);
+    assert_eq!(rescore_entries(&history), [45 - 115], "one entry for the difference");
+    let points = |id: &str| {
+        let e = events.iter().find(|e| e["eventId"] == id).unwrap_or_else(|| panic!("{id} in {events:?}"));
+        (e["points"].as_i64().unwrap(), e["matches"].clone())
+    };
+    assert_eq!(points("a4").0, 10);
+    let (first, matches) = points("a1");
+    assert_eq!(first, 25, "{matches}");
+    let (second, matches) = points("a3");
+    assert_eq!(second, 5, "{matches}");
+    assert_eq!(matches[1]["limited"], true, "the limit held the second pricing view back: {matches}");
+    // bob's view is not of the pricing page, carol's demo request unchanged: no entries.
+    for (name, want) in [("bob", 5), ("carol", 50)] {
+        let (score, history, _) = lead(&s.client, &s.base, name).await;
+        assert_eq!((score, rescore_entries(&history)), (want, vec![]), "{name}: nothing to change, no entry");
+    }
+
+    // The replay's limit counts stand: a third pricing view is limited too.
+    assert_eq!(s.post("/api/events", &page_view("a5", "alice", "/pricing")).await.0, 202);
+    s.drained().await;
+    assert_eq!(lead(&s.client, &s.base, "alice").await.0, 50);
+    // Rescoring again changes nothing.
+    let (_, again) = s.post("/api/rescore", &json!({})).await;
+    let job = finished(&s.client, &s.base, again["id"].as_str().unwrap()).await;
+    assert_eq!((job["state"].as_str(), job["adjusted"].as_u64()), (Some("done"), Some(0)), "{job}");
+    let (score, history, _) = lead(&s.client, &s.base, "alice").await;
+    assert_eq!((score, rescore_entries(&history).len()), (50, 1));
+    s.stop().await;
+}
+
+/// A job left running by a process that stopped resumes from its saved cursor when the next
+/// process starts: the leads before the cursor are not read again.
+#[tokio::test]
+async fn an_interrupted_job_resumes_where_it_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = TestDatabase::new(dir.path(), "rescore_resume");
+    let leads: Vec<String> = (0..10).map(|i| format!("lead-{i:02}")).collect();
+    {
+        let server = Binary::start_on(&db.url, &[("API_KEYS", common::ADMIN_KEY)]);
+        let client = common::keyed_client(common::ADMIN_KEY);
+        let batch: Vec<Value> = leads.iter().map(|l| event(&format!("{l}-buy"), l, "Purchase")).collect();
+        let r = client.post(format!("{}/api/events/batch", server.base)).json(&batch).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 202);
+        common::wait_drained(&client, &server.base, Duration::from_secs(30)).await;
+        let price = json!({"eventType": "Purchase", "points": 7, "isActive": true});
+        let r = client.post(format!("{}/api/rules", server.base)).json(&price).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+    }
+    // As a process stopped after its job's first page (lead-00 to lead-04) would leave it.
+    let job = json!({
+        "id": "resume1", "state": "running", "processed": 5, "total": 10, "leads": 5, "adjusted": 0,
+        "startedAt": "2026-01-01T00:00:00.000Z", "halfLifeDays": null, "cursor": "lead-04",
+    });
+    let store: Box<dyn Store> = match db.url.strip_prefix("sqlite://") {
+        Some(path) => Box::new(leadscore::service::store::sqlite::SqliteStore::open(path).unwrap()),
+        None => {
+            let mongo = leadscore::service::store::mongo::MongoStore::connect(&db.url).await.unwrap();
+            mongo.prepare().await.unwrap();
+            Box::new(mongo)
+        }
+    };
+    store.put_setting("rescore.job.resume1", job, 0).await.unwrap();
+    store.put_setting("rescore.latest", json!("resume1"), 0).await.unwrap();
+    drop(store);
+
+    let server = Binary::start_on(&db.url, &[("API_KEYS", common::ADMIN_KEY)]);
+    let client = common::keyed_client(common::ADMIN_KEY);
+    let job = finished(&client, &server.base, "resume1").await;
+    assert_eq!(job["state"], "done", "{job}");
+    assert_eq!((job["leads"].as_u64(), job["adjusted"].as_u64()), (Some(10), Some(5)), "{job}");
+    common::wait_drained(&client, &server.base, Duration::from_secs(30)).await;
+    for (i, l) in leads.iter().enumerate() {
+        let (score, history, _) = lead(&client, &server.base, l).await;
+        if i < 5 {
+            assert_eq!((score, rescore_entries(&history)), (100, vec![]), "{l}: before the cursor, not read again");
+        } else {
+            assert_eq!((score, rescore_entries(&history)), (7, vec![-93]), "{l}: rescored once");
+        }
+    }
+    drop(server);
+    db.drop_now().await;
+}
