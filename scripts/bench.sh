@@ -5,6 +5,7 @@
 #   BENCH_SCALE=0.1 scripts/bench.sh   a quicker run at a tenth of the sizes
 #   scripts/bench.sh --robustness      hostile bodies and a sustained overload (its own section)
 #   scripts/bench.sh --rules           batch ingest without and with 50 rules carrying conditions
+#   scripts/bench.sh --rescore         a rescore of 1M leads / 5M events after a rule change
 #   scripts/bench.sh --soak            30 min of mixed load (RSS, fds, p99 per minute), then the
 #       SIGKILL test ten rounds in a row (its own section; SOAK_MINUTES, SOAK_RATE)
 #   scripts/bench.sh --fuzz            the property tests of every input parser with many more
@@ -21,19 +22,21 @@ STORE=sqlite
 ROBUSTNESS=0
 SOAK=0
 RULES=0
+RESCORE=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --store) STORE="$2"; shift 2 ;;
     --robustness) ROBUSTNESS=1; shift ;;
     --soak) SOAK=1; shift ;;
     --rules) RULES=1; shift ;;
+    --rescore) RESCORE=1; shift ;;
     --fuzz)
       step() { printf '\n\033[1;36m==> %s\033[0m\n' "$*" >&2; }
       step "Property tests of the input parsers, ${FUZZ_CASES:-200000} cases each (at most ${FUZZ_MINUTES:-20} min)"
       PROPTEST_CASES="${FUZZ_CASES:-200000}" timeout "$(( ${FUZZ_MINUTES:-20} * 60 ))" \
         cargo test --features ssr --lib -- properties raw_items_are_judged any_body_gets_an_answer every_position_once
       exit $? ;;
-    *) echo "usage: scripts/bench.sh [--store sqlite|mongodb] [--robustness] [--rules] [--soak] [--fuzz]" >&2; exit 2 ;;
+    *) echo "usage: scripts/bench.sh [--store sqlite|mongodb] [--robustness] [--rules] [--rescore] [--soak] [--fuzz]" >&2; exit 2 ;;
   esac
 done
 case "$STORE" in sqlite|mongodb) ;; *) echo "--store is sqlite or mongodb" >&2; exit 2 ;; esac
@@ -79,6 +82,10 @@ if [ "$SOAK" = 1 ]; then
 fi
 if [ "$RULES" = 1 ]; then
   . scripts/bench-rules.sh
+  exit 0
+fi
+if [ "$RESCORE" = 1 ]; then
+  . scripts/bench-rescore.sh
   exit 0
 fi
 if [ "$ROBUSTNESS" = 1 ]; then

@@ -171,6 +171,7 @@ fn explain(e: &crate::domain::StoredEvent) -> String {
 fn type_label(event_type: &str) -> String {
     match event_type {
         crate::domain::decay::DECAY_EVENT_TYPE => "Decay".into(),
+        crate::domain::rescore::RESCORE_EVENT_TYPE => "Rescore".into(),
         other => other.into(),
     }
 }

@@ -5,6 +5,7 @@ use super::auth::{Allowed, Viewer};
 use super::dashboard::FieldErrors;
 use super::decay_setting::DecaySetting;
 use super::live::Live;
+use super::rescore_panel::RescorePanel;
 use super::rule_editor::RuleEditor;
 use super::server_fns::{delete_rule, describe, fetch_rules, save_rule, set_rule_points, update_rule, Checked};
 use super::stage_ladder::StageLadder;
@@ -160,6 +161,7 @@ pub fn RulesPage() -> impl IntoView {
         <Allowed access=Access::Edit>
             <RuleEditor ctx/>
         </Allowed>
+        <RescorePanel rules_changed=reload.read_only()/>
         <StageLadder/>
         <DecaySetting/>
     }

@@ -12,6 +12,7 @@ use crate::domain::decay::DecaySettings;
 use crate::domain::error::ApiError;
 pub use crate::domain::intake::RawItems;
 use crate::domain::query::{DetailPage, LeadQuery};
+use crate::domain::rescore::{RescoreJob, RescoreStatus};
 use crate::domain::rule_form::RuleForm;
 use crate::domain::stages::{Stage, StageCount};
 use crate::domain::{BatchReport, DeadLetterList, FieldError, Lead, LeadDetail, Rule};
@@ -206,6 +207,20 @@ pub async fn save_decay(half_life: String) -> Result<Checked<DecaySettings>, Api
         }
     };
     backend::checked(backend.service.save_decay(&serde_json::json!({"halfLifeDays": days}), &actor).await)
+}
+
+/// The latest rescore job and whether the rules changed since it started.
+#[server(prefix = "/rpc", endpoint = "fetch_rescore", input = Json)]
+pub async fn fetch_rescore() -> Result<RescoreStatus, ApiError> {
+    let (backend, _) = backend::backend()?;
+    backend.service.rescore_status().await.map_err(backend::failure)
+}
+
+/// Starts a rescore of every lead, as `POST /api/rescore` (or answers the one running).
+#[server(prefix = "/rpc", endpoint = "start_rescore", input = Json)]
+pub async fn start_rescore() -> Result<RescoreJob, ApiError> {
+    let (backend, actor) = backend::backend()?;
+    backend.service.start_rescore(&actor).await.map_err(backend::failure)
 }
 
 /// Replaces the stage ladder, as `PUT /api/stages`. `min_score` is the form's text.

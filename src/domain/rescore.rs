@@ -164,6 +164,18 @@ pub struct RescoreJob {
     pub error: Option<String>,
 }
 
+/// What the rules page shows: the latest job, and whether a rule changed after it started
+/// (then past events are scored by older rules than new ones are).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RescoreStatus {
+    pub job: Option<RescoreJob>,
+    pub rules_changed: bool,
+    /// The server's clock, for the rate and time left.
+    #[serde(with = "iso")]
+    pub now: Millis,
+}
+
 impl RescoreJob {
     pub fn new(id: String, total: u64, half_life_days: Option<f64>, now: Millis) -> Self {
         Self {

@@ -124,6 +124,8 @@ pub fn table() -> Vec<Entry> {
         server_fn::<SaveStages>(Edit),
         server_fn::<FetchDecay>(Read),
         server_fn::<SaveDecay>(Edit),
+        server_fn::<FetchRescore>(Read),
+        server_fn::<StartRescore>(Edit),
         server_fn::<SendTestEvent>(Edit),
         server_fn::<UploadEvents>(Edit),
         server_fn::<FetchUsers>(Admin),

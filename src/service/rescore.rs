@@ -7,7 +7,8 @@ use super::accounts::Actor;
 use super::store::NewAuditEntry;
 use super::{now_ms, Service, ServiceError, ServiceResult};
 use crate::domain::engine::Engine;
-use crate::domain::rescore::{is_adjustment, needs_replay, replay, rescore_event, JobState, RescoreJob};
+use crate::domain::rescore::{is_adjustment, needs_replay, replay, rescore_event, JobState, RescoreJob, RescoreStatus};
+use crate::domain::time::Millis;
 use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,6 +16,8 @@ use std::time::Duration;
 /// The job a key names, and the key naming the latest job.
 const JOB_KEY: &str = "rescore.job.";
 const LATEST_KEY: &str = "rescore.latest";
+/// When a rule last changed (any save or delete), for `RescoreStatus::rules_changed`.
+pub const RULES_CHANGED_KEY: &str = "rules.changedAt";
 /// Leads read per page: a job holds one page of events in memory, never all of them.
 const LEADS_PER_PAGE: usize = 2_000;
 /// How often the job looks whether the last page's events are scored.
@@ -63,6 +66,14 @@ impl Service {
         }
     }
 
+    /// The latest job, and whether the rules changed after it started.
+    pub async fn rescore_status(&self) -> ServiceResult<RescoreStatus> {
+        let job = self.latest_rescore().await?;
+        let changed: Option<Millis> = self.store.setting(RULES_CHANGED_KEY).await?.and_then(|v| v.as_i64());
+        let rules_changed = changed.is_some_and(|at| job.as_ref().is_none_or(|j| at > j.started_at));
+        Ok(RescoreStatus { job, rules_changed, now: now_ms() })
+    }
+
     async fn save_job(&self, job: &RescoreJob) -> ServiceResult<()> {
         let value = serde_json::to_value(job).map_err(|e| ServiceError::Internal(e.to_string()))?;
         Ok(self.store.put_setting(&format!("{JOB_KEY}{}", job.id), value, now_ms()).await?)
@@ -100,6 +111,8 @@ impl Service {
         }
         self.settle().await?;
         job.state = JobState::Done;
+        // The total was an estimate taken at the start; now it is known.
+        job.total = job.processed;
         job.finished_at = Some(now_ms());
         self.save_job(&job).await?;
         tracing::info!(id = %job.id, leads = job.leads, adjusted = job.adjusted, "rescore job done");

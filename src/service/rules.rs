@@ -128,6 +128,11 @@ impl Service {
         if let Err(e) = self.store.append_audit(entry).await {
             tracing::error!(error = %e, "cannot write the audit log");
         }
+        // The rules page offers a rescore once they changed.
+        let key = super::rescore::RULES_CHANGED_KEY;
+        if let Err(e) = self.store.put_setting(key, serde_json::json!(now_ms()), now_ms()).await {
+            tracing::warn!(error = %e, "cannot note when the rules changed");
+        }
     }
 }
 

@@ -9,6 +9,7 @@
 //! leadscore-load stream   [--clients 1000] [--rate 20000] [--duration 10] [--leads 10000]
 //! leadscore-load query    [--requests 2000] [--concurrency 8] [--leads 1000000]
 //! leadscore-load rules    [--count 50] [--limit-every 0]  (adds rules with conditions on the load's metadata)
+//! leadscore-load rescore  (every type's points up by one, then a rescore of all leads, timed)
 //! leadscore-load hostile  [--concurrency 16] [--rounds 3] [--bytes 5242880]  (bodies that should all get a 4xx)
 //! leadscore-load overload [--concurrency 64] [--batch 5000] [--duration 20] [--metadata-bytes 0]  (more bodies than the server holds)
 //! leadscore-load soak     [--rate 2000] [--minutes 30] [--clients 200] [--queries 20] [--server-pid PID]
@@ -23,6 +24,7 @@
 //! store ceiling also reports the commands sent per scored event (round trips).
 //! ```
 
+mod rescore;
 mod soak;
 
 use futures::StreamExt;
@@ -69,6 +71,7 @@ fn main() -> ExitCode {
             "soak" => soak::soak(&opts).await,
             "query" => query(&opts).await,
             "rules" => add_rules(&opts).await,
+            "rescore" => rescore::rescore(&opts).await,
             "store-ceiling" => store_ceiling(&opts).await,
             "populate" => populate(&opts).await,
             "drop-database" => drop_database(&opts).await,
@@ -94,7 +97,7 @@ fn main() -> ExitCode {
 }
 
 fn usage() -> &'static str {
-    "usage: leadscore-load <simulate|single|bulk|stream|query|hostile|overload|soak|store-ceiling|populate|drop-database> [--option value]…\n\
+    "usage: leadscore-load <simulate|single|bulk|stream|query|rules|rescore|hostile|overload|soak|store-ceiling|populate|drop-database> [--option value]…\n\
      see the top of src/bin/leadscore-load/main.rs or README.md (Benchmarks) for the options"
 }
 

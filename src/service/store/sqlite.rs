@@ -526,9 +526,12 @@ impl Store for SqliteStore {
     }
 
     async fn scored_total(&self) -> StoreResult<u64> {
-        // One history row per scored event.
-        self.read(|c| c.query_row("SELECT count(*) FROM score_history", [], |r| r.get::<_, i64>(0)).map(|n| n as u64))
-            .await
+        // One history row per scored event; adjustments are not replayed.
+        self.read(|c| {
+            c.query_row("SELECT count(*) FROM score_history WHERE event_type NOT LIKE '$%'", [], |r| r.get::<_, i64>(0))
+                .map(|n| n as u64)
+        })
+        .await
     }
 
     async fn count_leads(&self, min_score: Option<i64>, max_score: Option<i64>) -> StoreResult<u64> {
