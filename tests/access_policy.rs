@@ -111,8 +111,9 @@ async fn snapshot(s: &TestServer) -> Value {
     // Every change of a setting is audited (decay's body changes nothing else: see body_for).
     let (_, decay) = s.get("/api/settings/decay").await;
     let (_, audit) = s.get("/api/audit").await;
+    let (_, webhooks) = s.get("/api/webhooks").await;
     json!({"rules": rules, "stages": stages, "users": users, "keys": keys, "queued": health["queue"]["depth"],
-           "leads": leads, "decay": decay, "audit": audit})
+           "leads": leads, "decay": decay, "audit": audit, "webhooks": webhooks})
 }
 
 /// A body that would change something if the call got through.
@@ -126,6 +127,7 @@ fn body_for(path: &str, n: usize) -> Value {
         // Decay stays off (a half-life would move scores while other calls are checked); a
         // call that got through still shows, as an audit entry.
         "/api/settings/decay" => json!({"halfLifeDays": null}),
+        "/api/webhooks" => json!({"url": format!("http://127.0.0.1:9/policy-{n}"), "events": ["stageChanged"]}),
         "/api/users" => json!({"username": format!("new{n}"), "role": "admin", "password": PASSWORD}),
         "/api/users/{username}" => json!({"role": "admin"}),
         "/api/keys" => json!({"name": format!("k{n}"), "scopes": ["admin"]}),
@@ -164,7 +166,7 @@ static VICTIM_RULE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 
 fn concrete(path: &str) -> String {
     let id = if path.starts_with("/api/rules/") { VICTIM_RULE.get().unwrap().as_str() } else { "victim-key" };
-    path.replace("{id}", id).replace("{username}", "victim")
+    path.replace("{id}", id).replace("{username}", "victim").replace("{delivery}", "1")
 }
 
 #[tokio::test]

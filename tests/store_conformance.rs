@@ -44,6 +44,7 @@ fn main() {
         rules_are_created_changed_and_deleted_by_id,
         conditions_and_limits_price_each_event_once,
         a_rescore_event_replays_its_lead_in_ingest_order,
+        apply_writes_webhook_deliveries_once_and_senders_take_turns,
         settings_round_trip_and_leads_count_by_score,
         queue_stats_track_the_backlog,
         dead_letters_leave_the_queue_until_retried_or_discarded,
@@ -649,6 +650,83 @@ async fn a_rescore_event_replays_its_lead_in_ingest_order(store: DynStore) {
     let again = store.rescore_inputs(None, 10).await.unwrap();
     assert!(!needs_replay(&replay(&rules, &again.leads[0].events, None, T0), &again.leads[0]), "settled");
     assert_eq!(again.leads[0].usage.len(), 1, "the replay's counts only: {:?}", again.leads[0].usage);
+}
+
+/// Scoring writes a delivery per change and subscription that wants it, once however often
+/// the events are offered; a claimed delivery is held from other senders until it is due
+/// again; attempts are recorded; redeliver makes it due; deleting the subscription gives up
+/// what it has not sent.
+async fn apply_writes_webhook_deliveries_once_and_senders_take_turns(store: DynStore) {
+    use leadscore::domain::stages::default_stages;
+    use leadscore::domain::webhooks::{after_attempt, DeliveryState, Outbox, StoredWebhook, Webhook};
+    let hook = |id: &str, events: &[&str]| StoredWebhook {
+        hook: Webhook {
+            id: id.into(),
+            url: format!("http://127.0.0.1:9/{id}"),
+            events: events.iter().map(|e| e.to_string()).collect(),
+            created_at: T0 + events.len() as i64,
+        },
+        secret: format!("secret-{id}"),
+    };
+    store.create_webhook(hook("stages", &["stageChanged"])).await.unwrap();
+    store.create_webhook(hook("scores", &["scoreChanged", "stageChanged"])).await.unwrap();
+    let hooks = store.webhooks().await.unwrap();
+    assert_eq!(
+        hooks.iter().map(|h| (h.hook.id.as_str(), h.secret.as_str())).collect::<Vec<_>>(),
+        [("stages", "secret-stages"), ("scores", "secret-scores")]
+    );
+    store.seed_rules(default_rules(), T0).await.unwrap();
+    let outbox = Outbox { subscriptions: hooks.into_iter().map(|h| h.hook).collect(), ladder: default_stages() };
+    let rules = Arc::new(Engine::new(&store.rules().await.unwrap()).with_outbox(outbox));
+    // Page View 5 (Cold → Cold), then Purchase 100 (Cold → MQL).
+    store.insert_events(vec![ev("v1", "l", "Page View", T0), ev("p1", "l", "Purchase", T0)]).await.unwrap();
+    let queued = store.unprocessed(10).await.unwrap().events;
+    for _ in 0..2 {
+        store.apply(queued.clone(), rules.clone(), T0).await.unwrap();
+    }
+    let mut scores = store.deliveries("scores", 10).await.unwrap();
+    scores.reverse();
+    let kinds: Vec<(&str, DeliveryState)> = scores.iter().map(|d| (d.kind.as_str(), d.state)).collect();
+    let pending = DeliveryState::Pending;
+    assert_eq!(kinds, [("scoreChanged", pending), ("scoreChanged", pending), ("stageChanged", pending)], "{scores:?}");
+    let stages = store.deliveries("stages", 10).await.unwrap();
+    assert_eq!(stages.len(), 1);
+    let body: Value = serde_json::from_str(&stages[0].payload).unwrap();
+    assert_eq!((body["id"].as_str(), body["to"].as_str()), (Some("stageChanged:p1"), Some("MQL")));
+
+    // Two senders: the first takes all four; the second finds nothing until they are due.
+    let taken = store.claim_deliveries(T0 + 1, T0 + 60_000, 10).await.unwrap();
+    assert_eq!(taken.len(), 4);
+    assert!(store.claim_deliveries(T0 + 2, T0 + 60_000, 10).await.unwrap().is_empty(), "held");
+    let first = &taken[0];
+    store
+        .record_attempt(first.id, after_attempt(first.created_at, 1, T0 + 3, Some(503), Some("busy".into()), 1_000))
+        .await
+        .unwrap();
+    for d in &taken[1..] {
+        store.record_attempt(d.id, after_attempt(d.created_at, 1, T0 + 3, Some(200), None, 1_000)).await.unwrap();
+    }
+    let again = store.claim_deliveries(T0 + 1_003, T0 + 60_000, 10).await.unwrap();
+    assert_eq!(
+        again.iter().map(|d| (d.id, d.attempts, d.last_status)).collect::<Vec<_>>(),
+        [(first.id, 1, Some(503))],
+        "the failed one is due after its backoff"
+    );
+    assert!(
+        store.redeliver(&taken[1].webhook_id, taken[1].id, T0 + 2_000).await.unwrap(),
+        "a delivered one can be sent again"
+    );
+    assert!(!store.redeliver("no-such-hook", taken[1].id, T0).await.unwrap());
+    let delivered = store.claim_deliveries(T0 + 2_000, T0 + 60_000, 10).await.unwrap();
+    assert_eq!(delivered.iter().map(|d| (d.id, d.state)).collect::<Vec<_>>(), [(taken[1].id, DeliveryState::Pending)]);
+
+    // Deleted: what it had not sent is given up; the other subscription keeps its own.
+    assert!(store.delete_webhook(&first.webhook_id).await.unwrap());
+    assert!(!store.delete_webhook(&first.webhook_id).await.unwrap());
+    let left: Vec<DeliveryState> =
+        store.deliveries(&first.webhook_id, 10).await.unwrap().iter().map(|d| d.state).collect();
+    assert!(left.iter().all(|s| *s != DeliveryState::Pending), "{left:?}");
+    assert_eq!(store.webhooks().await.unwrap().len(), 1);
 }
 
 async fn settings_round_trip_and_leads_count_by_score(store: DynStore) {

@@ -12,6 +12,7 @@ use super::conditions::Condition;
 use super::limits::Limit;
 #[cfg(test)]
 use super::limits::Per;
+use super::webhooks::Outbox;
 use super::{Rule, StoredEvent};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -89,6 +90,8 @@ impl Priced {
 #[derive(Clone, Debug, Default)]
 pub struct Engine {
     by_type: HashMap<String, Vec<Rule>>,
+    /// Who hears of the score changes pricing makes (webhooks), written with them.
+    outbox: Outbox,
 }
 
 impl Engine {
@@ -98,7 +101,17 @@ impl Engine {
         for rule in rules.iter().filter(|r| r.is_active) {
             by_type.entry(rule.event_type.clone()).or_default().push(rule.clone());
         }
-        Self { by_type }
+        Self { by_type, outbox: Outbox::default() }
+    }
+
+    /// The webhook subscriptions to write deliveries for, along with the score changes.
+    pub fn with_outbox(mut self, outbox: Outbox) -> Self {
+        self.outbox = outbox;
+        self
+    }
+
+    pub fn outbox(&self) -> &Outbox {
+        &self.outbox
     }
 
     /// Whether any rule has a limit (then `apply` keeps usage counts at all).

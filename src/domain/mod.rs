@@ -21,6 +21,7 @@ pub mod stages;
 pub mod time;
 pub mod upload;
 pub mod validation;
+pub mod webhooks;
 
 pub use model::*;
 

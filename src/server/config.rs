@@ -58,6 +58,9 @@ pub struct Config {
     pub dead_letter_after: u32,
     /// Seconds between score decay passes (one also runs at start and when the setting changes).
     pub decay_interval_seconds: u64,
+    /// The wait before a failed webhook delivery's first retry; it doubles each time (at
+    /// most an hour) for 24 hours.
+    pub webhook_retry_ms: u64,
     /// Keys with every scope, from the environment (besides keys admins create).
     pub api_keys: Vec<String>,
     pub auth: AuthMode,
@@ -168,6 +171,7 @@ impl Config {
             dead_letter_after: number("DEAD_LETTER_AFTER", file.worker.dead_letter_after as usize)?.clamp(1, 1000)
                 as u32,
             decay_interval_seconds: number("DECAY_INTERVAL_S", file.worker.decay_interval_s as usize)?.max(1) as u64,
+            webhook_retry_ms: number("WEBHOOK_RETRY_MS", file.worker.webhook_retry_ms as usize)?.max(1) as u64,
             api_keys,
             auth,
             cookie_secure,
@@ -255,11 +259,19 @@ pub struct WorkerSection {
     pub linger_ms: u64,
     pub dead_letter_after: u32,
     pub decay_interval_s: u64,
+    pub webhook_retry_ms: u64,
 }
 
 impl Default for WorkerSection {
     fn default() -> Self {
-        Self { batch_size: 20000, idle_poll_ms: 1000, linger_ms: 20, dead_letter_after: 5, decay_interval_s: 3600 }
+        Self {
+            batch_size: 20000,
+            idle_poll_ms: 1000,
+            linger_ms: 20,
+            dead_letter_after: 5,
+            decay_interval_s: 3600,
+            webhook_retry_ms: 10_000,
+        }
     }
 }
 

@@ -284,6 +284,7 @@ pub async fn launch(config: Config, leptos_options: LeptosOptions, listener: Tcp
     let decay_every = Duration::from_secs(config.decay_interval_seconds);
     tokio::spawn(crate::service::decay::run(service.clone(), decay_every, shutdown_rx.clone()));
     tokio::spawn(crate::service::rescore::run(service.clone(), shutdown_rx.clone()));
+    tokio::spawn(crate::service::webhooks::run(service.clone(), config.webhook_retry_ms, shutdown_rx.clone()));
 
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let hub = StreamHub::new(shutdown_rx.clone());

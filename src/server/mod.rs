@@ -15,3 +15,4 @@ pub mod policy;
 pub mod ratelimit;
 pub mod rule_api;
 pub mod stream;
+pub mod webhook_api;

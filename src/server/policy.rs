@@ -13,7 +13,7 @@
 
 use super::gate::{gate, FirstRun, Gate, Kind, SETUP_PAGE};
 use super::http::AppState;
-use super::{account_api as accounts, api, dead_letter_api as dead_letters, rule_api, stream};
+use super::{account_api as accounts, api, dead_letter_api as dead_letters, rule_api, stream, webhook_api};
 use crate::app::server_fns::*;
 use crate::app::{shell, App};
 use crate::domain::access::Access::{self, *};
@@ -94,6 +94,11 @@ pub fn table() -> Vec<Entry> {
         rest(Method::GET, "/api/dead-letters", Admin, get(dead_letters::list)),
         rest(Method::POST, "/api/dead-letters/{id}/retry", Admin, post(dead_letters::retry)),
         rest(Method::DELETE, "/api/dead-letters/{id}", Admin, delete(dead_letters::discard)),
+        rest(Method::GET, "/api/webhooks", Admin, get(webhook_api::list)),
+        rest(Method::POST, "/api/webhooks", Admin, post(webhook_api::create)),
+        rest(Method::DELETE, "/api/webhooks/{id}", Admin, delete(webhook_api::remove)),
+        rest(Method::GET, "/api/webhooks/{id}/deliveries", Admin, get(webhook_api::deliveries)),
+        rest(Method::POST, "/api/webhooks/{id}/deliveries/{delivery}/redeliver", Admin, post(webhook_api::redeliver)),
         // Accounts.
         rest(Method::GET, "/api/setup", Public, get(accounts::setup_status)),
         rest(Method::POST, "/api/setup", Public, post(accounts::setup)),

@@ -14,6 +14,7 @@ pub mod sessions;
 pub mod stages;
 pub mod store;
 pub mod throttle;
+pub mod webhooks;
 pub mod worker;
 
 use self::store::{DynStore, InsertOutcome, StoreError};
@@ -188,6 +189,8 @@ pub struct Service {
     wake_decay: Arc<Notify>,
     /// Starts (or resumes) the rescore job now.
     wake_rescore: Arc<Notify>,
+    /// Looks at the webhook outbox now (a redeliver).
+    wake_webhooks: Arc<Notify>,
     /// Score changes since the counts were taken (only ever checked for "any").
     changes_since_count: std::sync::Mutex<broadcast::Receiver<UpdateBatch>>,
 }
@@ -204,6 +207,7 @@ impl Service {
             wake_worker: Arc::new(Notify::new()),
             wake_decay: Arc::new(Notify::new()),
             wake_rescore: Arc::new(Notify::new()),
+            wake_webhooks: Arc::new(Notify::new()),
             changes_since_count: std::sync::Mutex::new(updates.subscribe()),
             updates,
             worker_state: Arc::new(WorkerState::default()),

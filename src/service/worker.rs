@@ -162,7 +162,9 @@ impl Worker {
         if taken == 0 {
             return Ok(Step::default());
         }
-        let rules = Arc::new(Engine::new(&self.store.rules().await?));
+        // The rules as they are now, and who hears of the changes (webhooks).
+        let outbox = super::webhooks::outbox(&self.store).await?;
+        let rules = Arc::new(Engine::new(&self.store.rules().await?).with_outbox(outbox));
         let started = Instant::now();
         let now = now_ms();
         let mut letters = Vec::new();

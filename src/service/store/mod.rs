@@ -8,7 +8,9 @@
 //!   so a worker may redeliver after a crash at any instant;
 //! - after `apply`, a lead's score equals the sum of its history deltas;
 //! - a dead-lettered event leaves the queue until retried; a discarded one never comes back,
-//!   and its `eventId` still counts for dedupe.
+//!   and its `eventId` still counts for dedupe;
+//! - `apply` writes the webhook deliveries of the changes it makes (`Engine::outbox`) so that
+//!   no applied change ever misses its deliveries, whatever crashes, and none is written twice.
 
 pub mod accounts;
 pub mod mongo;
@@ -21,6 +23,7 @@ use crate::domain::engine::Engine;
 use crate::domain::query::{DetailPage, LeadQuery};
 use crate::domain::rescore::RescorePage;
 use crate::domain::time::Millis;
+use crate::domain::webhooks::{Attempt, Delivery, StoredWebhook};
 use crate::domain::{DeadLetter, HistoryEntry, Lead, NewEvent, Rule, RuleDraft, RuleInput, ScoreChange, StoredEvent};
 use async_trait::async_trait;
 use std::sync::Arc;
@@ -148,6 +151,20 @@ pub trait Store: AccountStore + Send + Sync + 'static {
     async fn rescore_inputs(&self, after: Option<String>, limit: usize) -> StoreResult<RescorePage>;
     /// About how many events have been scored (a rescore job's total).
     async fn scored_total(&self) -> StoreResult<u64>;
+
+    /// Webhook subscriptions, with their secrets, oldest first.
+    async fn webhooks(&self) -> StoreResult<Vec<StoredWebhook>>;
+    async fn create_webhook(&self, hook: StoredWebhook) -> StoreResult<()>;
+    /// Removes a subscription (false if there was none); its unsent deliveries are given up.
+    async fn delete_webhook(&self, id: &str) -> StoreResult<bool>;
+    /// Up to `limit` deliveries due at `now`, oldest first, each held until `until` so no
+    /// other sender takes it meanwhile (a sender that dies leaves it due again then).
+    async fn claim_deliveries(&self, now: Millis, until: Millis, limit: usize) -> StoreResult<Vec<Delivery>>;
+    async fn record_attempt(&self, id: i64, attempt: Attempt) -> StoreResult<()>;
+    /// A subscription's deliveries, newest first.
+    async fn deliveries(&self, webhook_id: &str, limit: usize) -> StoreResult<Vec<Delivery>>;
+    /// Makes a delivery due again at `now`; false if the subscription has no such delivery.
+    async fn redeliver(&self, webhook_id: &str, id: i64, now: Millis) -> StoreResult<bool>;
 
     /// The feed of applied changes, when several server processes may share this store: each
     /// one's live stream must then read every change back from it, not only its own worker's.

@@ -19,6 +19,7 @@ mod decay;
 pub mod docs;
 mod rescore;
 mod rules;
+mod webhooks;
 
 pub use apply::{CrashPoint, Leased};
 pub use docs::LEASE_MS;
@@ -29,6 +30,7 @@ use crate::domain::engine::Engine;
 use crate::domain::query::{DetailPage, LeadQuery};
 use crate::domain::rescore::RescorePage;
 use crate::domain::time::Millis;
+use crate::domain::webhooks::{Attempt, Delivery, StoredWebhook};
 use crate::domain::{DeadLetter, HistoryEntry, Lead, NewEvent, Rule, RuleDraft, RuleInput, ScoreChange, StoredEvent};
 use async_trait::async_trait;
 use futures::TryStreamExt;
@@ -479,6 +481,34 @@ impl Store for MongoStore {
 
     async fn adjustments_pending(&self) -> StoreResult<bool> {
         self.decay_waiting().await
+    }
+
+    async fn webhooks(&self) -> StoreResult<Vec<StoredWebhook>> {
+        self.list_webhooks().await
+    }
+
+    async fn create_webhook(&self, hook: StoredWebhook) -> StoreResult<()> {
+        self.insert_webhook(&hook).await
+    }
+
+    async fn delete_webhook(&self, id: &str) -> StoreResult<bool> {
+        self.remove_webhook(id).await
+    }
+
+    async fn claim_deliveries(&self, now: Millis, until: Millis, limit: usize) -> StoreResult<Vec<Delivery>> {
+        self.claim_due(now, until, limit).await
+    }
+
+    async fn record_attempt(&self, id: i64, attempt: Attempt) -> StoreResult<()> {
+        self.write_attempt(id, &attempt).await
+    }
+
+    async fn deliveries(&self, webhook_id: &str, limit: usize) -> StoreResult<Vec<Delivery>> {
+        self.deliveries_of(webhook_id, limit).await
+    }
+
+    async fn redeliver(&self, webhook_id: &str, id: i64, now: Millis) -> StoreResult<bool> {
+        self.deliver_again(webhook_id, id, now).await
     }
 
     async fn rescore_inputs(&self, after: Option<String>, limit: usize) -> StoreResult<RescorePage> {

@@ -17,6 +17,7 @@ mod decay;
 mod rescore;
 mod rules;
 mod schema;
+mod webhooks;
 mod writer;
 
 use schema::{prepare_schema, SCHEMA_VERSION};
@@ -27,6 +28,7 @@ use crate::domain::engine::Engine;
 use crate::domain::query::{DetailPage, LeadQuery};
 use crate::domain::rescore::RescorePage;
 use crate::domain::time::Millis;
+use crate::domain::webhooks::{Attempt, Delivery, StoredWebhook};
 use crate::domain::{DeadLetter, HistoryEntry, Lead, NewEvent, Rule, RuleDraft, RuleInput, ScoreChange, StoredEvent};
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
@@ -519,6 +521,37 @@ impl Store for SqliteStore {
 
     async fn adjustments_pending(&self) -> StoreResult<bool> {
         self.read(decay::pending).await
+    }
+
+    async fn webhooks(&self) -> StoreResult<Vec<StoredWebhook>> {
+        self.read(webhooks::list).await
+    }
+
+    async fn create_webhook(&self, hook: StoredWebhook) -> StoreResult<()> {
+        self.write(move |c| webhooks::create(c, &hook)).await
+    }
+
+    async fn delete_webhook(&self, id: &str) -> StoreResult<bool> {
+        let id = id.to_string();
+        self.write(move |c| webhooks::delete(c, &id)).await
+    }
+
+    async fn claim_deliveries(&self, now: Millis, until: Millis, limit: usize) -> StoreResult<Vec<Delivery>> {
+        self.write(move |c| webhooks::claim(c, now, until, limit)).await
+    }
+
+    async fn record_attempt(&self, id: i64, attempt: Attempt) -> StoreResult<()> {
+        self.write(move |c| webhooks::record_attempt(c, id, &attempt)).await
+    }
+
+    async fn deliveries(&self, webhook_id: &str, limit: usize) -> StoreResult<Vec<Delivery>> {
+        let id = webhook_id.to_string();
+        self.read(move |c| webhooks::of_hook(c, &id, limit)).await
+    }
+
+    async fn redeliver(&self, webhook_id: &str, id: i64, now: Millis) -> StoreResult<bool> {
+        let hook = webhook_id.to_string();
+        self.write(move |c| webhooks::redeliver(c, &hook, id, now)).await
     }
 
     async fn rescore_inputs(&self, after: Option<String>, limit: usize) -> StoreResult<RescorePage> {

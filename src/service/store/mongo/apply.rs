@@ -34,6 +34,7 @@ use super::{classify, MongoStore, DUPLICATE_KEY};
 use crate::domain::engine::{Engine, Usage, UsageKey};
 use crate::domain::rescore::{difference, half_life_of, is_adjustment, replay, RESCORE_EVENT_TYPE};
 use crate::domain::time::Millis;
+use crate::domain::webhooks::{NewDelivery, Outbox};
 use crate::domain::{ScoreChange, StoredEvent};
 use crate::service::store::{StoreError, StoreResult};
 use futures::TryStreamExt;
@@ -193,7 +194,8 @@ impl MongoStore {
             .collect();
         if !unfinished.is_empty() {
             tracing::info!(events = unfinished.len(), "mongodb: finishing a batch an earlier worker left half-done");
-            self.record(&unfinished, CrashPoint::RecoverHistory, CrashPoint::Recover).await?;
+            let outbox = leased.rules.outbox().clone();
+            self.record(&unfinished, &outbox, CrashPoint::RecoverHistory, CrashPoint::Recover).await?;
         }
         for id in leads {
             let Some((score, batch, usage)) = held.remove(&id) else { continue };
@@ -335,7 +337,7 @@ impl MongoStore {
             self.checkpoint(CrashPoint::Apply).await?;
             applied = batches.concat();
             // 6, 7. history, processed
-            self.record(&applied, CrashPoint::History, CrashPoint::Processed).await?;
+            self.record(&applied, rules.outbox(), CrashPoint::History, CrashPoint::Processed).await?;
         }
         // 8. release
         for chunk in held.chunks(IDS_PER_COMMAND) {
@@ -358,16 +360,36 @@ impl MongoStore {
             .collect())
     }
 
-    /// Writes history entries, then processed flags, exactly as the entries say.
+    /// Writes history entries and webhook deliveries, then processed flags, exactly as the
+    /// entries say. Until an entry's event is flagged, a crash leaves it in its lead's
+    /// `lastBatch`, and its next holder records it again: deliveries are upserted by key, so
+    /// none is lost and none written twice.
     async fn record(
         &self,
         entries: &[Entry],
+        outbox: &Outbox,
         after_history: CrashPoint,
         after_processed: CrashPoint,
     ) -> StoreResult<()> {
         // Two workers finishing the same batch may both try to create an entry: one wins.
         let history = entries.iter().map(docs::history_statement).collect();
         self.write_all("scorehistories", history, Tolerate::Duplicates).await?;
+        let deliveries: Vec<NewDelivery> = entries
+            .iter()
+            .flat_map(|e| outbox.deliveries(&e.lead_id, e.old_score, e.new_score, &e.event_id, e.at))
+            .collect();
+        if !deliveries.is_empty() {
+            let first = self.reserve(super::webhooks::DELIVERY_COUNTER, deliveries.len()).await?;
+            let documents: Vec<Document> =
+                deliveries.iter().zip(first..).map(|(d, id)| super::webhooks::outbox_document(d, id)).collect();
+            let command = doc! {
+                "insert": "deliveries", "documents": documents, "ordered": false,
+                "writeConcern": {"w": "majority", "j": true},
+            };
+            let reply = self.db.run_command(command).await.map_err(classify)?;
+            // Written before (a recovered batch): the key is taken, which is what we want.
+            write_errors("deliveries", &reply, Tolerate::Duplicates)?;
+        }
         self.checkpoint(after_history).await?;
         self.write_all("events", entries.iter().map(docs::processed_statement).collect(), Tolerate::Nothing).await?;
         self.checkpoint(after_processed).await

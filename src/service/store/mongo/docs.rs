@@ -56,6 +56,18 @@ pub fn indexes() -> Vec<(&'static str, IndexModel)> {
         // The live feed every instance tails (entries of earlier releases have no feedSeq).
         ("scorehistories", index(doc! {"feedSeq": 1}, named("feed"))),
         super::rules::index(),
+        // Webhook deliveries: one per key (the outbox may be written twice), the due ones,
+        // and each subscription's, newest first.
+        (
+            "deliveries",
+            index(
+                doc! {"key": 1},
+                IndexOptions::builder().name("delivery_key_unique".to_string()).unique(true).build(),
+            ),
+        ),
+        ("deliveries", index(doc! {"state": 1, "nextAt": 1}, named("deliveries_due"))),
+        // (Not on `_id`: the stand-in then refuses every insert, "JSON path error near '_id'".)
+        ("deliveries", index(doc! {"webhookId": 1, "createdAt": -1}, named("deliveries_by_hook"))),
     ]
 }
 

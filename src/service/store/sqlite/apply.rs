@@ -41,7 +41,7 @@ pub(super) fn apply(
             // none of them may stay cached.
             if unwritten.contains(event.lead_id.as_str()) {
                 std::mem::replace(&mut counts, Counts::new(c, engine.has_limits())?).save()?;
-                changes.extend(add_to_leads(c, std::mem::take(&mut claimed), now)?);
+                changes.extend(add_to_leads(c, std::mem::take(&mut claimed), engine, now)?);
                 unwritten.clear();
             }
             counts.forget(&event.lead_id);
@@ -62,13 +62,20 @@ pub(super) fn apply(
         }
     }
     counts.save()?;
-    changes.extend(add_to_leads(c, claimed, now)?);
+    changes.extend(add_to_leads(c, claimed, engine, now)?);
     Ok(changes)
 }
 
 /// Adds claimed events to their leads: one read and one write per lead, however many of
 /// its events are in the batch; one history row per event.
-fn add_to_leads(c: &Connection, claimed: Vec<Claimed>, now: Millis) -> rusqlite::Result<Vec<ScoreChange>> {
+/// Deliveries for subscribed webhooks go to the outbox in the same transaction.
+fn add_to_leads(
+    c: &Connection,
+    claimed: Vec<Claimed>,
+    engine: &Engine,
+    now: Millis,
+) -> rusqlite::Result<Vec<ScoreChange>> {
+    let mut deliveries = Vec::new();
     let mut by_lead: Vec<(&str, Vec<Claimed>)> = Vec::new();
     let mut index: HashMap<&str, usize> = HashMap::new();
     for e in claimed {
@@ -105,6 +112,7 @@ fn add_to_leads(c: &Connection, claimed: Vec<Claimed>, now: Millis) -> rusqlite:
             let old = score;
             score += points;
             history.execute(params![e.seq, lead_id, e.event_id, e.event_type, points, old, score, now])?;
+            deliveries.extend(engine.outbox().deliveries(lead_id, old, score, &e.event_id, now));
             changes.push(ScoreChange {
                 lead_id: lead_id.to_string(),
                 event_id: e.event_id.clone(),
@@ -120,6 +128,7 @@ fn add_to_leads(c: &Connection, claimed: Vec<Claimed>, now: Millis) -> rusqlite:
         let last = activity().last().map(|e| e.event_id.as_str());
         save.execute(params![lead_id, lead_id.to_lowercase(), score, last, now, last_event_at, events.len() as i64])?;
     }
+    super::webhooks::outbox(c, &deliveries)?;
     Ok(changes)
 }
 

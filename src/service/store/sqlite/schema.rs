@@ -3,7 +3,7 @@
 use rusqlite::Connection;
 
 /// Bumped whenever the layout changes; `prepare_schema` brings older files up to date on open.
-pub const SCHEMA_VERSION: i64 = 6;
+pub const SCHEMA_VERSION: i64 = 7;
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS events (
@@ -137,6 +137,32 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     dead_at  INTEGER NOT NULL,
     raw      TEXT NOT NULL
 );
+
+-- Schema 7: webhook subscriptions, and the outbox of their deliveries (`sqlite/webhooks.rs`).
+CREATE TABLE IF NOT EXISTS webhooks (
+    id         TEXT PRIMARY KEY,
+    url        TEXT NOT NULL,
+    events     TEXT NOT NULL,
+    secret     TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+);
+-- state: 0 pending (sent at next_at), 1 delivered, 2 failed (given up).
+CREATE TABLE IF NOT EXISTS deliveries (
+    id           INTEGER PRIMARY KEY,
+    key          TEXT NOT NULL UNIQUE,
+    webhook_id   TEXT NOT NULL,
+    kind         TEXT NOT NULL,
+    payload      TEXT NOT NULL,
+    state        INTEGER NOT NULL DEFAULT 0,
+    attempts     INTEGER NOT NULL DEFAULT 0,
+    last_status  INTEGER,
+    last_error   TEXT,
+    next_at      INTEGER,
+    created_at   INTEGER NOT NULL,
+    delivered_at INTEGER
+);
+CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries(next_at) WHERE state = 0;
+CREATE INDEX IF NOT EXISTS deliveries_by_hook ON deliveries(webhook_id, id DESC);
 "#;
 
 /// Schema 1 (the first release) kept a full `events_by_lead` index and numbered history rows

@@ -1,0 +1,81 @@
+//! REST routes for webhooks (admins): subscriptions, their deliveries, redeliver. Same
+//! service calls as the webhooks page.
+
+use super::api::{read_json, MAX_CONTROL_BODY};
+use super::http::AppState;
+use crate::domain::error::ApiError;
+use crate::service::accounts::Actor;
+use crate::service::ServiceError;
+use axum::body::Body;
+use axum::extract::{Extension, Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+
+type Answer = Result<Response, ApiError>;
+
+/// `GET /api/webhooks`: every subscription, without secrets.
+pub async fn list(State(state): State<AppState>) -> Answer {
+    Ok(Json(state.service.webhooks().await?).into_response())
+}
+
+/// `POST /api/webhooks` `{url, events}`: 201 with the subscription and its `secret` (shown
+/// this once).
+pub async fn create(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    headers: HeaderMap,
+    body: Body,
+) -> Answer {
+    let value = read_json(&headers, body, MAX_CONTROL_BODY, &state.bodies).await?;
+    let created = state.service.create_webhook(&value, &actor).await?;
+    Ok((StatusCode::CREATED, Json(created)).into_response())
+}
+
+/// `DELETE /api/webhooks/{id}`: 204; its deliveries not yet sent are given up.
+pub async fn remove(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Path(id): Path<String>,
+) -> Answer {
+    found(state.service.delete_webhook(&id, &actor).await, &id)?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `GET /api/webhooks/{id}/deliveries`: the latest 200, newest first.
+pub async fn deliveries(State(state): State<AppState>, Path(id): Path<String>) -> Answer {
+    Ok(Json(found(state.service.webhook_deliveries(&id).await, &id)?).into_response())
+}
+
+/// `POST /api/webhooks/{id}/deliveries/{delivery}/redeliver`: 202; sent again at once.
+pub async fn redeliver(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Path((id, delivery)): Path<(String, String)>,
+) -> Answer {
+    let number: i64 = delivery.parse().map_err(|_| {
+        ApiError::field(400, "Invalid delivery id", "delivery", format!("must be a whole number, got {delivery:?}"))
+    })?;
+    match state.service.redeliver(&id, number, &actor).await {
+        Err(ServiceError::NotFound) => Err(ApiError::field(
+            404,
+            "Delivery not found",
+            "delivery",
+            format!("webhook {id:?} has no delivery {number}"),
+        )),
+        other => {
+            other?;
+            Ok((StatusCode::ACCEPTED, Json(serde_json::json!({"message": "Delivery queued again", "id": number})))
+                .into_response())
+        }
+    }
+}
+
+fn found<T>(result: Result<T, ServiceError>, id: &str) -> Result<T, ApiError> {
+    match result {
+        Err(ServiceError::NotFound) => {
+            Err(ApiError::field(404, "Webhook not found", "id", format!("no webhook with id {id:?}")))
+        }
+        other => Ok(other?),
+    }
+}
