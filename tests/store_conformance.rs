@@ -727,6 +727,10 @@ async fn apply_writes_webhook_deliveries_once_and_senders_take_turns(store: DynS
         store.deliveries(&first.webhook_id, 10).await.unwrap().iter().map(|d| d.state).collect();
     assert!(left.iter().all(|s| *s != DeliveryState::Pending), "{left:?}");
     assert_eq!(store.webhooks().await.unwrap().len(), 1);
+    // A week later, what is done with is forgotten; nothing waiting is.
+    let pruned = store.prune_deliveries(T0 + 1).await.unwrap();
+    assert_eq!(pruned, 4, "every delivery is delivered or given up by now");
+    assert!(store.deliveries("stages", 10).await.unwrap().is_empty());
 }
 
 async fn settings_round_trip_and_leads_count_by_score(store: DynStore) {

@@ -48,7 +48,7 @@ impl Changes {
         self.problems.set((form, fields));
     }
 
-    fn errors_for(self, form: String) -> Signal<Vec<FieldError>> {
+    pub(super) fn errors_for(self, form: String) -> Signal<Vec<FieldError>> {
         let problems = self.problems;
         Signal::derive(move || problems.with(|(f, p)| if *f == form { p.clone() } else { vec![] }))
     }

@@ -15,6 +15,7 @@ mod rules;
 pub mod server_fns;
 mod stage_ladder;
 mod upload;
+mod webhooks;
 
 use crate::domain::access::Access;
 use auth::{Allowed, AuthOffBanner, UserMenu, Viewer};
@@ -101,6 +102,7 @@ pub fn App() -> impl IntoView {
                             <A href="/keys">"API keys"</A>
                             <A href="/audit">"Audit log"</A>
                             <A href="/dead-letters">"Dead letters"</A>
+                            <A href="/webhooks">"Webhooks"</A>
                         </Allowed>
                     </nav>
                     <Allowed access=Access::Read>
@@ -118,6 +120,7 @@ pub fn App() -> impl IntoView {
                         <Route path=path!("/keys") view=admin::KeysPage/>
                         <Route path=path!("/audit") view=admin::AuditPage/>
                         <Route path=path!("/dead-letters") view=dead_letters::DeadLettersPage/>
+                        <Route path=path!("/webhooks") view=webhooks::WebhooksPage/>
                         <Route path=path!("/login") view=auth::LoginPage/>
                         <Route path=path!("/setup") view=auth::SetupPage/>
                     </Routes>

@@ -15,6 +15,7 @@ use crate::domain::query::{DetailPage, LeadQuery};
 use crate::domain::rescore::{RescoreJob, RescoreStatus};
 use crate::domain::rule_form::RuleForm;
 use crate::domain::stages::{Stage, StageCount};
+use crate::domain::webhooks::{CreatedWebhook, Delivery, Webhook};
 use crate::domain::{BatchReport, DeadLetterList, FieldError, Lead, LeadDetail, Rule};
 use leptos::prelude::*;
 use leptos::server_fn::codec::Json;
@@ -343,6 +344,40 @@ pub async fn fetch_audit(offset: usize) -> Result<Vec<AuditEntry>, ApiError> {
 pub async fn fetch_dead_letters(after: Option<i64>) -> Result<DeadLetterList, ApiError> {
     let (backend, _) = backend::backend()?;
     backend.service.dead_letters(after, Some(DEAD_LETTER_PAGE)).await.map_err(backend::failure)
+}
+
+/// Every webhook subscription (no secrets).
+#[server(prefix = "/rpc", endpoint = "fetch_webhooks", input = Json)]
+pub async fn fetch_webhooks() -> Result<Vec<Webhook>, ApiError> {
+    let (backend, _) = backend::backend()?;
+    backend.service.webhooks().await.map_err(backend::failure)
+}
+
+/// Adds a subscription, as `POST /api/webhooks`; the answer carries its secret, once.
+#[server(prefix = "/rpc", endpoint = "create_webhook", input = Json)]
+pub async fn create_webhook(url: String, events: Vec<String>) -> Result<Checked<CreatedWebhook>, ApiError> {
+    let (backend, actor) = backend::backend()?;
+    let raw = serde_json::json!({"url": url, "events": events});
+    backend::checked(backend.service.create_webhook(&raw, &actor).await)
+}
+
+#[server(prefix = "/rpc", endpoint = "delete_webhook", input = Json)]
+pub async fn delete_webhook(id: String) -> Result<Webhook, ApiError> {
+    let (backend, actor) = backend::backend()?;
+    backend.service.delete_webhook(&id, &actor).await.map_err(backend::failure)
+}
+
+/// A subscription's latest deliveries, newest first.
+#[server(prefix = "/rpc", endpoint = "fetch_deliveries", input = Json)]
+pub async fn fetch_deliveries(id: String) -> Result<Vec<Delivery>, ApiError> {
+    let (backend, _) = backend::backend()?;
+    backend.service.webhook_deliveries(&id).await.map_err(backend::failure)
+}
+
+#[server(prefix = "/rpc", endpoint = "redeliver", input = Json)]
+pub async fn redeliver(id: String, delivery: i64) -> Result<(), ApiError> {
+    let (backend, actor) = backend::backend()?;
+    backend.service.redeliver(&id, delivery, &actor).await.map_err(backend::failure)
 }
 
 /// Dead letters the admin page shows at once.

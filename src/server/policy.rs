@@ -141,6 +141,11 @@ pub fn table() -> Vec<Entry> {
         server_fn::<RevokeKey>(Admin),
         server_fn::<FetchAudit>(Admin),
         server_fn::<FetchDeadLetters>(Admin),
+        server_fn::<FetchWebhooks>(Admin),
+        server_fn::<CreateWebhook>(Admin),
+        server_fn::<DeleteWebhook>(Admin),
+        server_fn::<FetchDeliveries>(Admin),
+        server_fn::<Redeliver>(Admin),
         server_fn::<RetryDeadLetter>(Admin),
         server_fn::<DiscardDeadLetter>(Admin),
         // Pages.
@@ -151,6 +156,7 @@ pub fn table() -> Vec<Entry> {
         page("/keys", Admin),
         page("/audit", Admin),
         page("/dead-letters", Admin),
+        page("/webhooks", Admin),
         page("/login", Public),
         setup_page(),
     ]

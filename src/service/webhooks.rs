@@ -28,6 +28,10 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 const IDLE: Duration = Duration::from_millis(500);
 /// Deliveries listed per subscription.
 const LISTED: usize = 200;
+/// Deliveries done with (delivered or failed) are kept this long, then forgotten; checked
+/// this often.
+const KEEP_DONE_MS: Millis = 7 * 86_400_000;
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
 /// The subscriptions and stage ladder the scoring step writes deliveries with.
 pub async fn outbox(store: &DynStore) -> Result<Outbox, StoreError> {
@@ -193,7 +197,16 @@ pub async fn run(service: Arc<Service>, retry_ms: u64, mut stop: tokio::sync::wa
         Err(e) => return tracing::error!(error = %e, "webhooks: cannot build an HTTP client; nothing will be sent"),
     };
     let wake = service.wake_webhooks.clone();
+    let mut pruned_at: Option<std::time::Instant> = None;
     loop {
+        if pruned_at.is_none_or(|at| at.elapsed() >= PRUNE_EVERY) {
+            pruned_at = Some(std::time::Instant::now());
+            match service.store.prune_deliveries(now_ms() - KEEP_DONE_MS).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(deliveries = n, "webhooks: forgot deliveries older than a week"),
+                Err(e) => tracing::warn!(error = %e, "webhooks: cannot prune old deliveries"),
+            }
+        }
         let pause = match service.send_due(&client, retry_ms as Millis).await {
             Ok(n) if n >= PER_ROUND => Duration::ZERO,
             Ok(_) => IDLE,

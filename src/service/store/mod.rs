@@ -165,6 +165,8 @@ pub trait Store: AccountStore + Send + Sync + 'static {
     async fn deliveries(&self, webhook_id: &str, limit: usize) -> StoreResult<Vec<Delivery>>;
     /// Makes a delivery due again at `now`; false if the subscription has no such delivery.
     async fn redeliver(&self, webhook_id: &str, id: i64, now: Millis) -> StoreResult<bool>;
+    /// Forgets deliveries done with (delivered or failed) created before `before`; how many.
+    async fn prune_deliveries(&self, before: Millis) -> StoreResult<u64>;
 
     /// The feed of applied changes, when several server processes may share this store: each
     /// one's live stream must then read every change back from it, not only its own worker's.

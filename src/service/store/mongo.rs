@@ -511,6 +511,10 @@ impl Store for MongoStore {
         self.deliver_again(webhook_id, id, now).await
     }
 
+    async fn prune_deliveries(&self, before: Millis) -> StoreResult<u64> {
+        self.prune_done(before).await
+    }
+
     async fn rescore_inputs(&self, after: Option<String>, limit: usize) -> StoreResult<RescorePage> {
         self.read_rescore_inputs(after, limit).await
     }

@@ -554,6 +554,15 @@ impl Store for SqliteStore {
         self.write(move |c| webhooks::redeliver(c, &hook, id, now)).await
     }
 
+    async fn prune_deliveries(&self, before: Millis) -> StoreResult<u64> {
+        self.write(move |c| {
+            c.prepare_cached("DELETE FROM deliveries WHERE state <> 0 AND created_at < ?1")?
+                .execute([before])
+                .map(|n| n as u64)
+        })
+        .await
+    }
+
     async fn rescore_inputs(&self, after: Option<String>, limit: usize) -> StoreResult<RescorePage> {
         self.read(move |c| rescore::inputs(c, after.as_deref(), limit)).await
     }

@@ -681,7 +681,11 @@ mod tests {
         let (keys, model) = keys_and_options("events", "dead_letters");
         assert_eq!(keys, doc! {"deadLetter": 1});
         assert_eq!(model.options.unwrap().sparse, Some(true), "only the few held events are indexed");
-        assert_eq!(indexes().len(), 8);
+        let (keys, model) = keys_and_options("deliveries", "delivery_key_unique");
+        assert_eq!((keys, model.options.unwrap().unique), (doc! {"key": 1}, Some(true)), "one delivery per key");
+        assert_eq!(keys_and_options("deliveries", "deliveries_due").0, doc! {"state": 1, "nextAt": 1});
+        assert_eq!(keys_and_options("deliveries", "deliveries_by_hook").0, doc! {"webhookId": 1, "createdAt": -1});
+        assert_eq!(indexes().len(), 11);
         // The queries' sorts are prefixes the indexes serve.
         assert_eq!(leads_sort(), doc! {"score": -1, "leadId": 1});
         assert_eq!(history_page("l").1, doc! {"feedSeq": -1}, "application order, newest first");

@@ -143,6 +143,11 @@ impl MongoStore {
         Ok(found.iter().filter_map(delivery).collect())
     }
 
+    pub(super) async fn prune_done(&self, before: Millis) -> StoreResult<u64> {
+        let filter = doc! {"state": {"$in": [1_i32, 2_i32]}, "createdAt": {"$lt": before}};
+        Ok(self.deliveries_coll().delete_many(filter).await.map_err(classify)?.deleted_count)
+    }
+
     pub(super) async fn deliver_again(&self, webhook_id: &str, id: i64, now: Millis) -> StoreResult<bool> {
         let exists =
             self.db.collection::<Document>("webhooks").find_one(doc! {"_id": webhook_id}).await.map_err(classify)?;
