@@ -75,15 +75,11 @@ impl Service {
     /// Whether any score changed since the last call (this instance's worker's changes, or on
     /// a shared store every instance's, as the live stream sees them).
     fn scores_changed(&self) -> bool {
-        use tokio::sync::broadcast::error::TryRecvError;
-        let mut changes = self.changes_since_count.lock().unwrap();
-        let mut changed = false;
-        loop {
-            match changes.try_recv() {
-                Ok(_) | Err(TryRecvError::Lagged(_)) => changed = true,
-                Err(TryRecvError::Empty | TryRecvError::Closed) => return changed,
-            }
-        }
+        // A batch not yet seen by every receiver (the counting task among them) is a change
+        // the counter may not show yet.
+        let unseen = !self.updates.is_empty();
+        let now = self.score_generation.load(Ordering::Relaxed);
+        self.counted_generation.swap(now, Ordering::Relaxed) != now || unseen
     }
 
     /// Replaces the ladder; audited with the one before.
