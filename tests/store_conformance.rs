@@ -699,13 +699,17 @@ async fn apply_writes_webhook_deliveries_once_and_senders_take_turns(store: DynS
     assert_eq!(taken.len(), 4);
     assert!(store.claim_deliveries(T0 + 2, T0 + 60_000, 10).await.unwrap().is_empty(), "held");
     let first = &taken[0];
-    store
-        .record_attempt(first.id, after_attempt(first.created_at, 1, T0 + 3, Some(503), Some("busy".into()), 1_000))
-        .await
-        .unwrap();
+    let held = T0 + 60_000;
+    let busy = after_attempt(first.created_at, 1, T0 + 3, Some(503), Some("busy".into()), 1_000);
+    assert!(store.record_attempt(first.id, held, busy).await.unwrap());
     for d in &taken[1..] {
-        store.record_attempt(d.id, after_attempt(d.created_at, 1, T0 + 3, Some(200), None, 1_000)).await.unwrap();
+        let ok = after_attempt(d.created_at, 1, T0 + 3, Some(200), None, 1_000);
+        assert!(store.record_attempt(d.id, held, ok).await.unwrap());
     }
+    // An attempt that ends after the delivery changed (delivered, redelivered, given up) is
+    // not recorded over it.
+    let late = after_attempt(first.created_at, 1, T0 + 4, Some(200), None, 1_000);
+    assert!(!store.record_attempt(taken[1].id, held, late).await.unwrap(), "no longer held by that claim");
     let again = store.claim_deliveries(T0 + 1_003, T0 + 60_000, 10).await.unwrap();
     assert_eq!(
         again.iter().map(|d| (d.id, d.attempts, d.last_status)).collect::<Vec<_>>(),

@@ -31,12 +31,24 @@ pub fn RescorePanel(
         Some(Err(e)) => failure.set(Some(format!("Not started: {}", describe(&e)))),
         None => {}
     });
-    // While a job runs, read its progress again every second.
+    // While a job runs, read its progress again every second — through a failed read too
+    // (the server restarting, say) — with one timer at a time.
+    let (running, timer) = (StoredValue::new(false), StoredValue::new(false));
     Effect::new(move |_| {
-        let running =
-            status.get().and_then(Result::ok).and_then(|s| s.job).is_some_and(|j| j.state == JobState::Running);
-        if running {
-            set_timeout(move || tick.update(|n| *n += 1), POLL);
+        match status.get() {
+            Some(Ok(now)) => running.set_value(now.job.is_some_and(|j| j.state == JobState::Running)),
+            Some(Err(_)) => {}
+            None => return,
+        }
+        if running.get_value() && !timer.get_value() {
+            timer.set_value(true);
+            set_timeout(
+                move || {
+                    timer.set_value(false);
+                    tick.update(|n| *n += 1);
+                },
+                POLL,
+            );
         }
     });
     view! {

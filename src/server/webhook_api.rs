@@ -56,6 +56,8 @@ pub async fn redeliver(
     let number: i64 = delivery.parse().map_err(|_| {
         ApiError::field(400, "Invalid delivery id", "delivery", format!("must be a whole number, got {delivery:?}"))
     })?;
+    // No such webhook names `id`; no such delivery of it, `delivery`.
+    found(state.service.webhook_deliveries(&id).await.map(drop), &id)?;
     match state.service.redeliver(&id, number, &actor).await {
         Err(ServiceError::NotFound) => Err(ApiError::field(
             404,

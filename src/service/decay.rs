@@ -85,7 +85,7 @@ impl Service {
         if half_life.is_none() && !undo {
             return Ok(PassOutcome::Off);
         }
-        if self.store.adjustments_pending().await? {
+        if self.store.adjustments_pending().await? || self.rescoring().await? {
             return Ok(PassOutcome::Waiting);
         }
         let mut pass = DecayPass { at: now, half_life_days: half_life, leads: 0, adjusted: 0, busy: 0 };
@@ -96,6 +96,11 @@ impl Service {
             pass.busy += busy;
             let events: Vec<_> = inputs.iter().filter_map(|i| adjustment_event(i, half_life, now)).collect();
             pass.adjusted += events.len() as u64;
+            // A rescore started meanwhile sets scores outright: a relative adjustment read
+            // before it would be added on top. Its replay decays anyway; the next pass goes on.
+            if !events.is_empty() && self.rescoring().await? {
+                return Ok(PassOutcome::Waiting);
+            }
             if !events.is_empty() {
                 self.record_adjustments(events).await?;
             }

@@ -66,6 +66,11 @@ impl Service {
         }
     }
 
+    /// Whether a rescore job is running (a decay pass waits for it).
+    pub(super) async fn rescoring(&self) -> ServiceResult<bool> {
+        Ok(self.latest_rescore().await?.is_some_and(|j| j.state == JobState::Running))
+    }
+
     /// The latest job, and whether the rules changed after it started.
     pub async fn rescore_status(&self) -> ServiceResult<RescoreStatus> {
         let job = self.latest_rescore().await?;
@@ -83,8 +88,10 @@ impl Service {
     async fn run_job(&self, mut job: RescoreJob) -> ServiceResult<RescoreJob> {
         loop {
             let page = self.store.rescore_inputs(job.cursor.clone(), LEADS_PER_PAGE).await?;
-            // The rules as they are now: an edit during the job applies from the next page.
+            // The rules and decay as they are now: an edit during the job applies from the
+            // next page.
             let engine = Engine::new(&self.store.rules().await?);
+            job.half_life_days = self.half_life().await?;
             let now = now_ms();
             let mut events = Vec::new();
             for lead in &page.leads {

@@ -64,10 +64,10 @@ impl Service {
     pub async fn create_webhook(&self, raw: &serde_json::Value, actor: &Actor) -> ServiceResult<CreatedWebhook> {
         let draft = parse_webhook(raw).map_err(ServiceError::Invalid)?;
         if self.store.webhooks().await?.len() >= MAX_WEBHOOKS {
-            return Err(ServiceError::Invalid(vec![FieldError::new(
+            return Err(ServiceError::Conflict(FieldError::new(
                 "url",
-                format!("there are {MAX_WEBHOOKS} webhooks already; delete one first"),
-            )]));
+                format!("there are {MAX_WEBHOOKS} webhooks already (the most there may be); delete one first"),
+            )));
         }
         let hook = Webhook { id: random_token(9), url: draft.url, events: draft.events, created_at: now_ms() };
         let secret = format!("whsec_{}", random_token(24));
@@ -123,7 +123,8 @@ impl Service {
     /// One round: sends the deliveries due now; how many it sent.
     pub async fn send_due(&self, client: &reqwest::Client, retry_ms: Millis) -> ServiceResult<usize> {
         let now = now_ms();
-        let due = self.store.claim_deliveries(now, now + HOLD.as_millis() as Millis, PER_ROUND).await?;
+        let until = now + HOLD.as_millis() as Millis;
+        let due = self.store.claim_deliveries(now, until, PER_ROUND).await?;
         if due.is_empty() {
             return Ok(0);
         }
@@ -137,7 +138,13 @@ impl Service {
                 tracing::info!(delivery = delivery.id, webhook = %delivery.webhook_id, error = ?attempt.error,
                     status = ?attempt.status, "webhook delivery failed");
             }
-            self.store.record_attempt(delivery.id, attempt).await?;
+            // Redelivered or deleted meanwhile: what the admin did stands.
+            if !self.store.record_attempt(delivery.id, until, attempt).await? {
+                tracing::info!(
+                    delivery = delivery.id,
+                    "webhook delivery changed while it was sent; its attempt is not recorded"
+                );
+            }
         }
         Ok(due.len())
     }
@@ -167,18 +174,19 @@ async fn send(
     let (status, error) = match request.send().await {
         Ok(r) if r.status().is_success() => (Some(r.status().as_u16()), None),
         Ok(r) => (Some(r.status().as_u16()), Some(format!("the receiver answered {}", r.status()))),
-        Err(e) => (None, Some(describe(&e))),
+        Err(e) => (None, Some(describe(e))),
     };
     after_attempt(d.created_at, attempts, now_ms(), status, error, retry_ms)
 }
 
-fn describe(e: &reqwest::Error) -> String {
+/// Why a request failed, without its URL (which may carry credentials or tokens).
+fn describe(e: reqwest::Error) -> String {
     if e.is_timeout() {
         format!("no answer within {} s", TIMEOUT.as_secs())
     } else if e.is_connect() {
         "cannot connect to the receiver".into()
     } else {
-        format!("request failed: {e}")
+        format!("request failed: {}", e.without_url())
     }
 }
 

@@ -160,7 +160,9 @@ pub trait Store: AccountStore + Send + Sync + 'static {
     /// Up to `limit` deliveries due at `now`, oldest first, each held until `until` so no
     /// other sender takes it meanwhile (a sender that dies leaves it due again then).
     async fn claim_deliveries(&self, now: Millis, until: Millis, limit: usize) -> StoreResult<Vec<Delivery>>;
-    async fn record_attempt(&self, id: i64, attempt: Attempt) -> StoreResult<()>;
+    /// Records how an attempt went, unless the delivery changed since it was claimed with
+    /// `held_until` (a redeliver, or its subscription deleted): then false, and it stays so.
+    async fn record_attempt(&self, id: i64, held_until: Millis, attempt: Attempt) -> StoreResult<bool>;
     /// A subscription's deliveries, newest first.
     async fn deliveries(&self, webhook_id: &str, limit: usize) -> StoreResult<Vec<Delivery>>;
     /// Makes a delivery due again at `now`; false if the subscription has no such delivery.

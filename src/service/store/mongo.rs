@@ -499,8 +499,8 @@ impl Store for MongoStore {
         self.claim_due(now, until, limit).await
     }
 
-    async fn record_attempt(&self, id: i64, attempt: Attempt) -> StoreResult<()> {
-        self.write_attempt(id, &attempt).await
+    async fn record_attempt(&self, id: i64, held_until: Millis, attempt: Attempt) -> StoreResult<bool> {
+        self.write_attempt(id, held_until, &attempt).await
     }
 
     async fn deliveries(&self, webhook_id: &str, limit: usize) -> StoreResult<Vec<Delivery>> {

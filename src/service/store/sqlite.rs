@@ -540,8 +540,8 @@ impl Store for SqliteStore {
         self.write(move |c| webhooks::claim(c, now, until, limit)).await
     }
 
-    async fn record_attempt(&self, id: i64, attempt: Attempt) -> StoreResult<()> {
-        self.write(move |c| webhooks::record_attempt(c, id, &attempt)).await
+    async fn record_attempt(&self, id: i64, held_until: Millis, attempt: Attempt) -> StoreResult<bool> {
+        self.write(move |c| webhooks::record_attempt(c, id, held_until, &attempt)).await
     }
 
     async fn deliveries(&self, webhook_id: &str, limit: usize) -> StoreResult<Vec<Delivery>> {

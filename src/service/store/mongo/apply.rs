@@ -257,7 +257,11 @@ impl MongoStore {
                         // First in its batch (`lease`): a replay of the lead as stored, whose
                         // counts replace the lead's.
                         let replayed = replay(&rules, &lead.scored, half_life_of(e), e.timestamp);
-                        repriced.extend(replayed.repriced.iter().map(|(seq, p)| docs::reprice_statement(*seq, p)));
+                        let of_lead = replayed
+                            .repriced
+                            .iter()
+                            .map(|(seq, p)| (lead.id.clone(), docs::reprice_statement(*seq, p)));
+                        repriced.extend(of_lead);
                         usage = replayed.usage.clone();
                         replaced = true;
                         difference(&replayed, score)
@@ -301,9 +305,21 @@ impl MongoStore {
                 batches.push(entries);
             }
             // Before the leads move: a crash in between leaves the `$rescore` queued, and its
-            // next replay writes the same.
+            // next replay writes the same. Only for leads still held (the lease renewed
+            // first): a worker that stalled past its lease must not rewrite events another
+            // has replayed since.
             if !repriced.is_empty() {
-                self.write_all("events", repriced, Tolerate::Nothing).await?;
+                let replaying: Vec<String> =
+                    repriced.iter().map(|(lead, _)| lead.clone()).collect::<HashSet<_>>().into_iter().collect();
+                let mut still_ours = HashSet::new();
+                for chunk in replaying.chunks(IDS_PER_COMMAND) {
+                    let (filter, update) = docs::renew(chunk, &token, now + started.elapsed().as_millis() as Millis);
+                    self.leads.update_many(filter.clone(), update).await.map_err(classify)?;
+                    still_ours.extend(self.ids_of(&self.leads, filter, chunk.len()).await?);
+                }
+                let writes =
+                    repriced.into_iter().filter(|(lead, _)| still_ours.contains(lead)).map(|(_, w)| w).collect();
+                self.write_all("events", writes, Tolerate::Nothing).await?;
             }
             self.checkpoint(CrashPoint::Number).await?;
             // A slow server: extend the lease before it runs out, so other workers do not take

@@ -39,14 +39,16 @@ impl MongoStore {
         Ok(RescorePage { leads, next })
     }
 
-    /// The scored events of these leads, each lead's in ingest order.
+    /// The scored events of these leads, each lead's in ingest order, as the primary has them.
     pub(super) async fn scored_events_of(&self, leads: &[String]) -> StoreResult<HashMap<String, Vec<StoredEvent>>> {
         let mut by_lead: HashMap<String, Vec<StoredEvent>> = HashMap::new();
         if leads.is_empty() {
             return Ok(by_lead);
         }
         let filter = doc! {"leadId": {"$in": leads}, "processed": true};
-        for d in self.find_docs(&self.events, (filter, None), doc! {}, 0, usize::MAX).await? {
+        // From the primary, majority committed: a replay that missed a scored event would
+        // set the score without it, for good.
+        for d in self.read_fresh(&self.events, filter, doc! {}, leads.len() * 8).await? {
             if let Some(e) = docs::stored_event(&d) {
                 by_lead.entry(e.lead_id.clone()).or_default().push(e);
             }

@@ -116,7 +116,7 @@ impl MongoStore {
         Ok(claimed)
     }
 
-    pub(super) async fn write_attempt(&self, id: i64, a: &Attempt) -> StoreResult<()> {
+    pub(super) async fn write_attempt(&self, id: i64, held_until: Millis, a: &Attempt) -> StoreResult<bool> {
         let mut set = doc! {"state": state_code(a.state), "attempts": i64::from(a.attempts)};
         let mut unset = Document::new();
         let mut put = |key: &str, v: Option<Bson>| match v {
@@ -133,7 +133,8 @@ impl MongoStore {
         if !unset.is_empty() {
             update.insert("$unset", unset);
         }
-        self.deliveries_coll().update_one(doc! {"_id": id}, update).await.map_err(classify).map(drop)
+        let still_held = doc! {"_id": id, "state": 0_i32, "nextAt": held_until};
+        Ok(self.deliveries_coll().update_one(still_held, update).await.map_err(classify)?.matched_count == 1)
     }
 
     pub(super) async fn deliveries_of(&self, webhook_id: &str, limit: usize) -> StoreResult<Vec<Delivery>> {

@@ -91,7 +91,7 @@ pub fn claim(c: &Connection, now: Millis, until: Millis, limit: usize) -> rusqli
     Ok(due)
 }
 
-pub fn record_attempt(c: &Connection, id: i64, a: &Attempt) -> rusqlite::Result<()> {
+pub fn record_attempt(c: &Connection, id: i64, held_until: Millis, a: &Attempt) -> rusqlite::Result<bool> {
     let state = match a.state {
         DeliveryState::Pending => 0,
         DeliveryState::Delivered => 1,
@@ -100,10 +100,10 @@ pub fn record_attempt(c: &Connection, id: i64, a: &Attempt) -> rusqlite::Result<
     let delivered_at = (a.state == DeliveryState::Delivered).then_some(a.at);
     c.prepare_cached(
         "UPDATE deliveries SET state = ?2, attempts = ?3, last_status = ?4, last_error = ?5, next_at = ?6, \
-         delivered_at = coalesce(?7, delivered_at) WHERE id = ?1",
+         delivered_at = coalesce(?7, delivered_at) WHERE id = ?1 AND state = 0 AND next_at = ?8",
     )?
-    .execute(params![id, state, a.attempts, a.status, a.error, a.next_at, delivered_at])
-    .map(drop)
+    .execute(params![id, state, a.attempts, a.status, a.error, a.next_at, delivered_at, held_until])
+    .map(|n| n == 1)
 }
 
 /// A subscription's deliveries, newest first.
