@@ -96,6 +96,11 @@ fn main() -> ExitCode {
     }
 }
 
+/// A GET answered with JSON.
+async fn get_json(client: &reqwest::Client, url: &str) -> Result<Value, String> {
+    client.get(url).send().await.map_err(|e| e.to_string())?.json().await.map_err(|e| e.to_string())
+}
+
 fn usage() -> &'static str {
     "usage: leadscore-load <simulate|single|bulk|stream|query|rules|rescore|hostile|overload|soak|store-ceiling|populate|drop-database> [--option value]…\n\
      see the top of src/bin/leadscore-load/main.rs or README.md (Benchmarks) for the options"
@@ -561,14 +566,7 @@ async fn overload(o: &Opts) -> Result<Value, String> {
         without_retry_after += w;
     }
     drained(&client, &base, Duration::from_secs(600)).await?;
-    let leads: Value = client
-        .get(format!("{base}/api/leads?search={run}-lead-&limit=500"))
-        .send()
-        .await
-        .map_err(|e| e.to_string())?
-        .json()
-        .await
-        .map_err(|e| e.to_string())?;
+    let leads = get_json(&client, &format!("{base}/api/leads?search={run}-lead-&limit=500")).await?;
     let scored: u64 = leads.as_array().map(|l| l.iter().filter_map(|l| l["eventCount"].as_u64()).sum()).unwrap_or(0);
     let summary = json!({
         "mode": "overload", "concurrency": concurrency, "batch": batch, "seconds": duration.as_secs(),

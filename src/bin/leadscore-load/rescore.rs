@@ -1,7 +1,7 @@
 //! `rescore`: every event type's points changed by one, then `POST /api/rescore`, polled until
 //! the job is done: how fast a store full of events is replayed with new rules.
 
-use super::{Opts, TYPES};
+use super::{get_json, Opts, TYPES};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
@@ -10,14 +10,8 @@ const LIMIT: Duration = Duration::from_secs(3600);
 
 pub async fn rescore(o: &Opts) -> Result<Value, String> {
     let (client, base) = (o.client(), o.url());
-    let rules: Vec<Value> = client
-        .get(format!("{base}/api/rules"))
-        .send()
-        .await
-        .map_err(|e| e.to_string())?
-        .json()
-        .await
-        .map_err(|e| e.to_string())?;
+    let rules = get_json(&client, &format!("{base}/api/rules")).await?;
+    let rules = rules.as_array().cloned().unwrap_or_default();
     // Every type's base rule one point up: every lead's replay changes its score.
     for (event_type, _) in TYPES {
         let points =
@@ -37,14 +31,7 @@ pub async fn rescore(o: &Opts) -> Result<Value, String> {
     let mut last_print = Instant::now();
     loop {
         tokio::time::sleep(Duration::from_millis(200)).await;
-        let job: Value = client
-            .get(format!("{base}/api/rescore/{id}"))
-            .send()
-            .await
-            .map_err(|e| e.to_string())?
-            .json()
-            .await
-            .map_err(|e| e.to_string())?;
+        let job = get_json(&client, &format!("{base}/api/rescore/{id}")).await?;
         if last_print.elapsed() > Duration::from_secs(5) {
             eprintln!("rescore: {} of {} events", job["processed"], job["total"]);
             last_print = Instant::now();
