@@ -57,7 +57,7 @@ pub async fn redeliver(
         ApiError::field(400, "Invalid delivery id", "delivery", format!("must be a whole number, got {delivery:?}"))
     })?;
     // No such webhook names `id`; no such delivery of it, `delivery`.
-    found(state.service.webhook_deliveries(&id).await.map(drop), &id)?;
+    found(state.service.find_webhook(&id).await, &id)?;
     match state.service.redeliver(&id, number, &actor).await {
         Err(ServiceError::NotFound) => Err(ApiError::field(
             404,

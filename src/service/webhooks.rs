@@ -101,7 +101,7 @@ impl Service {
         Ok(())
     }
 
-    async fn find_webhook(&self, id: &str) -> ServiceResult<Webhook> {
+    pub async fn find_webhook(&self, id: &str) -> ServiceResult<Webhook> {
         self.webhooks().await?.into_iter().find(|w| w.id == id).ok_or(ServiceError::NotFound)
     }
 
