@@ -11,7 +11,8 @@ have() { command -v "$1" >/dev/null 2>&1; }
 export PATH="$HOME/.cargo/bin:$PWD/node_modules/.bin:$PATH"
 
 CARGO_LEPTOS_VERSION=0.3.10 # 0.3.11 needs a newer rustc than this machine's
-NX_27017_VERSION=0.8.1 # the MongoDB wire-protocol stand-in the tests run the MongoDB store on
+NX_27017_VERSION=0.8.1
+SEGMENT_SDK_VERSION=2.4.0 # Segment's official Python SDK, which the SDK test drives # the MongoDB wire-protocol stand-in the tests run the MongoDB store on
 # wasm-bindgen-cli must match the wasm-bindgen the crate links exactly.
 WASM_BINDGEN_VERSION=$(sed -n '/^name = "wasm-bindgen"$/{n;s/^version = "\(.*\)"$/\1/p;}' Cargo.lock)
 
@@ -45,6 +46,12 @@ if [ ! -x .tools/nx-venv/bin/nx-27017 ]; then
   step "Installing the MongoDB stand-in for the tests (nx-27017 from PyPI, in .tools/nx-venv)"
   python3 -m venv .tools/nx-venv
   .tools/nx-venv/bin/pip install --quiet --disable-pip-version-check "nx-27017==$NX_27017_VERSION"
+fi
+
+if [ ! -x .tools/sdk-venv/bin/python ] || ! .tools/sdk-venv/bin/pip show -q "segment-analytics-python" 2>/dev/null; then
+  step "Installing Segment's Python SDK for the SDK test (segment-analytics-python from PyPI, in .tools/sdk-venv)"
+  python3 -m venv .tools/sdk-venv
+  .tools/sdk-venv/bin/pip install --quiet --disable-pip-version-check "segment-analytics-python==$SEGMENT_SDK_VERSION"
 fi
 
 if ! have chromium; then

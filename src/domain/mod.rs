@@ -17,6 +17,7 @@ pub mod query;
 pub mod rescore;
 pub mod rule_form;
 pub mod scoring;
+pub mod segment;
 pub mod stages;
 pub mod time;
 pub mod upload;

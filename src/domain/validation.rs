@@ -130,7 +130,12 @@ pub fn validate_scoring_rule(value: &Value) -> Result<RuleDraft, Vec<FieldError>
 
 /// A required, non-blank string of bounded length without control characters.
 /// The value is kept exactly as sent (ids with spaces must round-trip).
-fn text_field(obj: &Map<String, Value>, field: &str, max_chars: usize, errors: &mut Vec<FieldError>) -> Option<String> {
+pub(crate) fn text_field(
+    obj: &Map<String, Value>,
+    field: &str,
+    max_chars: usize,
+    errors: &mut Vec<FieldError>,
+) -> Option<String> {
     let problem = match obj.get(field) {
         None | Some(Value::Null) => "is required".to_string(),
         Some(Value::String(s)) if s.trim().is_empty() => "must not be empty".to_string(),
@@ -149,7 +154,7 @@ fn text_field(obj: &Map<String, Value>, field: &str, max_chars: usize, errors: &
 /// as Mixpanel keeps its `$` events: a client can neither send one nor pre-empt its id.
 pub const RESERVED_PREFIX: char = '$';
 
-fn not_reserved(field: &str, value: Option<String>, errors: &mut Vec<FieldError>) -> Option<String> {
+pub(crate) fn not_reserved(field: &str, value: Option<String>, errors: &mut Vec<FieldError>) -> Option<String> {
     match value {
         Some(v) if v.starts_with(RESERVED_PREFIX) => {
             errors.push(FieldError::new(
@@ -202,7 +207,7 @@ fn metadata_field(obj: &Map<String, Value>, errors: &mut Vec<FieldError>) -> Opt
     }
 }
 
-fn kind(v: &Value) -> &'static str {
+pub(crate) fn kind(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",

@@ -59,14 +59,28 @@ enum Via {
     Nothing,
 }
 
-/// The API key a request presents: `Authorization: Bearer <key>` or `X-API-Key: <key>`.
-pub fn presented_key(headers: &HeaderMap) -> Option<&str> {
+/// The API key a request presents: `Authorization: Bearer <key>`, `X-API-Key: <key>`, or
+/// HTTP Basic with the key as user name and an empty password (how tracking SDKs send their
+/// write key).
+pub fn presented_key(headers: &HeaderMap) -> Option<String> {
     if let Some(v) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
         if let Some(key) = v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")) {
-            return Some(key.trim());
+            return Some(key.trim().to_string());
+        }
+        if let Some(credentials) = v.strip_prefix("Basic ").or_else(|| v.strip_prefix("basic ")) {
+            return Some(basic_user(credentials.trim()).unwrap_or_default());
         }
     }
-    headers.get("x-api-key").and_then(|v| v.to_str().ok()).map(str::trim)
+    headers.get("x-api-key").and_then(|v| v.to_str().ok()).map(|k| k.trim().to_string())
+}
+
+/// The user name of HTTP Basic credentials (the password, if the user name is empty).
+fn basic_user(credentials: &str) -> Option<String> {
+    use base64::Engine;
+    let decoded = base64::engine::general_purpose::STANDARD.decode(credentials).ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (user, password) = text.split_once(':').unwrap_or((&text, ""));
+    Some(if user.is_empty() { password } else { user }.to_string())
 }
 
 /// The client's address: the connecting peer, or the last address a trusted proxy forwarded
@@ -196,7 +210,7 @@ async fn identify(
         ApiError::new(503, "Store unavailable, retry later", vec![])
     };
     if let Some(key) = presented_key(headers).filter(|k| !k.is_empty()) {
-        return match state.accounts.authenticate_key(key).await.map_err(unavailable)? {
+        return match state.accounts.authenticate_key(&key).await.map_err(unavailable)? {
             Some(principal) => Ok((principal, Via::Key)),
             None if access == Access::Public => Ok((Principal::Anonymous, Via::Nothing)),
             None => Err(ApiError::unauthorized("API key is not valid (unknown or revoked)")),
@@ -273,8 +287,15 @@ mod tests {
     #[test]
     fn keys_are_read_from_either_header() {
         assert_eq!(presented_key(&headers(&[])), None);
-        assert_eq!(presented_key(&headers(&[("x-api-key", " k1 ")])), Some("k1"));
-        assert_eq!(presented_key(&headers(&[("x-api-key", "k1"), ("authorization", "Bearer k2")])), Some("k2"));
+        assert_eq!(presented_key(&headers(&[("x-api-key", " k1 ")])).as_deref(), Some("k1"));
+        assert_eq!(
+            presented_key(&headers(&[("x-api-key", "k1"), ("authorization", "Bearer k2")])).as_deref(),
+            Some("k2")
+        );
+        // "k3:" and ":k4" in base64, as Segment's SDKs send a write key.
+        assert_eq!(presented_key(&headers(&[("authorization", "Basic azM6")])).as_deref(), Some("k3"));
+        assert_eq!(presented_key(&headers(&[("authorization", "Basic Oms0")])).as_deref(), Some("k4"));
+        assert_eq!(presented_key(&headers(&[("authorization", "Basic !!")])).as_deref(), Some(""), "unreadable");
     }
 
     #[test]

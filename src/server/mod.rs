@@ -14,5 +14,6 @@ pub mod http;
 pub mod policy;
 pub mod ratelimit;
 pub mod rule_api;
+pub mod segment_api;
 pub mod stream;
 pub mod webhook_api;

@@ -13,10 +13,13 @@
 
 use super::gate::{gate, FirstRun, Gate, Kind, SETUP_PAGE};
 use super::http::AppState;
-use super::{account_api as accounts, api, dead_letter_api as dead_letters, rule_api, stream, webhook_api};
+use super::{
+    account_api as accounts, api, dead_letter_api as dead_letters, rule_api, segment_api, stream, webhook_api,
+};
 use crate::app::server_fns::*;
 use crate::app::{shell, App};
 use crate::domain::access::Access::{self, *};
+use crate::domain::segment::Call;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::Method;
@@ -77,6 +80,14 @@ pub fn table() -> Vec<Entry> {
         rest(Method::GET, "/api/health", Public, get(api::health)),
         rest(Method::POST, "/api/events", Ingest, post(api::post_event)),
         rest(Method::POST, "/api/events/batch", Ingest, post(api::post_batch)),
+        // Segment's tracking API, for tracking SDKs (`domain::segment`).
+        rest(Method::POST, "/v1/track", Ingest, segment_api::single(Call::Track)),
+        rest(Method::POST, "/v1/identify", Ingest, segment_api::single(Call::Identify)),
+        rest(Method::POST, "/v1/page", Ingest, segment_api::single(Call::Page)),
+        rest(Method::POST, "/v1/screen", Ingest, segment_api::single(Call::Screen)),
+        rest(Method::POST, "/v1/group", Ingest, segment_api::single(Call::Group)),
+        rest(Method::POST, "/v1/alias", Ingest, segment_api::single(Call::Alias)),
+        rest(Method::POST, "/v1/batch", Ingest, segment_api::batch()),
         rest(Method::GET, "/api/leads", Read, get(api::list_leads)),
         rest(Method::GET, "/api/leads/{id}", Read, get(api::lead_detail)),
         rest(Method::GET, "/api/rules", Read, get(rule_api::list)),
@@ -202,7 +213,9 @@ pub fn router(state: &AppState) -> Router<AppState> {
         };
         router = router.route(entry.path, handler.route_layer(layer));
     }
-    router.route("/api/{*rest}", axum::routing::any(api::unknown_route))
+    router
+        .route("/api/{*rest}", axum::routing::any(api::unknown_route))
+        .route("/v1/{*rest}", axum::routing::any(api::unknown_route))
 }
 
 async fn rpc(State(state): State<AppState>, request: Request<Body>) -> axum::response::Response {

@@ -334,6 +334,33 @@ impl Service {
         Ok(report)
     }
 
+    /// Like `ingest_checked_batch` for more items than one batch may hold (a Segment batch is
+    /// bounded by bytes, not count): recorded a batch at a time, reported as one.
+    pub async fn ingest_checked_chunks(&self, mut items: Vec<CheckedItem>) -> ServiceResult<BatchReport> {
+        let size = self.batch_limits.max_events.max(1);
+        let mut report = BatchReport::default();
+        let mut offset = 0;
+        while !items.is_empty() {
+            let rest = items.split_off(size.min(items.len()));
+            let chunk = std::mem::replace(&mut items, rest);
+            let n = chunk.len();
+            let part = self.ingest_checked_batch(chunk).await?;
+            report.accepted += part.accepted;
+            report.rejected += part.rejected;
+            report.errors.extend(part.errors.into_iter().map(|e| BatchItemError { index: e.index + offset, ..e }));
+            report
+                .duplicate_items
+                .extend(part.duplicate_items.into_iter().map(|d| BatchDuplicate { index: d.index + offset, ..d }));
+            offset += n;
+        }
+        report.duplicates = report.duplicate_items.len();
+        report.message = format!(
+            "Batch processed: {} accepted, {} duplicates, {} rejected",
+            report.accepted, report.duplicates, report.rejected
+        );
+        Ok(report)
+    }
+
     async fn record(&self, events: Vec<NewEvent>) -> ServiceResult<Vec<InsertOutcome>> {
         let outcomes = self.store.insert_events(events).await?;
         if outcomes.iter().any(|o| matches!(o, InsertOutcome::Inserted)) {
