@@ -271,10 +271,17 @@ pub async fn send_test_event(
         "eventId": event_id, "leadId": lead_id, "eventType": event_type,
         "timestamp": crate::domain::time::to_iso(now.timestamp_millis()), "metadata": metadata,
     });
+    use crate::service::metrics::ingested;
     Ok(match backend::checked(backend.service.ingest_one(&raw).await)? {
-        Ok(IngestOutcome::Accepted { event_id }) => Ok(event_id),
+        Ok(IngestOutcome::Accepted { event_id }) => {
+            ingested("/rpc/send_test_event", 1, 0, 0);
+            Ok(event_id)
+        }
         Ok(IngestOutcome::Duplicate(_)) => Err(vec![FieldError::new("eventId", "was already received")]),
-        Err(problems) => Err(problems),
+        Err(problems) => {
+            ingested("/rpc/send_test_event", 0, 0, 1);
+            Err(problems)
+        }
     })
 }
 
@@ -283,7 +290,11 @@ pub async fn send_test_event(
 pub async fn upload_events(events: RawItems) -> Result<Checked<BatchReport>, ApiError> {
     let (backend, _) = backend::backend()?;
     let items = events.check(crate::service::now_ms());
-    backend::checked(backend.service.ingest_checked_batch(items).await)
+    let checked = backend::checked(backend.service.ingest_checked_batch(items).await)?;
+    if let Ok(report) = &checked {
+        crate::service::metrics::ingested_batch("/rpc/upload_events", report);
+    }
+    Ok(checked)
 }
 
 #[server(prefix = "/rpc", endpoint = "fetch_users", input = Json)]

@@ -6,7 +6,7 @@ use super::http::AppState;
 pub use crate::domain::error::ApiError;
 use crate::domain::intake::{batch_items, check_item, single_item, BodyError};
 use crate::domain::query::{DetailPage, LeadQuery};
-use crate::service::{now_ms, IngestOutcome, ServiceError};
+use crate::service::{metrics, now_ms, IngestOutcome, ServiceError};
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -157,11 +157,16 @@ fn body_error(e: BodyError) -> ApiError {
 pub async fn post_event(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
     let (bytes, _room) = read_body(&headers, body, state.config.max_body_bytes, &state.bodies).await?;
     let item = check_item(single_item(&bytes).map_err(body_error)?, now_ms());
+    if item.is_err() {
+        metrics::ingested("/api/events", 0, 0, 1);
+    }
     Ok(match state.service.ingest_checked(item).await? {
         IngestOutcome::Accepted { event_id } => {
+            metrics::ingested("/api/events", 1, 0, 0);
             (StatusCode::ACCEPTED, Json(json!({"message": "Event received", "eventId": event_id}))).into_response()
         }
         IngestOutcome::Duplicate(event) => {
+            metrics::ingested("/api/events", 0, 1, 0);
             (StatusCode::CONFLICT, Json(json!({"message": "Duplicate event", "event": event}))).into_response()
         }
     })
@@ -174,6 +179,7 @@ pub async fn post_batch(State(state): State<AppState>, headers: HeaderMap, body:
     let now = now_ms();
     let report =
         state.service.ingest_checked_batch(items.into_iter().map(|raw| check_item(raw, now)).collect()).await?;
+    metrics::ingested_batch("/api/events/batch", &report);
     // 202 when anything was accepted; a batch of nothing but known events is a 409 like a
     // single duplicate (a safe retry); nothing valid at all is a 400.
     let status = if report.accepted > 0 {

@@ -77,6 +77,9 @@ pub struct Config {
     pub rate_limit_burst: f64,
     /// How often to try reaching a database server at start before serving without it.
     pub store_startup_attempts: u32,
+    /// A second address serving only `GET /metrics`, without credentials (for a scraper on
+    /// a private network); `None`: `/metrics` is on the main port, for the `read` scope.
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 impl Config {
@@ -153,7 +156,14 @@ impl Config {
         .iter()
         .map(|p| p.parse::<IpAddr>().map_err(|_| format!("TRUSTED_PROXIES must list IP addresses, got {p:?}")))
         .collect::<Result<Vec<_>, _>>()?;
+        let metrics_addr = match env("METRICS_ADDR").unwrap_or(s.metrics_addr).trim() {
+            "" => None,
+            a => Some(
+                a.parse().map_err(|_| format!("METRICS_ADDR must be an address such as 127.0.0.1:9464, got {a:?}"))?,
+            ),
+        };
         let config = Config {
+            metrics_addr,
             host,
             port,
             database: Database::parse(&url)?,
@@ -213,6 +223,7 @@ pub struct ServerSection {
     pub database_url: String,
     pub client_url: String,
     pub store_startup_attempts: u32,
+    pub metrics_addr: String,
 }
 
 impl Default for ServerSection {
@@ -223,6 +234,7 @@ impl Default for ServerSection {
             database_url: "sqlite://data/leadscore.db".into(),
             client_url: String::new(),
             store_startup_attempts: 5,
+            metrics_addr: String::new(),
         }
     }
 }

@@ -246,7 +246,24 @@ impl Running {
 }
 
 /// Opens the store, seeds default rules into an empty one, starts the worker and serves.
+/// `GET /metrics` alone, without credentials, on its own address (`METRICS_ADDR`).
+async fn serve_metrics(addr: SocketAddr, state: AppState, mut stop: watch::Receiver<bool>) -> Result<(), String> {
+    let listener = TcpListener::bind(addr).await.map_err(|e| format!("METRICS_ADDR {addr}: {e}"))?;
+    tracing::info!(%addr, "serving /metrics");
+    let app = axum::Router::new().route("/metrics", axum::routing::get(super::metrics_api::scrape)).with_state(state);
+    tokio::spawn(async move {
+        let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+            let _ = stop.wait_for(|s| *s).await;
+        });
+        if let Err(e) = serve.await {
+            tracing::error!(error = %e, "metrics listener failed");
+        }
+    });
+    Ok(())
+}
+
 pub async fn launch(config: Config, leptos_options: LeptosOptions, listener: TcpListener) -> Result<Running, String> {
+    crate::service::metrics::handle(); // installed before anything records
     let in_use = match &config.database {
         Database::Sqlite(path) => Some(InUse::claim(path)?),
         Database::Mongo(_) => None,
@@ -289,7 +306,11 @@ pub async fn launch(config: Config, leptos_options: LeptosOptions, listener: Tcp
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let hub = StreamHub::new(shutdown_rx.clone());
     hub.start(service.subscribe(), service.ladder(Duration::from_secs(10)), Duration::from_millis(STREAM_INTERVAL_MS));
+    let metrics_addr = config.metrics_addr;
     let state = AppState::new(leptos_options, service.clone(), accounts, config, hub);
+    if let Some(addr) = metrics_addr {
+        serve_metrics(addr, state.clone(), shutdown_rx.clone()).await?;
+    }
     let app = router(state);
     let (mut stop, mut grace) = (shutdown_rx.clone(), shutdown_rx);
     let server = tokio::spawn(async move {

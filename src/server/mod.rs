@@ -11,6 +11,7 @@ pub mod dead_letter_api;
 pub mod gate;
 pub mod headers;
 pub mod http;
+pub mod metrics_api;
 pub mod policy;
 pub mod ratelimit;
 pub mod rule_api;

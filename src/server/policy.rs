@@ -14,7 +14,8 @@
 use super::gate::{gate, FirstRun, Gate, Kind, SETUP_PAGE};
 use super::http::AppState;
 use super::{
-    account_api as accounts, api, dead_letter_api as dead_letters, rule_api, segment_api, stream, webhook_api,
+    account_api as accounts, api, dead_letter_api as dead_letters, metrics_api, rule_api, segment_api, stream,
+    webhook_api,
 };
 use crate::app::server_fns::*;
 use crate::app::{shell, App};
@@ -78,6 +79,7 @@ pub fn table() -> Vec<Entry> {
     vec![
         // External systems and scripts.
         rest(Method::GET, "/api/health", Public, get(api::health)),
+        rest(Method::GET, "/metrics", Read, get(metrics_api::scrape)),
         rest(Method::POST, "/api/events", Ingest, post(api::post_event)),
         rest(Method::POST, "/api/events/batch", Ingest, post(api::post_batch)),
         // Segment's tracking API, for tracking SDKs (`domain::segment`).
@@ -211,7 +213,8 @@ pub fn router(state: &AppState) -> Router<AppState> {
                 ))
             }
         };
-        router = router.route(entry.path, handler.route_layer(layer));
+        let timed = from_fn_with_state(entry.path, metrics_api::timed);
+        router = router.route(entry.path, handler.route_layer(layer).route_layer(timed));
     }
     router
         .route("/api/{*rest}", axum::routing::any(api::unknown_route))

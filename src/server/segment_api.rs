@@ -9,7 +9,7 @@ use crate::domain::error::ApiError;
 use crate::domain::intake::{CheckedItem, ItemProblems};
 use crate::domain::segment::{message_id, to_event, Call, Envelope, MAX_BATCH_BYTES, MAX_MESSAGE_BYTES};
 use crate::domain::{BatchReport, FieldError};
-use crate::service::{now_ms, IngestOutcome};
+use crate::service::{metrics, now_ms, IngestOutcome};
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -43,9 +43,26 @@ async fn one_message(call: Call, state: AppState, headers: HeaderMap, body: Body
     let text =
         std::str::from_utf8(&bytes).map_err(|_| ApiError::field(400, "Malformed JSON", "body", "must be UTF-8"))?;
     let envelope = Envelope { received_at: now_ms(), ..Envelope::default() };
-    let event = to_event(Some(call), text, &envelope, &mut fallback_id).map_err(ApiError::invalid)?;
+    let endpoint = endpoint(call);
+    let event = to_event(Some(call), text, &envelope, &mut fallback_id).map_err(|problems| {
+        metrics::ingested(endpoint, 0, 0, 1);
+        ApiError::invalid(problems)
+    })?;
     let duplicate = matches!(state.service.ingest_checked(Ok(event)).await?, IngestOutcome::Duplicate(_));
+    metrics::ingested(endpoint, usize::from(!duplicate), usize::from(duplicate), 0);
     Ok(Json(json!({"success": true, "duplicate": duplicate})).into_response())
+}
+
+/// The metrics label of a call's route.
+fn endpoint(call: Call) -> &'static str {
+    match call {
+        Call::Track => "/v1/track",
+        Call::Identify => "/v1/identify",
+        Call::Page => "/v1/page",
+        Call::Screen => "/v1/screen",
+        Call::Group => "/v1/group",
+        Call::Alias => "/v1/alias",
+    }
 }
 
 #[derive(Deserialize)]
@@ -82,6 +99,7 @@ async fn messages(state: AppState, headers: HeaderMap, body: Body) -> Result<Res
         })
         .collect();
     let report = state.service.ingest_checked_chunks(items).await?;
+    metrics::ingested_batch("/v1/batch", &report);
     Ok(batch_response(report))
 }
 

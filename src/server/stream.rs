@@ -25,7 +25,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
-use futures::stream::{self, Stream};
+use futures::stream::{self, Stream, StreamExt};
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
@@ -184,9 +184,18 @@ pub async fn stream_handler(State(hub): State<Arc<StreamHub>>, headers: HeaderMa
             (header::CACHE_CONTROL, "no-cache"),
             (header::HeaderName::from_static("x-accel-buffering"), "no"),
         ],
-        Body::from_stream(client_stream(hub.shutdown.clone(), first, rx, current)),
+        Body::from_stream(counted(client_stream(hub.shutdown.clone(), first, rx, current))),
     )
         .into_response()
+}
+
+/// The stream, counted as an open client while it lasts (`leadscore_stream_clients`).
+fn counted<S: Stream>(stream: S) -> impl Stream<Item = S::Item> {
+    let open = crate::service::metrics::StreamClient::open();
+    stream.map(move |item| {
+        let _held = &open;
+        item
+    })
 }
 
 fn client_stream(

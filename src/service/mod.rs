@@ -8,6 +8,7 @@ pub mod accounts;
 pub mod dead_letters;
 pub mod decay;
 pub mod feed;
+pub mod metrics;
 pub mod rescore;
 pub mod rules;
 pub mod sessions;
@@ -89,6 +90,7 @@ impl From<ServiceError> for ApiError {
             }
             ServiceError::Unavailable(m) => {
                 tracing::warn!(error = %m, "store unavailable");
+                metrics::store_error("request");
                 let mut e = ApiError::new(503, "Store unavailable, retry later", vec![]);
                 e.retry_after = Some(STORE_RETRY_AFTER_SECONDS);
                 e

@@ -104,10 +104,19 @@ impl Worker {
             if *shutdown.borrow() {
                 break;
             }
+            let started = std::time::Instant::now();
             let outcome = self.step().await;
             match &outcome {
-                Ok(_) => self.state.succeeded(now_ms()),
-                Err(e) => self.state.failed(e.to_string()),
+                Ok(step) => {
+                    self.state.succeeded(now_ms());
+                    if step.taken > 0 {
+                        super::metrics::worker_batch(step.taken, step.applied, started.elapsed());
+                    }
+                }
+                Err(e) => {
+                    self.state.failed(e.to_string());
+                    super::metrics::store_error("worker");
+                }
             }
             let pause = match outcome {
                 Ok(Step { applied, taken }) if applied > 0 => {
