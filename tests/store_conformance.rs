@@ -348,6 +348,25 @@ async fn leads_sort_by_score_then_id_with_paging_and_filters(store: DynStore) {
     assert_eq!(ids(store.leads(&banded).await.unwrap()), ["c", "e"]);
     let lead = store.leads(&q(1, 0)).await.unwrap().remove(0);
     assert_eq!((lead.score, lead.last_event_id.as_deref(), lead.event_count), (100, Some("2"), 1));
+
+    // Keyset paging: every lead once, in order, ties split across pages included.
+    for limit in 1..=3 {
+        let mut walked = Vec::new();
+        let mut after: Option<(i64, String)> = None;
+        loop {
+            let page =
+                store.leads_after(&q(10, 0), after.as_ref().map(|(s, i)| (*s, i.as_str())), limit).await.unwrap();
+            assert!(page.len() <= limit);
+            let Some(last) = page.last() else { break };
+            after = Some((last.score, last.id.clone()));
+            walked.extend(ids(page));
+        }
+        assert_eq!(walked, ["a", "b", "c", "e", "d"], "pages of {limit}");
+    }
+    let after_a = store.leads_after(&banded, Some((100, "a")), 10).await.unwrap();
+    assert_eq!(ids(after_a), ["c", "e"], "the filters hold: the band of 100 is outside them");
+    let after_c = store.leads_after(&banded, Some((50, "c")), 10).await.unwrap();
+    assert_eq!(ids(after_c), ["e"]);
 }
 
 async fn search_is_literal_and_case_insensitive(store: DynStore) {

@@ -1,4 +1,5 @@
-import { test, expect, event, expectScore, hydrated, postEvent, unique } from "./helpers";
+import { readFile } from "node:fs/promises";
+import { test, expect, event, expectScore, hydrated, postEvent, screenshot, unique } from "./helpers";
 
 test("the lead page chart has one step per history entry and the table matches", async ({ page, request }) => {
   const lead = unique("lead page/ü"); // a slash and unicode must survive the URL
@@ -36,4 +37,29 @@ test("the lead page chart has one step per history entry and the table matches",
 test("an unknown lead says so", async ({ page }) => {
   await page.goto("/leads/nobody-at-all");
   await expect(page.locator("h1")).toHaveText("Lead not found");
+});
+
+test("the leaderboard and a lead's page download their CSV exports with the filters applied", async ({ page, request }) => {
+  const prefix = unique("csv-lead");
+  const warm = `${prefix}-warm`;
+  await postEvent(request, event(warm, "Demo Request"));
+  await postEvent(request, event(`${prefix}-cold`, "Page View"));
+  await expectScore(request, warm, 50);
+  await expectScore(request, `${prefix}-cold`, 5);
+
+  await page.goto(`/?search=${encodeURIComponent(prefix)}&stage=Warm`);
+  await hydrated(page);
+  const [leads] = await Promise.all([page.waitForEvent("download"), page.locator("#export-leads").click()]);
+  expect(leads.suggestedFilename()).toBe("leads.csv");
+  const rows = (await readFile((await leads.path())!, "utf8")).trim().split("\r\n");
+  expect(rows[0]).toBe("id,score,stage,eventCount,lastEventId,lastEventAt,updatedAt");
+  expect(rows.slice(1).map((r) => r.split(",").slice(0, 3).join(","))).toEqual([`${warm},50,Warm`]);
+
+  await page.goto(`/leads/${warm}`);
+  await hydrated(page);
+  const [history] = await Promise.all([page.waitForEvent("download"), page.locator("#export-history").click()]);
+  const lines = (await readFile((await history.path())!, "utf8")).trim().split("\r\n");
+  expect(lines[0]).toBe("timestamp,eventId,eventType,delta,oldScore,newScore,stageFrom,stageTo");
+  expect(lines[1]).toMatch(/,Demo Request,50,0,50,Cold,Warm$/);
+  await screenshot(page, "lead-export");
 });

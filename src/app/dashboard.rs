@@ -176,8 +176,31 @@ fn Filters(query: Memo<LeadQuery>, stages: StageCounts) -> impl IntoView {
             </label>
             <button type="submit">"Apply"</button>
             <a class="button secondary" href="/">"Reset"</a>
+            // A download, not a page: `download` keeps the router's hands off it.
+            <a class="button secondary" id="export-leads" href=move || export_href(&query.get()) download rel="external">
+                "Export CSV"
+            </a>
         </Form>
     }
+}
+
+/// Every lead the filters match, as CSV (the page size does not cut an export).
+fn export_href(q: &LeadQuery) -> String {
+    let mut pairs = Vec::new();
+    if let Some(search) = &q.search {
+        pairs.push(format!("search={}", super::encode_component(search)));
+    }
+    if let Some(min) = q.min_score {
+        pairs.push(format!("minScore={min}"));
+    }
+    if let Some(max) = q.max_score {
+        pairs.push(format!("maxScore={max}"));
+    }
+    if let Some(stage) = &q.stage {
+        pairs.push(format!("stage={}", super::encode_component(stage)));
+    }
+    let query = if pairs.is_empty() { String::new() } else { format!("?{}", pairs.join("&")) };
+    format!("/api/export/leads.csv{query}")
 }
 
 #[component]

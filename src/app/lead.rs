@@ -91,6 +91,12 @@ fn Detail(detail: LeadDetail, page: DetailPage) -> impl IntoView {
                 <div><dt>"Events"</dt><dd>{lead.event_count}</dd></div>
                 <div><dt>"Last activity"</dt><dd>{last_active}</dd></div>
             </dl>
+            <p>
+                <a class="button secondary" id="export-history" download rel="external"
+                    href=format!("/api/export/leads/{}/history.csv", super::encode_component(&lead.id))>
+                    "Export history CSV"
+                </a>
+            </p>
         </section>
         <section class="panel" aria-labelledby="chart-title">
             <h2 id="chart-title">"Score over time"</h2>

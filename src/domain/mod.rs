@@ -9,6 +9,7 @@ pub mod conditions;
 pub mod decay;
 pub mod engine;
 pub mod error;
+pub mod export;
 pub mod intake;
 pub mod limits;
 pub mod live;

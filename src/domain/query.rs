@@ -23,11 +23,23 @@ pub struct LeadQuery {
     /// Only leads in this stage (a name from the ladder; case ignored).
     #[serde(default)]
     pub stage: Option<String>,
+    /// Only ids after this one (byte order): with `min_score == max_score`, the rest of a band
+    /// of equal scores, for keyset paging (`next_band`). Not a query parameter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id_after: Option<String>,
 }
 
 impl Default for LeadQuery {
     fn default() -> Self {
-        Self { limit: DEFAULT_LIMIT, offset: 0, search: None, min_score: None, max_score: None, stage: None }
+        Self {
+            limit: DEFAULT_LIMIT,
+            offset: 0,
+            search: None,
+            min_score: None,
+            max_score: None,
+            stage: None,
+            id_after: None,
+        }
     }
 }
 
@@ -76,7 +88,8 @@ impl LeadQuery {
 
     /// Whether a lead matches the filters (used by stores that filter in memory, and by tests).
     pub fn matches(&self, id: &str, score: i64) -> bool {
-        self.min_score.is_none_or(|m| score >= m)
+        self.id_after.as_deref().is_none_or(|after| id > after)
+            && self.min_score.is_none_or(|m| score >= m)
             && self.max_score.is_none_or(|m| score <= m)
             && self.search_needle().is_none_or(|n| id.to_lowercase().contains(&n))
     }
@@ -98,6 +111,41 @@ impl LeadQuery {
         Some(LeadQuery {
             min_score: tighter(self.min_score, low, i64::max),
             max_score: tighter(self.max_score, high, i64::min),
+            stage: None,
+            ..self.clone()
+        })
+    }
+}
+
+/// Keyset paging through every lead a query matches, in leaderboard order, without offsets
+/// (which cost a walk past every skipped lead): after the lead `(score, id)`, the next leads
+/// are the rest of its score's band (`same_score`), then those below it (`below`). Each is a
+/// seek on the (score, id) index.
+impl LeadQuery {
+    /// The leads with this score and an id after `id`, within the filters (`None`: the score is
+    /// outside them).
+    pub fn same_score(&self, score: i64, id: &str, limit: usize) -> Option<LeadQuery> {
+        let inside = self.min_score.is_none_or(|m| score >= m) && self.max_score.is_none_or(|m| score <= m);
+        inside.then(|| LeadQuery {
+            limit,
+            offset: 0,
+            min_score: Some(score),
+            max_score: Some(score),
+            id_after: Some(id.to_string()),
+            stage: None,
+            ..self.clone()
+        })
+    }
+
+    /// The leads scoring below `score`, within the filters (`None`: none can).
+    pub fn below(&self, score: i64, limit: usize) -> Option<LeadQuery> {
+        let max = score.checked_sub(1)?;
+        let max = self.max_score.map_or(max, |m| m.min(max));
+        (self.min_score.is_none_or(|m| m <= max)).then(|| LeadQuery {
+            limit,
+            offset: 0,
+            max_score: Some(max),
+            id_after: None,
             stage: None,
             ..self.clone()
         })
@@ -208,6 +256,7 @@ mod tests {
                 min_score: Some(-5),
                 max_score: Some(100),
                 stage: Some("MQL".into()),
+                id_after: None,
             }
         );
     }

@@ -8,6 +8,7 @@ pub mod api;
 pub mod cli;
 pub mod config;
 pub mod dead_letter_api;
+pub mod export_api;
 pub mod gate;
 pub mod headers;
 pub mod http;

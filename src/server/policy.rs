@@ -14,8 +14,8 @@
 use super::gate::{gate, FirstRun, Gate, Kind, SETUP_PAGE};
 use super::http::AppState;
 use super::{
-    account_api as accounts, api, dead_letter_api as dead_letters, metrics_api, rule_api, segment_api, stream,
-    webhook_api,
+    account_api as accounts, api, dead_letter_api as dead_letters, export_api, metrics_api, rule_api, segment_api,
+    stream, webhook_api,
 };
 use crate::app::server_fns::*;
 use crate::app::{shell, App};
@@ -92,6 +92,8 @@ pub fn table() -> Vec<Entry> {
         rest(Method::POST, "/v1/batch", Ingest, segment_api::batch()),
         rest(Method::GET, "/api/leads", Read, get(api::list_leads)),
         rest(Method::GET, "/api/leads/{id}", Read, get(api::lead_detail)),
+        rest(Method::GET, "/api/export/leads.csv", Read, get(export_api::leads_csv)),
+        rest(Method::GET, "/api/export/leads/{id}/history.csv", Read, get(export_api::history_csv)),
         rest(Method::GET, "/api/rules", Read, get(rule_api::list)),
         rest(Method::POST, "/api/rules", Edit, post(rule_api::save)),
         rest(Method::PUT, "/api/rules/{id}", Edit, put(rule_api::update)),

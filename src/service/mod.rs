@@ -7,6 +7,7 @@
 pub mod accounts;
 pub mod dead_letters;
 pub mod decay;
+pub mod export;
 pub mod feed;
 pub mod metrics;
 pub mod rescore;

@@ -113,6 +113,24 @@ pub trait Store: AccountStore + Send + Sync + 'static {
     async fn discard_dead_letter(&self, id: i64) -> StoreResult<bool>;
 
     async fn leads(&self, query: &LeadQuery) -> StoreResult<Vec<Lead>>;
+    /// The next `limit` leads `query` matches after the lead `after` (its score and id), in
+    /// leaderboard order, by index seeks however deep the page (exports page through every
+    /// lead this way). `None`: from the top. Offset and stage of `query` are not used.
+    async fn leads_after(&self, query: &LeadQuery, after: Option<(i64, &str)>, limit: usize) -> StoreResult<Vec<Lead>> {
+        let Some((score, id)) = after else {
+            return self.leads(&LeadQuery { limit, offset: 0, stage: None, ..query.clone() }).await;
+        };
+        let mut page = match query.same_score(score, id, limit) {
+            Some(band) => self.leads(&band).await?,
+            None => Vec::new(),
+        };
+        if page.len() < limit {
+            if let Some(below) = query.below(score, limit - page.len()) {
+                page.extend(self.leads(&below).await?);
+            }
+        }
+        Ok(page)
+    }
     async fn lead(&self, lead_id: &str) -> StoreResult<Option<Lead>>;
     /// A lead's history, newest first.
     async fn history(&self, lead_id: &str, page: &DetailPage) -> StoreResult<Vec<HistoryEntry>>;

@@ -396,13 +396,26 @@ impl Store for SqliteStore {
             // Only the filters in use, so the plan is a plain walk down leads_by_score.
             let mut sql = format!("SELECT {LEAD_COLUMNS} FROM leads WHERE 1");
             let mut args: Vec<rusqlite::types::Value> = Vec::new();
-            if let Some(min) = q.min_score {
-                sql.push_str(" AND score >= ?");
-                args.push(min.into());
+            match (q.min_score, q.max_score) {
+                // One score: an equality, so an id bound below seeks within it.
+                (Some(min), Some(max)) if min == max => {
+                    sql.push_str(" AND score = ?");
+                    args.push(min.into());
+                }
+                (min, max) => {
+                    if let Some(min) = min {
+                        sql.push_str(" AND score >= ?");
+                        args.push(min.into());
+                    }
+                    if let Some(max) = max {
+                        sql.push_str(" AND score <= ?");
+                        args.push(max.into());
+                    }
+                }
             }
-            if let Some(max) = q.max_score {
-                sql.push_str(" AND score <= ?");
-                args.push(max.into());
+            if let Some(after) = &q.id_after {
+                sql.push_str(" AND id > ?");
+                args.push(after.clone().into());
             }
             if let Some(needle) = q.search_needle() {
                 // instr() on a lowercased copy of the id: a literal substring test, no pattern syntax.

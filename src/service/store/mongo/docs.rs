@@ -509,6 +509,9 @@ pub fn leads_filter(q: &LeadQuery) -> Document {
     if !score.is_empty() {
         filter.insert("score", score);
     }
+    if let Some(after) = &q.id_after {
+        filter.insert("leadId", doc! {"$gt": after});
+    }
     if let Some(needle) = q.search_needle() {
         // Lowercased id, lowercased needle, every metacharacter escaped: a literal substring.
         filter.insert("searchKey", doc! {"$regex": escape_regex(&needle)});

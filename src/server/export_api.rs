@@ -1,0 +1,77 @@
+//! CSV exports, streamed: `GET /api/export/leads.csv` (the leaderboard's filters) and
+//! `GET /api/export/leads/{id}/history.csv`. Rows go out a page at a time as the store yields
+//! them (`service::export`); a store failure midway cuts the response off, so a client never
+//! takes a partial file for a whole one.
+
+use super::api::ApiError;
+use super::http::AppState;
+use crate::domain::export::{history_row, lead_row, HISTORY_COLUMNS, LEAD_COLUMNS};
+use crate::domain::query::LeadQuery;
+use crate::service::{ServiceError, ServiceResult};
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use futures::stream::{self, Stream, StreamExt};
+
+pub async fn leads_csv(
+    State(state): State<AppState>,
+    Query(params): Query<Vec<(String, String)>>,
+) -> Result<Response, ApiError> {
+    let query = LeadQuery::parse(params.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .map_err(|d| ApiError::new(400, "Invalid query parameters", d))?;
+    let pages = state.service.export_leads(&query).await?;
+    let rows = pages.map(|page| page.map(|leads| leads.iter().map(lead_row).collect::<Vec<_>>()));
+    Ok(csv_response("leads.csv".into(), &LEAD_COLUMNS, rows))
+}
+
+pub async fn history_csv(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let pages = match state.service.export_history(&id).await {
+        Err(ServiceError::NotFound) => {
+            return Err(ApiError::field(404, "Lead not found", "id", format!("no lead with id {id:?}")))
+        }
+        other => other?,
+    };
+    let rows = pages.map(|page| page.map(|entries| entries.iter().map(history_row).collect::<Vec<_>>()));
+    Ok(csv_response(format!("history-{}.csv", file_name_part(&id)), &HISTORY_COLUMNS, rows))
+}
+
+/// The header row, then each page of rows as one chunk.
+fn csv_response<const N: usize>(
+    file_name: String,
+    columns: &[&str; N],
+    pages: impl Stream<Item = ServiceResult<Vec<[String; N]>>> + Send + 'static,
+) -> Response {
+    let header_row = stream::once(std::future::ready(records(std::iter::once(columns.map(str::to_string)))));
+    let rows = pages.map(|page| match page {
+        Ok(rows) => records(rows.into_iter()),
+        Err(e) => {
+            tracing::warn!(error = %e, "export cut off: the store failed midway");
+            Err(std::io::Error::other(e.to_string()))
+        }
+    });
+    let disposition = format!("attachment; filename=\"{file_name}\"");
+    (
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
+            (header::CONTENT_DISPOSITION, disposition),
+            (header::CACHE_CONTROL, "no-store".to_string()),
+        ],
+        Body::from_stream(header_row.chain(rows)),
+    )
+        .into_response()
+}
+
+/// Rows as CSV text (RFC 4180: quoted where needed, CRLF line ends).
+fn records<const N: usize>(rows: impl Iterator<Item = [String; N]>) -> Result<Bytes, std::io::Error> {
+    let mut writer = csv::WriterBuilder::new().terminator(csv::Terminator::CRLF).from_writer(Vec::new());
+    for row in rows {
+        writer.write_record(&row)?;
+    }
+    writer.into_inner().map(Bytes::from).map_err(|e| std::io::Error::other(e.to_string()))
+}
+
+/// A lead id as part of a file name: letters, digits, `-`, `_` and `.` kept, the rest `_`.
+fn file_name_part(id: &str) -> String {
+    id.chars().take(64).map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' }).collect()
+}
