@@ -37,6 +37,7 @@ async fn the_official_python_sdk_tracks_identifies_aliases_and_flushes_batches()
         // Demo Request 50 + 250 × Email Open 10; identify, alias and screen score nothing.
         assert_eq!(user["lead"]["score"], 2550, "{variant}: {user}");
         assert_eq!(user["lead"]["eventCount"], 254, "{variant}: every message is one event");
+        assert_eq!(user["lead"]["profile"], json!({"email": "ada@example.com", "name": "Ada"}), "identify's traits");
         let (_, anonymous) = s.get(&format!("/api/leads/sdk-anon-{variant}")).await;
         assert_eq!(anonymous["lead"]["score"], 5, "the page view before identifying: {anonymous}");
         let page: &Value = &anonymous["events"][0];

@@ -37,6 +37,7 @@ fn main() {
         zero_point_events_are_logged_with_a_zero_delta,
         leads_sort_by_score_then_id_with_paging_and_filters,
         search_is_literal_and_case_insensitive,
+        identify_traits_build_the_profile_and_search_finds_them,
         lead_events_and_history_are_newest_first_and_paged,
         lead_events_list_unscored_events_too,
         metadata_comes_back_as_sent,
@@ -367,6 +368,51 @@ async fn leads_sort_by_score_then_id_with_paging_and_filters(store: DynStore) {
     assert_eq!(ids(after_a), ["c", "e"], "the filters hold: the band of 100 is outside them");
     let after_c = store.leads_after(&banded, Some((50, "c")), 10).await.unwrap();
     assert_eq!(ids(after_c), ["e"]);
+}
+
+/// `Identify` events' traits merge into the lead's profile in ingest order, in one batch and
+/// across batches; search then matches the email, name and company too.
+async fn identify_traits_build_the_profile_and_search_finds_them(store: DynStore) {
+    let identify = |id: &str, lead: &str, traits: serde_json::Value| NewEvent {
+        metadata: Some(json!({"traits": traits}).to_string()),
+        ..ev(id, lead, "Identify", T0)
+    };
+    ingest_and_score(
+        &store,
+        vec![
+            identify("i1", "u-1", json!({"email": "ada@example.com", "plan": "free", "name": "Ada"})),
+            ev("p1", "u-1", "Page View", T0),
+            identify("i2", "u-1", json!({"plan": "pro", "company": "Analytical Engines"})),
+            NewEvent {
+                metadata: Some(json!({"traits": {"name": "Not a profile"}}).to_string()),
+                ..ev("t1", "u-2", "Signed Up", T0)
+            },
+        ],
+    )
+    .await;
+    let lead = store.lead("u-1").await.unwrap().unwrap();
+    let profile = serde_json::Value::Object(lead.profile.clone().unwrap());
+    assert_eq!(
+        profile,
+        json!({"email": "ada@example.com", "plan": "pro", "name": "Ada", "company": "Analytical Engines"})
+    );
+    assert_eq!(lead.score, 5, "an Identify event no rule prices scores 0 and is still an event");
+    assert_eq!(store.lead("u-2").await.unwrap().unwrap().profile, None, "only Identify events carry traits");
+
+    ingest_and_score(&store, vec![identify("i3", "u-1", json!({"name": "Ada Lovelace", "plan": null}))]).await;
+    let profile = serde_json::Value::Object(store.lead("u-1").await.unwrap().unwrap().profile.unwrap());
+    assert_eq!(profile, json!({"email": "ada@example.com", "name": "Ada Lovelace", "company": "Analytical Engines"}));
+    let find = |s: &str| {
+        let store = store.clone();
+        let q = LeadQuery { search: Some(s.into()), ..Default::default() };
+        async move { store.leads(&q).await.unwrap().into_iter().map(|l| l.id).collect::<Vec<_>>() }
+    };
+    assert_eq!(find("ADA@EXAMPLE").await, ["u-1"], "email");
+    assert_eq!(find("lovelace").await, ["u-1"], "name");
+    assert_eq!(find("analytical").await, ["u-1"], "company");
+    assert_eq!(find("u-1").await, ["u-1"], "the id still");
+    assert!(find("not a profile").await.is_empty());
+    assert!(find("free").await.is_empty(), "other traits are not searched");
 }
 
 async fn search_is_literal_and_case_insensitive(store: DynStore) {

@@ -63,3 +63,28 @@ test("the leaderboard and a lead's page download their CSV exports with the filt
   expect(lines[1]).toMatch(/,Demo Request,50,0,50,Cold,Warm$/);
   await screenshot(page, "lead-export");
 });
+
+test("identify traits show as the lead's profile, on the leaderboard and in search", async ({ page, request }) => {
+  const lead = unique("profile-lead");
+  const email = `${unique("ada")}@example.com`;
+  const r = await request.post("/v1/identify", {
+    data: { userId: lead, traits: { email, firstName: "Ada", lastName: "Lovelace", company: "Analytical Engines", title: "CTO" } },
+  });
+  expect(r.status()).toBe(200);
+  await postEvent(request, event(lead, "Demo Request"));
+  await expectScore(request, lead, 50);
+
+  // Search by the email finds the lead, and its row says who it is.
+  await page.goto(`/?search=${encodeURIComponent(email.toUpperCase())}`);
+  await hydrated(page);
+  const row = page.locator(`#leaderboard tr[data-lead="${lead}"]`);
+  await expect(row.locator(".person")).toHaveText("Ada Lovelace · Analytical Engines");
+  await expect(page.locator("#leaderboard tbody tr")).toHaveCount(1);
+
+  await row.locator("a").click();
+  await hydrated(page);
+  const profile = page.locator("#profile");
+  await expect(profile).toContainText(email);
+  await expect(profile).toContainText("CTO");
+  await screenshot(page, "lead-profile");
+});

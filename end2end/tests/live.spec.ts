@@ -32,7 +32,7 @@ test("filters are evaluated on the server and kept in the URL", async ({ page, r
   }
   await page.goto(`/`);
   await live(page);
-  await page.getByLabel("Search lead id").fill(prefix);
+  await page.getByLabel("Search id, email, name, company").fill(prefix);
   await page.getByLabel("Min score").fill("15");
   await page.getByRole("button", { name: "Apply" }).click();
   await expect(page).toHaveURL(new RegExp(`search=${prefix}.*minScore=15`));

@@ -43,7 +43,7 @@ test("keyboard users can reach the filters and the test-event form", async ({ pa
   await page.goto("/");
   await hydrated(page);
   // Only the keyboard from here: Tab to each control, type, submit with Enter.
-  await tabTo(page, "Search lead id");
+  await tabTo(page, "Search id, email, name, company");
   await page.keyboard.type("acme");
   await page.keyboard.press("Enter");
   await expect(page).toHaveURL(/search=acme/);

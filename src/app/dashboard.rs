@@ -141,7 +141,7 @@ fn Filters(query: Memo<LeadQuery>, stages: StageCounts) -> impl IntoView {
     view! {
         <Form method="GET" action="" attr:class="filters" attr:aria-label="Filter leads">
             <label>
-                "Search lead id"
+                "Search id, email, name, company"
                 <input type="search" name="search" placeholder="e.g. acme" prop:value=value(|q| q.search.clone().unwrap_or_default())/>
             </label>
             <label>
@@ -184,6 +184,13 @@ fn Filters(query: Memo<LeadQuery>, stages: StageCounts) -> impl IntoView {
     }
 }
 
+/// Who a lead is, from its profile: "name · company", either alone, or nothing.
+fn person(lead: &crate::domain::Lead) -> String {
+    let Some(profile) = &lead.profile else { return String::new() };
+    use crate::domain::profile::{company, display_name};
+    [display_name(profile), company(profile)].into_iter().flatten().collect::<Vec<_>>().join(" · ")
+}
+
 /// Every lead the filters match, as CSV (the page size does not cut an export).
 fn export_href(q: &LeadQuery) -> String {
     let mut pairs = Vec::new();
@@ -222,6 +229,7 @@ fn LeadTable(
                 <tr>
                     <th scope="col" class="num">"#"</th>
                     <th scope="col">"Lead"</th>
+                    <th scope="col">"Person"</th>
                     <th scope="col" class="num">"Score"</th>
                     <th scope="col">"Stage"</th>
                     <th scope="col">"Last active"</th>
@@ -239,6 +247,7 @@ fn LeadTable(
                             <tr class:flash={version > 0} data-lead=lead.id.clone()>
                                 <td class="num rank">{rank}</td>
                                 <td class="lead-id"><a href=href>{lead.id.clone()}</a></td>
+                                <td class="person">{person(&lead)}</td>
                                 <td class="num score">{lead.score}</td>
                                 <td class="stage">{lead.stage.clone()}</td>
                                 <td class="time">{short_time(lead.updated_at)}</td>

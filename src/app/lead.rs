@@ -98,6 +98,20 @@ fn Detail(detail: LeadDetail, page: DetailPage) -> impl IntoView {
                 </a>
             </p>
         </section>
+        {lead.profile.clone().map(|profile| view! {
+            <section class="panel" aria-labelledby="profile-title">
+                <h2 id="profile-title">"Profile"</h2>
+                <dl class="facts profile" id="profile">
+                    {profile.into_iter().map(|(key, value)| {
+                        let shown = match value {
+                            serde_json::Value::String(s) => s,
+                            other => other.to_string(),
+                        };
+                        view! { <div><dt>{key}</dt><dd>{shown}</dd></div> }
+                    }).collect_view()}
+                </dl>
+            </section>
+        })}
         <section class="panel" aria-labelledby="chart-title">
             <h2 id="chart-title">"Score over time"</h2>
             <ScoreChart history=Signal::derive(move || chart_history.clone())/>

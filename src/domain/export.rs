@@ -75,6 +75,7 @@ mod tests {
             last_event_at: None,
             event_count: 3,
             stage: "Cold".into(),
+            profile: None,
         };
         let row = lead_row(&lead);
         assert_eq!(row.len(), LEAD_COLUMNS.len());

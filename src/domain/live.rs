@@ -229,6 +229,7 @@ pub fn apply_updates(rows: &mut Vec<Lead>, updates: &[LeadUpdate], query: &LeadQ
                 last_event_at: None,
                 event_count: i64::from(u.events),
                 stage: u.stage.clone(),
+                profile: None,
             }),
             None => {}
         }
@@ -262,6 +263,7 @@ mod tests {
             last_event_at: None,
             event_count: 1,
             stage: String::new(),
+            profile: None,
         }
     }
 

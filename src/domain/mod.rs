@@ -14,6 +14,7 @@ pub mod intake;
 pub mod limits;
 pub mod live;
 pub mod model;
+pub mod profile;
 pub mod query;
 pub mod rescore;
 pub mod rule_form;

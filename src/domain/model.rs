@@ -117,6 +117,9 @@ pub struct Lead {
     /// Additive: the lifecycle stage its score is in (`stages.rs`), as the ladder is now.
     #[serde(default)]
     pub stage: String,
+    /// Additive: the traits its `Identify` events carried (`profile.rs`), once it has any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<super::profile::Profile>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -278,8 +281,10 @@ mod tests {
             last_event_at: None,
             event_count: 2,
             stage: "Cold".into(),
+            profile: None,
         };
         let v = serde_json::to_value(&lead).unwrap();
+        assert!(v.get("profile").is_none(), "a lead without traits has no profile field");
         assert_eq!(v["_id"], "lead-1");
         assert_eq!(v["score"], 15);
         assert_eq!(v["lastEventId"], "e2");

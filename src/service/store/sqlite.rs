@@ -59,7 +59,7 @@ pub const PENDING_WINDOW: usize = 10_000;
 
 const EVENT_COLUMNS: &str =
     "seq, event_id, lead_id, event_type, timestamp, metadata, received_at, processed, points, matches";
-const LEAD_COLUMNS: &str = "id, score, last_event_id, updated_at, last_event_at, event_count";
+const LEAD_COLUMNS: &str = "id, score, last_event_id, updated_at, last_event_at, event_count, profile";
 
 pub struct SqliteStore {
     path: PathBuf,
@@ -295,6 +295,7 @@ fn lead_from_row(r: &Row) -> rusqlite::Result<Lead> {
         event_count: r.get(5)?,
         // The service names the stage, from the ladder.
         stage: String::new(),
+        profile: r.get::<_, Option<String>>(6)?.map(|p| crate::domain::profile::parse(Some(&p))),
     })
 }
 

@@ -32,6 +32,7 @@
 use super::docs::{self, Entry, FEED_COUNTER};
 use super::{classify, MongoStore, DUPLICATE_KEY};
 use crate::domain::engine::{Engine, Usage, UsageKey};
+use crate::domain::profile::{self, traits_of, Profile};
 use crate::domain::rescore::{difference, half_life_of, is_adjustment, replay, RESCORE_EVENT_TYPE};
 use crate::domain::time::Millis;
 use crate::domain::webhooks::{NewDelivery, Outbox};
@@ -97,6 +98,8 @@ pub struct Leased {
 struct HeldLead {
     id: String,
     score: i64,
+    /// Its profile as read under the lease (`Identify` events merge into it).
+    profile: Profile,
     /// The lead's limit counts for its events' keys, read under the lease: exact.
     usage: Usage,
     events: Vec<StoredEvent>,
@@ -136,7 +139,7 @@ impl MongoStore {
                 self.read_fresh(&self.leads, doc! {"_id": {"$in": chunk}}, docs::lease_view(), chunk.len()).await?,
             );
         }
-        let mut held: HashMap<String, (i64, Vec<Entry>, Usage)> = HashMap::new();
+        let mut held: HashMap<String, (i64, Vec<Entry>, Usage, Profile)> = HashMap::new();
         // The limit counts pricing will read, by lead.
         let mut keys: HashMap<String, Vec<UsageKey>> = HashMap::new();
         for key in leased.rules.limited_keys(&events) {
@@ -156,8 +159,9 @@ impl MongoStore {
                     Some(v) => docs::int(Some(v)).ok_or_else(|| why("score")),
                 };
                 let usage = docs::usage_of(d, keys.remove(&id).unwrap_or_default()).map_err(|e| why(&e));
+                let profile = docs::profile_of(d).unwrap_or_default();
                 match (score, docs::last_batch(d).map_err(|e| why(&e)), usage) {
-                    (Ok(score), Ok(batch), Ok(usage)) => drop(held.insert(id, (score, batch, usage))),
+                    (Ok(score), Ok(batch), Ok(usage)) => drop(held.insert(id, (score, batch, usage, profile))),
                     (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => drop(unreadable.get_or_insert(e)),
                 }
             }
@@ -173,7 +177,7 @@ impl MongoStore {
         }
         let missing: Vec<&String> = leads.iter().filter(|l| !existing.contains(*l)).collect();
         for id in self.create_leased(&missing, &leased.token, now).await? {
-            held.insert(id, (0, Vec::new(), Usage::new()));
+            held.insert(id, (0, Vec::new(), Usage::new(), Profile::new()));
         }
         self.checkpoint(CrashPoint::Create).await?;
         if held.is_empty() {
@@ -181,14 +185,14 @@ impl MongoStore {
         }
         // 3. check, recover
         let mut seqs: Vec<i64> = events.iter().filter(|e| held.contains_key(&e.lead_id)).map(|e| e.seq).collect();
-        seqs.extend(held.values().flat_map(|(_, batch, _)| batch.iter().map(|b| b.seq)));
+        seqs.extend(held.values().flat_map(|(_, batch, _, _)| batch.iter().map(|b| b.seq)));
         let mut unprocessed = HashSet::new();
         for chunk in seqs.chunks(SEQS_PER_COMMAND) {
             unprocessed.extend(self.unprocessed_of(chunk).await?);
         }
         let unfinished: Vec<Entry> = held
             .values()
-            .flat_map(|(_, batch, _)| batch.iter())
+            .flat_map(|(_, batch, _, _)| batch.iter())
             .filter(|b| unprocessed.contains(&(b.seq, b.event_id.clone())))
             .cloned()
             .collect();
@@ -198,7 +202,7 @@ impl MongoStore {
             self.record(&unfinished, &outbox, CrashPoint::RecoverHistory, CrashPoint::Recover).await?;
         }
         for id in leads {
-            let Some((score, batch, usage)) = held.remove(&id) else { continue };
+            let Some((score, batch, usage, profile)) = held.remove(&id) else { continue };
             let in_batch: HashSet<&str> = batch.iter().map(|b| b.event_id.as_str()).collect();
             let mut to_add: Vec<StoredEvent> = events
                 .iter()
@@ -212,7 +216,7 @@ impl MongoStore {
             if let Some(i) = to_add.iter().skip(1).position(|e| e.event_type == RESCORE_EVENT_TYPE) {
                 to_add.truncate(i + 1);
             }
-            leased.leads.push(HeldLead { id, score, usage, events: to_add, scored: Vec::new() });
+            leased.leads.push(HeldLead { id, score, profile, usage, events: to_add, scored: Vec::new() });
         }
         let replaying: Vec<String> = leased
             .leads
@@ -301,7 +305,13 @@ impl MongoStore {
                 };
                 let last_event_at =
                     lead.events.iter().filter(|e| !is_adjustment(&e.event_type)).map(|e| e.timestamp).max();
-                statements.push(docs::apply_statement(&entries, &counts, &token, last_event_at));
+                let traits: Vec<Profile> = lead.events.iter().filter_map(traits_of).collect();
+                let profile = traits.iter().fold(lead.profile.clone(), |p, t| profile::merged(p, t));
+                let update = docs::ProfileUpdate {
+                    search_key: profile::search_key(&lead.id, &profile),
+                    profile: (!traits.is_empty()).then(|| serde_json::Value::Object(profile).to_string()),
+                };
+                statements.push(docs::apply_statement(&entries, &counts, &token, last_event_at, update));
                 batches.push(entries);
             }
             // Before the leads move: a crash in between leaves the `$rescore` queued, and its

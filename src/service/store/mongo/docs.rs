@@ -2,6 +2,7 @@
 //! exactly, and the tolerant readers that turn documents back into the model.
 
 use crate::domain::engine::{Priced, RuleMatch, Usage, UsageKey};
+use crate::domain::profile::Profile;
 use crate::domain::query::LeadQuery;
 use crate::domain::rescore::is_adjustment;
 use crate::domain::time::Millis;
@@ -250,7 +251,7 @@ pub fn renew(leads: &[String], token: &str, now: Millis) -> (Document, Document)
 
 /// The lead fields `apply` reads after leasing: never the whole history of anything.
 pub fn lease_view() -> Document {
-    doc! {"_id": 1, "score": 1, "leaseToken": 1, "lastBatch": 1, "usage": 1}
+    doc! {"_id": 1, "score": 1, "leaseToken": 1, "lastBatch": 1, "usage": 1, "profile": 1}
 }
 
 /// Limit counts live on the lead, under `usage`, one field per rule and window
@@ -372,7 +373,20 @@ pub enum Counts {
     Replace(Vec<(UsageKey, u32)>),
 }
 
-pub fn apply_statement(entries: &[Entry], counts: &Counts, token: &str, last_event_at: Option<Millis>) -> Document {
+/// What a batch leaves of the lead's profile: the search key, always, and the profile as JSON
+/// when the batch changed it.
+pub struct ProfileUpdate {
+    pub search_key: String,
+    pub profile: Option<String>,
+}
+
+pub fn apply_statement(
+    entries: &[Entry],
+    counts: &Counts,
+    token: &str,
+    last_event_at: Option<Millis>,
+    profile: ProfileUpdate,
+) -> Document {
     let last = entries.last().expect("a statement applies at least one event");
     let delta: i64 = entries.iter().map(|e| e.delta).sum();
     let mut inc = doc! {"score": delta, "eventCount": entries.len() as i64};
@@ -384,9 +398,12 @@ pub fn apply_statement(entries: &[Entry], counts: &Counts, token: &str, last_eve
     let mut set = doc! {
         "updatedAt": DateTime::from_millis(last.at),
         "leadId": &last.lead_id,
-        "searchKey": last.lead_id.to_lowercase(),
+        "searchKey": profile.search_key,
         "lastBatch": {"token": token, "entries": entries.iter().map(entry_doc).collect::<Vec<_>>()},
     };
+    if let Some(json) = profile.profile {
+        set.insert("profile", json);
+    }
     if let Counts::Replace(all) = counts {
         let usage: Document = all.iter().map(|(key, n)| (usage_field(key), Bson::Int64(i64::from(*n)))).collect();
         set.insert("usage", usage);
@@ -626,7 +643,14 @@ pub fn lead(d: &Document) -> Option<Lead> {
         event_count: int(d.get("eventCount")).unwrap_or(0),
         // The service names the stage, from the ladder.
         stage: String::new(),
+        profile: profile_of(d),
     })
+}
+
+/// A lead's profile: JSON text under `profile` (trait names are free text, and not every
+/// MongoDB-compatible server takes dots or dollars in field names).
+pub fn profile_of(d: &Document) -> Option<Profile> {
+    d.get_str("profile").ok().map(|p| crate::domain::profile::parse(Some(p)))
 }
 
 pub fn history(d: &Document) -> Option<HistoryEntry> {
@@ -778,7 +802,8 @@ mod tests {
         let bought = RuleMatch { rule_id: "r1".into(), name: "Purchase".into(), points: 100, limited: false };
         let batch = [Entry { matches: vec![bought], ..entry(4, 100, 5) }, entry(5, -10, 105)];
         let once = UsageKey { lead_id: "Lead-ÜX".into(), rule_id: "r1".into(), per: "lead", window: 0 };
-        let statement = apply_statement(&batch, &Counts::Add(vec![(once, 1)]), "tok", Some(1_500));
+        let unchanged = ProfileUpdate { search_key: "lead-üx".into(), profile: None };
+        let statement = apply_statement(&batch, &Counts::Add(vec![(once, 1)]), "tok", Some(1_500), unchanged);
         assert_eq!(
             statement,
             doc! {
@@ -899,6 +924,7 @@ mod tests {
                 last_event_at: Some(8),
                 event_count: 2,
                 stage: String::new(),
+                profile: None,
             }
         );
         let h = history_statement(&entry(4, 100, 0)).get_document("u").unwrap().clone();

@@ -7,6 +7,7 @@
 
 use super::rescore::replay_lead;
 use crate::domain::engine::{Engine, Usage, UsageKey};
+use crate::domain::profile::{self, traits_of, Profile};
 use crate::domain::rescore::{is_adjustment, RESCORE_EVENT_TYPE};
 use crate::domain::time::Millis;
 use crate::domain::{ScoreChange, StoredEvent};
@@ -127,6 +128,17 @@ fn add_to_leads(
         let last_event_at = activity().map(|e| e.timestamp).max();
         let last = activity().last().map(|e| e.event_id.as_str());
         save.execute(params![lead_id, lead_id.to_lowercase(), score, last, now, last_event_at, events.len() as i64])?;
+        let traits: Vec<Profile> = events.iter().filter_map(|c| traits_of(c.event)).collect();
+        if !traits.is_empty() {
+            let stored: Option<String> =
+                c.prepare_cached("SELECT profile FROM leads WHERE id = ?1")?.query_row([lead_id], |r| r.get(0))?;
+            let profile = traits.iter().fold(profile::parse(stored.as_deref()), |p, t| profile::merged(p, t));
+            c.prepare_cached("UPDATE leads SET profile = ?2, search_key = ?3 WHERE id = ?1")?.execute(params![
+                lead_id,
+                serde_json::Value::Object(profile.clone()).to_string(),
+                profile::search_key(lead_id, &profile)
+            ])?;
+        }
     }
     super::webhooks::outbox(c, &deliveries)?;
     Ok(changes)

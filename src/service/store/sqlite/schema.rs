@@ -3,7 +3,7 @@
 use rusqlite::Connection;
 
 /// Bumped whenever the layout changes; `prepare_schema` brings older files up to date on open.
-pub const SCHEMA_VERSION: i64 = 7;
+pub const SCHEMA_VERSION: i64 = 8;
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS events (
@@ -36,7 +36,9 @@ CREATE TABLE IF NOT EXISTS leads (
     updated_at    INTEGER NOT NULL,
     last_event_at INTEGER,
     event_count   INTEGER NOT NULL DEFAULT 0,
-    created_at    INTEGER NOT NULL
+    created_at    INTEGER NOT NULL,
+    -- Schema 8: the traits of its Identify events (JSON), once it has any.
+    profile       TEXT
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS leads_by_score ON leads(score DESC, id ASC);
 
@@ -224,6 +226,10 @@ pub fn prepare_schema(conn: &mut Connection) -> Result<(), String> {
     if has_events && !has_column("events", "matches")? {
         tx.execute_batch("ALTER TABLE events ADD COLUMN matches TEXT;")
             .map_err(|e| format!("migrating events to schema 5: {e}"))?;
+    }
+    if has_events && !has_column("leads", "profile")? {
+        tx.execute_batch("ALTER TABLE leads ADD COLUMN profile TEXT;")
+            .map_err(|e| format!("migrating leads to schema 8: {e}"))?;
     }
     tx.execute_batch(SCHEMA).map_err(|e| e.to_string())?;
     if rules_before_5 {
