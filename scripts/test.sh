@@ -27,10 +27,10 @@ cargo test --features ssr
 #   backup/restore commands (MongoDB's disk and backups are the database server's);
 # - the browser tests: they drive the UI, which reaches the store through the same service
 #   and HTTP layer these suites cover on both.
-printf '\n\033[1;36m==> HTTP, stream, access, account, crash, dead-letter, rules, stages, decay, rescore, webhook, Segment API, metrics and export tests again, on MongoDB\033[0m\n'
+printf '\n\033[1;36m==> HTTP, stream, access, account, crash, dead-letter, rules, stages, decay, rescore, webhook, Segment API, identity, metrics and export tests again, on MongoDB\033[0m\n'
 LEADSCORE_TEST_BACKEND=mongodb cargo test --features ssr --test http_api --test live_stream --test access_policy \
   --test accounts --test crash_recovery --test dead_letters --test rules_api --test stages_api --test decay_api \
-  --test rescore_api --test webhooks_api --test segment_api --test segment_sdk --test metrics --test export_api
+  --test rescore_api --test webhooks_api --test segment_api --test segment_sdk --test metrics --test export_api --test identity_api
 
 printf '\n\033[1;36m==> Browser tests (builds server + WASM, serves on 127.0.0.1:5001)\033[0m\n'
 E2E_DIR="$PWD/target/e2e"

@@ -38,6 +38,7 @@ fn main() {
         leads_sort_by_score_then_id_with_paging_and_filters,
         search_is_literal_and_case_insensitive,
         identify_traits_build_the_profile_and_search_finds_them,
+        an_alias_merges_the_anonymous_lead_into_the_known_one_once,
         lead_events_and_history_are_newest_first_and_paged,
         lead_events_list_unscored_events_too,
         metadata_comes_back_as_sent,
@@ -413,6 +414,70 @@ async fn identify_traits_build_the_profile_and_search_finds_them(store: DynStore
     assert_eq!(find("u-1").await, ["u-1"], "the id still");
     assert!(find("not a profile").await.is_empty());
     assert!(find("free").await.is_empty(), "other traits are not searched");
+}
+
+/// The identity merge: an `Alias` (or an `Identify` carrying both ids) moves the anonymous
+/// lead's events, history and score to the known lead once; its history is one chain in
+/// ingest order; later events for the old id are credited to the new one.
+async fn an_alias_merges_the_anonymous_lead_into_the_known_one_once(store: DynStore) {
+    let with = |e: NewEvent, meta: serde_json::Value| NewEvent { metadata: Some(meta.to_string()), ..e };
+    ingest_and_score(
+        &store,
+        vec![
+            ev("a1", "anon-1", "Page View", T0),
+            ev("u1", "user-1", "Demo Request", T0),
+            ev("a2", "anon-1", "Email Open", T0),
+            with(ev("al1", "user-1", "Alias", T0), json!({"previousId": "anon-1"})),
+            ev("a3", "anon-1", "Page View", T0),
+        ],
+    )
+    .await;
+    assert_eq!(store.lead("anon-1").await.unwrap(), None, "the anonymous lead is gone");
+    assert_eq!(store.merged_into("anon-1").await.unwrap().as_deref(), Some("user-1"));
+    let user = store.lead("user-1").await.unwrap().unwrap();
+    assert_eq!((user.score, user.event_count), (70, 5), "5 + 50 + 10, the alias (0), then 5 for the old id");
+    let mut history = store.history("user-1", &all_history()).await.unwrap();
+    history.reverse();
+    let chain: Vec<(&str, i64, i64, i64)> =
+        history.iter().map(|h| (h.event_id.as_str(), h.old_score, h.delta, h.new_score)).collect();
+    assert_eq!(
+        chain,
+        [("a1", 0, 5, 5), ("u1", 5, 50, 55), ("a2", 55, 10, 65), ("al1", 65, 0, 65), ("a3", 65, 5, 70)],
+        "one chain in ingest order"
+    );
+    assert_eq!(history[3].merged_from.as_deref(), Some("anon-1"), "the merge is in the history");
+    assert!(history.iter().filter(|h| h.event_id != "al1").all(|h| h.merged_from.is_none()));
+    let events = store.lead_events("user-1", &all_history()).await.unwrap();
+    let mut ids: Vec<(&str, &str)> = events.iter().map(|e| (e.event_id.as_str(), e.lead_id.as_str())).collect();
+    ids.sort();
+    assert_eq!(ids, [("a1", "user-1"), ("a2", "user-1"), ("a3", "user-1"), ("al1", "user-1"), ("u1", "user-1")]);
+    let ranked: Vec<String> = store.leads(&LeadQuery::default()).await.unwrap().into_iter().map(|l| l.id).collect();
+    assert_eq!(ranked, ["user-1"]);
+
+    // Again, by another event: merged already, nothing moves. An identify with both ids
+    // merges too, and a lead merged into one that is merged later follows it.
+    ingest_and_score(
+        &store,
+        vec![
+            with(ev("al2", "user-1", "Alias", T0), json!({"previousId": "anon-1"})),
+            ev("b1", "anon-2", "Email Open", T0),
+            with(ev("id1", "user-2", "Identify", T0), json!({"anonymousId": "anon-2", "traits": {"name": "Bo"}})),
+            with(ev("al3", "user-1", "Alias", T0), json!({"previousId": "user-2"})),
+        ],
+    )
+    .await;
+    let user = store.lead("user-1").await.unwrap().unwrap();
+    assert_eq!((user.score, user.event_count), (80, 9));
+    assert_eq!(user.profile.map(serde_json::Value::Object), Some(json!({"name": "Bo"})), "profiles merge too");
+    assert_eq!(store.merged_into("anon-2").await.unwrap().as_deref(), Some("user-1"), "chains stay flat");
+    assert_eq!(store.merged_into("user-2").await.unwrap().as_deref(), Some("user-1"));
+    let history = store.history("user-1", &all_history()).await.unwrap();
+    assert_eq!(history.iter().map(|h| h.delta).sum::<i64>(), 80, "the score is the sum of its history");
+    let merges: Vec<&str> = history.iter().filter_map(|h| h.merged_from.as_deref()).collect();
+    assert_eq!(merges, ["user-2", "anon-2", "anon-1"]);
+    for pair in history.windows(2) {
+        assert_eq!(pair[1].new_score, pair[0].old_score, "chained: {history:?}");
+    }
 }
 
 async fn search_is_literal_and_case_insensitive(store: DynStore) {

@@ -109,6 +109,7 @@ mod tests {
             delta: new - old,
             timestamp: 0,
             stage_change: None,
+            merged_from: None,
         }
     }
 

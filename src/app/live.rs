@@ -89,7 +89,7 @@ mod client {
                 sleep(backoff).await;
                 continue;
             };
-            let subscriptions: Vec<_> = ["ready", "leadUpdated", "truncated", "reload"]
+            let subscriptions: Vec<_> = ["ready", "leadUpdated", "truncated", "reload", "leadMerged"]
                 .iter()
                 .filter_map(|kind| source.subscribe(*kind).ok())
                 .collect();
@@ -122,7 +122,8 @@ mod client {
                             live.frame.set(Some(Arc::new(updates)));
                         }
                     }
-                    "reload" => live.resync.update(|n| *n += 1),
+                    // A lead is gone (merged into another): views refetch.
+                    "reload" | "leadMerged" => live.resync.update(|n| *n += 1),
                     // The frame left some leads out: views may refetch, at most every 2 s.
                     "truncated" => {
                         let now = js_sys::Date::now();

@@ -39,6 +39,16 @@ pub struct StageMoved {
     pub score: i64,
 }
 
+/// A lead merged into another (`leadMerged` event, `identity.rs`): `from` is gone, its
+/// history is `to`'s, which now scores `score`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LeadMerged {
+    pub from: String,
+    pub to: String,
+    pub score: i64,
+}
+
 /// Stage moves between two flushes, per lead: the stage before its first move, and now.
 #[derive(Default)]
 pub struct StageMoves {
@@ -251,6 +261,7 @@ mod tests {
             delta,
             score,
             updated_at: at,
+            merged_from: None,
         }
     }
 

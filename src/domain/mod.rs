@@ -10,6 +10,7 @@ pub mod decay;
 pub mod engine;
 pub mod error;
 pub mod export;
+pub mod identity;
 pub mod intake;
 pub mod limits;
 pub mod live;

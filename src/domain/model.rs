@@ -97,6 +97,9 @@ pub struct ScoreChange {
     pub score: i64,
     #[serde(with = "iso")]
     pub updated_at: Millis,
+    /// Additive: the lead this change merged into `lead_id` (`identity.rs`), if it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merged_from: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -138,6 +141,9 @@ pub struct HistoryEntry {
     /// of the ladder as it is now.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stage_change: Option<super::stages::StageChange>,
+    /// Additive: the lead this change merged in (`identity.rs`), if it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merged_from: Option<String>,
 }
 
 /// A scoring rule: every active rule of an event's type whose conditions all hold adds its

@@ -8,7 +8,7 @@ use crate::domain::intake::{batch_items, check_item, single_item, BodyError};
 use crate::domain::query::{DetailPage, LeadQuery};
 use crate::service::{metrics, now_ms, IngestOutcome, ServiceError};
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query, RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -205,6 +205,7 @@ pub async fn lead_detail(
     State(state): State<AppState>,
     Path(id): Path<String>,
     Query(params): Query<Vec<(String, String)>>,
+    RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let page = DetailPage::parse(params.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .map_err(|d| ApiError::new(400, "Invalid query parameters", d))?;
@@ -212,8 +213,40 @@ pub async fn lead_detail(
         Err(ServiceError::NotFound) => {
             Err(ApiError::field(404, "Lead not found", "id", format!("no lead with id {id:?}")))
         }
+        Err(ServiceError::Merged(into)) => {
+            Ok(merged_into(&id, &into, &format!("/api/leads/{}", path_segment(&into)), query.as_deref()))
+        }
         other => Ok(Json(other?).into_response()),
     }
+}
+
+/// A 308 to where a merged lead now lives, with the request's query kept.
+pub fn merged_into(id: &str, into: &str, path: &str, query: Option<&str>) -> Response {
+    let location = match query.filter(|q| !q.is_empty()) {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_string(),
+    };
+    let mut e = ApiError::field(308, "Lead merged", "id", format!("{id:?} was merged into {into:?}"));
+    e.status = 308;
+    let mut response = (
+        StatusCode::PERMANENT_REDIRECT,
+        Json(json!({"error": e.error, "details": e.details, "status": 308, "mergedInto": into})),
+    )
+        .into_response();
+    if let Ok(value) = location.parse() {
+        response.headers_mut().insert(header::LOCATION, value);
+    }
+    response
+}
+
+/// Percent-encodes a lead id as one path segment.
+pub fn path_segment(id: &str) -> String {
+    id.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 pub async fn health(State(state): State<AppState>) -> Response {

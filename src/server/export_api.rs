@@ -30,6 +30,10 @@ pub async fn history_csv(State(state): State<AppState>, Path(id): Path<String>) 
         Err(ServiceError::NotFound) => {
             return Err(ApiError::field(404, "Lead not found", "id", format!("no lead with id {id:?}")))
         }
+        Err(ServiceError::Merged(into)) => {
+            let path = format!("/api/export/leads/{}/history.csv", super::api::path_segment(&into));
+            return Ok(super::api::merged_into(&id, &into, &path, None));
+        }
         other => other?,
     };
     let rows = pages.map(|page| page.map(|entries| entries.iter().map(history_row).collect::<Vec<_>>()));

@@ -18,7 +18,7 @@
 //! event and refetch. Clients read from a broadcast channel that never blocks the hub: a
 //! stalled client only ever hurts itself (it lags, and is told to reload).
 
-use crate::domain::live::{Coalescer, LeadUpdate, Replay, ReplayBuffer, StageMoved, StageMoves};
+use crate::domain::live::{Coalescer, LeadMerged, LeadUpdate, Replay, ReplayBuffer, StageMoved, StageMoves};
 use crate::domain::stages::{stage_for, Stage};
 use crate::service::UpdateBatch;
 use axum::body::{Body, Bytes};
@@ -75,6 +75,7 @@ impl StreamHub {
         tokio::spawn(async move {
             let mut pending = Coalescer::default();
             let mut moves = StageMoves::default();
+            let mut merges: Vec<LeadMerged> = Vec::new();
             let mut tick = tokio::time::interval(interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
@@ -85,6 +86,9 @@ impl StreamHub {
                             for change in batch.iter() {
                                 pending.add(change);
                                 moves.add(change, &stages);
+                                if let Some(from) = &change.merged_from {
+                                    merges.push(LeadMerged { from: from.clone(), to: change.lead_id.clone(), score: change.score });
+                                }
                             }
                         }
                         Err(broadcast::error::RecvError::Lagged(n)) => {
@@ -100,7 +104,7 @@ impl StreamHub {
                             for u in &mut updates {
                                 u.stage = stage_for(&stages, u.score).to_string();
                             }
-                            hub.publish(&updates, omitted, &moves.flush());
+                            hub.publish(&updates, omitted, &moves.flush(), &std::mem::take(&mut merges));
                         }
                     }
                     _ = shutdown.changed() => break,
@@ -109,7 +113,7 @@ impl StreamHub {
         })
     }
 
-    fn publish(&self, updates: &[LeadUpdate], omitted: usize, moved: &[StageMoved]) {
+    fn publish(&self, updates: &[LeadUpdate], omitted: usize, moved: &[StageMoved], merged: &[LeadMerged]) {
         let data = serde_json::to_string(updates).unwrap_or_else(|_| "[]".into());
         let mut buffer = self.buffer.lock().unwrap();
         let id = buffer.last_id() + 1;
@@ -124,6 +128,10 @@ impl StreamHub {
         if moved.len() > MAX_FRAME_UPDATES {
             let omitted = moved.len() - MAX_FRAME_UPDATES;
             bytes.extend_from_slice(&sse("truncated", None, &format!(r#"{{"omittedStageChanges":{omitted}}}"#)));
+        }
+        // Merges are rare (one per identified visitor) and each changes which leads exist.
+        for m in merged {
+            bytes.extend_from_slice(&sse("leadMerged", None, &serde_json::to_string(m).unwrap_or_default()));
         }
         let bytes = Bytes::from(bytes);
         buffer.push(bytes.clone());
@@ -258,9 +266,9 @@ mod tests {
             events: 1,
             stage: "Cold".into(),
         };
-        hub.publish(&[update("a")], 0, &[]);
+        hub.publish(&[update("a")], 0, &[], &[]);
         let moved = StageMoved { lead_id: "b".into(), from: "Cold".into(), to: "Warm".into(), score: 60 };
-        hub.publish(&[update("b")], 3, &[moved]);
+        hub.publish(&[update("b")], 3, &[moved], &[]);
         let (first, _, current) = hub.subscribe(Some(&hub.event_id(1)));
         assert_eq!(current, 2);
         let text: Vec<String> = first.iter().map(|b| String::from_utf8_lossy(b).to_string()).collect();

@@ -2,7 +2,7 @@
 //! pages. One page is held at a time, so exporting a million leads costs what one page costs.
 
 use super::stages::unknown_stage;
-use super::{Service, ServiceError, ServiceResult};
+use super::{Service, ServiceResult};
 use crate::domain::query::{DetailPage, LeadQuery};
 use crate::domain::stages::{stage_for, StageChange};
 use crate::domain::{HistoryEntry, Lead};
@@ -45,7 +45,9 @@ impl Service {
         &self,
         lead_id: &str,
     ) -> ServiceResult<impl Stream<Item = ServiceResult<Vec<HistoryEntry>>>> {
-        self.store.lead(lead_id).await?.ok_or(ServiceError::NotFound)?;
+        if self.store.lead(lead_id).await?.is_none() {
+            return Err(self.missing_lead(lead_id).await);
+        }
         let ladder = self.current_ladder().await?;
         let (store, lead_id) = (self.store.clone(), lead_id.to_string());
         Ok(stream::try_unfold(Some(0usize), move |offset| {

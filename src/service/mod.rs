@@ -48,6 +48,9 @@ pub enum ServiceError {
     Invalid(Vec<FieldError>),
     #[error("not found")]
     NotFound,
+    /// The lead was merged into this one (`domain::identity`).
+    #[error("merged into {0}")]
+    Merged(String),
     /// Credentials are missing or wrong; the field names which.
     #[error("{}: {}", .0.field, .0.problem)]
     Unauthorized(FieldError),
@@ -83,6 +86,7 @@ impl From<ServiceError> for ApiError {
         match e {
             ServiceError::Invalid(details) => ApiError::invalid(details),
             ServiceError::NotFound => ApiError::not_found("Not found"),
+            ServiceError::Merged(into) => ApiError::field(308, "Lead merged", "id", format!("merged into {into:?}")),
             ServiceError::Unauthorized(problem) => ApiError::new(401, "Unauthorized", vec![problem]),
             ServiceError::Forbidden(m) => ApiError::forbidden(m),
             ServiceError::Conflict(problem) => ApiError::new(409, "Conflict", vec![problem]),
@@ -383,8 +387,17 @@ impl Service {
         Ok(leads)
     }
 
+    /// The error for a lead that is not there: merged into another, or never seen.
+    pub(crate) async fn missing_lead(&self, lead_id: &str) -> ServiceError {
+        match self.store.merged_into(lead_id).await {
+            Ok(Some(into)) => ServiceError::Merged(into),
+            Ok(None) => ServiceError::NotFound,
+            Err(e) => e.into(),
+        }
+    }
+
     pub async fn lead_detail(&self, lead_id: &str, page: &DetailPage) -> ServiceResult<LeadDetail> {
-        let lead = self.store.lead(lead_id).await?.ok_or(ServiceError::NotFound)?;
+        let Some(lead) = self.store.lead(lead_id).await? else { return Err(self.missing_lead(lead_id).await) };
         let (history, events, ladder) = tokio::try_join!(
             self.store.history(lead_id, page),
             self.store.lead_events(lead_id, page),

@@ -132,6 +132,8 @@ pub trait Store: AccountStore + Send + Sync + 'static {
         Ok(page)
     }
     async fn lead(&self, lead_id: &str) -> StoreResult<Option<Lead>>;
+    /// The lead `lead_id` was merged into (`domain::identity`), if it was.
+    async fn merged_into(&self, lead_id: &str) -> StoreResult<Option<String>>;
     /// A lead's history, newest first.
     async fn history(&self, lead_id: &str, page: &DetailPage) -> StoreResult<Vec<HistoryEntry>>;
     /// A lead's events, newest first in ingest order (the order they are scored in), scored or not.

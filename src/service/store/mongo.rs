@@ -17,6 +17,7 @@ mod apply;
 mod dead_letters;
 mod decay;
 pub mod docs;
+mod merge;
 mod rescore;
 mod rules;
 mod webhooks;
@@ -27,6 +28,7 @@ pub use docs::LEASE_MS;
 use super::{InsertOutcome, QueueStats, Queued, SharedFeed, Store, StoreError, StoreResult};
 use crate::domain::decay::DecayPage;
 use crate::domain::engine::Engine;
+use crate::domain::identity::merge_source;
 use crate::domain::query::{DetailPage, LeadQuery};
 use crate::domain::rescore::RescorePage;
 use crate::domain::time::Millis;
@@ -366,8 +368,36 @@ impl Store for MongoStore {
         self.read_queue(limit).await
     }
 
-    async fn apply(&self, events: Vec<StoredEvent>, rules: Arc<Engine>, now: Millis) -> StoreResult<Vec<ScoreChange>> {
-        let leased = self.lease(events, rules, now).await?;
+    async fn apply(
+        &self,
+        mut events: Vec<StoredEvent>,
+        rules: Arc<Engine>,
+        now: Millis,
+    ) -> StoreResult<Vec<ScoreChange>> {
+        self.resolve_aliases(&mut events).await?;
+        let Some(at) = events.iter().position(|e| merge_source(e).is_some()) else {
+            let leased = self.lease(events, rules, now).await?;
+            return self.commit(leased).await;
+        };
+        // An event asking for a merge is scored on its own, after the events before it; the
+        // rest waits for the next step, which credits it to the merged lead.
+        if at > 0 {
+            events.truncate(at);
+            let leased = self.lease(events, rules, now).await?;
+            return self.commit(leased).await;
+        }
+        events.truncate(1);
+        let from = merge_source(&events[0]).unwrap_or_default();
+        let merged = match self.merge(&events[0], &from, &rules, now).await? {
+            merge::Merge::Busy => return Ok(Vec::new()),
+            merge::Merge::Nothing => None,
+            merge::Merge::Done(from, before) => Some((from, before)),
+        };
+        let seq = events[0].seq;
+        let mut leased = self.lease(events, rules, now).await?;
+        if let Some(merged) = merged {
+            leased.merges.insert(seq, merged);
+        }
         self.commit(leased).await
     }
 
@@ -418,6 +448,10 @@ impl Store for MongoStore {
         let found =
             self.leads.find_one(docs::scored_lead(lead_id)).projection(docs::lead_view()).await.map_err(classify)?;
         Ok(found.as_ref().and_then(docs::lead))
+    }
+
+    async fn merged_into(&self, lead_id: &str) -> StoreResult<Option<String>> {
+        self.alias_of(lead_id).await
     }
 
     async fn history(&self, lead_id: &str, page: &DetailPage) -> StoreResult<Vec<HistoryEntry>> {

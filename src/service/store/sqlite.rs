@@ -14,6 +14,7 @@ mod apply;
 pub mod backup;
 mod dead_letters;
 mod decay;
+mod merge;
 mod rescore;
 mod rules;
 mod schema;
@@ -443,11 +444,19 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn merged_into(&self, lead_id: &str) -> StoreResult<Option<String>> {
+        let id = lead_id.to_string();
+        self.read(move |c| {
+            c.prepare_cached("SELECT to_id FROM aliases WHERE from_id = ?1")?.query_row([id], |r| r.get(0)).optional()
+        })
+        .await
+    }
+
     async fn history(&self, lead_id: &str, page: &DetailPage) -> StoreResult<Vec<HistoryEntry>> {
         let (id, limit, offset) = (lead_id.to_string(), page.history_limit as i64, page.history_offset as i64);
         self.read(move |c| {
             let mut s = c.prepare_cached(
-                "SELECT lead_id, event_id, event_type, old_score, new_score, delta, timestamp FROM score_history \
+                "SELECT lead_id, event_id, event_type, old_score, new_score, delta, timestamp, merged_from FROM score_history \
                  WHERE lead_id = ?1 ORDER BY id DESC LIMIT ?2 OFFSET ?3",
             )?;
             let rows = s.query_map(params![id, limit, offset], |r| {
@@ -460,6 +469,7 @@ impl Store for SqliteStore {
                     delta: r.get(5)?,
                     timestamp: r.get(6)?,
                     stage_change: None,
+                    merged_from: r.get(7)?,
                 })
             })?;
             rows.collect()

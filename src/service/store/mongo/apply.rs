@@ -87,6 +87,8 @@ impl CrashPoint {
 
 /// What a call holds after `lease`: its token and, per held lead, the events to add.
 pub struct Leased {
+    /// Events that merged a lead in (`merge.rs`): by seq, the lead and the score before.
+    pub(super) merges: HashMap<i64, (String, i64)>,
     token: String,
     now: Millis,
     rules: Arc<Engine>,
@@ -122,7 +124,8 @@ impl MongoStore {
                 leads.push(e.lead_id.clone());
             }
         }
-        let mut leased = Leased { token, now, rules, started: std::time::Instant::now(), leads: Vec::new() };
+        let mut leased =
+            Leased { merges: HashMap::new(), token, now, rules, started: std::time::Instant::now(), leads: Vec::new() };
         if leads.is_empty() {
             return Ok(leased);
         }
@@ -237,7 +240,7 @@ impl MongoStore {
     /// Steps 4–8: adds the leased events to their leads, records them, releases the leases.
     /// Returns the changes this call added (none for a lead it was fenced out of).
     pub async fn commit(&self, leased: Leased) -> StoreResult<Vec<ScoreChange>> {
-        let Leased { token, now, rules, started, leads } = leased;
+        let Leased { merges, token, now, rules, started, leads } = leased;
         let held: Vec<String> = leads.iter().map(|l| l.id.clone()).collect();
         let total: usize = leads.iter().map(|l| l.events.len()).sum();
         let mut applied = Vec::new();
@@ -276,6 +279,7 @@ impl MongoStore {
                     score += priced.points;
                     feed += 1;
                     entries.push(Entry {
+                        merged: merges.get(&e.seq).cloned(),
                         lead_id: lead.id.clone(),
                         seq: e.seq,
                         event_id: e.event_id.clone(),
@@ -382,6 +386,7 @@ impl MongoStore {
                 delta: e.delta,
                 score: e.new_score,
                 updated_at: e.at,
+                merged_from: e.merged.map(|(from, _)| from),
             })
             .collect())
     }
@@ -390,7 +395,7 @@ impl MongoStore {
     /// entries say. Until an entry's event is flagged, a crash leaves it in its lead's
     /// `lastBatch`, and its next holder records it again: deliveries are upserted by key, so
     /// none is lost and none written twice.
-    async fn record(
+    pub(super) async fn record(
         &self,
         entries: &[Entry],
         outbox: &Outbox,
@@ -402,7 +407,11 @@ impl MongoStore {
         self.write_all("scorehistories", history, Tolerate::Duplicates).await?;
         let deliveries: Vec<NewDelivery> = entries
             .iter()
-            .flat_map(|e| outbox.deliveries(&e.lead_id, e.old_score, e.new_score, &e.event_id, e.at))
+            .flat_map(|e| {
+                // A merge's entry tells of the whole move, from the score before the merge.
+                let old = e.merged.as_ref().map_or(e.old_score, |(_, before)| *before);
+                outbox.deliveries(&e.lead_id, old, e.new_score, &e.event_id, e.at)
+            })
             .collect();
         if !deliveries.is_empty() {
             let first = self.reserve(super::webhooks::DELIVERY_COUNTER, deliveries.len()).await?;
@@ -422,7 +431,12 @@ impl MongoStore {
     }
 
     /// Inserts the missing leads already leased; returns those this call created.
-    async fn create_leased(&self, missing: &[&String], token: &str, now: Millis) -> StoreResult<Vec<String>> {
+    pub(super) async fn create_leased(
+        &self,
+        missing: &[&String],
+        token: &str,
+        now: Millis,
+    ) -> StoreResult<Vec<String>> {
         if missing.is_empty() {
             return Ok(Vec::new());
         }
@@ -443,8 +457,26 @@ impl MongoStore {
         Ok(missing.iter().enumerate().filter(|(i, _)| !taken.contains(i)).map(|(_, id)| (*id).clone()).collect())
     }
 
+    /// Finishes the batch a crashed or stalled worker left on this lead: its `lastBatch`
+    /// entries whose events are still unprocessed are recorded as they stand.
+    pub(super) async fn finish_last_batch(&self, lead: &Document, rules: &Engine) -> StoreResult<()> {
+        let batch = docs::last_batch(lead).map_err(StoreError::Internal)?;
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let seqs: Vec<i64> = batch.iter().map(|b| b.seq).collect();
+        let unprocessed = self.unprocessed_of(&seqs).await?;
+        let unfinished: Vec<Entry> =
+            batch.into_iter().filter(|b| unprocessed.contains(&(b.seq, b.event_id.clone()))).collect();
+        if !unfinished.is_empty() {
+            let outbox = rules.outbox().clone();
+            self.record(&unfinished, &outbox, CrashPoint::RecoverHistory, CrashPoint::Recover).await?;
+        }
+        Ok(())
+    }
+
     /// `(seq, eventId)` of the given events that are still unprocessed.
-    async fn unprocessed_of(&self, seqs: &[i64]) -> StoreResult<HashSet<(i64, String)>> {
+    pub(super) async fn unprocessed_of(&self, seqs: &[i64]) -> StoreResult<HashSet<(i64, String)>> {
         let projection = doc! {"_id": 1, "eventId": 1};
         let found = self.read_fresh(&self.events, docs::still_unprocessed(seqs), projection, seqs.len()).await?;
         Ok(found.iter().filter_map(|d| Some((docs::int(d.get("_id"))?, docs::text(d.get("eventId"))?))).collect())
@@ -480,7 +512,12 @@ impl MongoStore {
     /// Sends update statements in as few `update` commands as fit (the plain command every
     /// compatible server has; the driver's `bulkWrite` needs MongoDB 8). Majority and
     /// journaled: a write a failover could roll back might let an event count twice.
-    async fn write_all(&self, collection: &str, statements: Vec<Document>, tolerate: Tolerate) -> StoreResult<Written> {
+    pub(super) async fn write_all(
+        &self,
+        collection: &str,
+        statements: Vec<Document>,
+        tolerate: Tolerate,
+    ) -> StoreResult<Written> {
         let mut written = Written::default();
         let mut chunk: Vec<Document> = Vec::new();
         let (mut bytes, mut offset) = (0, 0);
@@ -552,7 +589,7 @@ impl MongoStore {
 
 /// Which statement errors a write may live with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Tolerate {
+pub(super) enum Tolerate {
     Nothing,
     /// Duplicate keys: two workers finishing the same batch both create an entry; one wins.
     Duplicates,
@@ -561,7 +598,7 @@ enum Tolerate {
 }
 
 #[derive(Debug, Default)]
-struct Written {
+pub(super) struct Written {
     /// Statements that matched a document.
     matched: u64,
     /// Statements refused, by index, with the server's error (`Tolerate::PerStatement`).

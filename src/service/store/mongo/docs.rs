@@ -229,6 +229,9 @@ pub struct Entry {
     pub at: Millis,
     /// Which rules matched and what each added.
     pub matches: Vec<RuleMatch>,
+    /// The lead this entry's event merged in, and the lead's score before the merge
+    /// (`merge.rs`): webhooks hear of the whole move.
+    pub merged: Option<(String, i64)>,
 }
 
 /// Leases the leads that are free (never leased, released, or expired) to `token`.
@@ -319,6 +322,10 @@ fn entry_doc(e: &Entry) -> Document {
     if !e.matches.is_empty() {
         d.insert("matches", matches_bson(&e.matches));
     }
+    if let Some((from, before)) = &e.merged {
+        d.insert("mergedFrom", from);
+        d.insert("scoreBefore", before);
+    }
     d
 }
 
@@ -355,6 +362,10 @@ pub fn last_batch(lead: &Document) -> Result<Vec<Entry>, String> {
             at: millis(d.get("at"))?,
             // Entries of earlier releases have none.
             matches: matches_of(d.get("matches")).unwrap_or_default(),
+            merged: match (text(d.get("mergedFrom")), int(d.get("scoreBefore"))) {
+                (Some(from), Some(before)) => Some((from, before)),
+                _ => None,
+            },
         })
     };
     entries.iter().map(|b| b.as_document().and_then(entry).ok_or_else(|| format!("lastBatch entry {b}"))).collect()
@@ -427,17 +438,17 @@ pub fn applied_by(leads: &[String], token: &str) -> Document {
 /// The history entry of an applied event, as a replacing upsert: writing it twice, or over
 /// an entry an earlier release left half-written, comes to the same document.
 pub fn history_statement(e: &Entry) -> Document {
-    doc! {
-        "q": {"_id": &e.event_id},
-        // `_id` in the replacement too: an upsert should take it from the query, but not
-        // every compatible server does (the stand-in would add a second document).
-        "u": {
-            "_id": &e.event_id, "eventId": &e.event_id, "leadId": &e.lead_id, "eventType": &e.event_type,
-            "delta": e.delta, "oldScore": e.old_score, "newScore": e.new_score, "seq": e.seq,
-            "feedSeq": e.feed_seq, "timestamp": DateTime::from_millis(e.at), "applied": true,
-        },
-        "upsert": true,
+    // `_id` in the replacement too: an upsert should take it from the query, but not
+    // every compatible server does (the stand-in would add a second document).
+    let mut entry = doc! {
+        "_id": &e.event_id, "eventId": &e.event_id, "leadId": &e.lead_id, "eventType": &e.event_type,
+        "delta": e.delta, "oldScore": e.old_score, "newScore": e.new_score, "seq": e.seq,
+        "feedSeq": e.feed_seq, "timestamp": DateTime::from_millis(e.at), "applied": true,
+    };
+    if let Some((from, _)) = &e.merged {
+        entry.insert("mergedFrom", from);
     }
+    doc! {"q": {"_id": &e.event_id}, "u": entry, "upsert": true}
 }
 
 /// A replayed event's new points and explanation (`$rescore`), idempotent.
@@ -498,6 +509,7 @@ pub fn feed_change(d: &Document) -> Option<(i64, ScoreChange)> {
             delta: h.delta,
             score: h.new_score,
             updated_at: h.timestamp,
+            merged_from: h.merged_from,
         },
     ))
 }
@@ -663,6 +675,7 @@ pub fn history(d: &Document) -> Option<HistoryEntry> {
         delta: int(d.get("delta"))?,
         timestamp: millis(d.get("timestamp"))?,
         stage_change: None,
+        merged_from: field(d, "mergedFrom"),
     })
 }
 
@@ -764,6 +777,7 @@ mod tests {
 
     fn entry(seq: i64, delta: i64, old: i64) -> Entry {
         Entry {
+            merged: None,
             lead_id: "Lead-ÜX".into(),
             seq,
             event_id: format!("evt-{seq}"),

@@ -5,8 +5,10 @@
 //! row commit together or not at all. Pricing happens here, not in the worker, because a
 //! limit's count must move only when its event is really added.
 
+use super::merge::{self, Aliases};
 use super::rescore::replay_lead;
 use crate::domain::engine::{Engine, Usage, UsageKey};
+use crate::domain::identity::merge_source;
 use crate::domain::profile::{self, traits_of, Profile};
 use crate::domain::rescore::{is_adjustment, RESCORE_EVENT_TYPE};
 use crate::domain::time::Millis;
@@ -21,6 +23,44 @@ struct Claimed<'a> {
 }
 
 pub(super) fn apply(
+    c: &Connection,
+    events: &[StoredEvent],
+    engine: &Engine,
+    now: Millis,
+) -> rusqlite::Result<Vec<ScoreChange>> {
+    let mut aliases = Aliases::load(c)?;
+    let mut changes = Vec::with_capacity(events.len());
+    let mut rest = events;
+    while !rest.is_empty() {
+        // An event asking for a merge is scored on its own: what comes before it is written
+        // first, and what comes after it sees the merged lead.
+        let (segment, next) = match rest.iter().position(|e| merge_source(e).is_some()) {
+            Some(0) => rest.split_at(1),
+            Some(i) => rest.split_at(i),
+            None => (rest, &[][..]),
+        };
+        rest = next;
+        let segment = aliases.resolve(c, segment)?;
+        let merging = match &*segment {
+            [event] => merge_source(event).map(|from| (event, from)),
+            _ => None,
+        };
+        let Some((event, from)) = merging else {
+            changes.extend(apply_segment(c, &segment, engine, now)?);
+            continue;
+        };
+        let merged = merge::merge(c, &mut aliases, event, &from, now)?;
+        let mut applied = apply_segment(c, &segment, engine, now)?;
+        if let (Some(merged), Some(change)) = (merged, applied.first_mut()) {
+            merge::finish(c, &merged, change, engine, now)?;
+        }
+        changes.extend(applied);
+    }
+    Ok(changes)
+}
+
+/// Scores a run of events, each already credited to its lead (`Aliases::resolve`).
+fn apply_segment(
     c: &Connection,
     events: &[StoredEvent],
     engine: &Engine,
@@ -121,6 +161,7 @@ fn add_to_leads(
                 delta: *points,
                 score,
                 updated_at: now,
+                merged_from: None,
             });
         }
         // An adjustment (decay, rescore) is not the lead's activity: its last event stays.

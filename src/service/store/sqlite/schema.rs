@@ -53,9 +53,21 @@ CREATE TABLE IF NOT EXISTS score_history (
     delta      INTEGER NOT NULL,
     old_score  INTEGER NOT NULL,
     new_score  INTEGER NOT NULL,
-    timestamp  INTEGER NOT NULL
+    timestamp  INTEGER NOT NULL,
+    -- Schema 8: the lead this change merged in (identity merge), if it did.
+    merged_from TEXT
 );
 CREATE INDEX IF NOT EXISTS history_by_lead ON score_history(lead_id, id DESC);
+
+-- Schema 8: leads merged into others (identity merge): events for `from_id` are credited to
+-- `to_id`, and a read of it is sent there. Chains are kept flat (no `to_id` is a `from_id`).
+CREATE TABLE IF NOT EXISTS aliases (
+    from_id   TEXT PRIMARY KEY,
+    to_id     TEXT NOT NULL,
+    event_id  TEXT NOT NULL,
+    merged_at INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS aliases_by_target ON aliases(to_id);
 
 -- Schema 5: several rules per event type, with conditions (JSON) and an optional limit.
 -- `base` marks the type's base rule, the one the old `POST /api/rules` upserts: one per type.
@@ -227,9 +239,22 @@ pub fn prepare_schema(conn: &mut Connection) -> Result<(), String> {
         tx.execute_batch("ALTER TABLE events ADD COLUMN matches TEXT;")
             .map_err(|e| format!("migrating events to schema 5: {e}"))?;
     }
-    if has_events && !has_column("leads", "profile")? {
+    // Tables an older file has (and a schema-1 file has set aside just above).
+    let lacks = |table: &str, column: &str| -> Result<bool, String> {
+        let exists: bool = tx
+            .query_row("SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = ?1", [table], |r| {
+                r.get(0)
+            })
+            .map_err(|e| e.to_string())?;
+        Ok(exists && !has_column(table, column)?)
+    };
+    if lacks("leads", "profile")? {
         tx.execute_batch("ALTER TABLE leads ADD COLUMN profile TEXT;")
             .map_err(|e| format!("migrating leads to schema 8: {e}"))?;
+    }
+    if lacks("score_history", "merged_from")? {
+        tx.execute_batch("ALTER TABLE score_history ADD COLUMN merged_from TEXT;")
+            .map_err(|e| format!("migrating score_history to schema 8: {e}"))?;
     }
     tx.execute_batch(SCHEMA).map_err(|e| e.to_string())?;
     if rules_before_5 {
