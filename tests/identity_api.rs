@@ -158,3 +158,89 @@ async fn concurrent_merges_and_events_count_everything_once() {
     }
     s.stop().await;
 }
+
+/// The server binary SIGKILLed while merges are being scored, restarted, every message
+/// retried: each merge happens once and every event counts once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn merges_survive_a_sigkill_and_retries() {
+    use common::binary::Binary;
+    use common::{wait_drained, TestDatabase};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    const USERS: usize = 40;
+    const KEY: &str = "merge-kill-key-51c";
+    let dir = tempfile::tempdir().unwrap();
+    let db = TestDatabase::new(dir.path(), "merge_kill");
+    // Per user, two anonymous visitors: 3 page views each, then an alias each, then 2 email
+    // opens each under the old id, and a demo request as the user.
+    let mut messages = Vec::new();
+    for u in 0..USERS {
+        let user = format!("user-{u}");
+        for a in 0..2 {
+            let anon = format!("anon-{u}-{a}");
+            for i in 0..3 {
+                messages.push(json!({"type": "page", "messageId": format!("p-{anon}-{i}"), "anonymousId": anon}));
+            }
+            messages
+                .push(json!({"type": "alias", "messageId": format!("a-{anon}"), "userId": user, "previousId": anon}));
+            for i in 0..2 {
+                messages.push(json!({"type": "track", "messageId": format!("o-{anon}-{i}"), "anonymousId": anon, "event": "Email Open"}));
+            }
+        }
+        messages
+            .push(json!({"type": "track", "messageId": format!("d-{user}"), "userId": user, "event": "Demo Request"}));
+    }
+    let batches: Arc<Vec<Value>> = Arc::new(messages.chunks(20).map(|c| json!({"batch": c})).collect());
+    let post_all = |base: String, acked: Arc<AtomicUsize>| {
+        let batches = batches.clone();
+        async move {
+            let mut headers = reqwest::header::HeaderMap::new();
+            headers.insert("x-api-key", KEY.parse().unwrap());
+            let client = reqwest::Client::builder().default_headers(headers).timeout(Duration::from_secs(30)).build();
+            let client = client.unwrap();
+            for batch in batches.iter() {
+                match client.post(format!("{base}/v1/batch")).json(batch).send().await {
+                    Ok(r) if r.status() == 200 => drop(acked.fetch_add(1, Ordering::SeqCst)),
+                    Ok(r) => panic!("unexpected {}", r.status()),
+                    Err(_) => return, // the server died under us
+                }
+            }
+        }
+    };
+
+    let mut server = Binary::start_on(&db.url, &[("API_KEYS", KEY)]);
+    let acked = Arc::new(AtomicUsize::new(0));
+    let poster = tokio::spawn(post_all(server.base.clone(), acked.clone()));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while acked.load(Ordering::SeqCst) < batches.len() / 3 {
+        assert!(Instant::now() < deadline, "ingest too slow to reach the kill point");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    server.child.kill().unwrap(); // SIGKILL, with merges queued and being scored
+    server.child.wait().unwrap();
+    let _ = poster.await;
+    assert!(acked.load(Ordering::SeqCst) < batches.len(), "killed before the end");
+
+    let mut server = Binary::start_on(&db.url, &[("API_KEYS", KEY)]);
+    post_all(server.base.clone(), Arc::new(AtomicUsize::new(0))).await;
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert("x-api-key", KEY.parse().unwrap());
+    let client = reqwest::Client::builder().default_headers(headers).build().unwrap();
+    wait_drained(&client, &server.base, Duration::from_secs(120)).await;
+    for u in 0..USERS {
+        let url = format!("{}/api/leads/user-{u}?historyLimit=500", server.base);
+        let detail: Value = client.get(url).send().await.unwrap().json().await.unwrap();
+        // 50 + 2 × (3 × 5 + 2 × 10)
+        assert_eq!(detail["lead"]["score"], 120, "user-{u}: {detail}");
+        assert_eq!(detail["lead"]["eventCount"], 13, "user-{u}");
+        assert_chained(detail["history"].as_array().unwrap(), 120);
+        let merges = detail["history"].as_array().unwrap().iter().filter(|h| h["mergedFrom"].is_string()).count();
+        assert_eq!(merges, 2, "user-{u}: each anonymous visitor merged once");
+    }
+    let leads: Value =
+        client.get(format!("{}/api/leads?limit=500", server.base)).send().await.unwrap().json().await.unwrap();
+    assert_eq!(leads.as_array().unwrap().len(), USERS, "no anonymous lead is left");
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    db.drop_now().await;
+}

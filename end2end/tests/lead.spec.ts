@@ -88,3 +88,28 @@ test("identify traits show as the lead's profile, on the leaderboard and in sear
   await expect(profile).toContainText("CTO");
   await screenshot(page, "lead-profile");
 });
+
+test("an identify with both ids merges the anonymous lead: the open leaderboard drops it live, its page shows the known lead", async ({ page, request }) => {
+  const prefix = unique("merge");
+  const anon = `${prefix}-anon`;
+  const user = `${prefix}-user`;
+  expect((await request.post("/v1/page", { data: { anonymousId: anon, name: "Pricing" } })).status()).toBe(200);
+  await expectScore(request, anon, 5);
+
+  await page.goto(`/?search=${encodeURIComponent(prefix)}`);
+  await hydrated(page);
+  await expect(page.locator(`#leaderboard tr[data-lead="${anon}"]`)).toBeVisible();
+
+  const r = await request.post("/v1/identify", { data: { userId: user, anonymousId: anon, traits: { name: "Ada" } } });
+  expect(r.status()).toBe(200);
+  // No reload: the stream's leadMerged makes the page refetch.
+  await expect(page.locator(`#leaderboard tr[data-lead="${user}"] .score`)).toHaveText("5");
+  await expect(page.locator(`#leaderboard tr[data-lead="${anon}"]`)).toHaveCount(0);
+
+  await page.goto(`/leads/${anon}`);
+  await hydrated(page);
+  await expect(page.locator(".lead-title")).toHaveText(user);
+  await expect(page.locator("#merged-notice")).toContainText(`${anon} was merged into this lead`);
+  await expect(page.locator("#history tbody tr").first()).toContainText("Identify");
+  await screenshot(page, "lead-merged");
+});

@@ -56,7 +56,15 @@ pub fn LeadPage() -> impl IntoView {
                                <a href="/">"Back to the leaderboard"</a></p>
                         </section>
                     }.into_any(),
-                    Ok(Some(d)) => view! { <Detail detail=d page=page.get_untracked()/> }.into_any(),
+                    Ok(Some(d)) => {
+                        let asked = id.get_untracked();
+                        let merged = (d.lead.id != asked).then(|| view! {
+                            <p class="notice" id="merged-notice">
+                                <code>{asked}</code>" was merged into this lead when it identified."
+                            </p>
+                        });
+                        view! { {merged}<Detail detail=d page=page.get_untracked()/> }.into_any()
+                    }
                 }
             })}
         </Transition>

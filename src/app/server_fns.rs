@@ -116,12 +116,16 @@ pub async fn fetch_leaderboard(query: LeadQuery) -> Result<Vec<Lead>, ApiError> 
     backend.service.leaderboard(&query).await.map_err(backend::failure)
 }
 
-/// `None` for an unknown lead.
+/// `None` for an unknown lead; a lead merged into another is that one.
 #[server(prefix = "/rpc", endpoint = "fetch_lead", input = Json)]
 pub async fn fetch_lead(id: String, page: DetailPage) -> Result<Option<LeadDetail>, ApiError> {
     use crate::service::ServiceError;
     let (backend, _) = backend::backend()?;
-    match backend.service.lead_detail(&id, &page).await {
+    let found = match backend.service.lead_detail(&id, &page).await {
+        Err(ServiceError::Merged(into)) => backend.service.lead_detail(&into, &page).await,
+        other => other,
+    };
+    match found {
         Ok(detail) => Ok(Some(detail)),
         Err(ServiceError::NotFound) => Ok(None),
         Err(e) => Err(backend::failure(e)),
