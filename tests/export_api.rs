@@ -45,6 +45,14 @@ async fn the_leaderboard_exports_every_matching_lead_in_order() {
     assert_eq!(rows[4_500][2], "Cold");
     assert_eq!((rows[1][3].as_str(), rows[1][4].as_str()), ("2", "d0"));
 
+    // GET /api/leads says how many match in all, whatever its page size.
+    for (query, total) in
+        [("", 4_500), ("?stage=warm", 450), ("?search=LEAD-0449&limit=3", 10), ("?minScore=6&limit=1", 450)]
+    {
+        let r = s.client.get(s.url(&format!("/api/leads{query}"))).send().await.unwrap();
+        assert_eq!(r.headers()["x-total-count"], total.to_string().as_str(), "{query}");
+    }
+
     // The leaderboard's filters, and their errors before anything is sent.
     let (_, warm) = csv(&s, "/api/export/leads.csv?stage=warm&limit=3").await;
     assert_eq!(warm.len() - 1, 450, "the stage filter; limit does not cut an export");

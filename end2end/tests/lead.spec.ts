@@ -113,3 +113,41 @@ test("an identify with both ids merges the anonymous lead: the open leaderboard 
   await expect(page.locator("#history tbody tr").first()).toContainText("Identify");
   await screenshot(page, "lead-merged");
 });
+
+test("the leaderboard pages through every match and says how many there are", async ({ page, request }) => {
+  const prefix = unique("pager");
+  for (const n of [1, 2, 3]) await postEvent(request, event(`${prefix}-${n}`, "Page View"));
+  await expectScore(request, `${prefix}-3`, 5);
+  await page.goto(`/?search=${encodeURIComponent(prefix)}&limit=2`);
+  await hydrated(page);
+  const pager = page.locator("#leaderboard-pager");
+  await expect(pager).toContainText("1–2 of 3");
+  await expect(page.locator("#leaderboard tbody tr")).toHaveCount(2);
+  await pager.getByRole("link", { name: "Next →" }).click();
+  await expect(pager).toContainText("3–3 of 3");
+  await expect(page.locator("#leaderboard tbody tr")).toHaveCount(1);
+  await expect(page.locator("#leaderboard tbody tr .rank")).toHaveText("3");
+  await expect(pager.getByRole("link", { name: "Next →" })).toHaveCount(0);
+  await pager.getByRole("link", { name: "← Previous" }).click();
+  await expect(pager).toContainText("1–2 of 3");
+});
+
+test("the lead chart places each change at its event's own time", async ({ page, request }) => {
+  const lead = unique("timeline");
+  const day = 86_400_000;
+  // Uploaded now, happened 10, 9 and 1 days ago: the gaps are 1 and 8 days.
+  for (const ago of [10, 9, 1]) {
+    await postEvent(request, event(lead, "Page View", { timestamp: new Date(Date.now() - ago * day).toISOString() }));
+  }
+  await expectScore(request, lead, 15);
+  await page.goto(`/leads/${lead}`);
+  await hydrated(page);
+  const xs = await page.locator("svg.chart circle.step-point").evaluateAll((cs) => cs.map((c) => Number(c.getAttribute("cx"))));
+  expect(xs).toHaveLength(3);
+  const ratio = (xs[2] - xs[1]) / (xs[1] - xs[0]);
+  expect(ratio).toBeGreaterThan(7.5);
+  expect(ratio).toBeLessThan(8.5);
+  const ticks = await page.locator("svg.chart text.tick").allTextContents();
+  expect(new Set(ticks.slice(-2)).size).toBe(2); // first and last event times differ
+  await screenshot(page, "lead-timeline");
+});

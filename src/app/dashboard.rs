@@ -3,7 +3,9 @@
 
 use super::auth::Allowed;
 use super::live::Live;
-use super::server_fns::{describe, fetch_leaderboard, fetch_rules, fetch_stage_counts, send_test_event};
+use super::server_fns::{
+    describe, fetch_lead_total, fetch_leaderboard, fetch_rules, fetch_stage_counts, send_test_event,
+};
 use super::upload::Upload;
 use super::{lead_href, short_time, LoadError};
 use crate::domain::access::Access;
@@ -22,7 +24,7 @@ pub fn Dashboard() -> impl IntoView {
     let params = use_query_map();
     let parsed = Memo::new(move |_| {
         let map = params.read();
-        let pairs: Vec<(String, String)> = ["search", "minScore", "maxScore", "stage", "limit"]
+        let pairs: Vec<(String, String)> = ["search", "minScore", "maxScore", "stage", "limit", "offset"]
             .iter()
             .filter_map(|k| map.get(k).map(|v| (k.to_string(), v)))
             .collect();
@@ -36,6 +38,8 @@ pub fn Dashboard() -> impl IntoView {
     // over the score index, cheap but not free on a million leads).
     let recount = RwSignal::new(0u32);
     let stages = Resource::new(move || (recount.get(), live.resync.get()), |_| fetch_stage_counts());
+    // How many match in all, for the pager: recounted with the stage counts.
+    let total = Resource::new(move || (query.get(), recount.get(), live.resync.get()), |(q, _, _)| fetch_lead_total(q));
     let last_recount = StoredValue::new(0i64);
     let recount_due = StoredValue::new(false);
     // Lead ids changed by the latest frame, with a counter so the row re-renders and flashes.
@@ -89,6 +93,11 @@ pub fn Dashboard() -> impl IntoView {
                             Err(e) => view! { <LoadError what="the leaderboard" error=e/> }.into_any(),
                             Ok(_) => view! { <LeadTable leads flashes offset=Signal::derive(move || query.get().offset)/> }.into_any(),
                         }
+                    })}
+                </Transition>
+                <Transition>
+                    {move || Suspend::new(async move {
+                        total.await.ok().map(|total| view! { <Pager query=query.get() total/> })
                     })}
                 </Transition>
             </section>
@@ -189,6 +198,44 @@ fn person(lead: &crate::domain::Lead) -> String {
     let Some(profile) = &lead.profile else { return String::new() };
     use crate::domain::profile::{company, display_name};
     [display_name(profile), company(profile)].into_iter().flatten().collect::<Vec<_>>().join(" · ")
+}
+
+/// "26–50 of 1,234", with links to the pages before and after (the filters kept).
+#[component]
+fn Pager(query: LeadQuery, total: u64) -> impl IntoView {
+    let (offset, limit) = (query.offset as u64, query.limit as u64);
+    let shown_to = (offset + limit).min(total);
+    let link = |to: u64| {
+        let mut href = export_href(&query).replacen("/api/export/leads.csv", "/", 1);
+        href.push(if href.contains('?') { '&' } else { '?' });
+        href.push_str(&format!("limit={limit}&offset={to}"));
+        href
+    };
+    let range = if total == 0 || offset >= total {
+        format!("none of {}", thousands(total))
+    } else {
+        format!("{}–{} of {}", thousands(offset + 1), thousands(shown_to), thousands(total))
+    };
+    view! {
+        <nav class="pager" id="leaderboard-pager" aria-label="Leaderboard pages" data-total=total.to_string()>
+            {(offset > 0).then(|| view! { <a rel="prev" href=link(offset.saturating_sub(limit))>"← Previous"</a> })}
+            <span class="muted small">{range}</span>
+            {(shown_to < total).then(|| view! { <a rel="next" href=link(offset + limit)>"Next →"</a> })}
+        </nav>
+    }
+}
+
+/// 1234567 as "1,234,567".
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// Every lead the filters match, as CSV (the page size does not cut an export).

@@ -89,6 +89,8 @@ fn Detail(detail: LeadDetail, page: DetailPage) -> impl IntoView {
         pager("historyOffset", page.history_offset, history.len(), ("eventsOffset", page.events_offset));
     let events_pager = pager("eventsOffset", page.events_offset, events.len(), ("historyOffset", page.history_offset));
     let chart_history = history.clone();
+    let event_times: std::collections::HashMap<String, crate::domain::time::Millis> =
+        events.iter().map(|e| (e.event_id.clone(), e.timestamp)).collect();
     view! {
         <section class="panel lead-summary">
             <p class="muted small"><a href="/">"← Leaderboard"</a></p>
@@ -122,7 +124,7 @@ fn Detail(detail: LeadDetail, page: DetailPage) -> impl IntoView {
         })}
         <section class="panel" aria-labelledby="chart-title">
             <h2 id="chart-title">"Score over time"</h2>
-            <ScoreChart history=Signal::derive(move || chart_history.clone())/>
+            <ScoreChart history=Signal::derive(move || chart_history.clone()) event_times=Signal::derive(move || event_times.clone())/>
         </section>
         <div class="two-col">
             <section class="panel" aria-labelledby="history-title">

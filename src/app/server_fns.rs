@@ -116,6 +116,13 @@ pub async fn fetch_leaderboard(query: LeadQuery) -> Result<Vec<Lead>, ApiError> 
     backend.service.leaderboard(&query).await.map_err(backend::failure)
 }
 
+/// How many leads the leaderboard query matches in all.
+#[server(prefix = "/rpc", endpoint = "fetch_lead_total", input = Json)]
+pub async fn fetch_lead_total(query: LeadQuery) -> Result<u64, ApiError> {
+    let (backend, _) = backend::backend()?;
+    backend.service.leaderboard_total(&query).await.map_err(backend::failure)
+}
+
 /// `None` for an unknown lead; a lead merged into another is that one.
 #[server(prefix = "/rpc", endpoint = "fetch_lead", input = Json)]
 pub async fn fetch_lead(id: String, page: DetailPage) -> Result<Option<LeadDetail>, ApiError> {

@@ -198,7 +198,11 @@ pub async fn list_leads(
 ) -> Result<Response, ApiError> {
     let query = LeadQuery::parse(params.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .map_err(|d| ApiError::new(400, "Invalid query parameters", d))?;
-    Ok(Json(state.service.leaderboard(&query).await?).into_response())
+    // The body stays the old app's array; how many match in all travels as a header.
+    let (leads, total) = tokio::try_join!(state.service.leaderboard(&query), state.service.leaderboard_total(&query))?;
+    let mut response = Json(leads).into_response();
+    response.headers_mut().insert("x-total-count", total.into());
+    Ok(response)
 }
 
 pub async fn lead_detail(

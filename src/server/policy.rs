@@ -135,6 +135,7 @@ pub fn table() -> Vec<Entry> {
         server_fn::<Setup>(Public),
         server_fn::<FetchLeaderboard>(Read),
         server_fn::<FetchLead>(Read),
+        server_fn::<FetchLeadTotal>(Read),
         server_fn::<FetchRules>(Read),
         server_fn::<SaveRule>(Edit),
         server_fn::<UpdateRule>(Edit),

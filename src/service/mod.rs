@@ -396,6 +396,19 @@ impl Service {
         }
     }
 
+    /// How many leads the leaderboard query matches in all (its limit and offset aside).
+    /// Without a search this is a count over the score index (the whole board: the cached
+    /// stage counts); a search walks the leads, as listing them does.
+    pub async fn leaderboard_total(&self, query: &LeadQuery) -> ServiceResult<u64> {
+        let ladder = self.current_ladder().await?;
+        let q = query.resolve_stage(&ladder).ok_or_else(|| stages::unknown_stage(&ladder))?;
+        Ok(match (&q.search, q.min_score, q.max_score) {
+            (None, None, None) => self.stage_counts().await?.iter().map(|c| c.leads).sum(),
+            (None, min, max) => self.store.count_leads(min, max).await?,
+            (Some(_), _, _) => self.store.count_searched(&q).await?,
+        })
+    }
+
     pub async fn lead_detail(&self, lead_id: &str, page: &DetailPage) -> ServiceResult<LeadDetail> {
         let Some(lead) = self.store.lead(lead_id).await? else { return Err(self.missing_lead(lead_id).await) };
         let (history, events, ladder) = tokio::try_join!(

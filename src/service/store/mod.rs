@@ -157,6 +157,9 @@ pub trait Store: AccountStore + Send + Sync + 'static {
     async fn put_setting(&self, key: &str, value: serde_json::Value, now: Millis) -> StoreResult<()>;
     /// How many leads have a score within `min..=max` (`None`: unbounded), by the score index.
     async fn count_leads(&self, min_score: Option<i64>, max_score: Option<i64>) -> StoreResult<u64>;
+    /// How many leads a search matches, within its score filters (a walk of the leads, as the
+    /// search itself is).
+    async fn count_searched(&self, query: &LeadQuery) -> StoreResult<u64>;
 
     /// A page of leads after `after` in id order, each with what a decay pass needs, and the
     /// cursor of the next page (`None`: the last page). A lead whose scoring is under way is

@@ -557,6 +557,10 @@ impl Store for MongoStore {
         self.count_scored().await
     }
 
+    async fn count_searched(&self, query: &LeadQuery) -> StoreResult<u64> {
+        self.leads.count_documents(docs::leads_filter(query)).await.map_err(classify)
+    }
+
     async fn count_leads(&self, min_score: Option<i64>, max_score: Option<i64>) -> StoreResult<u64> {
         // On the score alone, so the index answers: a lead `apply` created a moment ago and
         // has not filled yet (no events) counts in the first stage meanwhile.

@@ -600,6 +600,19 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn count_searched(&self, query: &LeadQuery) -> StoreResult<u64> {
+        let (low, high) = (query.min_score.unwrap_or(i64::MIN), query.max_score.unwrap_or(i64::MAX));
+        let needle = query.search_needle().unwrap_or_default();
+        self.read(move |c| {
+            c.prepare_cached(
+                "SELECT count(*) FROM leads WHERE score >= ?1 AND score <= ?2 AND instr(search_key, ?3) > 0",
+            )?
+            .query_row(params![low, high, needle], |r| r.get::<_, i64>(0))
+            .map(|n| n as u64)
+        })
+        .await
+    }
+
     async fn count_leads(&self, min_score: Option<i64>, max_score: Option<i64>) -> StoreResult<u64> {
         let (low, high) = (min_score.unwrap_or(i64::MIN), max_score.unwrap_or(i64::MAX));
         self.read(move |c| {
