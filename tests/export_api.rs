@@ -22,6 +22,8 @@ async fn the_leaderboard_exports_every_matching_lead_in_order() {
     let s = TestServer::start().await;
     // 4,500 leads over three export pages (2,000 each): most score 5, every tenth 55, so the
     // band of 5s spans a page boundary and must be cut by id, not by offset.
+    let day = |t: chrono::DateTime<chrono::Utc>| t.date_naive();
+    let started = chrono::Utc::now();
     let events: Vec<Value> =
         (0..4_500).map(|i| event(&format!("p{i}"), &format!("lead-{i:05}"), "Page View")).collect();
     assert_eq!(s.post("/api/events/batch", &Value::Array(events)).await.0, 202);
@@ -44,6 +46,24 @@ async fn the_leaderboard_exports_every_matching_lead_in_order() {
     assert_eq!(rows[1][2], "Warm");
     assert_eq!(rows[4_500][2], "Cold");
     assert_eq!((rows[1][3].as_str(), rows[1][4].as_str()), ("2", "d0"));
+
+    // The overview: leads, today's events, the spread of scores.
+    let (status, overview) = s.get("/api/overview").await;
+    assert_eq!(status, 200);
+    assert_eq!((&overview["leads"], &overview["queueDepth"]), (&json!(4_500), &json!(0)), "{overview}");
+    if day(started) == day(chrono::Utc::now()) {
+        assert_eq!(overview["eventsToday"], 4_950);
+    }
+    let buckets = overview["histogram"].as_array().unwrap();
+    let counted: u64 = buckets.iter().map(|b| b["leads"].as_u64().unwrap()).sum();
+    assert_eq!(counted, 4_500, "{overview}");
+    assert!(buckets[0]["from"].as_i64().unwrap() <= 5 && buckets.last().unwrap()["to"].as_i64().unwrap() >= 55);
+    let at_55: u64 = buckets
+        .iter()
+        .filter(|b| b["from"].as_i64().unwrap() <= 55 && b["to"].as_i64().unwrap() >= 55)
+        .map(|b| b["leads"].as_u64().unwrap())
+        .sum();
+    assert_eq!(at_55, 450);
 
     // GET /api/leads says how many match in all, whatever its page size.
     for (query, total) in

@@ -1,4 +1,4 @@
-import { test, expect, boardIds, event, live, postEvent, unique, watchConsole } from "./helpers";
+import { test, expect, boardIds, event, expectScore, hydrated, live, postEvent, screenshot, unique, watchConsole } from "./helpers";
 
 test("events POSTed to the REST API appear on an open dashboard, in order, without a reload", async ({ page, request }) => {
   const errors = watchConsole(page);
@@ -61,4 +61,24 @@ test("the test-event form validates inline and sends to the chosen lead", async 
   await expect(page.locator(`tr[data-lead="${lead}"] td.score`)).toHaveText("20");
   const detail = await (await request.get(`/api/leads/${lead}`)).json();
   expect(detail.events[0].metadata).toEqual({ campaign: "spring" });
+});
+
+test("the overview counts leads and today's events, shows the live rate and the score spread", async ({ page, request }) => {
+  await page.goto("/");
+  await hydrated(page);
+  const leadsBefore = Number(await page.locator("#ov-leads").textContent());
+  const todayBefore = Number(await page.locator("#ov-events-today").textContent());
+  const prefix = unique("overview");
+  for (const n of [1, 2, 3]) await postEvent(request, event(`${prefix}-${n}`, "Purchase"));
+  await expectScore(request, `${prefix}-3`, 100);
+  // Live: the rate counts the stream's events without a reload.
+  await expect(page.locator("#ov-rate")).not.toHaveText("0.0 events/s");
+  // The figures refresh on their own every few seconds.
+  await expect(page.locator("#ov-leads")).toHaveText(String(leadsBefore + 3), { timeout: 15_000 });
+  await expect(page.locator("#ov-events-today")).toHaveText(String(todayBefore + 3), { timeout: 15_000 });
+  const histogram = page.locator("#score-histogram .bucket");
+  expect(await histogram.count()).toBeGreaterThan(0);
+  const leads = await histogram.evaluateAll((bs) => bs.reduce((n, b) => n + Number(b.getAttribute("data-leads")), 0));
+  expect(leads).toBe(leadsBefore + 3);
+  await screenshot(page, "overview");
 });

@@ -79,6 +79,7 @@ pub fn Dashboard() -> impl IntoView {
 
     view! {
         <Title text="Leaderboard · Leadscore"/>
+        <super::overview::OverviewPanel/>
         <div class="dashboard">
             <section class="panel leaderboard" aria-labelledby="board-title">
                 <div class="panel-head">

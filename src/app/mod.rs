@@ -9,6 +9,7 @@ mod dead_letters;
 mod decay_setting;
 mod lead;
 pub mod live;
+mod overview;
 mod rescore_panel;
 mod rule_editor;
 mod rules;

@@ -116,6 +116,13 @@ pub async fn fetch_leaderboard(query: LeadQuery) -> Result<Vec<Lead>, ApiError> 
     backend.service.leaderboard(&query).await.map_err(backend::failure)
 }
 
+/// The dashboard's overview (`domain::overview`).
+#[server(prefix = "/rpc", endpoint = "fetch_overview", input = Json)]
+pub async fn fetch_overview() -> Result<crate::domain::overview::Overview, ApiError> {
+    let (backend, _) = backend::backend()?;
+    backend.service.overview().await.map_err(backend::failure)
+}
+
 /// How many leads the leaderboard query matches in all.
 #[server(prefix = "/rpc", endpoint = "fetch_lead_total", input = Json)]
 pub async fn fetch_lead_total(query: LeadQuery) -> Result<u64, ApiError> {

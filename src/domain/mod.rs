@@ -15,6 +15,7 @@ pub mod intake;
 pub mod limits;
 pub mod live;
 pub mod model;
+pub mod overview;
 pub mod profile;
 pub mod query;
 pub mod rescore;

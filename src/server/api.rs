@@ -205,6 +205,10 @@ pub async fn list_leads(
     Ok(response)
 }
 
+pub async fn overview(State(state): State<AppState>) -> Result<Response, ApiError> {
+    Ok(Json(state.service.overview().await?).into_response())
+}
+
 pub async fn lead_detail(
     State(state): State<AppState>,
     Path(id): Path<String>,

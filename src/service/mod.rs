@@ -10,6 +10,7 @@ pub mod decay;
 pub mod export;
 pub mod feed;
 pub mod metrics;
+pub mod overview;
 pub mod rescore;
 pub mod rules;
 pub mod sessions;
@@ -202,6 +203,8 @@ pub struct Service {
     /// stage counts were last taken: the counts are taken again only after a change.
     score_generation: Arc<std::sync::atomic::AtomicU64>,
     counted_generation: std::sync::atomic::AtomicU64,
+    /// The last overview and when it was taken (`overview.rs`).
+    overview_cache: std::sync::Mutex<Option<(std::time::Instant, crate::domain::overview::Overview)>>,
 }
 
 /// A counter of the batches sent on `updates`, kept by a task that reads each at once. (A
@@ -241,6 +244,7 @@ impl Service {
             wake_webhooks: Arc::new(Notify::new()),
             score_generation: count_changes(&updates),
             counted_generation: std::sync::atomic::AtomicU64::new(u64::MAX),
+            overview_cache: std::sync::Mutex::new(None),
             updates,
             worker_state: Arc::new(WorkerState::default()),
             batch_limits,

@@ -160,6 +160,12 @@ pub trait Store: AccountStore + Send + Sync + 'static {
     /// How many leads a search matches, within its score filters (a walk of the leads, as the
     /// search itself is).
     async fn count_searched(&self, query: &LeadQuery) -> StoreResult<u64>;
+    /// The lowest and highest score of any lead (`None`: no leads), from the score index.
+    async fn score_range(&self) -> StoreResult<Option<(i64, i64)>>;
+    /// Events received at or after `since`: the queue's order is the order of arrival, so the
+    /// first such event is found by a binary search on its position and the rest counted
+    /// from there (no index on the arrival time, which every insert would pay for).
+    async fn events_since(&self, since: Millis) -> StoreResult<u64>;
 
     /// A page of leads after `after` in id order, each with what a decay pass needs, and the
     /// cursor of the next page (`None`: the last page). A lead whose scoring is under way is

@@ -557,6 +557,36 @@ impl Store for MongoStore {
         self.count_scored().await
     }
 
+    async fn score_range(&self) -> StoreResult<Option<(i64, i64)>> {
+        let end = |order: i32| self.leads.find_one(doc! {}).sort(doc! {"score": order}).projection(doc! {"score": 1});
+        let (low, high) = (end(1).await.map_err(classify)?, end(-1).await.map_err(classify)?);
+        Ok(match (low.and_then(|d| docs::int(d.get("score"))), high.and_then(|d| docs::int(d.get("score")))) {
+            (Some(lo), Some(hi)) => Some((lo, hi)),
+            _ => None,
+        })
+    }
+
+    async fn events_since(&self, since: Millis) -> StoreResult<u64> {
+        let at = |seq: i64| {
+            self.events.find_one(doc! {"_id": {"$gte": seq}}).sort(doc! {"_id": 1}).projection(doc! {"receivedAt": 1})
+        };
+        let last =
+            self.events.find_one(doc! {}).sort(doc! {"_id": -1}).projection(doc! {"_id": 1}).await.map_err(classify)?;
+        let first =
+            self.events.find_one(doc! {}).sort(doc! {"_id": 1}).projection(doc! {"_id": 1}).await.map_err(classify)?;
+        let (Some(first), Some(last)) = (first, last) else { return Ok(0) };
+        let (mut lo, mut hi) = (docs::int(first.get("_id")).unwrap_or(0), docs::int(last.get("_id")).unwrap_or(0) + 1);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            match at(mid).await.map_err(classify)? {
+                Some(d) if docs::millis(d.get("receivedAt")).unwrap_or(0) >= since => hi = mid,
+                Some(d) => lo = docs::int(d.get("_id")).unwrap_or(mid) + 1,
+                None => hi = mid,
+            }
+        }
+        self.events.count_documents(doc! {"_id": {"$gte": lo}}).await.map_err(classify)
+    }
+
     async fn count_searched(&self, query: &LeadQuery) -> StoreResult<u64> {
         self.leads.count_documents(docs::leads_filter(query)).await.map_err(classify)
     }

@@ -600,6 +600,43 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn score_range(&self) -> StoreResult<Option<(i64, i64)>> {
+        self.read(|c| {
+            c.prepare_cached("SELECT min(score), max(score) FROM leads")?.query_row([], |r| {
+                Ok(match (r.get::<_, Option<i64>>(0)?, r.get::<_, Option<i64>>(1)?) {
+                    (Some(lo), Some(hi)) => Some((lo, hi)),
+                    _ => None,
+                })
+            })
+        })
+        .await
+    }
+
+    async fn events_since(&self, since: Millis) -> StoreResult<u64> {
+        self.read(move |c| {
+            let mut at =
+                c.prepare_cached("SELECT seq, received_at FROM events WHERE seq >= ?1 ORDER BY seq LIMIT 1")?;
+            let (mut lo, mut hi): (i64, i64) =
+                c.query_row("SELECT coalesce(min(seq), 0), coalesce(max(seq), -1) FROM events", [], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })?;
+            // The first position whose event arrived at or after `since` (hi + 1: none).
+            hi += 1;
+            while lo < hi {
+                let mid = lo + (hi - lo) / 2;
+                match at.query_row([mid], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Millis>(1)?))).optional()? {
+                    Some((_, received)) if received >= since => hi = mid,
+                    Some((seq, _)) => lo = seq + 1,
+                    None => hi = mid,
+                }
+            }
+            c.prepare_cached("SELECT count(*) FROM events WHERE seq >= ?1")?
+                .query_row([lo], |r| r.get::<_, i64>(0))
+                .map(|n| n as u64)
+        })
+        .await
+    }
+
     async fn count_searched(&self, query: &LeadQuery) -> StoreResult<u64> {
         let (low, high) = (query.min_score.unwrap_or(i64::MIN), query.max_score.unwrap_or(i64::MAX));
         let needle = query.search_needle().unwrap_or_default();

@@ -52,6 +52,10 @@ impl MongoStore {
     /// Credits each event to the lead its own was merged into, if it was (on disk too, so the
     /// event log agrees). One read per call.
     pub(super) async fn resolve_aliases(&self, events: &mut [StoredEvent]) -> StoreResult<()> {
+        // Most deployments merge rarely or never: one cheap count spares the lookups.
+        if self.aliases().estimated_document_count().await.map_err(classify)? == 0 {
+            return Ok(());
+        }
         let mut leads: Vec<String> = events.iter().map(|e| e.lead_id.clone()).collect();
         leads.sort();
         leads.dedup();
