@@ -198,7 +198,7 @@ fn lead_href(id: &str) -> String {
 }
 
 /// Percent-encodes everything but unreserved characters: safe as a path segment or a query value.
-fn encode_component(text: &str) -> String {
+pub(crate) fn encode_component(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for b in text.bytes() {
         match b {

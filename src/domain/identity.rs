@@ -53,20 +53,7 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn event(event_type: &str, lead: &str, metadata: Value) -> StoredEvent {
-        StoredEvent {
-            seq: 1,
-            event_id: "e".into(),
-            lead_id: lead.into(),
-            event_type: event_type.into(),
-            timestamp: 0,
-            metadata: Some(metadata.to_string()),
-            received_at: 0,
-            processed: false,
-            points: None,
-            matches: None,
-        }
-    }
+    use crate::domain::queued_event as event;
 
     #[test]
     fn alias_and_identify_with_both_ids_ask_for_a_merge() {

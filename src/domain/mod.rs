@@ -30,6 +30,23 @@ pub mod webhooks;
 
 pub use model::*;
 
+/// A queued event of `event_type` for `lead` with `metadata`, for unit tests.
+#[cfg(test)]
+pub(crate) fn queued_event(event_type: &str, lead: &str, metadata: serde_json::Value) -> StoredEvent {
+    StoredEvent {
+        seq: 1,
+        event_id: "e".into(),
+        lead_id: lead.into(),
+        event_type: event_type.into(),
+        timestamp: 0,
+        metadata: Some(metadata.to_string()),
+        received_at: 0,
+        processed: false,
+        points: None,
+        matches: None,
+    }
+}
+
 /// Generators for property tests of the input parsers.
 #[cfg(test)]
 pub(crate) mod arbitrary {

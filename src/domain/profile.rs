@@ -95,18 +95,7 @@ mod tests {
     use serde_json::json;
 
     fn event(event_type: &str, metadata: Value) -> StoredEvent {
-        StoredEvent {
-            seq: 1,
-            event_id: "e".into(),
-            lead_id: "Lead-1".into(),
-            event_type: event_type.into(),
-            timestamp: 0,
-            metadata: Some(metadata.to_string()),
-            received_at: 0,
-            processed: false,
-            points: None,
-            matches: None,
-        }
+        crate::domain::queued_event(event_type, "Lead-1", metadata)
     }
 
     fn object(v: Value) -> Profile {

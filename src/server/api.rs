@@ -221,9 +221,12 @@ pub async fn lead_detail(
         Err(ServiceError::NotFound) => {
             Err(ApiError::field(404, "Lead not found", "id", format!("no lead with id {id:?}")))
         }
-        Err(ServiceError::Merged(into)) => {
-            Ok(merged_into(&id, &into, &format!("/api/leads/{}", path_segment(&into)), query.as_deref()))
-        }
+        Err(ServiceError::Merged(into)) => Ok(merged_into(
+            &id,
+            &into,
+            &format!("/api/leads/{}", crate::app::encode_component(&into)),
+            query.as_deref(),
+        )),
         other => Ok(Json(other?).into_response()),
     }
 }
@@ -245,16 +248,6 @@ pub fn merged_into(id: &str, into: &str, path: &str, query: Option<&str>) -> Res
         response.headers_mut().insert(header::LOCATION, value);
     }
     response
-}
-
-/// Percent-encodes a lead id as one path segment.
-pub fn path_segment(id: &str) -> String {
-    id.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 pub async fn health(State(state): State<AppState>) -> Response {

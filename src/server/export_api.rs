@@ -31,7 +31,7 @@ pub async fn history_csv(State(state): State<AppState>, Path(id): Path<String>) 
             return Err(ApiError::field(404, "Lead not found", "id", format!("no lead with id {id:?}")))
         }
         Err(ServiceError::Merged(into)) => {
-            let path = format!("/api/export/leads/{}/history.csv", super::api::path_segment(&into));
+            let path = format!("/api/export/leads/{}/history.csv", crate::app::encode_component(&into));
             return Ok(super::api::merged_into(&id, &into, &path, None));
         }
         other => other?,
