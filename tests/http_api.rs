@@ -657,3 +657,44 @@ async fn cors_allows_only_the_configured_origins() {
     assert_eq!(r.headers()["access-control-allow-origin"], "https://app.example.com");
     s.stop().await;
 }
+
+/// The bundle goes out compressed to browsers that take it (brotli first), plain to those
+/// that do not, and a repeat visit revalidates it for a 304 with no body.
+#[tokio::test]
+async fn static_files_are_compressed_and_revalidated() {
+    let site = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(site.path().join("pkg")).unwrap();
+    // Something shaped like a WASM bundle: repetitive, as code is.
+    let bundle: Vec<u8> = (0..200_000u32).flat_map(|i| (i % 251).to_le_bytes()).collect();
+    std::fs::write(site.path().join("pkg/leadscore.wasm"), &bundle).unwrap();
+    let s = TestServer::start_with_site(site.path().to_str().unwrap()).await;
+    let client = reqwest::Client::new(); // no automatic decompression: see what is sent
+    let url = s.url("/pkg/leadscore.wasm");
+
+    let r = client.get(&url).header("accept-encoding", "br, gzip").send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-encoding"], "br");
+    assert_eq!(r.headers()["cache-control"], "no-cache");
+    let modified = r.headers()["last-modified"].clone();
+    let sent = r.bytes().await.unwrap();
+    assert!(sent.len() * 5 < bundle.len(), "compressed: {} of {} bytes", sent.len(), bundle.len());
+    let mut unpacked = Vec::new();
+    brotli_decompress(&sent, &mut unpacked);
+    assert_eq!(unpacked, bundle, "the same bytes once unpacked");
+
+    let r = client.get(&url).header("accept-encoding", "gzip").send().await.unwrap();
+    assert_eq!(r.headers()["content-encoding"], "gzip");
+    let r = client.get(&url).send().await.unwrap();
+    assert!(r.headers().get("content-encoding").is_none());
+    assert_eq!(r.bytes().await.unwrap().len(), bundle.len());
+
+    let r = client.get(&url).header("if-modified-since", modified).send().await.unwrap();
+    assert_eq!(r.status(), 304, "unchanged: revalidated without a transfer");
+    assert!(r.bytes().await.unwrap().is_empty());
+    s.stop().await;
+}
+
+fn brotli_decompress(compressed: &[u8], out: &mut Vec<u8>) {
+    use std::io::Read;
+    brotli::Decompressor::new(compressed, 4096).read_to_end(out).unwrap();
+}

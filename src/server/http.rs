@@ -154,7 +154,10 @@ pub fn router(state: AppState) -> Router {
         )));
     let mut router = policy::router(&state)
         .layer(sessions)
-        .fallback(leptos_axum::file_and_error_handler_with_context::<AppState, _>(leptos::nonce::provide_nonce, shell))
+        .fallback_service(super::assets::files(
+            &state,
+            leptos_axum::file_and_error_handler_with_context::<AppState, _>(leptos::nonce::provide_nonce, shell),
+        ))
         .with_state(state.clone())
         .layer(axum::middleware::from_fn_with_state(
             RequestLimits::new(

@@ -5,6 +5,7 @@
 pub mod account_api;
 pub mod admission;
 pub mod api;
+pub mod assets;
 pub mod cli;
 pub mod config;
 pub mod dead_letter_api;

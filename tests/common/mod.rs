@@ -133,10 +133,27 @@ impl TestServer {
         Some(Self::launch(config, None, dir).await)
     }
 
+    /// A server whose static files (site root) are those in `site_root`.
+    pub async fn start_with_site(site_root: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let config = test_config(dir.path());
+        let options = LeptosOptions::builder().output_name("leadscore").site_root(site_root).build();
+        Self::launch_with(config, options, None, dir).await
+    }
+
     /// Serves `config` on an ephemeral port; `mongo_database` is dropped when it stops.
     async fn launch(config: Config, mongo_database: Option<(String, String)>, dir: tempfile::TempDir) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let options = LeptosOptions::builder().output_name("leadscore").build();
+        Self::launch_with(config, options, mongo_database, dir).await
+    }
+
+    async fn launch_with(
+        config: Config,
+        options: LeptosOptions,
+        mongo_database: Option<(String, String)>,
+        dir: tempfile::TempDir,
+    ) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let running = launch(config, options, listener).await.unwrap();
         Self {
             base: format!("http://{}", running.addr),
