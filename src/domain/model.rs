@@ -256,6 +256,17 @@ pub struct BatchReport {
     pub duplicate_items: Vec<BatchDuplicate>,
 }
 
+impl BatchReport {
+    /// Counts the duplicates listed and writes the summary message from the counts.
+    pub fn summarize(&mut self) {
+        self.duplicates = self.duplicate_items.len();
+        self.message = format!(
+            "Batch processed: {} accepted, {} duplicates, {} rejected",
+            self.accepted, self.duplicates, self.rejected
+        );
+    }
+}
+
 /// Metadata is stored as JSON text but travels as a JSON object.
 mod metadata_json {
     use serde::{Deserialize, Deserializer, Serialize, Serializer};

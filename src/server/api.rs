@@ -192,12 +192,17 @@ pub async fn post_batch(State(state): State<AppState>, headers: HeaderMap, body:
     Ok((status, Json(report)).into_response())
 }
 
+/// The leaderboard's query parameters, or a 400 naming each bad one.
+pub fn lead_query(params: &[(String, String)]) -> Result<LeadQuery, ApiError> {
+    LeadQuery::parse(params.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .map_err(|d| ApiError::new(400, "Invalid query parameters", d))
+}
+
 pub async fn list_leads(
     State(state): State<AppState>,
     Query(params): Query<Vec<(String, String)>>,
 ) -> Result<Response, ApiError> {
-    let query = LeadQuery::parse(params.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .map_err(|d| ApiError::new(400, "Invalid query parameters", d))?;
+    let query = lead_query(&params)?;
     // The body stays the old app's array; how many match in all travels as a header.
     let (leads, total) = tokio::try_join!(state.service.leaderboard(&query), state.service.leaderboard_total(&query))?;
     let mut response = Json(leads).into_response();
@@ -237,13 +242,9 @@ pub fn merged_into(id: &str, into: &str, path: &str, query: Option<&str>) -> Res
         Some(q) => format!("{path}?{q}"),
         None => path.to_string(),
     };
-    let mut e = ApiError::field(308, "Lead merged", "id", format!("{id:?} was merged into {into:?}"));
-    e.status = 308;
-    let mut response = (
-        StatusCode::PERMANENT_REDIRECT,
-        Json(json!({"error": e.error, "details": e.details, "status": 308, "mergedInto": into})),
-    )
-        .into_response();
+    let e = ApiError::field(308, "Lead merged", "id", format!("{id:?} was merged into {into:?}"));
+    let body = json!({"error": e.error, "details": e.details, "status": e.status, "mergedInto": into});
+    let mut response = (StatusCode::PERMANENT_REDIRECT, Json(body)).into_response();
     if let Ok(value) = location.parse() {
         response.headers_mut().insert(header::LOCATION, value);
     }

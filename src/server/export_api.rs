@@ -6,7 +6,6 @@
 use super::api::ApiError;
 use super::http::AppState;
 use crate::domain::export::{history_row, lead_row, HISTORY_COLUMNS, LEAD_COLUMNS};
-use crate::domain::query::LeadQuery;
 use crate::service::{ServiceError, ServiceResult};
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
@@ -18,8 +17,7 @@ pub async fn leads_csv(
     State(state): State<AppState>,
     Query(params): Query<Vec<(String, String)>>,
 ) -> Result<Response, ApiError> {
-    let query = LeadQuery::parse(params.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .map_err(|d| ApiError::new(400, "Invalid query parameters", d))?;
+    let query = super::api::lead_query(&params)?;
     let pages = state.service.export_leads(&query).await?;
     let rows = pages.map(|page| page.map(|leads| leads.iter().map(lead_row).collect::<Vec<_>>()));
     Ok(csv_response("leads.csv".into(), &LEAD_COLUMNS, rows))

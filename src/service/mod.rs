@@ -337,11 +337,7 @@ impl Service {
             }
         }
         report.duplicate_items.sort_by_key(|d| d.index);
-        report.duplicates = report.duplicate_items.len();
-        report.message = format!(
-            "Batch processed: {} accepted, {} duplicates, {} rejected",
-            report.accepted, report.duplicates, report.rejected
-        );
+        report.summarize();
         Ok(report)
     }
 
@@ -364,11 +360,7 @@ impl Service {
                 .extend(part.duplicate_items.into_iter().map(|d| BatchDuplicate { index: d.index + offset, ..d }));
             offset += n;
         }
-        report.duplicates = report.duplicate_items.len();
-        report.message = format!(
-            "Batch processed: {} accepted, {} duplicates, {} rejected",
-            report.accepted, report.duplicates, report.rejected
-        );
+        report.summarize();
         Ok(report)
     }
 
