@@ -11,8 +11,8 @@ have() { command -v "$1" >/dev/null 2>&1; }
 export PATH="$HOME/.cargo/bin:$PWD/node_modules/.bin:$PATH"
 
 CARGO_LEPTOS_VERSION=0.3.10 # 0.3.11 needs a newer rustc than this machine's
-NX_27017_VERSION=0.8.1
-SEGMENT_SDK_VERSION=2.4.0 # Segment's official Python SDK, which the SDK test drives # the MongoDB wire-protocol stand-in the tests run the MongoDB store on
+NX_27017_VERSION=0.8.1 # the MongoDB wire-protocol stand-in the tests run the MongoDB store on
+SEGMENT_SDK_VERSION=2.4.0 # Segment's official Python SDK, which the SDK test drives
 # wasm-bindgen-cli must match the wasm-bindgen the crate links exactly.
 WASM_BINDGEN_VERSION=$(sed -n '/^name = "wasm-bindgen"$/{n;s/^version = "\(.*\)"$/\1/p;}' Cargo.lock)
 
@@ -25,6 +25,11 @@ if ! cargo leptos --version 2>/dev/null | grep -q " $CARGO_LEPTOS_VERSION\$"; th
   step "Installing cargo-leptos $CARGO_LEPTOS_VERSION (compiles from source, 15-30 min, once per machine)"
   # no_downloads: it takes wasm-bindgen and wasm-opt from PATH instead of fetching binaries.
   cargo install cargo-leptos --version "$CARGO_LEPTOS_VERSION" --locked --features no_downloads
+fi
+
+if ! cargo nextest --version >/dev/null 2>&1; then
+  step "Installing cargo-nextest (the test runner: one process per test, hung tests killed)"
+  cargo install cargo-nextest --locked
 fi
 
 if ! wasm-bindgen --version 2>/dev/null | grep -q " $WASM_BINDGEN_VERSION\$"; then

@@ -18,7 +18,7 @@ if [ -z "${MONGODB_TEST_URI:-}" ]; then
 fi
 
 printf '\n\033[1;36m==> Rust tests (unit, store conformance on SQLite and MongoDB, MongoDB fencing and scale-out, HTTP, crash recovery)\033[0m\n'
-cargo test --features ssr
+cargo nextest run --features ssr
 
 # Every suite that starts a server runs again on MongoDB (tests/mongo_fencing.rs and
 # tests/scale_out.rs ran above: they are MongoDB's own). SQLite only, and why:
@@ -28,7 +28,7 @@ cargo test --features ssr
 # - the browser tests: they drive the UI, which reaches the store through the same service
 #   and HTTP layer these suites cover on both.
 printf '\n\033[1;36m==> HTTP, stream, access, account, crash, dead-letter, rules, stages, decay, rescore, webhook, Segment API, identity, metrics and export tests again, on MongoDB\033[0m\n'
-LEADSCORE_TEST_BACKEND=mongodb cargo test --features ssr --test http_api --test live_stream --test access_policy \
+LEADSCORE_TEST_BACKEND=mongodb cargo nextest run --features ssr --test http_api --test live_stream --test access_policy \
   --test accounts --test crash_recovery --test dead_letters --test rules_api --test stages_api --test decay_api \
   --test rescore_api --test webhooks_api --test segment_api --test segment_sdk --test metrics --test export_api --test identity_api
 

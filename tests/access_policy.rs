@@ -136,7 +136,7 @@ async fn rescore_finished(s: &TestServer) {
 }
 
 /// A body that would change something if the call got through.
-fn body_for(path: &str, n: usize) -> Value {
+fn body_for(path: &str, n: usize, rule: &str) -> Value {
     match path {
         "/api/events" => event(&format!("policy-{n}"), "policy-lead", "Purchase"),
         "/api/events/batch" => json!([event(&format!("policy-b{n}"), "policy-lead", "Purchase")]),
@@ -153,11 +153,11 @@ fn body_for(path: &str, n: usize) -> Value {
         "/api/setup" => json!({"token": "guess", "username": "mallory", "password": PASSWORD}),
         "/api/auth/login" => json!({}),
         p if p.contains("save_rule") || p.contains("update_rule") => json!({
-            "id": VICTIM_RULE.get(),
+            "id": rule,
             "form": {"name": "", "event_type": format!("Rpc {n}"), "points": "9", "is_active": true,
                      "conditions": [], "limit_count": "", "limit_per": "day"},
         }),
-        p if p.contains("delete_rule") => json!({"id": VICTIM_RULE.get()}),
+        p if p.contains("delete_rule") => json!({"id": rule}),
         p if p.contains("save_stages") => json!({"stages": [[format!("Rpc {n}"), "0"]]}),
         p if p.contains("save_decay") => json!({"half_life": ""}),
         p if p.contains("send_test_event") => {
@@ -180,11 +180,15 @@ fn body_for(path: &str, n: usize) -> Value {
     }
 }
 
-/// The rule the rule routes name; the store gives rules their ids, so the test learns it.
-static VICTIM_RULE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+/// The rule the rule routes name, made on `s`: the store gives rules their ids, so each test
+/// learns its own.
+async fn victim_rule(s: &TestServer) -> String {
+    let (_, rule) = s.post("/api/rules", &json!({"name": "Victim", "eventType": "Purchase", "points": 1})).await;
+    rule["id"].as_str().expect("the victim rule's id").to_string()
+}
 
-fn concrete(path: &str) -> String {
-    let id = if path.starts_with("/api/rules/") { VICTIM_RULE.get().unwrap().as_str() } else { "victim-key" };
+fn concrete(path: &str, rule: &str) -> String {
+    let id = if path.starts_with("/api/rules/") { rule } else { "victim-key" };
     path.replace("{id}", id).replace("{username}", "victim").replace("{delivery}", "1")
 }
 
@@ -192,20 +196,19 @@ fn concrete(path: &str) -> String {
 async fn every_route_as_every_principal() {
     let s = TestServer::start_with(|c| c.rate_limit_per_second = 0.0).await;
     s.create_user("victim", "viewer", PASSWORD).await;
-    let (_, rule) = s.post("/api/rules", &json!({"name": "Victim", "eventType": "Purchase", "points": 1})).await;
-    VICTIM_RULE.set(rule["id"].as_str().unwrap().to_string()).unwrap();
+    let rule = victim_rule(&s).await;
     let mut p = principals(&s).await;
     let mut checked = 0;
     for entry in table() {
         for i in 0..p.clients.len() {
             let (who, client) = p.clients[i].clone();
             let allowed = expected_grants(who)[index(entry.access)];
-            let path = concrete(entry.path);
+            let path = concrete(entry.path, &rule);
             let before = if allowed { Value::Null } else { snapshot(&s).await };
             let method = Method::from_bytes(entry.method.as_str().as_bytes()).unwrap();
             let mut request = client.request(method.clone(), s.url(&path));
             if method != Method::GET {
-                request = request.json(&body_for(entry.path, checked));
+                request = request.json(&body_for(entry.path, checked, &rule));
             }
             let r = request.send().await.unwrap();
             let status = r.status().as_u16();
@@ -280,13 +283,14 @@ async fn cross_site_writes_with_a_session_cookie_are_refused() {
     s.create_user("victim", "viewer", PASSWORD).await;
     s.create_user("root", "admin", PASSWORD).await;
     let admin = s.signed_in("root", PASSWORD).await;
+    let rule = victim_rule(&s).await;
     let writes: Vec<_> =
         table().into_iter().filter(|e| e.method != reqwest::Method::GET && e.access != Access::Public).collect();
     assert!(writes.len() >= 12, "{} writes", writes.len());
     for (n, entry) in writes.iter().enumerate() {
         let method = Method::from_bytes(entry.method.as_str().as_bytes()).unwrap();
-        let url = s.url(&concrete(entry.path));
-        let body = body_for(entry.path, n).to_string();
+        let url = s.url(&concrete(entry.path, &rule));
+        let body = body_for(entry.path, n, &rule).to_string();
         let attempts = [
             ("text/plain", Some("http://evil.test")),
             ("application/x-www-form-urlencoded", Some("http://evil.test")),
