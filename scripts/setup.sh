@@ -13,6 +13,7 @@ export PATH="$HOME/.cargo/bin:$PWD/node_modules/.bin:$PATH"
 CARGO_LEPTOS_VERSION=0.3.10 # 0.3.11 needs a newer rustc than this machine's
 NX_27017_VERSION=0.8.1 # the MongoDB wire-protocol stand-in the tests run the MongoDB store on
 SEGMENT_SDK_VERSION=2.4.0 # Segment's official Python SDK, which the SDK test drives
+SCHEMATHESIS_VERSION=4.32.5 # checks the server against its own OpenAPI description
 # wasm-bindgen-cli must match the wasm-bindgen the crate links exactly.
 WASM_BINDGEN_VERSION=$(sed -n '/^name = "wasm-bindgen"$/{n;s/^version = "\(.*\)"$/\1/p;}' Cargo.lock)
 
@@ -57,6 +58,12 @@ if [ ! -x .tools/sdk-venv/bin/python ] || ! .tools/sdk-venv/bin/pip show -q "seg
   step "Installing Segment's Python SDK for the SDK test (segment-analytics-python from PyPI, in .tools/sdk-venv)"
   python3 -m venv .tools/sdk-venv
   .tools/sdk-venv/bin/pip install --quiet --disable-pip-version-check "segment-analytics-python==$SEGMENT_SDK_VERSION"
+fi
+
+if ! .tools/schemathesis-venv/bin/schemathesis --version 2>/dev/null | grep -q "$SCHEMATHESIS_VERSION"; then
+  step "Installing schemathesis $SCHEMATHESIS_VERSION (PyPI, in .tools/schemathesis-venv)"
+  python3 -m venv .tools/schemathesis-venv
+  .tools/schemathesis-venv/bin/pip install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
 fi
 
 if ! have chromium; then

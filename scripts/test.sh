@@ -32,14 +32,27 @@ LEADSCORE_TEST_BACKEND=mongodb cargo nextest run --features ssr --test http_api 
   --test accounts --test crash_recovery --test dead_letters --test rules_api --test stages_api --test decay_api \
   --test rescore_api --test webhooks_api --test segment_api --test segment_sdk --test metrics --test export_api --test identity_api
 
-printf '\n\033[1;36m==> Browser tests (builds server + WASM, serves on 127.0.0.1:5001)\033[0m\n'
-E2E_DIR="$PWD/target/e2e"
-rm -rf "$E2E_DIR" end2end/artifacts
-mkdir -p "$E2E_DIR" end2end/artifacts
-# The restart test runs the built server binary itself; tell it where that and the site are.
+# The server and WASM, built once for the API description check and the browser tests.
+printf '\n\033[1;36m==> Building the server and the WASM client (cargo leptos build)\033[0m\n'
+cargo leptos build
 TARGET_DIR=$(cargo metadata --format-version 1 --no-deps | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.parse(s).target_directory))')
 export LEADSCORE_BIN="$TARGET_DIR/debug/leadscore"
 export LEADSCORE_SITE_ROOT="$PWD/target/site"
+
+printf '\n\033[1;36m==> The API against its OpenAPI description (schemathesis: no 5xx, every answer as described)\033[0m\n'
+scripts/schemathesis.sh "$LEADSCORE_BIN"
+# …and on MongoDB, in a database of its own (when the URI names no database or options).
+if [[ "$MONGODB_TEST_URI" =~ ^mongodb://[^/?]+/?$ ]]; then
+  STORE_URL="${MONGODB_TEST_URI%/}/leadscore_schemathesis_$$" scripts/schemathesis.sh "$LEADSCORE_BIN"
+else
+  echo "MONGODB_TEST_URI names a database or options: the MongoDB schemathesis run is skipped"
+fi
+
+printf '\n\033[1;36m==> Browser tests (serves on 127.0.0.1:5001)\033[0m\n'
+E2E_DIR="$PWD/target/e2e"
+rm -rf "$E2E_DIR" end2end/artifacts
+mkdir -p "$E2E_DIR" end2end/artifacts
+# The restart test runs the built server binary itself (LEADSCORE_BIN, LEADSCORE_SITE_ROOT).
 # A throw-away database, so browser tests never touch data/leadscore.db; no rate limit, the
 # tests post faster than one client normally would.
 # The tests create their accounts with this key (end2end/global-setup.ts) and sign in.

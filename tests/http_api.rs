@@ -442,7 +442,8 @@ async fn rules_are_seeded_listed_upserted_and_used_for_the_next_event() {
 #[tokio::test]
 async fn health_reports_store_worker_and_queue() {
     let s = TestServer::start().await;
-    s.drained().await;
+    // Alive once its first step has succeeded (a few milliseconds after the start).
+    common::wait_drained(&s.client, &s.base, std::time::Duration::from_secs(60)).await;
     let (status, h) = s.get("/api/health").await;
     assert_eq!(status, 200);
     assert_eq!(h["status"], "ok");

@@ -29,7 +29,7 @@ fn main() {
     let args = Arguments::from_args();
     let uri = std::env::var("MONGODB_TEST_URI").ok().filter(|u| !u.trim().is_empty());
     if uri.is_none() {
-        println!("skipped: MONGODB_TEST_URI not set — these tests are reported as ignored, not passed");
+        eprintln!("skipped: MONGODB_TEST_URI not set — these tests are reported as ignored, not passed");
     }
     let cases = cases![
         a_crash_after_any_step_is_finished_by_the_next_worker_exactly_once,

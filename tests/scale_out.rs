@@ -29,7 +29,7 @@ fn main() {
     let args = Arguments::from_args();
     let uri = std::env::var("MONGODB_TEST_URI").ok().filter(|u| !u.trim().is_empty());
     if uri.is_none() {
-        println!("skipped: MONGODB_TEST_URI not set — reported as ignored, not passed");
+        eprintln!("skipped: MONGODB_TEST_URI not set — reported as ignored, not passed");
     }
     let missing = uri.is_none();
     let trial = Trial::test("three_instances_score_once_and_stream_every_change", move || {

@@ -66,7 +66,7 @@ fn main() {
     }
     let mongo_missing = mongo_uri().is_none();
     if mongo_missing {
-        println!(
+        eprintln!(
             "skipped: MONGODB_TEST_URI not set — the mongodb:: conformance tests are reported as ignored, not passed"
         );
     }

@@ -9,6 +9,7 @@ use serde_json::Value;
 
 /// A person's role. Each includes everything the one before it may do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// Leaderboard, lead pages, the live stream.
@@ -21,6 +22,7 @@ pub enum Role {
 
 /// What an API key may be used for. `admin` includes the other two.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Scope {
     Ingest,
@@ -137,18 +139,22 @@ impl Principal {
 
 /// A person's account, as listed and returned (never with the password hash).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct UserInfo {
     pub username: String,
     pub role: Role,
     #[serde(with = "iso")]
+    #[cfg_attr(feature = "ssr", schema(value_type = String, format = DateTime))]
     pub created_at: Millis,
     #[serde(with = "iso")]
+    #[cfg_attr(feature = "ssr", schema(value_type = String, format = DateTime))]
     pub updated_at: Millis,
 }
 
 /// An API key as listed: never the key itself, which is shown once when it is created.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ApiKeyInfo {
     pub id: String,
@@ -157,16 +163,20 @@ pub struct ApiKeyInfo {
     /// The key's first characters, so a person can tell keys apart.
     pub prefix: String,
     #[serde(with = "iso")]
+    #[cfg_attr(feature = "ssr", schema(value_type = String, format = DateTime))]
     pub created_at: Millis,
     pub created_by: String,
     #[serde(with = "iso_opt", default)]
+    #[cfg_attr(feature = "ssr", schema(value_type = Option<String>, format = DateTime))]
     pub last_used_at: Option<Millis>,
     #[serde(with = "iso_opt", default)]
+    #[cfg_attr(feature = "ssr", schema(value_type = Option<String>, format = DateTime))]
     pub revoked_at: Option<Millis>,
 }
 
 /// The answer to creating a key: its description and, this once, the key.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct CreatedKey {
     #[serde(flatten)]
@@ -176,10 +186,12 @@ pub struct CreatedKey {
 
 /// One line of the audit log.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct AuditEntry {
     pub id: i64,
     #[serde(with = "iso")]
+    #[cfg_attr(feature = "ssr", schema(value_type = String, format = DateTime))]
     pub at: Millis,
     /// Who did it: a username, a key, or `anonymous` for failed logins.
     pub actor: String,

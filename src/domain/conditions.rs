@@ -18,6 +18,7 @@ const MAX_TEXT_CHARS: usize = 1_000;
 const MAX_IN_VALUES: usize = 100;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub enum Op {
     Equals,
@@ -84,6 +85,7 @@ impl Op {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct Condition {
     /// A dot path into the metadata object; a numeric segment indexes a list.
     pub field: String,

@@ -65,6 +65,7 @@ impl Decayed {
 
 /// What `GET /api/settings/decay` answers.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct DecaySettings {
     /// `null`: no decay.
@@ -74,9 +75,11 @@ pub struct DecaySettings {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct DecayPass {
     #[serde(with = "iso")]
+    #[cfg_attr(feature = "ssr", schema(value_type = String, format = DateTime))]
     pub at: Millis,
     /// The half-life it applied (`null`: it gave decayed points back).
     pub half_life_days: Option<f64>,

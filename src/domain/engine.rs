@@ -35,6 +35,7 @@ pub struct RuleDraft {
 
 /// One rule's part in an event's score.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct RuleMatch {
     pub rule_id: String,

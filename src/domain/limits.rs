@@ -12,6 +12,7 @@ pub const MAX_LIMIT_COUNT: u64 = 1_000_000;
 const DAY_MS: i64 = 86_400_000;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub enum Per {
     Day,
@@ -51,6 +52,7 @@ impl Per {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct Limit {
     pub count: u32,
     pub per: Per,

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 /// An event the worker could not read or score, set aside after repeated attempts so the
 /// rest of the queue goes on. Its id is the event's place in the ingest log.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct DeadLetter {
     pub id: i64,
@@ -20,6 +21,7 @@ pub struct DeadLetter {
     pub error: String,
     pub attempts: u32,
     #[serde(with = "iso")]
+    #[cfg_attr(feature = "ssr", schema(value_type = String, format = DateTime))]
     pub dead_lettered_at: Millis,
     /// The stored event as it was read, for inspection (cut at `DeadLetter::MAX_RAW` bytes).
     pub raw: String,
@@ -43,6 +45,7 @@ impl DeadLetter {
 
 /// A page of the dead-letter list, oldest first, with how many there are in all.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct DeadLetterList {
     pub dead_letters: Vec<DeadLetter>,
@@ -51,12 +54,14 @@ pub struct DeadLetterList {
 
 /// A validated event, as accepted from a client and before it is stored.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct NewEvent {
     pub event_id: String,
     pub lead_id: String,
     pub event_type: String,
     #[serde(with = "iso")]
+    #[cfg_attr(feature = "ssr", schema(value_type = String, format = DateTime))]
     pub timestamp: Millis,
     /// A JSON object, kept as text: the server never needs to look inside it.
     pub metadata: Option<String>,
@@ -64,6 +69,7 @@ pub struct NewEvent {
 
 /// An event as stored, with its place in the durable queue.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct StoredEvent {
     /// Position in the ingest log; the worker scores events in this order.
@@ -73,10 +79,13 @@ pub struct StoredEvent {
     pub lead_id: String,
     pub event_type: String,
     #[serde(with = "iso")]
+    #[cfg_attr(feature = "ssr", schema(value_type = String, format = DateTime))]
     pub timestamp: Millis,
     #[serde(with = "metadata_json")]
+    #[cfg_attr(feature = "ssr", schema(value_type = Option<Object>))]
     pub metadata: Option<String>,
     #[serde(with = "iso")]
+    #[cfg_attr(feature = "ssr", schema(value_type = String, format = DateTime))]
     pub received_at: Millis,
     pub processed: bool,
     /// Points the event was worth when scored; `None` until then.
@@ -88,6 +97,7 @@ pub struct StoredEvent {
 
 /// One applied score change: what the worker broadcasts and the live stream sends.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ScoreChange {
     pub lead_id: String,
@@ -96,6 +106,7 @@ pub struct ScoreChange {
     pub delta: i64,
     pub score: i64,
     #[serde(with = "iso")]
+    #[cfg_attr(feature = "ssr", schema(value_type = String, format = DateTime))]
     pub updated_at: Millis,
     /// Additive: the lead this change merged into `lead_id` (`identity.rs`), if it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -103,6 +114,7 @@ pub struct ScoreChange {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Lead {
     #[serde(rename = "_id")]
@@ -110,9 +122,11 @@ pub struct Lead {
     pub score: i64,
     pub last_event_id: Option<String>,
     #[serde(with = "iso")]
+    #[cfg_attr(feature = "ssr", schema(value_type = String, format = DateTime))]
     pub updated_at: Millis,
     /// Additive: the newest event timestamp seen for this lead.
     #[serde(with = "iso_opt", default)]
+    #[cfg_attr(feature = "ssr", schema(value_type = Option<String>, format = DateTime))]
     pub last_event_at: Option<Millis>,
     /// Additive: how many events have been scored for this lead.
     #[serde(default)]
@@ -122,10 +136,12 @@ pub struct Lead {
     pub stage: String,
     /// Additive: the traits its `Identify` events carried (`profile.rs`), once it has any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "ssr", schema(value_type = Option<Object>))]
     pub profile: Option<super::profile::Profile>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct HistoryEntry {
     pub lead_id: String,
@@ -136,6 +152,7 @@ pub struct HistoryEntry {
     pub delta: i64,
     /// When the change was applied.
     #[serde(with = "iso")]
+    #[cfg_attr(feature = "ssr", schema(value_type = String, format = DateTime))]
     pub timestamp: Millis,
     /// Additive: the stage this change moved the lead from and to, if it crossed a threshold
     /// of the ladder as it is now.
@@ -149,6 +166,7 @@ pub struct HistoryEntry {
 /// A scoring rule: every active rule of an event's type whose conditions all hold adds its
 /// points, within its limit. The old app's fields keep their names; the rest are additive.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Rule {
     /// Opaque and stable: `PUT` and `DELETE /api/rules/:id` name a rule by it.
@@ -169,6 +187,7 @@ pub struct Rule {
     #[serde(default)]
     pub base: bool,
     #[serde(with = "iso")]
+    #[cfg_attr(feature = "ssr", schema(value_type = String, format = DateTime))]
     pub updated_at: Millis,
 }
 
@@ -206,6 +225,7 @@ pub struct RuleInput {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct LeadDetail {
     pub lead: Lead,
     pub history: Vec<HistoryEntry>,
@@ -214,6 +234,7 @@ pub struct LeadDetail {
 
 /// One problem with one field of a request, named so a client can fix it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct FieldError {
     pub field: String,
     pub problem: String,
@@ -227,6 +248,7 @@ impl FieldError {
 
 /// A rejected item of a batch.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct BatchItemError {
     pub index: usize,
@@ -237,6 +259,7 @@ pub struct BatchItemError {
 
 /// A batch item that was valid but already known.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct BatchDuplicate {
     pub index: usize,
@@ -245,6 +268,7 @@ pub struct BatchDuplicate {
 
 /// What happened to every item of a batch: nothing is dropped without a line here.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct BatchReport {
     pub message: String,

@@ -130,6 +130,7 @@ pub struct RescorePage {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub enum JobState {
     Running,
@@ -140,6 +141,7 @@ pub enum JobState {
 /// A rescore job, as `GET /api/rescore/:id` answers and as it is kept (a setting), so a
 /// restart resumes it where it stopped.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct RescoreJob {
     pub id: String,
@@ -152,8 +154,10 @@ pub struct RescoreJob {
     pub leads: u64,
     pub adjusted: u64,
     #[serde(with = "iso")]
+    #[cfg_attr(feature = "ssr", schema(value_type = String, format = DateTime))]
     pub started_at: Millis,
     #[serde(with = "iso_opt", default)]
+    #[cfg_attr(feature = "ssr", schema(value_type = Option<String>, format = DateTime))]
     pub finished_at: Option<Millis>,
     /// The half-life the job replays decay with (`null`: none).
     pub half_life_days: Option<f64>,
@@ -167,12 +171,14 @@ pub struct RescoreJob {
 /// What the rules page shows: the latest job, and whether a rule changed after it started
 /// (then past events are scored by older rules than new ones are).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct RescoreStatus {
     pub job: Option<RescoreJob>,
     pub rules_changed: bool,
     /// The server's clock, for the rate and time left.
     #[serde(with = "iso")]
+    #[cfg_attr(feature = "ssr", schema(value_type = String, format = DateTime))]
     pub now: Millis,
 }
 

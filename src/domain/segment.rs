@@ -18,7 +18,7 @@
 use super::model::{FieldError, NewEvent};
 use super::time::{parse_iso, Millis};
 use super::validation::{
-    kind, not_reserved, text_field, MAX_EVENT_TYPE_CHARS, MAX_FUTURE_SKEW_MS, MAX_ID_CHARS, MIN_TIMESTAMP_MS,
+    kind, not_reserved, nul_key, text_field, MAX_EVENT_TYPE_CHARS, MAX_FUTURE_SKEW_MS, MAX_ID_CHARS, MIN_TIMESTAMP_MS,
 };
 use serde_json::{Map, Value};
 
@@ -297,7 +297,14 @@ fn object<'a>(
 ) -> Option<&'a Map<String, Value>> {
     match message.get(field) {
         None | Some(Value::Null) => None,
-        Some(Value::Object(o)) => Some(o),
+        Some(v @ Value::Object(o)) => match nul_key(v, field) {
+            None => Some(o),
+            Some(path) => {
+                let problem = format!("keys may not contain the NUL character (U+0000), as {path} does");
+                errors.push(FieldError::new(field, problem));
+                None
+            }
+        },
         Some(v) => {
             errors.push(FieldError::new(field, format!("must be an object, got {}", kind(v))));
             None
@@ -387,6 +394,9 @@ mod tests {
             ["timestamp", "properties"]
         );
         assert_eq!(fields(event(Some(Call::Identify), json!({"userId": "u", "traits": "x"}))), ["traits"]);
+        // A key MongoDB's documents cannot hold.
+        let nul = json!({"userId": "u", "event": "x", "context": {"page": {"a\u{0}": 1}}});
+        assert_eq!(fields(event(Some(Call::Track), nul)), ["context"]);
         assert_eq!(fields(event(Some(Call::Track), json!({"userId": "", "event": "x"}))), ["userId"]);
         assert_eq!(
             fields(event(Some(Call::Track), json!({"userId": "u", "event": "x", "messageId": {}}))),

@@ -11,6 +11,7 @@ pub const MAX_STAGES: usize = 20;
 pub const MAX_STAGE_NAME_CHARS: usize = 40;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Stage {
     pub name: String,
@@ -19,6 +20,7 @@ pub struct Stage {
 
 /// A stage with how many leads are in it (the dashboard's overview).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct StageCount {
     pub name: String,
@@ -28,6 +30,7 @@ pub struct StageCount {
 
 /// A move from one stage to another: on a history entry, and the stream's `stageChanged`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct StageChange {
     pub from: String,
     pub to: String,

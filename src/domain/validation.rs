@@ -55,7 +55,7 @@ pub fn validate_rule(value: &Value) -> Result<RuleInput, Vec<FieldError>> {
             None
         }
         Some(v) => match v.as_i64() {
-            Some(p) if p.abs() <= MAX_ABS_POINTS => Some(p),
+            Some(p) if (-MAX_ABS_POINTS..=MAX_ABS_POINTS).contains(&p) => Some(p),
             Some(_) => {
                 errors
                     .push(FieldError::new("points", format!("must be between -{MAX_ABS_POINTS} and {MAX_ABS_POINTS}")));
@@ -190,7 +190,12 @@ fn metadata_field(obj: &Map<String, Value>, errors: &mut Vec<FieldError>) -> Opt
         None | Some(Value::Null) => Some(None),
         Some(v @ Value::Object(_)) => {
             let text = v.to_string();
-            if text.len() > MAX_METADATA_BYTES {
+            if let Some(path) = nul_key(v, "metadata") {
+                // Stored documents (MongoDB's BSON) cannot hold such a key, whatever the store.
+                let problem = format!("keys may not contain the NUL character (U+0000), as {path} does");
+                errors.push(FieldError::new("metadata", problem));
+                None
+            } else if text.len() > MAX_METADATA_BYTES {
                 errors.push(FieldError::new(
                     "metadata",
                     format!("must be at most {MAX_METADATA_BYTES} bytes as JSON, got {}", text.len()),
@@ -204,6 +209,22 @@ fn metadata_field(obj: &Map<String, Value>, errors: &mut Vec<FieldError>) -> Opt
             errors.push(FieldError::new("metadata", format!("must be a JSON object, got {}", kind(v))));
             None
         }
+    }
+}
+
+/// The path of the first object key holding a NUL character, if any.
+pub(crate) fn nul_key(v: &Value, path: &str) -> Option<String> {
+    match v {
+        Value::Object(map) => map.iter().find_map(|(k, v)| {
+            let here = format!("{path}.{}", k.replace('\0', "\\u0000"));
+            if k.contains('\0') {
+                Some(here)
+            } else {
+                nul_key(v, &here)
+            }
+        }),
+        Value::Array(items) => items.iter().enumerate().find_map(|(i, v)| nul_key(v, &format!("{path}[{i}]"))),
+        _ => None,
     }
 }
 
@@ -358,6 +379,14 @@ mod tests {
     }
 
     #[test]
+    fn metadata_keys_with_a_nul_character_are_refused_by_their_path() {
+        let p = problems(with("metadata", json!({"ok": {"list": [1, {"a\u{0}b": 2}]}})));
+        let problem = "keys may not contain the NUL character (U+0000), as metadata.ok.list[1].a\\u0000b does";
+        assert_eq!(p, [("metadata".into(), problem.into())]);
+        assert!(validate_event(&with("metadata", json!({"value": "a\u{0}b"})), NOW).is_ok(), "values may hold it");
+    }
+
+    #[test]
     fn bounds_metadata_size() {
         let big = json!({"blob": "y".repeat(MAX_METADATA_BYTES)});
         assert_eq!(problems(with("metadata", big))[0].0, "metadata");
@@ -377,6 +406,17 @@ mod tests {
         assert_eq!(r, RuleInput { event_type: "Unsubscribe".into(), points: -15, is_active: true });
         let r = validate_rule(&json!({"eventType": "X", "points": 0, "isActive": false})).unwrap();
         assert!(!r.is_active);
+    }
+
+    #[test]
+    fn points_past_the_bound_are_refused_at_both_ends_even_the_lowest_integer() {
+        for points in [i64::MIN, i64::MIN + 1, -MAX_ABS_POINTS - 1, MAX_ABS_POINTS + 1, i64::MAX] {
+            let problems = validate_rule(&json!({"eventType": "X", "points": points})).unwrap_err();
+            assert_eq!(problems[0].field, "points", "{points}");
+        }
+        for points in [-MAX_ABS_POINTS, MAX_ABS_POINTS] {
+            assert_eq!(validate_rule(&json!({"eventType": "X", "points": points})).unwrap().points, points);
+        }
     }
 
     #[test]

@@ -23,12 +23,14 @@ const MAX_BACKOFF_MS: Millis = 3_600_000;
 
 /// A subscription as listed: never its secret, which is shown once, when it is created.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Webhook {
     pub id: String,
     pub url: String,
     pub events: Vec<String>,
     #[serde(with = "iso")]
+    #[cfg_attr(feature = "ssr", schema(value_type = String, format = DateTime))]
     pub created_at: Millis,
 }
 
@@ -41,6 +43,7 @@ pub struct StoredWebhook {
 
 /// What `POST /api/webhooks` answers: the subscription and, this once, its secret.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct CreatedWebhook {
     #[serde(flatten)]
@@ -175,6 +178,7 @@ impl Outbox {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub enum DeliveryState {
     /// Not yet delivered; `nextAttemptAt` says when it is tried (again).
@@ -186,6 +190,7 @@ pub enum DeliveryState {
 
 /// A delivery as listed by `GET /api/webhooks/:id/deliveries`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Delivery {
     pub id: i64,
@@ -198,10 +203,13 @@ pub struct Delivery {
     pub last_status: Option<u16>,
     pub last_error: Option<String>,
     #[serde(with = "iso_opt", default)]
+    #[cfg_attr(feature = "ssr", schema(value_type = Option<String>, format = DateTime))]
     pub next_attempt_at: Option<Millis>,
     #[serde(with = "iso")]
+    #[cfg_attr(feature = "ssr", schema(value_type = String, format = DateTime))]
     pub created_at: Millis,
     #[serde(with = "iso_opt", default)]
+    #[cfg_attr(feature = "ssr", schema(value_type = Option<String>, format = DateTime))]
     pub delivered_at: Option<Millis>,
     /// The JSON body as sent (signed byte for byte).
     pub payload: String,

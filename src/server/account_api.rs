@@ -17,12 +17,20 @@ use tower_sessions::Session;
 
 type Answer = Result<Response, ApiError>;
 
+#[utoipa::path(get, path = "/api/setup", tag = "accounts",
+    responses((status = 200, description = "Whether the first admin still has to be made.", body = crate::server::openapi::SetupStatus)))]
 pub async fn setup_status(State(state): State<AppState>) -> Answer {
     let needed = state.accounts.setup_needed().await?;
     Ok(Json(json!({"needed": needed && state.config.auth == super::config::AuthMode::Required})).into_response())
 }
 
 /// Creates the first admin (with the token from the log) and signs them in.
+#[utoipa::path(post, path = "/api/setup", tag = "accounts", request_body = crate::server::openapi::SetupBody,
+    responses((status = 201, description = "The first admin, signed in (a session cookie is set).", body = crate::server::openapi::SignedIn),
+        (status = 400, description = "A field is missing or not valid: `details` names each.", body = crate::domain::error::ApiError),
+        (status = 401, description = "The token is missing or wrong.", body = crate::domain::error::ApiError),
+        (status = 403, description = "Setup was done already.", body = crate::domain::error::ApiError),
+        (status = 429, description = "Too many tries.", body = crate::domain::error::ApiError), (status = 413, description = "The body is larger than allowed.", body = crate::domain::error::ApiError), (status = 415, description = "The body is not JSON (`Content-Type`).", body = crate::domain::error::ApiError)))]
 pub async fn setup(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
@@ -36,6 +44,10 @@ pub async fn setup(
     Ok((StatusCode::CREATED, Json(json!({"username": user.info.username, "role": user.info.role}))).into_response())
 }
 
+#[utoipa::path(post, path = "/api/auth/login", tag = "accounts", request_body = crate::server::openapi::LoginBody,
+    responses((status = 200, description = "Signed in: a session cookie is set.", body = crate::server::openapi::SignedIn),
+        (status = 400, description = "A field is missing or not valid: `details` names each.", body = crate::domain::error::ApiError), (status = 401, description = "Wrong user name or password.", body = crate::domain::error::ApiError),
+        (status = 429, description = "Locked for a while after failed tries.", body = crate::domain::error::ApiError), (status = 413, description = "The body is larger than allowed.", body = crate::domain::error::ApiError), (status = 415, description = "The body is not JSON (`Content-Type`).", body = crate::domain::error::ApiError)))]
 pub async fn login(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
@@ -49,12 +61,17 @@ pub async fn login(
     Ok(Json(json!({"username": user.info.username, "role": user.info.role})).into_response())
 }
 
+#[utoipa::path(post, path = "/api/auth/logout", tag = "accounts",
+    responses((status = 200, description = "Signed out.", body = crate::server::openapi::Done)))]
 pub async fn logout(State(state): State<AppState>, Extension(actor): Extension<Actor>, session: Session) -> Answer {
     state.accounts.signed_out(&actor).await;
     sign_out(&session).await?;
     Ok(Json(json!({"message": "Signed out"})).into_response())
 }
 
+#[utoipa::path(get, path = "/api/auth/me", tag = "accounts",
+    responses((status = 200, description = "Who is calling.", body = crate::server::openapi::Me),
+        (status = 401, description = "Not signed in.", body = crate::domain::error::ApiError)))]
 pub async fn me(Extension(actor): Extension<Actor>) -> Answer {
     Ok(match actor.principal {
         Principal::User { username, role } => Json(json!({"username": username, "role": role})).into_response(),
@@ -66,10 +83,15 @@ pub async fn me(Extension(actor): Extension<Actor>) -> Answer {
     })
 }
 
+#[utoipa::path(get, path = "/api/users", tag = "accounts",
+    responses((status = 200, description = "Every user.", body = [crate::domain::access::UserInfo])))]
 pub async fn list_users(State(state): State<AppState>) -> Answer {
     Ok(Json(state.accounts.users().await?).into_response())
 }
 
+#[utoipa::path(post, path = "/api/users", tag = "accounts", request_body = crate::server::openapi::UserBody,
+    responses((status = 201, description = "The user.", body = crate::domain::access::UserInfo),
+        (status = 400, description = "A field is missing or not valid: `details` names each.", body = crate::domain::error::ApiError), (status = 409, description = "The user name is taken.", body = crate::domain::error::ApiError), (status = 413, description = "The body is larger than allowed.", body = crate::domain::error::ApiError), (status = 415, description = "The body is not JSON (`Content-Type`).", body = crate::domain::error::ApiError)))]
 pub async fn create_user(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
@@ -81,6 +103,10 @@ pub async fn create_user(
     Ok((StatusCode::CREATED, Json(user)).into_response())
 }
 
+#[utoipa::path(patch, path = "/api/users/{username}", tag = "accounts", params(("username" = String, Path)),
+    request_body = crate::server::openapi::UserChange,
+    responses((status = 200, description = "The user as changed; a new password ends their sessions.", body = crate::domain::access::UserInfo),
+        (status = 400, description = "A field is missing or not valid: `details` names each.", body = crate::domain::error::ApiError), (status = 404, description = "No such user.", body = crate::domain::error::ApiError), (status = 413, description = "The body is larger than allowed.", body = crate::domain::error::ApiError), (status = 415, description = "The body is not JSON (`Content-Type`).", body = crate::domain::error::ApiError)))]
 pub async fn update_user(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
@@ -92,6 +118,9 @@ pub async fn update_user(
     Ok(Json(state.accounts.update_user(&username, &raw, &actor).await?).into_response())
 }
 
+#[utoipa::path(delete, path = "/api/users/{username}", tag = "accounts", params(("username" = String, Path)),
+    responses((status = 204, description = "Deleted; their sessions end."),
+        (status = 400, description = "The last admin cannot be deleted.", body = crate::domain::error::ApiError), (status = 404, description = "No such user.", body = crate::domain::error::ApiError)))]
 pub async fn delete_user(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
@@ -101,10 +130,15 @@ pub async fn delete_user(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+#[utoipa::path(get, path = "/api/keys", tag = "accounts",
+    responses((status = 200, description = "Every API key, without the key itself.", body = [crate::domain::access::ApiKeyInfo])))]
 pub async fn list_keys(State(state): State<AppState>) -> Answer {
     Ok(Json(state.accounts.keys().await?).into_response())
 }
 
+#[utoipa::path(post, path = "/api/keys", tag = "accounts", request_body = crate::server::openapi::KeyBody,
+    responses((status = 201, description = "The key, with the `key` itself (shown this once).", body = crate::domain::access::CreatedKey),
+        (status = 400, description = "A field is missing or not valid: `details` names each.", body = crate::domain::error::ApiError), (status = 413, description = "The body is larger than allowed.", body = crate::domain::error::ApiError), (status = 415, description = "The body is not JSON (`Content-Type`).", body = crate::domain::error::ApiError)))]
 pub async fn create_key(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
@@ -115,6 +149,9 @@ pub async fn create_key(
     Ok((StatusCode::CREATED, Json(state.accounts.create_key(&raw, &actor).await?)).into_response())
 }
 
+#[utoipa::path(delete, path = "/api/keys/{id}", tag = "accounts", params(("id" = String, Path)),
+    responses((status = 200, description = "The key, revoked.", body = crate::domain::access::ApiKeyInfo),
+        (status = 404, description = "No such key.", body = crate::domain::error::ApiError)))]
 pub async fn revoke_key(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
@@ -123,14 +160,12 @@ pub async fn revoke_key(
     Ok(Json(state.accounts.revoke_key(&id, &actor).await?).into_response())
 }
 
-#[derive(serde::Deserialize)]
-pub struct AuditPage {
-    limit: Option<String>,
-    offset: Option<String>,
-}
-
 /// `?limit=` (1–500, default 50) `&offset=`; newest first.
-pub async fn audit(State(state): State<AppState>, Query(page): Query<AuditPage>) -> Answer {
+#[utoipa::path(get, path = "/api/audit", tag = "accounts",
+    params(("limit" = Option<u32>, Query, description = "1–500, default 50."), ("offset" = Option<u32>, Query)),
+    responses((status = 200, description = "Newest first.", body = [crate::domain::access::AuditEntry]),
+        (status = 400, description = "A query parameter is not valid.", body = crate::domain::error::ApiError)))]
+pub async fn audit(State(state): State<AppState>, Query(params): Query<Vec<(String, String)>>) -> Answer {
     let mut problems = Vec::new();
     let mut number = |name: &str, raw: Option<String>, default: usize, (min, max): (usize, usize)| match raw.as_deref()
     {
@@ -144,8 +179,10 @@ pub async fn audit(State(state): State<AppState>, Query(page): Query<AuditPage>)
             }
         },
     };
-    let limit = number("limit", page.limit, 50, (1, 500));
-    let offset = number("offset", page.offset, 0, (0, 10_000_000));
+    // The last value of each (a list of pairs, so a repeated parameter is no 400 without a body).
+    let last = |name: &str| params.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+    let limit = number("limit", last("limit"), 50, (1, 500));
+    let offset = number("offset", last("offset"), 0, (0, 10_000_000));
     if !problems.is_empty() {
         return Err(ApiError::new(400, "Invalid query parameters", problems));
     }

@@ -154,6 +154,12 @@ fn body_error(e: BodyError) -> ApiError {
 }
 
 /// Events are read in bounded memory (`domain::intake`): only their fields are parsed.
+#[utoipa::path(post, path = "/api/events", tag = "events",
+    request_body = crate::server::openapi::EventInput,
+    responses((status = 202, description = "On disk; it will be scored.", body = crate::server::openapi::EventAccepted),
+        (status = 400, description = "A field is missing or not valid: `details` names each.", body = crate::domain::error::ApiError),
+        (status = 409, description = "This `eventId` was accepted before (a safe retry).", body = crate::server::openapi::DuplicateEvent),
+        (status = 413, description = "The body is larger than allowed.", body = crate::domain::error::ApiError), (status = 415, description = "The body is not JSON (`Content-Type`).", body = crate::domain::error::ApiError)))]
 pub async fn post_event(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
     let (bytes, _room) = read_body(&headers, body, state.config.max_body_bytes, &state.bodies).await?;
     let item = check_item(single_item(&bytes).map_err(body_error)?, now_ms());
@@ -172,6 +178,12 @@ pub async fn post_event(State(state): State<AppState>, headers: HeaderMap, body:
     })
 }
 
+#[utoipa::path(post, path = "/api/events/batch", tag = "events",
+    request_body = Vec<crate::server::openapi::EventInput>,
+    responses((status = 202, description = "Some were accepted; the report says what happened to each item.", body = crate::domain::BatchReport),
+        (status = 400, description = "None was valid (the report names each problem), or the body is not an array (the error body).", body = crate::server::openapi::BatchRefused),
+        (status = 409, description = "Every item was accepted before.", body = crate::domain::BatchReport),
+        (status = 413, description = "The body is larger than allowed.", body = crate::domain::error::ApiError), (status = 415, description = "The body is not JSON (`Content-Type`).", body = crate::domain::error::ApiError)))]
 pub async fn post_batch(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
     let (bytes, _room) = read_body(&headers, body, state.config.max_batch_bytes, &state.bodies).await?;
     // One item past the limit is enough to refuse: a million-item body is never split up.
@@ -198,6 +210,14 @@ pub fn lead_query(params: &[(String, String)]) -> Result<LeadQuery, ApiError> {
         .map_err(|d| ApiError::new(400, "Invalid query parameters", d))
 }
 
+#[utoipa::path(get, path = "/api/leads", tag = "leads",
+    params(("search" = Option<String>, Query, description = "Literal, case-insensitive: part of the id, email, name or company."),
+        ("minScore" = Option<i64>, Query), ("maxScore" = Option<i64>, Query),
+        ("stage" = Option<String>, Query, description = "A stage of the ladder."),
+        ("limit" = Option<u32>, Query, description = "1–500, default 50."), ("offset" = Option<u32>, Query)),
+    responses((status = 200, description = "Highest score first; `X-Total-Count` says how many match in all.", body = [crate::domain::model::Lead],
+            headers(("X-Total-Count" = u64, description = "Leads matching the filters."))),
+        (status = 400, description = "A query parameter is not valid.", body = crate::domain::error::ApiError)))]
 pub async fn list_leads(
     State(state): State<AppState>,
     Query(params): Query<Vec<(String, String)>>,
@@ -210,10 +230,19 @@ pub async fn list_leads(
     Ok(response)
 }
 
+#[utoipa::path(get, path = "/api/overview", tag = "leads",
+    responses((status = 200, description = "Leads, events today, queue and scoring lag, score histogram, stage counts.", body = crate::domain::overview::Overview)))]
 pub async fn overview(State(state): State<AppState>) -> Result<Response, ApiError> {
     Ok(Json(state.service.overview().await?).into_response())
 }
 
+#[utoipa::path(get, path = "/api/leads/{id}", tag = "leads",
+    params(("id" = String, Path), ("historyLimit" = Option<u32>, Query), ("historyOffset" = Option<u32>, Query),
+        ("eventsLimit" = Option<u32>, Query), ("eventsOffset" = Option<u32>, Query)),
+    responses((status = 200, description = "The lead, its score history and its events, newest first.", body = crate::domain::model::LeadDetail),
+        (status = 308, description = "Merged into another lead: `Location` names it.", body = crate::server::openapi::MergedLead),
+        (status = 400, description = "A query parameter is not valid.", body = crate::domain::error::ApiError),
+        (status = 404, description = "No such lead.", body = crate::domain::error::ApiError)))]
 pub async fn lead_detail(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -251,6 +280,9 @@ pub fn merged_into(id: &str, into: &str, path: &str, query: Option<&str>) -> Res
     response
 }
 
+#[utoipa::path(get, path = "/api/health", tag = "operations",
+    responses((status = 200, description = "Store reachable and the worker scoring.", body = crate::service::Health),
+        (status = 503, description = "Something is wrong; `store.error` or `worker.lastError` says what.", body = crate::service::Health)))]
 pub async fn health(State(state): State<AppState>) -> Response {
     let health = state.service.health().await;
     let status = if health.status == "ok" { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };

@@ -14,6 +14,10 @@ use serde_json::json;
 type Answer = Result<Response, ApiError>;
 
 /// `GET /api/dead-letters?after=<id>&limit=<n>`
+#[utoipa::path(get, path = "/api/dead-letters", tag = "operations",
+    params(("after" = Option<i64>, Query, description = "An id from the previous page."), ("limit" = Option<u32>, Query)),
+    responses((status = 200, description = "Events the worker could not score, oldest first.", body = crate::domain::model::DeadLetterList),
+        (status = 400, description = "A query parameter is not valid.", body = crate::domain::error::ApiError)))]
 pub async fn list(State(state): State<AppState>, Query(params): Query<Vec<(String, String)>>) -> Answer {
     let mut after = None;
     let mut limit = None;
@@ -38,6 +42,9 @@ pub async fn list(State(state): State<AppState>, Query(params): Query<Vec<(Strin
 }
 
 /// `POST /api/dead-letters/{id}/retry`
+#[utoipa::path(post, path = "/api/dead-letters/{id}/retry", tag = "operations", params(("id" = i64, Path)),
+    responses((status = 200, description = "Queued to be scored again.", body = crate::server::openapi::DoneWith),
+        (status = 400, description = "The id is not a number.", body = crate::domain::error::ApiError), (status = 404, description = "No such dead letter.", body = crate::domain::error::ApiError)))]
 pub async fn retry(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
@@ -49,6 +56,9 @@ pub async fn retry(
 }
 
 /// `DELETE /api/dead-letters/{id}`
+#[utoipa::path(delete, path = "/api/dead-letters/{id}", tag = "operations", params(("id" = i64, Path)),
+    responses((status = 200, description = "Discarded.", body = crate::server::openapi::DoneWith),
+        (status = 400, description = "The id is not a number.", body = crate::domain::error::ApiError), (status = 404, description = "No such dead letter.", body = crate::domain::error::ApiError)))]
 pub async fn discard(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,

@@ -13,6 +13,10 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use futures::stream::{self, Stream, StreamExt};
 
+#[utoipa::path(get, path = "/api/export/leads.csv", tag = "leads",
+    params(("search" = Option<String>, Query), ("minScore" = Option<i64>, Query), ("maxScore" = Option<i64>, Query), ("stage" = Option<String>, Query)),
+    responses((status = 200, description = "Every matching lead, streamed, highest score first.", content_type = "text/csv", body = String),
+        (status = 400, description = "A query parameter is not valid.", body = crate::domain::error::ApiError)))]
 pub async fn leads_csv(
     State(state): State<AppState>,
     Query(params): Query<Vec<(String, String)>>,
@@ -23,6 +27,11 @@ pub async fn leads_csv(
     Ok(csv_response("leads.csv".into(), &LEAD_COLUMNS, rows))
 }
 
+#[utoipa::path(get, path = "/api/export/leads/{id}/history.csv", tag = "leads",
+    params(("id" = String, Path)),
+    responses((status = 200, description = "The lead's score history, newest first.", content_type = "text/csv", body = String),
+        (status = 308, description = "Merged into another lead: `Location` names it.", body = crate::server::openapi::MergedLead),
+        (status = 404, description = "No such lead.", body = crate::domain::error::ApiError)))]
 pub async fn history_csv(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let pages = match state.service.export_history(&id).await {
         Err(ServiceError::NotFound) => {

@@ -10,6 +10,8 @@ use axum::response::{IntoResponse, Response};
 use std::time::Instant;
 
 /// Renders every metric, after reading the store's gauges (queue, dead letters, rescoring).
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text format.", content_type = "text/plain", body = String)))]
 pub async fn scrape(State(state): State<AppState>) -> Response {
     let (health, rescore) = tokio::join!(state.service.health(), state.service.latest_rescore());
     metrics::store_gauges(&health, rescore.ok().flatten().as_ref());

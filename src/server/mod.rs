@@ -14,6 +14,7 @@ pub mod gate;
 pub mod headers;
 pub mod http;
 pub mod metrics_api;
+pub mod openapi;
 pub mod policy;
 pub mod ratelimit;
 pub mod rule_api;

@@ -14,8 +14,8 @@
 use super::gate::{gate, FirstRun, Gate, Kind, SETUP_PAGE};
 use super::http::AppState;
 use super::{
-    account_api as accounts, api, dead_letter_api as dead_letters, export_api, metrics_api, rule_api, segment_api,
-    stream, webhook_api,
+    account_api as accounts, api, dead_letter_api as dead_letters, export_api, metrics_api, openapi, rule_api,
+    segment_api, stream, webhook_api,
 };
 use crate::app::server_fns::*;
 use crate::app::{shell, App};
@@ -80,6 +80,11 @@ pub fn table() -> Vec<Entry> {
         // External systems and scripts.
         rest(Method::GET, "/api/health", Public, get(api::health)),
         rest(Method::GET, "/metrics", Read, get(metrics_api::scrape)),
+        // The API's description and its reference page.
+        rest(Method::GET, openapi::SPEC, Public, get(openapi::spec)),
+        rest(Method::GET, openapi::DOCS, Public, get(openapi::docs_index)),
+        rest(Method::GET, openapi::DOCS_SLASH, Public, get(openapi::docs_index)),
+        rest(Method::GET, openapi::DOCS_FILES, Public, get(openapi::docs_file)),
         rest(Method::POST, "/api/events", Ingest, post(api::post_event)),
         rest(Method::POST, "/api/events/batch", Ingest, post(api::post_batch)),
         // Segment's tracking API, for tracking SDKs (`domain::segment`).
@@ -186,18 +191,23 @@ pub fn provide_backend(state: &AppState) {
     provide_context(state.backend.clone());
 }
 
+/// Whether the caller's rate limit applies: to everything but public REST reads (health, the
+/// API's description), which monitors and tools poll.
+pub fn rate_limited(entry: &Entry) -> bool {
+    !(entry.access == Public && entry.method == Method::GET && entry.kind() == Kind::Rest)
+}
+
 /// Every route of the table, each behind the gate with its entry's rule.
 pub fn router(state: &AppState) -> Router<AppState> {
     let pages = generate_route_list(App);
     let mut router = Router::new();
     for entry in table() {
-        let rate_limited = !(entry.access == Public && entry.method == Method::GET && entry.kind() == Kind::Rest);
         let rule = Gate {
             state: state.clone(),
             access: entry.access,
             kind: entry.kind(),
             first_run: entry.first_run,
-            rate_limited,
+            rate_limited: rate_limited(&entry),
         };
         let layer = from_fn_with_state(rule, gate);
         let handler: MethodRouter<AppState> = match entry.serve {

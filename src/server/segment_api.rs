@@ -5,6 +5,8 @@
 
 use super::api::{error_response, read_bytes};
 use super::http::AppState;
+use super::openapi::SegmentAnswer;
+use super::openapi::SegmentMessage;
 use crate::domain::error::ApiError;
 use crate::domain::intake::{CheckedItem, ItemProblems};
 use crate::domain::segment::{message_id, to_event, Call, Envelope, MAX_BATCH_BYTES, MAX_MESSAGE_BYTES};
@@ -37,6 +39,58 @@ pub fn batch() -> MethodRouter<AppState> {
     })
     .layer(RequestDecompressionLayer::new())
 }
+
+// What `single` and `batch` serve, for the description (`server::openapi`): the routes
+// themselves are closures over the call.
+
+/// A `track` call: `event` is the event type.
+#[utoipa::path(post, path = "/v1/track", tag = "segment", request_body = SegmentMessage,
+    responses((status = 200, description = "Recorded (or, `duplicate`, recorded before).", body = SegmentAnswer),
+        (status = 400, description = "A field is missing or not valid: `details` names each.", body = SegmentAnswer),
+        (status = 413, description = "Larger than Segment's limit.", body = SegmentAnswer)))]
+pub fn track_doc() {}
+
+/// An `identify` call: `traits` go to the lead's profile; with both `anonymousId` and `userId` the anonymous lead is merged in.
+#[utoipa::path(post, path = "/v1/identify", tag = "segment", request_body = SegmentMessage,
+    responses((status = 200, description = "Recorded (or, `duplicate`, recorded before).", body = SegmentAnswer),
+        (status = 400, description = "A field is missing or not valid: `details` names each.", body = SegmentAnswer),
+        (status = 413, description = "Larger than Segment's limit.", body = SegmentAnswer)))]
+pub fn identify_doc() {}
+
+/// A `page` call: a `Page View` event.
+#[utoipa::path(post, path = "/v1/page", tag = "segment", request_body = SegmentMessage,
+    responses((status = 200, description = "Recorded (or, `duplicate`, recorded before).", body = SegmentAnswer),
+        (status = 400, description = "A field is missing or not valid: `details` names each.", body = SegmentAnswer),
+        (status = 413, description = "Larger than Segment's limit.", body = SegmentAnswer)))]
+pub fn page_doc() {}
+
+/// A `screen` call: a `Screen View` event.
+#[utoipa::path(post, path = "/v1/screen", tag = "segment", request_body = SegmentMessage,
+    responses((status = 200, description = "Recorded (or, `duplicate`, recorded before).", body = SegmentAnswer),
+        (status = 400, description = "A field is missing or not valid: `details` names each.", body = SegmentAnswer),
+        (status = 413, description = "Larger than Segment's limit.", body = SegmentAnswer)))]
+pub fn screen_doc() {}
+
+/// A `group` call: a `Group` event.
+#[utoipa::path(post, path = "/v1/group", tag = "segment", request_body = SegmentMessage,
+    responses((status = 200, description = "Recorded (or, `duplicate`, recorded before).", body = SegmentAnswer),
+        (status = 400, description = "A field is missing or not valid: `details` names each.", body = SegmentAnswer),
+        (status = 413, description = "Larger than Segment's limit.", body = SegmentAnswer)))]
+pub fn group_doc() {}
+
+/// An `alias` call: the lead `previousId` is merged into `userId`.
+#[utoipa::path(post, path = "/v1/alias", tag = "segment", request_body = SegmentMessage,
+    responses((status = 200, description = "Recorded (or, `duplicate`, recorded before).", body = SegmentAnswer),
+        (status = 400, description = "A field is missing or not valid: `details` names each.", body = SegmentAnswer),
+        (status = 413, description = "Larger than Segment's limit.", body = SegmentAnswer)))]
+pub fn alias_doc() {}
+
+/// A batch of calls, each with its `type`: valid ones are recorded even when others are not.
+#[utoipa::path(post, path = "/v1/batch", tag = "segment", request_body = crate::server::openapi::SegmentBatch,
+    responses((status = 200, description = "Every message recorded (or recorded before); the counts say which.", body = SegmentAnswer),
+        (status = 400, description = "Some messages were not valid: `errors` names each (by index); the others were recorded.", body = SegmentAnswer),
+        (status = 413, description = "Larger than Segment's limit.", body = SegmentAnswer)))]
+pub fn batch_doc() {}
 
 async fn one_message(call: Call, state: AppState, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
     let (bytes, _room) = read_bytes(&headers, body, MAX_MESSAGE_BYTES, &state.bodies).await?;

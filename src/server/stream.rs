@@ -183,6 +183,9 @@ fn sse(event: &str, id: Option<&str>, data: &str) -> Bytes {
 }
 
 /// The SSE endpoint.
+#[utoipa::path(get, path = "/api/stream", tag = "live",
+    params(("Last-Event-ID" = Option<String>, Header, description = "Resume after this frame.")),
+    responses((status = 200, description = "Server-Sent Events: `scores` frames of score changes, `stageChanged`, `leadMerged`, `resync`.", content_type = "text/event-stream", body = String)))]
 pub async fn stream_handler(State(hub): State<Arc<StreamHub>>, headers: HeaderMap) -> Response {
     let last = headers.get("last-event-id").and_then(|v| v.to_str().ok()).map(str::to_string);
     let (first, rx, current) = hub.subscribe(last.as_deref());

@@ -15,12 +15,17 @@ use axum::Json;
 type Answer = Result<Response, ApiError>;
 
 /// `GET /api/webhooks`: every subscription, without secrets.
+#[utoipa::path(get, path = "/api/webhooks", tag = "operations",
+    responses((status = 200, description = "Every subscription, without secrets.", body = [crate::domain::webhooks::Webhook])))]
 pub async fn list(State(state): State<AppState>) -> Answer {
     Ok(Json(state.service.webhooks().await?).into_response())
 }
 
 /// `POST /api/webhooks` `{url, events}`: 201 with the subscription and its `secret` (shown
 /// this once).
+#[utoipa::path(post, path = "/api/webhooks", tag = "operations", request_body = crate::server::openapi::WebhookBody,
+    responses((status = 201, description = "The subscription, with its signing `secret` (shown this once).", body = crate::domain::webhooks::CreatedWebhook),
+        (status = 400, description = "A field is missing or not valid: `details` names each.", body = crate::domain::error::ApiError), (status = 413, description = "The body is larger than allowed.", body = crate::domain::error::ApiError), (status = 415, description = "The body is not JSON (`Content-Type`).", body = crate::domain::error::ApiError)))]
 pub async fn create(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
@@ -33,6 +38,9 @@ pub async fn create(
 }
 
 /// `DELETE /api/webhooks/{id}`: 204; its deliveries not yet sent are given up.
+#[utoipa::path(delete, path = "/api/webhooks/{id}", tag = "operations", params(("id" = String, Path)),
+    responses((status = 204, description = "Deleted; its pending deliveries are given up."),
+        (status = 404, description = "No such webhook.", body = crate::domain::error::ApiError)))]
 pub async fn remove(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
@@ -43,11 +51,18 @@ pub async fn remove(
 }
 
 /// `GET /api/webhooks/{id}/deliveries`: the latest 200, newest first.
+#[utoipa::path(get, path = "/api/webhooks/{id}/deliveries", tag = "operations", params(("id" = String, Path)),
+    responses((status = 200, description = "The latest 200 deliveries, newest first.", body = [crate::domain::webhooks::Delivery]),
+        (status = 404, description = "No such webhook.", body = crate::domain::error::ApiError)))]
 pub async fn deliveries(State(state): State<AppState>, Path(id): Path<String>) -> Answer {
     Ok(Json(found(state.service.webhook_deliveries(&id).await, &id)?).into_response())
 }
 
 /// `POST /api/webhooks/{id}/deliveries/{delivery}/redeliver`: 202; sent again at once.
+#[utoipa::path(post, path = "/api/webhooks/{id}/deliveries/{delivery}/redeliver", tag = "operations",
+    params(("id" = String, Path), ("delivery" = i64, Path)),
+    responses((status = 202, description = "Sent again at once, with the same payload.", body = crate::server::openapi::DoneWith),
+        (status = 400, description = "The delivery id is not a number.", body = crate::domain::error::ApiError), (status = 404, description = "No such webhook or delivery.", body = crate::domain::error::ApiError)))]
 pub async fn redeliver(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,

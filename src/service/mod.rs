@@ -135,18 +135,20 @@ pub struct BatchLimits {
 }
 
 /// What `/api/health` reports.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Health {
+    #[schema(value_type = String, example = "ok")]
     pub status: &'static str,
     pub store: StoreHealth,
     pub worker: WorkerHealth,
     pub queue: QueueHealth,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StoreHealth {
+    #[schema(value_type = String, example = "sqlite")]
     pub backend: &'static str,
     pub reachable: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -157,7 +159,7 @@ pub struct StoreHealth {
     pub memory_bytes: Option<u64>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct WorkerHealth {
     /// Its last step succeeded recently, and its steps are not failing.
@@ -172,7 +174,7 @@ pub struct WorkerHealth {
     pub failing_events: usize,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct QueueHealth {
     pub depth: Option<u64>,
