@@ -18,6 +18,7 @@ mod merge;
 mod rescore;
 mod rules;
 mod schema;
+mod search;
 mod webhooks;
 mod writer;
 
@@ -420,9 +421,11 @@ impl Store for SqliteStore {
                 args.push(after.clone().into());
             }
             if let Some(needle) = q.search_needle() {
-                // instr() on a lowercased copy of the id: a literal substring test, no pattern syntax.
-                sql.push_str(" AND instr(search_key, ?) > 0");
-                args.push(needle.into());
+                // A literal substring of the lowercased key, no pattern syntax (`sqlite/search.rs`).
+                let (condition, value) = search::page_filter(c, &needle)?;
+                sql.push_str(" AND ");
+                sql.push_str(condition);
+                args.push(value.into());
             }
             sql.push_str(" ORDER BY score DESC, id ASC LIMIT ? OFFSET ?");
             args.push((q.limit as i64).into());
@@ -639,13 +642,11 @@ impl Store for SqliteStore {
 
     async fn count_searched(&self, query: &LeadQuery) -> StoreResult<u64> {
         let (low, high) = (query.min_score.unwrap_or(i64::MIN), query.max_score.unwrap_or(i64::MAX));
-        let needle = query.search_needle().unwrap_or_default();
+        let (condition, value) = search::count_filter(&query.search_needle().unwrap_or_default());
         self.read(move |c| {
-            c.prepare_cached(
-                "SELECT count(*) FROM leads WHERE score >= ?1 AND score <= ?2 AND instr(search_key, ?3) > 0",
-            )?
-            .query_row(params![low, high, needle], |r| r.get::<_, i64>(0))
-            .map(|n| n as u64)
+            c.prepare_cached(&format!("SELECT count(*) FROM leads WHERE score >= ?1 AND score <= ?2 AND {condition}"))?
+                .query_row(params![low, high, value], |r| r.get::<_, i64>(0))
+                .map(|n| n as u64)
         })
         .await
     }

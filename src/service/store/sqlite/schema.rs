@@ -3,7 +3,7 @@
 use rusqlite::Connection;
 
 /// Bumped whenever the layout changes; `prepare_schema` brings older files up to date on open.
-pub const SCHEMA_VERSION: i64 = 8;
+pub const SCHEMA_VERSION: i64 = 9;
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS events (
@@ -41,6 +41,28 @@ CREATE TABLE IF NOT EXISTS leads (
     profile       TEXT
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS leads_by_score ON leads(score DESC, id ASC);
+
+-- Schema 9: a trigram index of the leads' search keys (id, email, name, company), so that a
+-- search of 3 characters or more finds its leads without reading them all (`sqlite/search.rs`).
+-- `leads` has no rowid, so each lead gets a document number here; the index holds no text of
+-- its own (contentless), and triggers keep it in step with every write of a lead.
+CREATE TABLE IF NOT EXISTS lead_search_ids (doc INTEGER PRIMARY KEY, lead_id TEXT NOT NULL UNIQUE);
+CREATE VIRTUAL TABLE IF NOT EXISTS lead_search
+    USING fts5(search_key, content = '', contentless_delete = 1, tokenize = 'trigram');
+CREATE TRIGGER IF NOT EXISTS lead_search_insert AFTER INSERT ON leads BEGIN
+    INSERT INTO lead_search_ids (lead_id) VALUES (new.id);
+    INSERT INTO lead_search (rowid, search_key)
+        VALUES ((SELECT doc FROM lead_search_ids WHERE lead_id = new.id), new.search_key);
+END;
+CREATE TRIGGER IF NOT EXISTS lead_search_update AFTER UPDATE OF search_key ON leads BEGIN
+    DELETE FROM lead_search WHERE rowid = (SELECT doc FROM lead_search_ids WHERE lead_id = old.id);
+    INSERT INTO lead_search (rowid, search_key)
+        VALUES ((SELECT doc FROM lead_search_ids WHERE lead_id = new.id), new.search_key);
+END;
+CREATE TRIGGER IF NOT EXISTS lead_search_delete AFTER DELETE ON leads BEGIN
+    DELETE FROM lead_search WHERE rowid = (SELECT doc FROM lead_search_ids WHERE lead_id = old.id);
+    DELETE FROM lead_search_ids WHERE lead_id = old.id;
+END;
 
 -- One row per applied event, keyed by the event's seq: the worker applies in seq order, so
 -- this appends, and `id` joins back to the event (metadata, timestamp) for a lead's event log.
@@ -205,6 +227,13 @@ INSERT INTO rules (id, name, event_type, points, is_active, base, created_at, up
 DROP TABLE rules_v4;
 "#;
 
+/// Schema 9: every lead a file already holds, into the search index.
+const INDEX_EXISTING_LEADS: &str = r#"
+INSERT OR IGNORE INTO lead_search_ids (lead_id) SELECT id FROM leads ORDER BY id;
+INSERT INTO lead_search (rowid, search_key)
+    SELECT i.doc, l.search_key FROM lead_search_ids i JOIN leads l ON l.id = i.lead_id;
+"#;
+
 /// Creates the schema, or brings a file written by an older release up to date, in one
 /// transaction: a crash mid-migration leaves the file as it was.
 pub fn prepare_schema(conn: &mut Connection) -> Result<(), String> {
@@ -257,6 +286,10 @@ pub fn prepare_schema(conn: &mut Connection) -> Result<(), String> {
             .map_err(|e| format!("migrating score_history to schema 8: {e}"))?;
     }
     tx.execute_batch(SCHEMA).map_err(|e| e.to_string())?;
+    if version < 9 {
+        // The search index of the leads an older file already has.
+        tx.execute_batch(INDEX_EXISTING_LEADS).map_err(|e| format!("migrating leads to schema 9: {e}"))?;
+    }
     if rules_before_5 {
         tx.execute_batch(MIGRATE_TO_5_MOVE_BACK).map_err(|e| format!("migrating rules to schema 5: {e}"))?;
         tracing::info!("sqlite: rules migrated to schema 5 (each is its event type's base rule)");
