@@ -12,7 +12,6 @@
 mod accounts;
 mod apply;
 pub mod backup;
-mod checkpoint;
 mod dead_letters;
 mod decay;
 mod merge;
@@ -80,8 +79,6 @@ pub struct SqliteStore {
     write_failure: Arc<writer::Failure>,
     /// When health last tried a write to see whether writes work again.
     last_probe: Mutex<Option<std::time::Instant>>,
-    /// Dropped with the store: the checkpoint thread then ends.
-    _checkpoints: mpsc::Sender<()>,
 }
 
 /// How often health tries a write while writes are failing.
@@ -113,12 +110,6 @@ impl SqliteStore {
                 writer::run(conn, rx, &target, &failure)
             })
             .map_err(|e| StoreError::Internal(e.to_string()))?;
-        let (checkpoints, stop) = mpsc::channel();
-        let at = path.clone();
-        std::thread::Builder::new()
-            .name("sqlite-checkpoints".into())
-            .spawn(move || checkpoint::run(&at, stop))
-            .map_err(|e| StoreError::Internal(e.to_string()))?;
         Ok(Self {
             identity: file_identity(&path),
             writer_alive,
@@ -127,7 +118,6 @@ impl SqliteStore {
             writer: Mutex::new(Some(tx)),
             write_failure,
             last_probe: Mutex::new(None),
-            _checkpoints: checkpoints,
         })
     }
 

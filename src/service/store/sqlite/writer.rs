@@ -59,12 +59,11 @@ pub fn open_writer(path: &Path, create: bool) -> StoreResult<Connection> {
     }
     let conn = Connection::open_with_flags(path, flags).map_err(|e| unavailable(path, e))?;
     // temp_store = MEMORY: each request's savepoint journals pages it re-dirties; in a
-    // temp file that doubled the bytes written per commit. No automatic checkpoints: a thread
-    // of the store copies the log in the background (`sqlite/checkpoint.rs`).
+    // temp file that doubled the bytes written per commit.
     conn.execute_batch(
         "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = OFF; \
          PRAGMA busy_timeout = 5000; PRAGMA cache_size = -32768; PRAGMA temp_store = MEMORY; \
-         PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = 67108864;",
+         PRAGMA wal_autocheckpoint = 16384; PRAGMA journal_size_limit = 67108864;",
     )
     .map_err(|e| unavailable(path, e))?;
     Ok(conn)
