@@ -14,9 +14,11 @@ use server_fn::error::{FromServerFnError, ServerFnErrorErr};
 #[serde(rename_all = "camelCase")]
 pub struct ApiError {
     pub error: String,
+    #[cfg_attr(feature = "ssr", schema(required = true))]
     #[serde(default)]
     pub details: Vec<FieldError>,
     /// The HTTP status; 0 when the server could not be reached at all.
+    #[cfg_attr(feature = "ssr", schema(required = true))]
     #[serde(default)]
     pub status: u16,
     /// With 429 (and 503 where known): seconds until a retry may succeed; also sent as the

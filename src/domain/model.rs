@@ -15,7 +15,9 @@ use serde::{Deserialize, Serialize};
 pub struct DeadLetter {
     pub id: i64,
     /// What could be read of the stored event; `None` where even that failed.
+    #[cfg_attr(feature = "ssr", schema(required = true))]
     pub event_id: Option<String>,
+    #[cfg_attr(feature = "ssr", schema(required = true))]
     pub lead_id: Option<String>,
     /// The last attempt's error.
     pub error: String,
@@ -81,6 +83,7 @@ pub struct StoredEvent {
     #[serde(with = "iso")]
     #[cfg_attr(feature = "ssr", schema(value_type = String, format = DateTime))]
     pub timestamp: Millis,
+    #[cfg_attr(feature = "ssr", schema(required = true))]
     #[serde(with = "metadata_json")]
     #[cfg_attr(feature = "ssr", schema(value_type = Option<Object>))]
     pub metadata: Option<String>,
@@ -89,6 +92,7 @@ pub struct StoredEvent {
     pub received_at: Millis,
     pub processed: bool,
     /// Points the event was worth when scored; `None` until then.
+    #[cfg_attr(feature = "ssr", schema(required = true))]
     pub points: Option<i64>,
     /// Additive: once scored, which rules matched and what each added (none matched: absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -120,18 +124,22 @@ pub struct Lead {
     #[serde(rename = "_id")]
     pub id: String,
     pub score: i64,
+    #[cfg_attr(feature = "ssr", schema(required = true))]
     pub last_event_id: Option<String>,
     #[serde(with = "iso")]
     #[cfg_attr(feature = "ssr", schema(value_type = String, format = DateTime))]
     pub updated_at: Millis,
     /// Additive: the newest event timestamp seen for this lead.
+    #[cfg_attr(feature = "ssr", schema(required = true))]
     #[serde(with = "iso_opt", default)]
     #[cfg_attr(feature = "ssr", schema(value_type = Option<String>, format = DateTime))]
     pub last_event_at: Option<Millis>,
     /// Additive: how many events have been scored for this lead.
+    #[cfg_attr(feature = "ssr", schema(required = true))]
     #[serde(default)]
     pub event_count: i64,
     /// Additive: the lifecycle stage its score is in (`stages.rs`), as the ladder is now.
+    #[cfg_attr(feature = "ssr", schema(required = true))]
     #[serde(default)]
     pub stage: String,
     /// Additive: the traits its `Identify` events carried (`profile.rs`), once it has any.
@@ -170,20 +178,25 @@ pub struct HistoryEntry {
 #[serde(rename_all = "camelCase")]
 pub struct Rule {
     /// Opaque and stable: `PUT` and `DELETE /api/rules/:id` name a rule by it.
+    #[cfg_attr(feature = "ssr", schema(required = true))]
     #[serde(default)]
     pub id: String,
+    #[cfg_attr(feature = "ssr", schema(required = true))]
     #[serde(default)]
     pub name: String,
     pub event_type: String,
     pub points: i64,
     pub is_active: bool,
+    #[cfg_attr(feature = "ssr", schema(required = true))]
     #[serde(default)]
     pub conditions: Vec<Condition>,
+    #[cfg_attr(feature = "ssr", schema(required = true))]
     #[serde(default)]
     pub limit: Option<Limit>,
     /// The type's base rule: the one `POST /api/rules` with only `{eventType, points,
     /// isActive}` upserts (what old clients and the seed write). It stops being the base once
     /// an edit gives it conditions, a limit or another event type.
+    #[cfg_attr(feature = "ssr", schema(required = true))]
     #[serde(default)]
     pub base: bool,
     #[serde(with = "iso")]

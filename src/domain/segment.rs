@@ -89,7 +89,10 @@ impl Envelope {
         };
         let context = match body.get("context") {
             None | Some(Value::Null) => Map::new(),
-            Some(Value::Object(c)) => c.clone(),
+            Some(v @ Value::Object(c)) => match nul_key(v, "context") {
+                None => c.clone(),
+                Some(path) => return Err(FieldError::new("context", nul_problem(&path))),
+            },
             Some(v) => return Err(FieldError::new("context", format!("must be an object, got {}", kind(v)))),
         };
         Ok(Envelope { received_at, sent_at, context })
@@ -242,7 +245,12 @@ fn metadata(
             if call != Call::Track {
                 for field in ["name", "category"] {
                     if let Some(v) = message.get(field).filter(|v| !v.is_null()) {
-                        meta.entry(field).or_insert_with(|| v.clone());
+                        match nul_key(v, field) {
+                            None => {
+                                meta.entry(field).or_insert_with(|| v.clone());
+                            }
+                            Some(path) => errors.push(FieldError::new(field, nul_problem(&path))),
+                        }
                     }
                 }
             }
@@ -289,6 +297,11 @@ fn metadata(
     Some(text)
 }
 
+/// Why a key holding NUL is refused (MongoDB's documents cannot hold one).
+fn nul_problem(path: &str) -> String {
+    format!("keys may not contain the NUL character (U+0000), as {path} does")
+}
+
 /// An optional object field (`null` counts as absent).
 fn object<'a>(
     message: &'a Map<String, Value>,
@@ -300,8 +313,7 @@ fn object<'a>(
         Some(v @ Value::Object(o)) => match nul_key(v, field) {
             None => Some(o),
             Some(path) => {
-                let problem = format!("keys may not contain the NUL character (U+0000), as {path} does");
-                errors.push(FieldError::new(field, problem));
+                errors.push(FieldError::new(field, nul_problem(&path)));
                 None
             }
         },
@@ -397,6 +409,10 @@ mod tests {
         // A key MongoDB's documents cannot hold.
         let nul = json!({"userId": "u", "event": "x", "context": {"page": {"a\u{0}": 1}}});
         assert_eq!(fields(event(Some(Call::Track), nul)), ["context"]);
+        let nul = json!({"userId": "u", "name": {"a\u{0}": 1}});
+        assert_eq!(fields(event(Some(Call::Page), nul)), ["name"]);
+        let batch = json!({"batch": [], "context": {"x": {"\u{0}": 1}}});
+        assert_eq!(Envelope::of_batch(batch.as_object().unwrap(), NOW).unwrap_err().field, "context");
         assert_eq!(fields(event(Some(Call::Track), json!({"userId": "", "event": "x"}))), ["userId"]);
         assert_eq!(
             fields(event(Some(Call::Track), json!({"userId": "u", "event": "x", "messageId": {}}))),

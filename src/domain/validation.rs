@@ -190,16 +190,16 @@ fn metadata_field(obj: &Map<String, Value>, errors: &mut Vec<FieldError>) -> Opt
         None | Some(Value::Null) => Some(None),
         Some(v @ Value::Object(_)) => {
             let text = v.to_string();
-            if let Some(path) = nul_key(v, "metadata") {
-                // Stored documents (MongoDB's BSON) cannot hold such a key, whatever the store.
-                let problem = format!("keys may not contain the NUL character (U+0000), as {path} does");
-                errors.push(FieldError::new("metadata", problem));
-                None
-            } else if text.len() > MAX_METADATA_BYTES {
+            if text.len() > MAX_METADATA_BYTES {
                 errors.push(FieldError::new(
                     "metadata",
                     format!("must be at most {MAX_METADATA_BYTES} bytes as JSON, got {}", text.len()),
                 ));
+                None
+            } else if let Some(path) = nul_key(v, "metadata") {
+                // Stored documents (MongoDB's BSON) cannot hold such a key, whatever the store.
+                let problem = format!("keys may not contain the NUL character (U+0000), as {path} does");
+                errors.push(FieldError::new("metadata", problem));
                 None
             } else {
                 Some(Some(text))
@@ -212,20 +212,32 @@ fn metadata_field(obj: &Map<String, Value>, errors: &mut Vec<FieldError>) -> Opt
     }
 }
 
-/// The path of the first object key holding a NUL character, if any.
+/// The path (from `path`) of the first object key holding a NUL character, if any. Nothing is
+/// allocated unless one is found: the path is built on the way back up.
 pub(crate) fn nul_key(v: &Value, path: &str) -> Option<String> {
-    match v {
-        Value::Object(map) => map.iter().find_map(|(k, v)| {
-            let here = format!("{path}.{}", k.replace('\0', "\\u0000"));
-            if k.contains('\0') {
-                Some(here)
-            } else {
-                nul_key(v, &here)
-            }
-        }),
-        Value::Array(items) => items.iter().enumerate().find_map(|(i, v)| nul_key(v, &format!("{path}[{i}]"))),
-        _ => None,
+    fn steps(v: &Value) -> Option<Vec<String>> {
+        match v {
+            Value::Object(map) => map.iter().find_map(|(k, v)| {
+                let step = || format!(".{}", k.replace('\0', "\\u0000"));
+                if k.contains('\0') {
+                    Some(vec![step()])
+                } else {
+                    steps(v).map(|mut below| {
+                        below.push(step());
+                        below
+                    })
+                }
+            }),
+            Value::Array(items) => items.iter().enumerate().find_map(|(i, v)| {
+                steps(v).map(|mut below| {
+                    below.push(format!("[{i}]"));
+                    below
+                })
+            }),
+            _ => None,
+        }
     }
+    steps(v).map(|below| below.iter().rev().fold(path.to_string(), |p, step| p + step))
 }
 
 pub(crate) fn kind(v: &Value) -> &'static str {

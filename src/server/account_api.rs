@@ -29,8 +29,8 @@ pub async fn setup_status(State(state): State<AppState>) -> Answer {
     responses((status = 201, description = "The first admin, signed in (a session cookie is set).", body = crate::server::openapi::SignedIn),
         (status = 400, description = "A field is missing or not valid: `details` names each.", body = crate::domain::error::ApiError),
         (status = 401, description = "The token is missing or wrong.", body = crate::domain::error::ApiError),
-        (status = 403, description = "Setup was done already.", body = crate::domain::error::ApiError),
-        (status = 429, description = "Too many tries.", body = crate::domain::error::ApiError), (status = 413, description = "The body is larger than allowed.", body = crate::domain::error::ApiError), (status = 415, description = "The body is not JSON (`Content-Type`).", body = crate::domain::error::ApiError)))]
+        (status = 409, description = "Setup was done already.", body = crate::domain::error::ApiError),
+        (status = 429, description = "Too many tries.", body = crate::domain::error::ApiError), (status = 408, description = "The body did not arrive in time.", body = crate::domain::error::ApiError), (status = 413, description = "The body is larger than allowed.", body = crate::domain::error::ApiError), (status = 415, description = "The body is not JSON (`Content-Type`).", body = crate::domain::error::ApiError)))]
 pub async fn setup(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
@@ -47,7 +47,7 @@ pub async fn setup(
 #[utoipa::path(post, path = "/api/auth/login", tag = "accounts", request_body = crate::server::openapi::LoginBody,
     responses((status = 200, description = "Signed in: a session cookie is set.", body = crate::server::openapi::SignedIn),
         (status = 400, description = "A field is missing or not valid: `details` names each.", body = crate::domain::error::ApiError), (status = 401, description = "Wrong user name or password.", body = crate::domain::error::ApiError),
-        (status = 429, description = "Locked for a while after failed tries.", body = crate::domain::error::ApiError), (status = 413, description = "The body is larger than allowed.", body = crate::domain::error::ApiError), (status = 415, description = "The body is not JSON (`Content-Type`).", body = crate::domain::error::ApiError)))]
+        (status = 429, description = "Locked for a while after failed tries.", body = crate::domain::error::ApiError), (status = 408, description = "The body did not arrive in time.", body = crate::domain::error::ApiError), (status = 413, description = "The body is larger than allowed.", body = crate::domain::error::ApiError), (status = 415, description = "The body is not JSON (`Content-Type`).", body = crate::domain::error::ApiError)))]
 pub async fn login(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
@@ -91,7 +91,7 @@ pub async fn list_users(State(state): State<AppState>) -> Answer {
 
 #[utoipa::path(post, path = "/api/users", tag = "accounts", request_body = crate::server::openapi::UserBody,
     responses((status = 201, description = "The user.", body = crate::domain::access::UserInfo),
-        (status = 400, description = "A field is missing or not valid: `details` names each.", body = crate::domain::error::ApiError), (status = 409, description = "The user name is taken.", body = crate::domain::error::ApiError), (status = 413, description = "The body is larger than allowed.", body = crate::domain::error::ApiError), (status = 415, description = "The body is not JSON (`Content-Type`).", body = crate::domain::error::ApiError)))]
+        (status = 400, description = "A field is missing or not valid: `details` names each.", body = crate::domain::error::ApiError), (status = 409, description = "The user name is taken.", body = crate::domain::error::ApiError), (status = 408, description = "The body did not arrive in time.", body = crate::domain::error::ApiError), (status = 413, description = "The body is larger than allowed.", body = crate::domain::error::ApiError), (status = 415, description = "The body is not JSON (`Content-Type`).", body = crate::domain::error::ApiError)))]
 pub async fn create_user(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
@@ -106,7 +106,7 @@ pub async fn create_user(
 #[utoipa::path(patch, path = "/api/users/{username}", tag = "accounts", params(("username" = String, Path)),
     request_body = crate::server::openapi::UserChange,
     responses((status = 200, description = "The user as changed; a new password ends their sessions.", body = crate::domain::access::UserInfo),
-        (status = 400, description = "A field is missing or not valid: `details` names each.", body = crate::domain::error::ApiError), (status = 404, description = "No such user.", body = crate::domain::error::ApiError), (status = 413, description = "The body is larger than allowed.", body = crate::domain::error::ApiError), (status = 415, description = "The body is not JSON (`Content-Type`).", body = crate::domain::error::ApiError)))]
+        (status = 400, description = "A field is missing or not valid: `details` names each.", body = crate::domain::error::ApiError), (status = 404, description = "No such user.", body = crate::domain::error::ApiError), (status = 408, description = "The body did not arrive in time.", body = crate::domain::error::ApiError), (status = 413, description = "The body is larger than allowed.", body = crate::domain::error::ApiError), (status = 415, description = "The body is not JSON (`Content-Type`).", body = crate::domain::error::ApiError)))]
 pub async fn update_user(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
@@ -120,7 +120,7 @@ pub async fn update_user(
 
 #[utoipa::path(delete, path = "/api/users/{username}", tag = "accounts", params(("username" = String, Path)),
     responses((status = 204, description = "Deleted; their sessions end."),
-        (status = 400, description = "The last admin cannot be deleted.", body = crate::domain::error::ApiError), (status = 404, description = "No such user.", body = crate::domain::error::ApiError)))]
+        (status = 403, description = "The last admin cannot be deleted.", body = crate::domain::error::ApiError), (status = 404, description = "No such user.", body = crate::domain::error::ApiError)))]
 pub async fn delete_user(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
@@ -138,7 +138,7 @@ pub async fn list_keys(State(state): State<AppState>) -> Answer {
 
 #[utoipa::path(post, path = "/api/keys", tag = "accounts", request_body = crate::server::openapi::KeyBody,
     responses((status = 201, description = "The key, with the `key` itself (shown this once).", body = crate::domain::access::CreatedKey),
-        (status = 400, description = "A field is missing or not valid: `details` names each.", body = crate::domain::error::ApiError), (status = 413, description = "The body is larger than allowed.", body = crate::domain::error::ApiError), (status = 415, description = "The body is not JSON (`Content-Type`).", body = crate::domain::error::ApiError)))]
+        (status = 400, description = "A field is missing or not valid: `details` names each.", body = crate::domain::error::ApiError), (status = 408, description = "The body did not arrive in time.", body = crate::domain::error::ApiError), (status = 413, description = "The body is larger than allowed.", body = crate::domain::error::ApiError), (status = 415, description = "The body is not JSON (`Content-Type`).", body = crate::domain::error::ApiError)))]
 pub async fn create_key(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,

@@ -159,7 +159,7 @@ fn body_error(e: BodyError) -> ApiError {
     responses((status = 202, description = "On disk; it will be scored.", body = crate::server::openapi::EventAccepted),
         (status = 400, description = "A field is missing or not valid: `details` names each.", body = crate::domain::error::ApiError),
         (status = 409, description = "This `eventId` was accepted before (a safe retry).", body = crate::server::openapi::DuplicateEvent),
-        (status = 413, description = "The body is larger than allowed.", body = crate::domain::error::ApiError), (status = 415, description = "The body is not JSON (`Content-Type`).", body = crate::domain::error::ApiError)))]
+        (status = 408, description = "The body did not arrive in time.", body = crate::domain::error::ApiError), (status = 413, description = "The body is larger than allowed.", body = crate::domain::error::ApiError), (status = 415, description = "The body is not JSON (`Content-Type`).", body = crate::domain::error::ApiError)))]
 pub async fn post_event(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
     let (bytes, _room) = read_body(&headers, body, state.config.max_body_bytes, &state.bodies).await?;
     let item = check_item(single_item(&bytes).map_err(body_error)?, now_ms());
@@ -183,7 +183,7 @@ pub async fn post_event(State(state): State<AppState>, headers: HeaderMap, body:
     responses((status = 202, description = "Some were accepted; the report says what happened to each item.", body = crate::domain::BatchReport),
         (status = 400, description = "None was valid (the report names each problem), or the body is not an array (the error body).", body = crate::server::openapi::BatchRefused),
         (status = 409, description = "Every item was accepted before.", body = crate::domain::BatchReport),
-        (status = 413, description = "The body is larger than allowed.", body = crate::domain::error::ApiError), (status = 415, description = "The body is not JSON (`Content-Type`).", body = crate::domain::error::ApiError)))]
+        (status = 408, description = "The body did not arrive in time.", body = crate::domain::error::ApiError), (status = 413, description = "The body is larger than allowed.", body = crate::domain::error::ApiError), (status = 415, description = "The body is not JSON (`Content-Type`).", body = crate::domain::error::ApiError)))]
 pub async fn post_batch(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
     let (bytes, _room) = read_body(&headers, body, state.config.max_batch_bytes, &state.bodies).await?;
     // One item past the limit is enough to refuse: a million-item body is never split up.

@@ -104,16 +104,31 @@ pub fn document() -> Document {
     let mut doc = ApiDoc::openapi();
     doc.info.version = env!("CARGO_PKG_VERSION").to_string();
     let components = doc.components.get_or_insert_with(Components::new);
-    components.add_security_scheme("apiKey", SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("X-API-Key"))));
-    components
-        .add_security_scheme("bearer", SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()));
+    let key = "An API key (`POST /api/keys`, or one of `API_KEYS`)";
+    components.add_security_scheme(
+        "apiKey",
+        SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description("X-API-Key", key))),
+    );
+    components.add_security_scheme(
+        "bearer",
+        SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).description(Some(key)).build()),
+    );
     components.add_security_scheme(
         "session",
-        SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::new(crate::service::sessions::COOKIE_NAME))),
+        SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(
+            crate::service::sessions::COOKIE_NAME,
+            "The dashboard's session (`POST /api/auth/login`). Writes with it must come from the \
+             same site and send `Content-Type: application/json`, else 403 (cross-site request forgery).",
+        ))),
     );
     components.add_security_scheme(
         "writeKey",
-        SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Basic).build()),
+        SecurityScheme::Http(
+            HttpBuilder::new()
+                .scheme(HttpAuthScheme::Basic)
+                .description(Some("An API key as the user name, the password empty: what Segment's SDKs send."))
+                .build(),
+        ),
     );
     for entry in policy::table() {
         if !matches!(entry.serve, Serve::Rest(_)) || !described(entry.path) {
@@ -154,12 +169,12 @@ fn apply_policy(operation: &mut utoipa::openapi::path::Operation, entry: &Entry)
     };
     if access == Access::Public {
         operation.security = Some(vec![SecurityRequirement::default()]);
+        if entry.method != axum::http::Method::GET {
+            add("403", error("A cross-site request, or one with a session cookie and a body that is not JSON."));
+        }
     } else {
         let role = access_name(access);
-        let mut schemes = vec!["apiKey", "bearer", "session"];
-        if entry.path.starts_with("/v1/") {
-            schemes.push("writeKey");
-        }
+        let schemes = ["apiKey", "bearer", "writeKey", "session"];
         operation.security =
             Some(schemes.into_iter().map(|s| SecurityRequirement::new(s, [role.to_string()])).collect());
         add("401", error("No credentials, or ones that are not valid (`field`: `Authorization`)."));

@@ -28,7 +28,7 @@ pub async fn list(State(state): State<AppState>) -> Answer {
 #[utoipa::path(post, path = "/api/rules", tag = "scoring", request_body = crate::server::openapi::RuleBody,
     responses((status = 200, description = "The type's base rule, set (only `eventType`, `points`, `isActive` sent).", body = crate::domain::model::Rule),
         (status = 201, description = "A new rule, with its `id`.", body = crate::domain::model::Rule),
-        (status = 400, description = "A field is missing or not valid: `details` names each.", body = crate::domain::error::ApiError), (status = 413, description = "The body is larger than allowed.", body = crate::domain::error::ApiError), (status = 415, description = "The body is not JSON (`Content-Type`).", body = crate::domain::error::ApiError)))]
+        (status = 400, description = "A field is missing or not valid: `details` names each.", body = crate::domain::error::ApiError), (status = 408, description = "The body did not arrive in time.", body = crate::domain::error::ApiError), (status = 413, description = "The body is larger than allowed.", body = crate::domain::error::ApiError), (status = 415, description = "The body is not JSON (`Content-Type`).", body = crate::domain::error::ApiError)))]
 pub async fn save(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
@@ -45,7 +45,7 @@ pub async fn save(
 /// `PUT /api/rules/{id}`: the whole rule, as `POST` takes it.
 #[utoipa::path(put, path = "/api/rules/{id}", tag = "scoring", params(("id" = String, Path)), request_body = crate::server::openapi::RuleBody,
     responses((status = 200, description = "The rule as changed.", body = crate::domain::model::Rule),
-        (status = 400, description = "A field is missing or not valid: `details` names each.", body = crate::domain::error::ApiError), (status = 404, description = "No such rule.", body = crate::domain::error::ApiError), (status = 413, description = "The body is larger than allowed.", body = crate::domain::error::ApiError), (status = 415, description = "The body is not JSON (`Content-Type`).", body = crate::domain::error::ApiError)))]
+        (status = 400, description = "A field is missing or not valid: `details` names each.", body = crate::domain::error::ApiError), (status = 404, description = "No such rule.", body = crate::domain::error::ApiError), (status = 408, description = "The body did not arrive in time.", body = crate::domain::error::ApiError), (status = 413, description = "The body is larger than allowed.", body = crate::domain::error::ApiError), (status = 415, description = "The body is not JSON (`Content-Type`).", body = crate::domain::error::ApiError)))]
 pub async fn update(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
@@ -80,7 +80,7 @@ pub async fn stages(State(state): State<AppState>) -> Answer {
 
 /// `PUT /api/stages`: a new ladder, `[{name, minScore}]` with rising thresholds.
 #[utoipa::path(put, path = "/api/stages", tag = "scoring", request_body = Vec<crate::domain::stages::Stage>,
-    responses((status = 200, description = "The new ladder.", body = [crate::domain::stages::Stage]), (status = 400, description = "A field is missing or not valid: `details` names each.", body = crate::domain::error::ApiError), (status = 413, description = "The body is larger than allowed.", body = crate::domain::error::ApiError), (status = 415, description = "The body is not JSON (`Content-Type`).", body = crate::domain::error::ApiError)))]
+    responses((status = 200, description = "The new ladder.", body = [crate::domain::stages::Stage]), (status = 400, description = "A field is missing or not valid: `details` names each.", body = crate::domain::error::ApiError), (status = 408, description = "The body did not arrive in time.", body = crate::domain::error::ApiError), (status = 413, description = "The body is larger than allowed.", body = crate::domain::error::ApiError), (status = 415, description = "The body is not JSON (`Content-Type`).", body = crate::domain::error::ApiError)))]
 pub async fn save_stages(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
@@ -107,7 +107,7 @@ pub async fn decay(State(state): State<AppState>) -> Answer {
 
 /// `PUT /api/settings/decay`: `{"halfLifeDays": 30}`, or `null` for no decay; a pass starts now.
 #[utoipa::path(put, path = "/api/settings/decay", tag = "scoring", request_body = crate::server::openapi::DecayBody,
-    responses((status = 200, description = "The setting; a pass starts now.", body = crate::domain::decay::DecaySettings), (status = 400, description = "A field is missing or not valid: `details` names each.", body = crate::domain::error::ApiError), (status = 413, description = "The body is larger than allowed.", body = crate::domain::error::ApiError), (status = 415, description = "The body is not JSON (`Content-Type`).", body = crate::domain::error::ApiError)))]
+    responses((status = 200, description = "The setting; a pass starts now.", body = crate::domain::decay::DecaySettings), (status = 400, description = "A field is missing or not valid: `details` names each.", body = crate::domain::error::ApiError), (status = 408, description = "The body did not arrive in time.", body = crate::domain::error::ApiError), (status = 413, description = "The body is larger than allowed.", body = crate::domain::error::ApiError), (status = 415, description = "The body is not JSON (`Content-Type`).", body = crate::domain::error::ApiError)))]
 pub async fn save_decay(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,

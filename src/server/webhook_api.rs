@@ -25,7 +25,8 @@ pub async fn list(State(state): State<AppState>) -> Answer {
 /// this once).
 #[utoipa::path(post, path = "/api/webhooks", tag = "operations", request_body = crate::server::openapi::WebhookBody,
     responses((status = 201, description = "The subscription, with its signing `secret` (shown this once).", body = crate::domain::webhooks::CreatedWebhook),
-        (status = 400, description = "A field is missing or not valid: `details` names each.", body = crate::domain::error::ApiError), (status = 413, description = "The body is larger than allowed.", body = crate::domain::error::ApiError), (status = 415, description = "The body is not JSON (`Content-Type`).", body = crate::domain::error::ApiError)))]
+        (status = 409, description = "The most webhooks there may be exist already.", body = crate::domain::error::ApiError),
+        (status = 400, description = "A field is missing or not valid: `details` names each.", body = crate::domain::error::ApiError), (status = 408, description = "The body did not arrive in time.", body = crate::domain::error::ApiError), (status = 413, description = "The body is larger than allowed.", body = crate::domain::error::ApiError), (status = 415, description = "The body is not JSON (`Content-Type`).", body = crate::domain::error::ApiError)))]
 pub async fn create(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,

@@ -72,7 +72,7 @@ pub struct RuleBody {
 #[serde(rename_all = "camelCase")]
 pub struct DecayBody {
     /// Days after which an event's points count half; `null`: no decay.
-    #[schema(exclusive_minimum = 0, maximum = 3650)]
+    #[schema(minimum = 1, maximum = 3650)]
     pub half_life_days: Option<f64>,
 }
 
@@ -132,7 +132,8 @@ pub struct KeyCaller {
 pub struct UserBody {
     pub username: String,
     pub role: Role,
-    /// 12 characters at least.
+    /// 10 characters at least.
+    #[schema(min_length = 10)]
     pub password: String,
 }
 

@@ -45,10 +45,11 @@ CREATE INDEX IF NOT EXISTS leads_by_score ON leads(score DESC, id ASC);
 -- Schema 9: a trigram index of the leads' search keys (id, email, name, company), so that a
 -- search of 3 characters or more finds its leads without reading them all (`sqlite/search.rs`).
 -- `leads` has no rowid, so each lead gets a document number here; the index holds no text of
--- its own (contentless), and triggers keep it in step with every write of a lead.
+-- its own (contentless), and triggers keep it in step with every write of a lead. Case
+-- sensitive: keys and searches are lowercased already, so it compares exactly as instr() does.
 CREATE TABLE IF NOT EXISTS lead_search_ids (doc INTEGER PRIMARY KEY, lead_id TEXT NOT NULL UNIQUE);
 CREATE VIRTUAL TABLE IF NOT EXISTS lead_search
-    USING fts5(search_key, content = '', contentless_delete = 1, tokenize = 'trigram');
+    USING fts5(search_key, content = '', contentless_delete = 1, tokenize = 'trigram case_sensitive 1');
 CREATE TRIGGER IF NOT EXISTS lead_search_insert AFTER INSERT ON leads BEGIN
     INSERT INTO lead_search_ids (lead_id) VALUES (new.id);
     INSERT INTO lead_search (rowid, search_key)

@@ -21,9 +21,10 @@ pub const IN_INDEX: &str =
 pub const IN_KEY: &str = "instr(search_key, ?) > 0";
 
 /// The index query for a needle: one phrase, which the trigram tokenizer matches as a
-/// substring. `None` when the needle is too short for trigrams.
+/// substring. `None` when the needle is too short for trigrams, or holds a NUL (FTS5's query
+/// text ends there).
 pub fn phrase(needle: &str) -> Option<String> {
-    (needle.chars().count() >= 3).then(|| format!("\"{}\"", needle.replace('"', "\"\"")))
+    (needle.chars().count() >= 3 && !needle.contains('\0')).then(|| format!("\"{}\"", needle.replace('"', "\"\"")))
 }
 
 /// How many leads the index says match, counting no further than `cap`.
@@ -82,7 +83,11 @@ mod tests {
         add(&c, "a", "a ann@acme.com ann lee acme", 5);
         add(&c, "b", "b bob@initech.io bob", 9);
         add(&c, "c", "c carol@acme.com carol \"q\" ümlaut", 1);
-        for needle in ["acme", "ann", "@", "nitech", "\"q\"", "ümla", "zzz", "com car"] {
+        add(&c, "d", "d ſtraße σοφία", 2);
+        // Characters the tokenizer would fold together (ſ and s, ς and σ) stay apart: keys and
+        // needles are lowercased already, so the index compares exactly, as instr() does.
+        for needle in ["acme", "ann", "@", "nitech", "\"q\"", "ümla", "zzz", "com car", "str", "ſtr", "σοφ", "ςοφ"]
+        {
             if phrase(needle).is_some() {
                 let (indexed, read) = both_ways(&c, needle);
                 assert_eq!(indexed, read, "{needle:?}");
@@ -131,5 +136,6 @@ mod tests {
         assert_eq!(phrase("ann"), Some("\"ann\"".into()));
         assert_eq!(phrase("a\"b"), Some("\"a\"\"b\"".into()));
         assert_eq!(phrase("éüß"), Some("\"éüß\"".into()), "characters, not bytes");
+        assert_eq!(phrase("ab\0c"), None, "read instead: FTS5 would stop at the NUL");
     }
 }
