@@ -33,8 +33,9 @@ LEADSCORE_TEST_BACKEND=mongodb cargo nextest run --features ssr --test http_api 
   --test rescore_api --test webhooks_api --test segment_api --test segment_sdk --test metrics --test export_api --test identity_api
 
 # The server and WASM, built once for the API description check and the browser tests.
-printf '\n\033[1;36m==> Building the server and the WASM client (cargo leptos build)\033[0m\n'
-cargo leptos build
+# --split: every page is a WASM part of its own (src/app/mod.rs); a build without it cannot load them.
+printf '\n\033[1;36m==> Building the server and the WASM client (cargo leptos build --split)\033[0m\n'
+cargo leptos build --split
 TARGET_DIR=$(cargo metadata --format-version 1 --no-deps | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.parse(s).target_directory))')
 export LEADSCORE_BIN="$TARGET_DIR/debug/leadscore"
 export LEADSCORE_SITE_ROOT="$PWD/target/site"
@@ -57,5 +58,5 @@ mkdir -p "$E2E_DIR" end2end/artifacts
 # tests post faster than one client normally would.
 # The tests create their accounts with this key (end2end/global-setup.ts) and sign in.
 export E2E_ADMIN_KEY="e2e-admin-key-$RANDOM$RANDOM"
-DATABASE_URL="sqlite://$E2E_DIR/leadscore.db" RATE_LIMIT_PER_SECOND=0 API_KEYS="$E2E_ADMIN_KEY" cargo leptos end-to-end
+DATABASE_URL="sqlite://$E2E_DIR/leadscore.db" RATE_LIMIT_PER_SECOND=0 API_KEYS="$E2E_ADMIN_KEY" cargo leptos end-to-end --split
 echo "Screenshots: end2end/artifacts/"

@@ -23,7 +23,7 @@ async fn main() -> std::process::ExitCode {
     }
     // Where the built JS/WASM/CSS live; cargo-leptos passes these in LEPTOS_* variables.
     let leptos_options = match get_configuration(None) {
-        Ok(c) => c.leptos_options,
+        Ok(c) => leadscore::server::assets::with_built_names(c.leptos_options),
         Err(e) => {
             tracing::error!("leptos configuration error: {e}");
             return std::process::ExitCode::from(2);

@@ -660,7 +660,8 @@ async fn cors_allows_only_the_configured_origins() {
 }
 
 /// The bundle goes out compressed to browsers that take it (brotli first), plain to those
-/// that do not, and a repeat visit revalidates it for a 304 with no body.
+/// that do not, and a repeat visit revalidates it for a 304 with no body; a content-hashed name
+/// is kept for a year.
 #[tokio::test]
 async fn static_files_are_compressed_and_revalidated() {
     let site = tempfile::tempdir().unwrap();
@@ -692,6 +693,18 @@ async fn static_files_are_compressed_and_revalidated() {
     let r = client.get(&url).header("if-modified-since", modified).send().await.unwrap();
     assert_eq!(r.status(), 304, "unchanged: revalidated without a transfer");
     assert!(r.bytes().await.unwrap().is_empty());
+
+    // A name carrying its content hash (cargo-leptos hash-files) never changes: kept a year.
+    std::fs::write(site.path().join("pkg/leadscore.9Bq0y5pnDkZ1Vg3zJ4sRtA.wasm"), &bundle).unwrap();
+    let r = client.get(s.url("/pkg/leadscore.9Bq0y5pnDkZ1Vg3zJ4sRtA.wasm")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["cache-control"], "public, max-age=31536000, immutable");
+    let r = client.get(s.url("/pkg/leadscore.9Bq0y5pnDkZ1Vg3zJ4sRtB.wasm")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    assert!(
+        !r.headers().get("cache-control").is_some_and(|v| v.to_str().unwrap().contains("immutable")),
+        "a missing file is not cached for a year"
+    );
     s.stop().await;
 }
 

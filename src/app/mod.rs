@@ -21,10 +21,10 @@ mod webhooks;
 use crate::domain::access::Access;
 use auth::{Allowed, AuthOffBanner, UserMenu, Viewer};
 use leptos::prelude::*;
-use leptos_meta::{provide_meta_context, MetaTags, Stylesheet, Title};
+use leptos_meta::{provide_meta_context, HashedStylesheet, MetaTags, Title};
 use leptos_router::{
     components::{Route, Router, Routes, A},
-    path,
+    lazy_route, path, Lazy, LazyRoute,
 };
 use live::Live;
 
@@ -55,6 +55,7 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
                 <meta name="viewport" content="width=device-width, initial-scale=1"/>
                 <meta name="color-scheme" content="dark"/>
                 <link rel="icon" type="image/svg+xml" href="/favicon.svg"/>
+                <HashedStylesheet options=options.clone() id="leptos"/>
                 <AutoReload options=options.clone()/>
                 <HydrationScripts options/>
                 <MetaTags/>
@@ -73,10 +74,7 @@ pub fn App() -> impl IntoView {
     let live = Live::provide();
     #[cfg_attr(not(feature = "hydrate"), allow(unused_variables))]
     let viewer = Viewer::provide();
-    // Set once the WASM client has taken over the page; browser tests wait for it.
-    let hydrated = RwSignal::new(false);
     Effect::new(move |_| {
-        hydrated.set(true);
         // Only a caller who may read opens the live stream (not the sign-in or setup pages).
         #[cfg(feature = "hydrate")]
         leptos::task::spawn_local(async move {
@@ -87,10 +85,10 @@ pub fn App() -> impl IntoView {
     });
 
     view! {
-        <Stylesheet id="leptos" href="/pkg/leadscore.css"/>
         <Title text="Leadscore"/>
         <Router>
-            <div class="app" data-hydrated=move || hydrated.get().to_string()>
+            // `mark_hydrated` sets it once the client has taken over; browser tests wait for it.
+            <div class="app" data-hydrated="false">
                 <header class="topbar">
                     <A href="/" attr:class="brand">"Leadscore"</A>
                     <nav aria-label="Main">
@@ -114,21 +112,65 @@ pub fn App() -> impl IntoView {
                 <AuthOffBanner/>
                 <main>
                     <Routes fallback=NotFound>
-                        <Route path=path!("/") view=dashboard::Dashboard/>
-                        <Route path=path!("/leads/:id") view=lead::LeadPage/>
-                        <Route path=path!("/rules") view=rules::RulesPage/>
-                        <Route path=path!("/users") view=admin::UsersPage/>
-                        <Route path=path!("/keys") view=admin::KeysPage/>
-                        <Route path=path!("/audit") view=admin::AuditPage/>
-                        <Route path=path!("/dead-letters") view=dead_letters::DeadLettersPage/>
-                        <Route path=path!("/webhooks") view=webhooks::WebhooksPage/>
-                        <Route path=path!("/login") view=auth::LoginPage/>
-                        <Route path=path!("/setup") view=auth::SetupPage/>
+                        <Route path=path!("/") view={Lazy::<DashboardRoute>::new()}/>
+                        <Route path=path!("/leads/:id") view={Lazy::<LeadRoute>::new()}/>
+                        <Route path=path!("/rules") view={Lazy::<RulesRoute>::new()}/>
+                        <Route path=path!("/users") view={Lazy::<UsersRoute>::new()}/>
+                        <Route path=path!("/keys") view={Lazy::<KeysRoute>::new()}/>
+                        <Route path=path!("/audit") view={Lazy::<AuditRoute>::new()}/>
+                        <Route path=path!("/dead-letters") view={Lazy::<DeadLettersRoute>::new()}/>
+                        <Route path=path!("/webhooks") view={Lazy::<WebhooksRoute>::new()}/>
+                        <Route path=path!("/login") view={Lazy::<LoginRoute>::new()}/>
+                        <Route path=path!("/setup") view={Lazy::<SetupRoute>::new()}/>
                     </Routes>
                 </main>
             </div>
         </Router>
     }
+}
+
+/// Marks the page hydrated (`data-hydrated="true"` on the app's root) once the whole page,
+/// its lazily loaded part included, has taken over: browser tests and the first-load
+/// benchmark wait for it, since a button clicked before then has no handler yet.
+#[cfg(feature = "hydrate")]
+pub fn mark_hydrated() {
+    let root = document().query_selector(".app[data-hydrated]").ok().flatten();
+    if let Some(root) = root {
+        let _ = root.set_attribute("data-hydrated", "true");
+    }
+}
+
+/// Each page is a part of the WASM bundle of its own, fetched when the page is first shown
+/// (the build splits the bundle: `cargo leptos ... --split`), so a first visit downloads the
+/// shell and one page rather than all of them; the server's HTML preloads the page's part.
+macro_rules! lazy_pages {
+    ($($route:ident => $page:path),* $(,)?) => {$(
+        struct $route;
+
+        #[lazy_route]
+        impl LazyRoute for $route {
+            fn data() -> Self {
+                $route
+            }
+
+            fn view(_this: Self) -> AnyView {
+                $page().into_any()
+            }
+        }
+    )*};
+}
+
+lazy_pages! {
+    DashboardRoute => dashboard::Dashboard,
+    LeadRoute => lead::LeadPage,
+    RulesRoute => rules::RulesPage,
+    UsersRoute => admin::UsersPage,
+    KeysRoute => admin::KeysPage,
+    AuditRoute => admin::AuditPage,
+    DeadLettersRoute => dead_letters::DeadLettersPage,
+    WebhooksRoute => webhooks::WebhooksPage,
+    LoginRoute => auth::LoginPage,
+    SetupRoute => auth::SetupPage,
 }
 
 /// Shows whether live updates are flowing.
