@@ -13,12 +13,43 @@ function sql(statement: string, ...args: (string | number)[]) {
   execFileSync("python3", ["-c", script, url.slice("sqlite://".length), statement, ...args.map(String)]);
 }
 
+/**
+ * The key the store's dedupe index holds for an event id (src/service/store/sqlite/event_keys.rs):
+ * SipHash-1-3 with the file's secret, written out here independently of the server's code.
+ */
+const EVENT_KEY = `
+import sqlite3, sys
+M = (1 << 64) - 1
+def rotl(x, b): return ((x << b) | (x >> (64 - b))) & M
+def sip13(k0, k1, data):
+    v = [k0 ^ 0x736f6d6570736575, k1 ^ 0x646f72616e646f6d, k0 ^ 0x6c7967656e657261, k1 ^ 0x7465646279746573]
+    def rnd():
+        v[0] = (v[0] + v[1]) & M; v[1] = rotl(v[1], 13) ^ v[0]; v[0] = rotl(v[0], 32)
+        v[2] = (v[2] + v[3]) & M; v[3] = rotl(v[3], 16) ^ v[2]
+        v[0] = (v[0] + v[3]) & M; v[3] = rotl(v[3], 21) ^ v[0]
+        v[2] = (v[2] + v[1]) & M; v[1] = rotl(v[1], 17) ^ v[2]; v[2] = rotl(v[2], 32)
+    end = len(data) - len(data) % 8
+    for i in range(0, end, 8):
+        m = int.from_bytes(data[i:i + 8], "little"); v[3] ^= m; rnd(); v[0] ^= m
+    m = ((len(data) & 0xff) << 56) | int.from_bytes(data[end:], "little")
+    v[3] ^= m; rnd(); v[0] ^= m; v[2] ^= 0xff
+    rnd(); rnd(); rnd()
+    h = v[0] ^ v[1] ^ v[2] ^ v[3]
+    return h - (1 << 64) if h >> 63 else h
+c = sqlite3.connect(sys.argv[1], timeout=10)
+k0, k1 = (k & M for k in c.execute("SELECT k0, k1 FROM event_key_secret").fetchone())
+seq, event_id, lead_id, received = sys.argv[2:6]
+c.execute("INSERT INTO events (seq, event_key, event_id, lead_id, event_type, timestamp, received_at) "
+          "VALUES (?, ?, ?, ?, 'Purchase', 'not a time', ?)",
+          (int(seq), sip13(k0, k1, event_id.encode()), event_id, lead_id, int(received)))
+c.commit()
+`;
+
 /** Queues an event whose timestamp does not read, at the head of the queue. */
 function poison(seq: number, eventId: string, leadId: string) {
-  sql(
-    "INSERT INTO events (seq, event_id, lead_id, event_type, timestamp, received_at) VALUES (?, ?, ?, 'Purchase', 'not a time', ?)",
-    seq, eventId, leadId, Date.now(),
-  );
+  const url = process.env.DATABASE_URL ?? "";
+  if (!url.startsWith("sqlite://")) throw new Error(`these tests need the server's SQLite file, got ${url}`);
+  execFileSync("python3", ["-c", EVENT_KEY, url.slice("sqlite://".length), String(seq), eventId, leadId, String(Date.now())]);
 }
 
 /** Opens the dead-letter page and refreshes it until the event at `seq` is listed. */

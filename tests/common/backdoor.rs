@@ -58,10 +58,14 @@ impl TestServer {
                 db.collection::<Document>("events").insert_one(event).await.unwrap();
             }
             Db::Sqlite(conn) => {
+                // Under the key the store's dedupe looks it up by.
+                let key = leadscore::service::store::sqlite::event_keys::EventKeys::load_or_create(&conn)
+                    .unwrap()
+                    .of(event_id);
                 conn.execute(
-                    "INSERT INTO events (seq, event_id, lead_id, event_type, timestamp, received_at) \
-                     VALUES (?1, ?2, ?3, ?4, 'not a time', ?5)",
-                    (seq, event_id, lead_id, event_type, chrono::Utc::now().timestamp_millis()),
+                    "INSERT INTO events (seq, event_key, event_id, lead_id, event_type, timestamp, received_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, 'not a time', ?6)",
+                    (seq, key, event_id, lead_id, event_type, chrono::Utc::now().timestamp_millis()),
                 )
                 .unwrap();
             }

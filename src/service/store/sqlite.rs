@@ -14,6 +14,7 @@ mod apply;
 pub mod backup;
 mod dead_letters;
 mod decay;
+pub mod event_keys;
 mod merge;
 mod rescore;
 mod rules;
@@ -61,6 +62,10 @@ pub const PENDING_WINDOW: usize = 10_000;
 
 const EVENT_COLUMNS: &str =
     "seq, event_id, lead_id, event_type, timestamp, metadata, received_at, processed, points, matches";
+/// An event by its id: the keyed hash finds it (`events_by_key`), the id confirms it.
+fn find_event() -> String {
+    format!("SELECT {EVENT_COLUMNS} FROM events WHERE event_key = ?1 AND event_id = ?2")
+}
 const LEAD_COLUMNS: &str = "id, score, last_event_id, updated_at, last_event_at, event_count, profile";
 
 pub struct SqliteStore {
@@ -79,6 +84,8 @@ pub struct SqliteStore {
     write_failure: Arc<writer::Failure>,
     /// When health last tried a write to see whether writes work again.
     last_probe: Mutex<Option<std::time::Instant>>,
+    /// The file's keyed hash of event ids, which the dedupe index holds (`event_keys.rs`).
+    event_keys: event_keys::EventKeys,
 }
 
 /// How often health tries a write while writes are failing.
@@ -93,7 +100,7 @@ impl SqliteStore {
                 .map_err(|e| StoreError::Unavailable(format!("cannot create {}: {e}", dir.display())))?;
         }
         let mut conn = writer::open_writer(&path, true)?;
-        prepare_schema(&mut conn).map_err(|e| unavailable(&path, e))?;
+        let event_keys = prepare_schema(&mut conn).map_err(|e| unavailable(&path, e))?;
 
         // Bounded: when the writer falls this far behind, writes answer 503 rather than queue
         // without limit (request bodies are bounded before they get here, see admission.rs).
@@ -118,6 +125,7 @@ impl SqliteStore {
             writer: Mutex::new(Some(tx)),
             write_failure,
             last_probe: Mutex::new(None),
+            event_keys,
         })
     }
 
@@ -326,26 +334,35 @@ impl Store for SqliteStore {
 
     async fn insert_events(&self, events: Vec<NewEvent>) -> StoreResult<Vec<InsertOutcome>> {
         let received_at = now_ms();
+        let keys = self.event_keys;
         self.write(move |c| {
+            // One writer: nothing can insert the id between this lookup and the insert.
+            let mut existing = c.prepare_cached(&find_event())?;
             let mut insert = c.prepare_cached(
-                "INSERT INTO events (event_id, lead_id, event_type, timestamp, metadata, received_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT(event_id) DO NOTHING",
+                "INSERT INTO events (event_key, event_id, lead_id, event_type, timestamp, metadata, received_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?;
-            let mut existing = c.prepare_cached(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE event_id = ?1"))?;
             let mut out = Vec::with_capacity(events.len());
             for e in &events {
-                let inserted = insert.execute(params![
-                    e.event_id,
-                    e.lead_id,
-                    e.event_type,
-                    e.timestamp,
-                    e.metadata,
-                    received_at
-                ])?;
-                out.push(if inserted == 1 {
-                    InsertOutcome::Inserted
-                } else {
-                    InsertOutcome::Duplicate(readable(existing.query_row([&e.event_id], event_from_row))?)
+                let key = keys.of(&e.event_id);
+                let found = match existing.query_row(params![key, e.event_id], event_from_row) {
+                    Err(rusqlite::Error::QueryReturnedNoRows) => None,
+                    read => Some(readable(read)?),
+                };
+                out.push(match found {
+                    Some(stored) => InsertOutcome::Duplicate(stored),
+                    None => {
+                        insert.execute(params![
+                            key,
+                            e.event_id,
+                            e.lead_id,
+                            e.event_type,
+                            e.timestamp,
+                            e.metadata,
+                            received_at
+                        ])?;
+                        InsertOutcome::Inserted
+                    }
                 });
             }
             Ok(out)
@@ -737,6 +754,24 @@ mod tests {
         let engine = Arc::new(Engine::new(&rules));
         let changes = rt.block_on(store.apply(queued, engine, 9)).unwrap();
         assert_eq!(changes.iter().map(|c| c.score).collect::<Vec<_>>(), [110]);
+
+        // Dedupe still knows the migrated ids (now by their keyed hash), and a new one once.
+        let event = |id: &str| NewEvent {
+            event_id: id.into(),
+            lead_id: "l".into(),
+            event_type: "Page View".into(),
+            timestamp: 1,
+            metadata: None,
+        };
+        let outcomes = rt.block_on(store.insert_events(vec![event("a"), event("d"), event("d")])).unwrap();
+        let seqs: Vec<_> = outcomes
+            .iter()
+            .map(|o| match o {
+                InsertOutcome::Inserted => None,
+                InsertOutcome::Duplicate(stored) => Some(stored.as_ref().unwrap().seq),
+            })
+            .collect();
+        assert_eq!(seqs, [Some(10), None, Some(13)], "a is event 10; d is new, then a duplicate of itself");
         drop(store);
 
         assert_eq!(user_version(&path), SCHEMA_VERSION);
@@ -758,9 +793,57 @@ mod tests {
             .unwrap();
         assert_eq!(history_index_table, "score_history", "the index follows the new table, not the set-aside one");
         let leftovers: i64 = conn
-            .query_row("SELECT count(*) FROM sqlite_master WHERE name = 'score_history_v1'", [], |r| r.get(0))
+            .query_row("SELECT count(*) FROM sqlite_master WHERE name IN ('score_history_v1', 'events_v9')", [], |r| r.get(0))
             .unwrap();
         assert_eq!(leftovers, 0);
+        let event_indexes: Vec<String> = conn
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'events' ORDER BY name")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(event_indexes, ["events_by_key", "events_queue"], "no index of the ids themselves any more");
+    }
+
+    /// Two ids that share a hash are two events: a hit on the key is checked against the id.
+    #[test]
+    fn ids_sharing_a_key_stay_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("collide.db");
+        let store = SqliteStore::open(&path).unwrap();
+        let shared = store.event_keys.of("x");
+        Connection::open(&path)
+            .unwrap()
+            .execute(
+                "INSERT INTO events (event_key, event_id, lead_id, event_type, timestamp, received_at) \
+                 VALUES (?1, 'not-x', 'l', 'Page View', 1, 1)",
+                [shared],
+            )
+            .unwrap();
+        let rt = runtime();
+        let event = |id: &str| NewEvent {
+            event_id: id.into(),
+            lead_id: "l".into(),
+            event_type: "Page View".into(),
+            timestamp: 1,
+            metadata: None,
+        };
+        // `x` finds another id under its key: not a duplicate. Its retry is a duplicate of it.
+        let outcomes = rt.block_on(store.insert_events(vec![event("x"), event("x")])).unwrap();
+        let ids: Vec<_> = outcomes
+            .iter()
+            .map(|o| match o {
+                InsertOutcome::Inserted => "inserted".to_string(),
+                InsertOutcome::Duplicate(stored) => stored.as_ref().unwrap().event_id.clone(),
+            })
+            .collect();
+        assert_eq!(ids, ["inserted", "x"]);
+        let sharing: i64 = Connection::open(&path)
+            .unwrap()
+            .query_row("SELECT count(*) FROM events WHERE event_key = ?1", [shared], |r| r.get(0))
+            .unwrap();
+        assert_eq!(sharing, 2, "both ids stored under the one key");
     }
 
     #[test]
@@ -791,6 +874,10 @@ mod tests {
         assert!(plan.contains("history_by_lead"), "{plan}");
         assert!(plan.contains("SEARCH score_history USING COVERING INDEX history_by_lead"), "{plan}");
         assert!(!plan.lines().any(|l| l == "SCAN events" || l == "SCAN score_history"), "no full scan:\n{plan}");
+
+        let plan: String =
+            conn.query_row(&format!("EXPLAIN QUERY PLAN {}", find_event()), params![1, "x"], |r| r.get(3)).unwrap();
+        assert_eq!(plan, "SEARCH events USING INDEX events_by_key (event_key=?)");
     }
 }
 

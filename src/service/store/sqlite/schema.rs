@@ -1,14 +1,18 @@
 //! The embedded store's layout, and how a file an older release wrote is brought up to date.
 
+use super::event_keys::EventKeys;
 use rusqlite::Connection;
 
 /// Bumped whenever the layout changes; `prepare_schema` brings older files up to date on open.
-pub const SCHEMA_VERSION: i64 = 9;
+pub const SCHEMA_VERSION: i64 = 10;
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS events (
     seq         INTEGER PRIMARY KEY,
-    event_id    TEXT NOT NULL UNIQUE,
+    -- Schema 10: a keyed hash of event_id, indexed for dedupe in place of the id itself
+    -- (`event_keys.rs`); unique together with event_id, which `insert_events` checks.
+    event_key   INTEGER NOT NULL,
+    event_id    TEXT NOT NULL,
     lead_id     TEXT NOT NULL,
     event_type  TEXT NOT NULL,
     timestamp   INTEGER NOT NULL,
@@ -26,6 +30,7 @@ CREATE TABLE IF NOT EXISTS events (
 -- expensive write at ingest, and it grew with the data. Scored events are found through
 -- score_history instead.
 CREATE INDEX IF NOT EXISTS events_queue ON events(seq, lead_id) WHERE processed = 0;
+CREATE INDEX IF NOT EXISTS events_by_key ON events(event_key);
 
 -- Clustered by id: one B-tree fewer to update per score change.
 CREATE TABLE IF NOT EXISTS leads (
@@ -228,6 +233,17 @@ INSERT INTO rules (id, name, event_type, points, is_active, base, created_at, up
 DROP TABLE rules_v4;
 "#;
 
+/// Schema 9 and before: a UNIQUE index of the event ids themselves, which only a new table
+/// can drop. The events are set aside before `SCHEMA` creates the new table, and come back
+/// with the same seq and their keys (`event_key()` is registered from `EventKeys`).
+const MIGRATE_TO_10_SET_ASIDE: &str = "ALTER TABLE events RENAME TO events_v9; DROP INDEX IF EXISTS events_queue;";
+const MIGRATE_TO_10_MOVE_BACK: &str = r#"
+INSERT INTO events (seq, event_key, event_id, lead_id, event_type, timestamp, metadata, received_at, processed, points, matches)
+    SELECT seq, event_key(event_id), event_id, lead_id, event_type, timestamp, metadata, received_at, processed, points, matches
+    FROM events_v9 ORDER BY seq;
+DROP TABLE events_v9;
+"#;
+
 /// Schema 9: every lead a file already holds, into the search index.
 const INDEX_EXISTING_LEADS: &str = r#"
 INSERT OR IGNORE INTO lead_search_ids (lead_id) SELECT id FROM leads ORDER BY id;
@@ -236,8 +252,8 @@ INSERT INTO lead_search (rowid, search_key)
 "#;
 
 /// Creates the schema, or brings a file written by an older release up to date, in one
-/// transaction: a crash mid-migration leaves the file as it was.
-pub fn prepare_schema(conn: &mut Connection) -> Result<(), String> {
+/// transaction: a crash mid-migration leaves the file as it was. Returns the file's event keys.
+pub fn prepare_schema(conn: &mut Connection) -> Result<EventKeys, String> {
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(|e| e.to_string())?;
     if version > SCHEMA_VERSION {
         return Err(format!(
@@ -286,7 +302,25 @@ pub fn prepare_schema(conn: &mut Connection) -> Result<(), String> {
         tx.execute_batch("ALTER TABLE score_history ADD COLUMN merged_from TEXT;")
             .map_err(|e| format!("migrating score_history to schema 8: {e}"))?;
     }
+    let events_before_10 = if has_events && !has_column("events", "event_key")? {
+        let count: i64 = tx.query_row("SELECT count(*) FROM events", [], |r| r.get(0)).map_err(|e| e.to_string())?;
+        tx.execute_batch(MIGRATE_TO_10_SET_ASIDE).map_err(|e| format!("migrating events to schema 10: {e}"))?;
+        Some(count)
+    } else {
+        None
+    };
     tx.execute_batch(SCHEMA).map_err(|e| e.to_string())?;
+    let keys = EventKeys::load_or_create(&tx).map_err(|e| e.to_string())?;
+    if let Some(before) = events_before_10 {
+        // First, so the schema-1 history below can join its events by id.
+        keys.register(&tx).map_err(|e| e.to_string())?;
+        tx.execute_batch(MIGRATE_TO_10_MOVE_BACK).map_err(|e| format!("migrating events to schema 10: {e}"))?;
+        let after: i64 = tx.query_row("SELECT count(*) FROM events", [], |r| r.get(0)).map_err(|e| e.to_string())?;
+        if before != after {
+            return Err(format!("migrating events to schema 10 would keep {after} of {before} events; file left unchanged"));
+        }
+        tracing::info!(events = after, "sqlite: events migrated to schema 10 (indexed by keyed hash)");
+    }
     if version < 9 {
         // The search index of the leads an older file already has.
         tx.execute_batch(INDEX_EXISTING_LEADS).map_err(|e| format!("migrating leads to schema 9: {e}"))?;
@@ -306,5 +340,6 @@ pub fn prepare_schema(conn: &mut Connection) -> Result<(), String> {
         tracing::info!(history_rows = after, "sqlite: migrated schema 1 to 2");
     }
     tx.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(|e| e.to_string())?;
-    tx.commit().map_err(|e| e.to_string())
+    tx.commit().map_err(|e| e.to_string())?;
+    Ok(keys)
 }
