@@ -43,6 +43,7 @@ fn main() {
         a_half_recorded_batch_survives_dead_letters_and_an_unreadable_lead,
         a_lease_takes_only_the_batchs_leads,
         limits_count_each_event_once_whatever_step_a_worker_dies_after,
+        a_merge_crashed_after_any_step_is_finished_once,
     ];
     let missing = uri.is_none();
     let trials = cases
@@ -448,4 +449,70 @@ async fn limits_count_each_event_once_whatever_step_a_worker_dies_after(store: A
     store.insert_events(vec![ev("fence-late", "limit-f", "Purchase")]).await.unwrap();
     drain(&store, T0 + 3 * LEASE_MS).await;
     check("limit-f".into(), 5).await;
+}
+
+/// An anonymous lead and a known one, each with scored events, then an `Alias` of the first
+/// into the second and, after it, one more event for the anonymous id.
+async fn merge_scenario(store: &MongoStore, tag: &str) -> (String, String, NewEvent, NewEvent) {
+    let (anon, known) = (format!("anon-{tag}"), format!("known-{tag}"));
+    store.insert_events(events(&format!("m-{tag}"), 6, &[&anon, &known])).await.unwrap();
+    let metadata = serde_json::json!({ "previousId": anon }).to_string();
+    let alias = NewEvent { metadata: Some(metadata), ..ev(&format!("alias-{tag}"), &known, "Alias") };
+    let late = ev(&format!("late-{tag}"), &anon, "Purchase");
+    (anon, known, alias, late)
+}
+
+/// What a merged lead looks like from outside: score, events, history (old → new per entry,
+/// each event once), the alias, and the anonymous lead gone.
+async fn merged_state(store: &MongoStore, anon: &str, known: &str) -> (i64, i64, usize) {
+    assert_eq!(store.merged_into(anon).await.unwrap().as_deref(), Some(known), "{anon} → {known}");
+    assert!(store.lead(anon).await.unwrap().is_none(), "{anon} is gone");
+    let lead = store.lead(known).await.unwrap().expect("the known lead");
+    let page = DetailPage { history_limit: 1_000, events_limit: 1_000, ..Default::default() };
+    let history = store.history(known, &page).await.unwrap();
+    let mut ids: Vec<&str> = history.iter().map(|h| h.event_id.as_str()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), history.len(), "{known}: an event has two entries");
+    let mut score = 0;
+    for h in history.iter().rev() {
+        assert_eq!((h.old_score, h.new_score), (score, score + h.delta), "{known}: chain broken at {}", h.event_id);
+        score = h.new_score;
+    }
+    assert_eq!(score, lead.score, "{known}: the chain ends at the score");
+    for e in store.lead_events(known, &page).await.unwrap() {
+        assert!(e.processed, "{} processed", e.event_id);
+    }
+    (lead.score, lead.event_count, history.len())
+}
+
+/// A merge dies after each of its steps, and after each step of scoring the merge event, in
+/// turn; once the leases have expired the next worker finishes it. The result is the one a
+/// merge that never crashed gives, and a redelivery of everything changes nothing.
+async fn a_merge_crashed_after_any_step_is_finished_once(store: Arc<MongoStore>) {
+    let (anon, known, alias, late) = merge_scenario(&store, "ref").await;
+    drain(&store, T0).await;
+    store.insert_events(vec![alias, late]).await.unwrap();
+    drain(&store, T0 + 1).await;
+    let expected = merged_state(&store, &anon, &known).await;
+    assert_eq!(expected, (3 * 5 + 3 * 100 + 100, 8, 8), "the merge with no crash");
+
+    let after_merge = [CrashPoint::Lease, CrashPoint::Apply, CrashPoint::History, CrashPoint::Processed];
+    for (round, point) in CrashPoint::MERGE.iter().chain(after_merge.iter()).enumerate() {
+        let now = T0 + 10 * (round as i64 + 1) * LEASE_MS;
+        let (anon, known, alias, late) = merge_scenario(&store, &round.to_string()).await;
+        drain(&store, now).await;
+        store.insert_events(vec![alias]).await.unwrap();
+        expect_crash(&store, *point, priced(&store, 1_000).await, now + 1).await;
+        store.insert_events(vec![late]).await.unwrap();
+        drain(&store, now + LEASE_MS + 2).await;
+        assert_eq!(merged_state(&store, &anon, &known).await, expected, "{point:?}");
+        let page = DetailPage { events_limit: 1_000, ..Default::default() };
+        let stored = store.lead_events(&known, &page).await.unwrap();
+        assert!(
+            store.apply(stored, engine(&store).await, now + 2 * LEASE_MS).await.unwrap().is_empty(),
+            "{point:?}: applied again"
+        );
+        assert_eq!(merged_state(&store, &anon, &known).await, expected, "{point:?}: after the redelivery");
+    }
 }

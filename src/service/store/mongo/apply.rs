@@ -70,9 +70,19 @@ pub enum CrashPoint {
     Apply,
     History,
     Processed,
+    /// In an identity merge (`merge.rs`), after its steps 2 to 5.
+    MergeAlias,
+    MergeMove,
+    MergeRechain,
+    MergeCounts,
+    MergeScore,
 }
 
 impl CrashPoint {
+    /// The points of an identity merge, in order.
+    pub const MERGE: [CrashPoint; 5] =
+        [Self::MergeAlias, Self::MergeMove, Self::MergeRechain, Self::MergeCounts, Self::MergeScore];
+
     pub const ALL: [CrashPoint; 8] = [
         Self::Lease,
         Self::Create,
@@ -546,7 +556,7 @@ impl MongoStore {
     }
 
     /// Where tests stop or pause `apply`; nothing happens unless a test armed this point.
-    async fn checkpoint(&self, point: CrashPoint) -> StoreResult<()> {
+    pub(super) async fn checkpoint(&self, point: CrashPoint) -> StoreResult<()> {
         {
             let mut crash = self.crash_at.lock().unwrap();
             if *crash == Some(point) {

@@ -13,7 +13,7 @@
 //!
 //! The event itself is then scored as usual (`apply`), its entry marked as the merge.
 
-use super::apply::Tolerate;
+use super::apply::{CrashPoint, Tolerate};
 use super::{classify, docs, MongoStore, DUPLICATE_KEY};
 use crate::domain::engine::Engine;
 use crate::domain::identity::rechain;
@@ -134,11 +134,13 @@ impl MongoStore {
             Err(e) => return Err(classify(e)),
         };
         self.aliases().update_many(doc! {"to": from}, doc! {"$set": {"to": to}}).await.map_err(classify)?;
+        self.checkpoint(CrashPoint::MergeAlias).await?;
 
         // 3. move
         let moving = doc! {"$set": {"leadId": to}};
         self.events.update_many(doc! {"leadId": from}, moving.clone()).await.map_err(classify)?;
         self.history.update_many(doc! {"leadId": from}, moving).await.map_err(classify)?;
+        self.checkpoint(CrashPoint::MergeMove).await?;
 
         // 4. re-chain. A lead's history lists by feed position, which within one lead follows
         // ingest order: the merged entries take the two leads' positions in ingest order
@@ -167,6 +169,7 @@ impl MongoStore {
             })
             .collect();
         self.write_all("scorehistories", rewrites, Tolerate::Nothing).await?;
+        self.checkpoint(CrashPoint::MergeRechain).await?;
 
         // 5. counts once, then the score and profile (fenced)
         let guard = format!("merged.{}", digest(from));
@@ -182,6 +185,7 @@ impl MongoStore {
             let q = doc! {"_id": to, "leaseToken": &token, &guard: {"$exists": false}};
             leads.update_one(q, update).await.map_err(classify)?;
         }
+        self.checkpoint(CrashPoint::MergeCounts).await?;
         let target_profile = target.as_ref().and_then(docs::profile_of).unwrap_or_default();
         let source_profile = source.as_ref().and_then(docs::profile_of).unwrap_or_default();
         let merged: Profile = profile::merged(source_profile, &target_profile);
@@ -199,6 +203,7 @@ impl MongoStore {
             // and the next try finishes them.
             return Ok(Merge::Busy);
         }
+        self.checkpoint(CrashPoint::MergeScore).await?;
 
         // 6. the merged lead is gone
         leads.delete_one(doc! {"_id": from, "leaseToken": &token}).await.map_err(classify)?;
