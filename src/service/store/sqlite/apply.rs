@@ -146,9 +146,16 @@ fn add_to_leads(
            event_count = event_count + excluded.event_count",
     )?;
     let mut changes = Vec::new();
+    // Leads created, or whose search key changed: the search index is brought up to date for
+    // them at the end, all at once (`search::reindex`).
+    let mut to_index: Vec<&str> = Vec::new();
     for (lead_id, events) in by_lead {
         // Safe to read then write: this thread is the only writer.
-        let mut score: i64 = current.query_row([lead_id], |r| r.get(0)).optional()?.unwrap_or(0);
+        let stored: Option<i64> = current.query_row([lead_id], |r| r.get(0)).optional()?;
+        if stored.is_none() {
+            to_index.push(lead_id);
+        }
+        let mut score = stored.unwrap_or(0);
         for Claimed { event: e, points } in &events {
             let old = score;
             score += points;
@@ -179,8 +186,10 @@ fn add_to_leads(
                 serde_json::Value::Object(profile.clone()).to_string(),
                 profile::search_key(lead_id, &profile)
             ])?;
+            to_index.push(lead_id);
         }
     }
+    super::search::reindex(c, &to_index)?;
     super::webhooks::outbox(c, &deliveries)?;
     Ok(changes)
 }

@@ -165,6 +165,7 @@ pub(super) fn merge(
     )?
     .execute(params![to, profile::search_key(to, &profile), score, last_id, now, last_at, count, profile_json])?;
     c.prepare_cached("DELETE FROM leads WHERE id = ?1")?.execute([from])?;
+    super::search::reindex(c, &[to, from])?;
     Ok(Some(Merged { from: from.to_string(), score_before }))
 }
 
@@ -194,10 +195,9 @@ pub(super) fn finish(
     engine: &Engine,
     now: Millis,
 ) -> rusqlite::Result<()> {
-    c.prepare_cached(
-        "UPDATE score_history SET merged_from = ?2 WHERE id = (SELECT seq FROM events WHERE event_id = ?1)",
-    )?
-    .execute(params![change.event_id, merged.from])?;
+    // Found among the lead's entries (`history_by_lead`): event ids are not indexed themselves.
+    c.prepare_cached("UPDATE score_history SET merged_from = ?2 WHERE lead_id = ?3 AND event_id = ?1")?
+        .execute(params![change.event_id, merged.from, change.lead_id])?;
     change.merged_from = Some(merged.from.clone());
     let outbox = engine.outbox();
     let alone = outbox.deliveries(&change.lead_id, change.score - change.delta, change.score, &change.event_id, now);
