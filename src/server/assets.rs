@@ -21,7 +21,8 @@ use tower_http::services::ServeDir;
 /// deployment or a test does, finds the file there and links the same names.
 pub fn with_built_names(mut options: LeptosOptions) -> LeptosOptions {
     if std::env::var_os("LEPTOS_HASH_FILES").is_none() {
-        let beside_binary = std::env::current_exe().ok().and_then(|exe| Some(exe.parent()?.join(options.hash_file.as_ref())));
+        let beside_binary =
+            std::env::current_exe().ok().and_then(|exe| Some(exe.parent()?.join(options.hash_file.as_ref())));
         options.hash_files = beside_binary.is_some_and(|file| file.is_file());
     }
     options

@@ -793,7 +793,9 @@ mod tests {
             .unwrap();
         assert_eq!(history_index_table, "score_history", "the index follows the new table, not the set-aside one");
         let leftovers: i64 = conn
-            .query_row("SELECT count(*) FROM sqlite_master WHERE name IN ('score_history_v1', 'events_v9')", [], |r| r.get(0))
+            .query_row("SELECT count(*) FROM sqlite_master WHERE name IN ('score_history_v1', 'events_v9')", [], |r| {
+                r.get(0)
+            })
             .unwrap();
         assert_eq!(leftovers, 0);
         let event_indexes: Vec<String> = conn

@@ -51,9 +51,12 @@ impl EventKeys {
     /// `event_key(id)` in SQL on this connection, for the migration that fills the column.
     pub fn register(&self, c: &Connection) -> rusqlite::Result<()> {
         let keys = *self;
-        c.create_scalar_function("event_key", 1, FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC, move |ctx| {
-            Ok(keys.of(&ctx.get::<String>(0)?))
-        })
+        c.create_scalar_function(
+            "event_key",
+            1,
+            FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC,
+            move |ctx| Ok(keys.of(&ctx.get::<String>(0)?)),
+        )
     }
 }
 
