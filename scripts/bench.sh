@@ -6,6 +6,10 @@
 #   scripts/bench.sh --robustness      hostile bodies and a sustained overload (its own section)
 #   scripts/bench.sh --rules           batch ingest without and with 50 rules carrying conditions
 #   scripts/bench.sh --rescore         a rescore of 1M leads / 5M events after a rule change
+#   scripts/bench.sh --ids             batch ingest with counter ids, random ids and as Segment
+#       /v1/batch messages (its own section)
+#   scripts/bench.sh --first-load      the release site's first and repeat load in Chromium:
+#       bytes over the wire and time to hydrated (FIRST_LOAD_RUNS, default 10)
 #   scripts/bench.sh --soak            30 min of mixed load (RSS, fds, p99 per minute), then the
 #       SIGKILL test ten rounds in a row (its own section; SOAK_MINUTES, SOAK_RATE)
 #   scripts/bench.sh --fuzz            the property tests of every input parser with many more
@@ -23,6 +27,8 @@ ROBUSTNESS=0
 SOAK=0
 RULES=0
 RESCORE=0
+FIRST_LOAD=0
+IDS=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --store) STORE="$2"; shift 2 ;;
@@ -30,13 +36,15 @@ while [ $# -gt 0 ]; do
     --soak) SOAK=1; shift ;;
     --rules) RULES=1; shift ;;
     --rescore) RESCORE=1; shift ;;
+    --first-load) FIRST_LOAD=1; shift ;;
+    --ids) IDS=1; shift ;;
     --fuzz)
       step() { printf '\n\033[1;36m==> %s\033[0m\n' "$*" >&2; }
       step "Property tests of the input parsers, ${FUZZ_CASES:-200000} cases each (at most ${FUZZ_MINUTES:-20} min)"
       PROPTEST_CASES="${FUZZ_CASES:-200000}" timeout "$(( ${FUZZ_MINUTES:-20} * 60 ))" \
         cargo test --features ssr --lib -- properties raw_items_are_judged any_body_gets_an_answer every_position_once
       exit $? ;;
-    *) echo "usage: scripts/bench.sh [--store sqlite|mongodb] [--robustness] [--rules] [--rescore] [--soak] [--fuzz]" >&2; exit 2 ;;
+    *) echo "usage: scripts/bench.sh [--store sqlite|mongodb] [--robustness] [--rules] [--rescore] [--ids] [--first-load] [--soak] [--fuzz]" >&2; exit 2 ;;
   esac
 done
 case "$STORE" in sqlite|mongodb) ;; *) echo "--store is sqlite or mongodb" >&2; exit 2 ;; esac
@@ -44,6 +52,11 @@ SCALE="${BENCH_SCALE:-1}"
 scaled() { python3 -c "import sys; print(max(1, int($1 * float(sys.argv[1]))))" "$SCALE"; }
 step() { printf '\n\033[1;36m==> %s\033[0m\n' "$*" >&2; }
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+
+if [ "$FIRST_LOAD" = 1 ]; then
+  . scripts/bench-first-load.sh
+  exit 0
+fi
 
 step "Building release binaries"
 LEPTOS_OUTPUT_NAME=leadscore cargo build --release --features ssr --bin leadscore --bin leadscore-load
@@ -86,6 +99,10 @@ if [ "$RULES" = 1 ]; then
 fi
 if [ "$RESCORE" = 1 ]; then
   . scripts/bench-rescore.sh
+  exit 0
+fi
+if [ "$IDS" = 1 ]; then
+  . scripts/bench-ids.sh
   exit 0
 fi
 if [ "$ROBUSTNESS" = 1 ]; then

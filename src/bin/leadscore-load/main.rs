@@ -5,7 +5,7 @@
 //! ```text
 //! leadscore-load simulate [--rate 20] [--duration 60] [--leads 500] [--metadata]
 //! leadscore-load single   [--events 100000] [--concurrency 64] [--random-ids]
-//! leadscore-load bulk     [--events 1000000] [--batch 5000] [--concurrency 4] [--random-ids]
+//! leadscore-load bulk     [--events 1000000] [--batch 5000] [--concurrency 4] [--random-ids] [--segment]
 //! leadscore-load stream   [--clients 1000] [--rate 20000] [--duration 10] [--leads 10000]
 //! leadscore-load query    [--requests 2000] [--concurrency 8] [--leads 1000000]
 //! leadscore-load rules    [--count 50] [--limit-every 0]  (adds rules with conditions on the load's metadata)
@@ -379,8 +379,14 @@ async fn bulk(o: &Opts) -> Result<Value, String> {
     let (events, batch, concurrency) =
         (o.get("events", 1_000_000u64), o.get("batch", 5000u64), o.get("concurrency", 4usize));
     let random_ids = o.flag("random-ids");
+    // `--segment`: Segment `track` messages to `/v1/batch`, with UUID-like message ids as the
+    // SDKs send them (keep batches under Segment's 500 KB: 500 messages are ~120 KB).
+    let segment = o.flag("segment");
+    let random_ids = random_ids || segment;
     let (client, base) = (o.client(), o.url());
-    let url = format!("{base}/api/events/batch");
+    let url = if segment { format!("{base}/v1/batch") } else { format!("{base}/api/events/batch") };
+    // The SDKs send the write key as HTTP Basic user name.
+    let write_key = segment.then(|| o.0.get("api-key").cloned().unwrap_or_default());
     let batches = events.div_ceil(batch);
     let next = Arc::new(AtomicU64::new(0));
     let done = Arc::new(AtomicU64::new(0));
@@ -390,6 +396,7 @@ async fn bulk(o: &Opts) -> Result<Value, String> {
     let mut tasks = Vec::new();
     for worker in 0..concurrency {
         let (client, url, next, done) = (client.clone(), url.clone(), next.clone(), done.clone());
+        let write_key = write_key.clone();
         tasks.push(tokio::spawn(async move {
             let mut gen = Gen::new(worker as u64 + 101, 100_000, true);
             gen.random_ids = random_ids;
@@ -401,9 +408,17 @@ async fn bulk(o: &Opts) -> Result<Value, String> {
                     break;
                 }
                 let n = batch.min(events - b * batch);
-                let body = Value::Array((0..n).map(|_| gen.event()).collect());
+                let body = if segment {
+                    json!({"batch": (0..n).map(|_| segment_track(gen.event())).collect::<Vec<_>>()})
+                } else {
+                    Value::Array((0..n).map(|_| gen.event()).collect())
+                };
                 let start = Instant::now();
-                let (status, latency) = match client.post(&url).json(&body).send().await {
+                let mut request = client.post(&url).json(&body);
+                if let Some(key) = &write_key {
+                    request = request.basic_auth(key, Some(""));
+                }
+                let (status, latency) = match request.send().await {
                     Ok(r) => {
                         let code = r.status().as_u16().to_string();
                         let report: Value = r.json().await.unwrap_or(Value::Null);
@@ -431,12 +446,22 @@ async fn bulk(o: &Opts) -> Result<Value, String> {
     let scored_at = drained(&client, &base, Duration::from_secs(600)).await?;
     let summary = json!({
         "mode": "bulk", "events": events, "batch": batch, "concurrency": concurrency, "accepted": accepted,
+        "segment": segment, "random_ids": random_ids,
         "accepted_per_s": accepted as f64 / ingested.as_secs_f64(),
         "scored_per_s": accepted as f64 / (scored_at - start).as_secs_f64(),
         "batch_latency": tally.summary(),
     });
     eprintln!("{}", serde_json::to_string_pretty(&summary).unwrap_or_default());
     Ok(summary)
+}
+
+/// An event as the Segment `track` message that maps to it (README, "Segment's tracking API").
+fn segment_track(e: Value) -> Value {
+    json!({
+        "type": "track", "messageId": e["eventId"], "userId": e["leadId"], "event": e["eventType"],
+        "timestamp": e["timestamp"], "properties": e.get("metadata").cloned().unwrap_or(json!({})),
+        "context": {"library": {"name": "leadscore-load", "version": "1"}},
+    })
 }
 
 /// `--count` (50) rules with two conditions each on the metadata the load sends, spread over

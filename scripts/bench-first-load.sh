@@ -1,0 +1,66 @@
+# Sourced by scripts/bench.sh --first-load (uses its helpers): the release build as shipped
+# (split, content-hashed, precompressed), a leaderboard of 200 leads, then cold and warm loads
+# of it in headless Chromium (scripts/first-load.mjs); written to the "## First load" section
+# of BENCHMARKS.md.
+export PATH="$PWD/node_modules/.bin:$PATH" # wasm-opt (binaryen, from npm; scripts/setup.sh)
+step "Building the release site (cargo leptos build --release --split --precompress)"
+cargo leptos build --release --split --precompress
+TARGET_DIR=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+WORK=$(mktemp -d /tmp/leadscore-bench.XXXXXX)
+PORT=5099
+URL="http://127.0.0.1:$PORT"
+# Sign-in off, so the browser opens the leaderboard itself: the page and its data are the same.
+AUTH=off RATE_LIMIT_PER_SECOND=0 DATABASE_URL="sqlite://$WORK/first-load.db" HOST=127.0.0.1 PORT=$PORT \
+  LEPTOS_SITE_ROOT="$PWD/target/site" RUST_LOG=warn "$TARGET_DIR/release/leadscore" >"$WORK/server.log" 2>&1 &
+SERVER_PID=$!
+trap 'kill $SERVER_PID 2>/dev/null || true; rm -rf "$WORK"' EXIT
+for _ in $(seq 1 300); do
+  curl -fs "$URL/api/health" >/dev/null 2>&1 && break
+  sleep 0.1
+done
+
+step "A leaderboard to show: 200 leads"
+python3 - "$URL" <<'PY'
+import json, sys, urllib.request, datetime
+url = sys.argv[1]
+now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+kinds = ["Page View", "Email Open", "Form Submission", "Demo Request", "Webinar Attended"]
+events = [{"eventId": f"first-load-{i}", "leadId": f"lead-{i % 200:03d}", "eventType": kinds[i % 5],
+           "timestamp": now} for i in range(1000)]
+req = urllib.request.Request(url + "/api/events/batch", json.dumps({"events": events}).encode(),
+                             {"content-type": "application/json"})
+print(urllib.request.urlopen(req).status)
+PY
+
+step "Cold and warm loads of the leaderboard in Chromium"
+node scripts/first-load.mjs "$URL/" "${FIRST_LOAD_RUNS:-10}" | tail -1 >"$WORK/first-load.json"
+
+step "Writing the first-load section of BENCHMARKS.md"
+python3 - "$WORK" <<'PY'
+import json, sys, os, datetime
+sys.path.insert(0, "scripts")
+from bench_section import write_section
+r = json.load(open(os.path.join(sys.argv[1], "first-load.json")))
+loop, slow = r["links"]["loopback"], r["links"]["20mbit-40ms"]
+verdict = lambda ok: "✅ met" if ok else "❌ not met"
+kb = lambda n: f"{n / 1000:,.1f} KB"
+files = "; ".join(f"`{p}` {kb(f['bytes'])} ({f['encoding'] or 'plain'})" for p, f in loop["files"].items())
+section = [
+    "## First load", "",
+    f"Measured {datetime.datetime.utcnow():%Y-%m-%d %H:%M} UTC with `scripts/bench.sh --first-load`: the release site as "
+    "shipped (`cargo leptos build --release --split --precompress`: every page its own WASM part, content-hashed names, "
+    f"brotli q11 files), the leaderboard of 200 leads opened {r['runs']} times in headless Chromium with an empty cache "
+    "(median), then once more with the cache (warm). Bytes are what crossed the network, headers included.", "",
+    "| Target | Measured | |", "|---|---|---|",
+    f"| Leaderboard's first load ≤ 350 KB over the wire | {kb(loop['bytesTotal'])} in all, of which {kb(loop['bytesPkg'])} "
+    f"the bundle (`/pkg/`) | {verdict(loop['bytesTotal'] <= 350_000)} |",
+    f"| First load to hydrated, loopback | {loop['hydratedMsMedian']} ms median ({loop['hydratedMsMax']} ms slowest); "
+    f"DOMContentLoaded {loop['domContentLoadedMsMedian']} ms | |",
+    f"| First load to hydrated, emulated 20 Mbit/s and 40 ms round trips | {slow['hydratedMsMedian']} ms median "
+    f"({slow['hydratedMsMax']} ms slowest) | |",
+    f"| Warm load (hashed files cached for a year) | {loop['warmHydratedMsMedian']} ms to hydrated; "
+    f"{loop['warmPkgBytes']:,} bundle bytes transferred | |", "",
+    f"Files of a cold load: {files}.", "",
+]
+write_section(section)
+PY
