@@ -27,7 +27,7 @@ now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"
 kinds = ["Page View", "Email Open", "Form Submission", "Demo Request", "Webinar Attended"]
 events = [{"eventId": f"first-load-{i}", "leadId": f"lead-{i % 200:03d}", "eventType": kinds[i % 5],
            "timestamp": now} for i in range(1000)]
-req = urllib.request.Request(url + "/api/events/batch", json.dumps({"events": events}).encode(),
+req = urllib.request.Request(url + "/api/events/batch", json.dumps(events).encode(),
                              {"content-type": "application/json"})
 print(urllib.request.urlopen(req).status)
 PY
@@ -44,7 +44,18 @@ r = json.load(open(os.path.join(sys.argv[1], "first-load.json")))
 loop, slow = r["links"]["loopback"], r["links"]["20mbit-40ms"]
 verdict = lambda ok: "✅ met" if ok else "❌ not met"
 kb = lambda n: f"{n / 1000:,.1f} KB"
-files = "; ".join(f"`{p}` {kb(f['bytes'])} ({f['encoding'] or 'plain'})" for p, f in loop["files"].items())
+def kind(path):
+    name = path.rsplit("/", 1)[-1]
+    if not path.startswith("/pkg/"): return "the page and its data"
+    if name.startswith("split_"): return "the page's own WASM part"
+    if name.startswith("chunk_"): return "WASM parts shared between pages"
+    if name.startswith("leadscore.") and name.endswith(".wasm"): return "the main WASM (shell, router, runtime)"
+    return "JS glue, split loader and CSS"
+groups = {}
+for p, f in loop["files"].items():
+    n, b = groups.get(kind(p), (0, 0))
+    groups[kind(p)] = (n + 1, b + f["bytes"])
+files = "; ".join(f"{k}: {kb(b)} in {n} file{'s' if n > 1 else ''}" for k, (n, b) in sorted(groups.items(), key=lambda g: -g[1][1]))
 section = [
     "## First load", "",
     f"Measured {datetime.datetime.utcnow():%Y-%m-%d %H:%M} UTC with `scripts/bench.sh --first-load`: the release site as "
@@ -60,7 +71,7 @@ section = [
     f"({slow['hydratedMsMax']} ms slowest) | |",
     f"| Warm load (hashed files cached for a year) | {loop['warmHydratedMsMedian']} ms to hydrated; "
     f"{loop['warmPkgBytes']:,} bundle bytes transferred | |", "",
-    f"Files of a cold load: {files}.", "",
+    f"What a cold load fetched ({len(loop['files'])} responses): {files}.", "",
 ]
 write_section(section)
 PY

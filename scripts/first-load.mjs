@@ -58,6 +58,7 @@ async function once(link) {
     const nav = performance.getEntriesByType("navigation")[0];
     return { hydratedMs: window.__hydratedAt, domContentLoadedMs: nav.domContentLoadedEventEnd };
   });
+  const cold = new Map(files);
   // Warm: the same page again in the same browser (hashed files come from the cache).
   files.clear();
   await page.goto(url);
@@ -65,7 +66,7 @@ async function once(link) {
   const warmMs = await page.evaluate(() => window.__hydratedAt);
   const warmPkgBytes = [...files].filter(([p]) => p.startsWith("/pkg/")).reduce((n, [, f]) => n + f.bytes, 0);
   await context.close();
-  return { ...timing, warmMs, warmPkgBytes, files };
+  return { ...timing, warmMs, warmPkgBytes, files: cold };
 }
 
 const median = (xs) => {

@@ -714,6 +714,22 @@ mod tests {
         tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
     }
 
+    /// A Page View of lead `l` with this id.
+    pub(super) fn event(id: &str) -> NewEvent {
+        NewEvent {
+            event_id: id.into(),
+            lead_id: "l".into(),
+            event_type: "Page View".into(),
+            timestamp: 1,
+            metadata: None,
+        }
+    }
+
+    /// The first column of every row of `sql`.
+    fn column<T: rusqlite::types::FromSql>(conn: &Connection, sql: &str) -> Vec<T> {
+        conn.prepare(sql).unwrap().query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect()
+    }
+
     fn user_version(path: &Path) -> i64 {
         Connection::open(path).unwrap().query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap()
     }
@@ -756,13 +772,6 @@ mod tests {
         assert_eq!(changes.iter().map(|c| c.score).collect::<Vec<_>>(), [110]);
 
         // Dedupe still knows the migrated ids (now by their keyed hash), and a new one once.
-        let event = |id: &str| NewEvent {
-            event_id: id.into(),
-            lead_id: "l".into(),
-            event_type: "Page View".into(),
-            timestamp: 1,
-            metadata: None,
-        };
         let outcomes = rt.block_on(store.insert_events(vec![event("a"), event("d"), event("d")])).unwrap();
         let seqs: Vec<_> = outcomes
             .iter()
@@ -776,13 +785,7 @@ mod tests {
 
         assert_eq!(user_version(&path), SCHEMA_VERSION);
         let conn = Connection::open(&path).unwrap();
-        let history_ids: Vec<i64> = conn
-            .prepare("SELECT id FROM score_history ORDER BY id")
-            .unwrap()
-            .query_map([], |r| r.get(0))
-            .unwrap()
-            .map(Result::unwrap)
-            .collect();
+        let history_ids: Vec<i64> = column(&conn, "SELECT id FROM score_history ORDER BY id");
         assert_eq!(history_ids, [10, 11, 12], "history rows are keyed by their event's seq");
         let old_index: i64 = conn
             .query_row("SELECT count(*) FROM sqlite_master WHERE name = 'events_by_lead'", [], |r| r.get(0))
@@ -798,13 +801,8 @@ mod tests {
             })
             .unwrap();
         assert_eq!(leftovers, 0);
-        let event_indexes: Vec<String> = conn
-            .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'events' ORDER BY name")
-            .unwrap()
-            .query_map([], |r| r.get(0))
-            .unwrap()
-            .map(Result::unwrap)
-            .collect();
+        let event_indexes: Vec<String> =
+            column(&conn, "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'events' ORDER BY name");
         assert_eq!(event_indexes, ["events_by_key", "events_queue"], "no index of the ids themselves any more");
     }
 
@@ -824,13 +822,6 @@ mod tests {
             )
             .unwrap();
         let rt = runtime();
-        let event = |id: &str| NewEvent {
-            event_id: id.into(),
-            lead_id: "l".into(),
-            event_type: "Page View".into(),
-            timestamp: 1,
-            metadata: None,
-        };
         // `x` finds another id under its key: not a duplicate. Its retry is a duplicate of it.
         let outcomes = rt.block_on(store.insert_events(vec![event("x"), event("x")])).unwrap();
         let ids: Vec<_> = outcomes
@@ -885,6 +876,7 @@ mod tests {
 
 #[cfg(test)]
 mod vanished_file {
+    use super::tests::event;
     use super::*;
 
     #[test]
@@ -893,13 +885,6 @@ mod vanished_file {
         let path = dir.path().join("gone.db");
         let store = SqliteStore::open(&path).unwrap();
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        let event = |id: &str| NewEvent {
-            event_id: id.into(),
-            lead_id: "l".into(),
-            event_type: "Page View".into(),
-            timestamp: 1,
-            metadata: None,
-        };
         rt.block_on(store.insert_events(vec![event("a")])).unwrap();
         std::fs::rename(&path, dir.path().join("moved-away.db")).unwrap();
         let refused = rt.block_on(store.insert_events(vec![event("b")]));
