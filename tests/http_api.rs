@@ -660,8 +660,7 @@ async fn cors_allows_only_the_configured_origins() {
 }
 
 /// The bundle goes out compressed to browsers that take it (brotli first), plain to those
-/// that do not, and a repeat visit revalidates it for a 304 with no body; a content-hashed name
-/// is kept for a year.
+/// that do not, and a repeat visit revalidates it for a 304 with no body.
 #[tokio::test]
 async fn static_files_are_compressed_and_revalidated() {
     let site = tempfile::tempdir().unwrap();
@@ -694,17 +693,43 @@ async fn static_files_are_compressed_and_revalidated() {
     assert_eq!(r.status(), 304, "unchanged: revalidated without a transfer");
     assert!(r.bytes().await.unwrap().is_empty());
 
-    // A name carrying its content hash (cargo-leptos hash-files) never changes: kept a year.
-    std::fs::write(site.path().join("pkg/leadscore.9Bq0y5pnDkZ1Vg3zJ4sRtA.wasm"), &bundle).unwrap();
-    let r = client.get(s.url("/pkg/leadscore.9Bq0y5pnDkZ1Vg3zJ4sRtA.wasm")).send().await.unwrap();
+    s.stop().await;
+}
+
+/// A file named by the MD5 of its content (cargo-leptos hash-files) is kept a year; one whose
+/// name claims a hash its content does not have (cargo-leptos rewrites some files after naming
+/// them) is revalidated like any other, and a missing one is not cached at all.
+#[tokio::test]
+async fn only_files_named_by_their_content_are_cached_for_a_year() {
+    use base64::Engine;
+    use md5::{Digest, Md5};
+    let site = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(site.path().join("pkg")).unwrap();
+    let css = b"body { color: #eee }".as_slice();
+    let true_name =
+        format!("/pkg/leadscore.{}.css", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Md5::digest(css)));
+    std::fs::write(site.path().join(&true_name[1..]), css).unwrap();
+    std::fs::write(site.path().join("pkg/leadscore.9Bq0y5pnDkZ1Vg3zJ4sRtA.js"), b"rewritten after naming").unwrap();
+    let s = TestServer::start_with_site(site.path().to_str().unwrap()).await;
+    let client = reqwest::Client::new();
+
+    let r = client.get(s.url(&true_name)).header("accept-encoding", "br").send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["cache-control"], "public, max-age=31536000, immutable");
+    assert!(
+        r.headers().get_all("vary").iter().any(|v| v
+            .to_str()
+            .unwrap()
+            .to_ascii_lowercase()
+            .contains("accept-encoding")),
+        "caches on the way keep the brotli and plain copies apart"
+    );
+    let r = client.get(s.url("/pkg/leadscore.9Bq0y5pnDkZ1Vg3zJ4sRtA.js")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["cache-control"], "no-cache", "its name does not describe its content");
     let r = client.get(s.url("/pkg/leadscore.9Bq0y5pnDkZ1Vg3zJ4sRtB.wasm")).send().await.unwrap();
     assert_eq!(r.status(), 404);
-    assert!(
-        !r.headers().get("cache-control").is_some_and(|v| v.to_str().unwrap().contains("immutable")),
-        "a missing file is not cached for a year"
-    );
+    assert!(r.headers().get("cache-control").is_none(), "a missing file is not cached");
     s.stop().await;
 }
 

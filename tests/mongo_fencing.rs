@@ -480,6 +480,8 @@ async fn merged_state(store: &MongoStore, anon: &str, known: &str) -> (i64, i64,
         score = h.new_score;
     }
     assert_eq!(score, lead.score, "{known}: the chain ends at the score");
+    let marked: Vec<_> = history.iter().filter_map(|h| h.merged_from.as_deref()).collect();
+    assert_eq!(marked, [anon], "{known}: the merge's own entry, and only it, names the merged lead");
     for e in store.lead_events(known, &page).await.unwrap() {
         assert!(e.processed, "{} processed", e.event_id);
     }

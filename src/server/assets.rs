@@ -1,17 +1,24 @@
 //! Static files (the WASM bundle and its JS glue, the CSS, the favicon) as the browser gets
 //! them: compressed (a precompressed `.br`/`.gz` beside the file if the build made one, else
-//! brotli or gzip on the fly) for clients that accept it. A file whose name carries its
-//! content hash (cargo-leptos `hash-files`: `leadscore.<md5>.wasm`) never changes, so the
-//! browser keeps it for a year without asking; anything else is revalidated on each use
-//! (`Last-Modified` → `304 Not Modified`). Anything that is not a file gets the app's 404 page.
+//! brotli or gzip on the fly) for clients that accept it. A file whose name is the hash of
+//! its content (cargo-leptos `hash-files`: `leadscore.<md5>.css`, checked at start) never
+//! changes, so the browser keeps it for a year without asking; anything else is revalidated
+//! on each use (`Last-Modified` → `304 Not Modified`). Anything that is not a file gets the
+//! app's 404 page.
 
 use super::http::AppState;
-use axum::extract::Request;
+use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue};
 use axum::middleware::Next;
 use axum::response::Response;
 use axum::Router;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
 use leptos::prelude::LeptosOptions;
+use md5::{Digest, Md5};
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::Arc;
 use tower_http::compression::{CompressionLayer, CompressionLevel};
 use tower_http::services::ServeDir;
 
@@ -37,6 +44,7 @@ where
     T: 'static,
 {
     let root = state.leptos_options.site_root.to_string();
+    let immutable = Arc::new(content_named(Path::new(&root)));
     let serve = ServeDir::new(root)
         .precompressed_br()
         .precompressed_gzip()
@@ -44,50 +52,102 @@ where
         .fallback(not_found.with_state(state.clone()));
     Router::new()
         .fallback_service(serve)
-        .layer(axum::middleware::from_fn(cache_headers))
+        .layer(axum::middleware::from_fn_with_state(immutable, cache_headers))
         .layer(CompressionLayer::new().br(true).gzip(true).quality(CompressionLevel::Precise(4)))
 }
 
 const FOR_A_YEAR: HeaderValue = HeaderValue::from_static("public, max-age=31536000, immutable");
 const ASK_EACH_TIME: HeaderValue = HeaderValue::from_static("no-cache");
 
-async fn cache_headers(request: Request, next: Next) -> Response {
-    let immutable = is_content_named(request.uri().path());
+async fn cache_headers(State(immutable): State<Arc<HashSet<String>>>, request: Request, next: Next) -> Response {
+    let for_a_year = immutable.contains(request.uri().path());
     let mut response = next.run(request).await;
-    if response.status().is_success() && !response.headers().contains_key(header::CACHE_CONTROL) {
-        let policy = if immutable { FOR_A_YEAR } else { ASK_EACH_TIME };
-        response.headers_mut().insert(header::CACHE_CONTROL, policy);
+    if response.status().is_success() {
+        let headers = response.headers_mut();
+        if !headers.contains_key(header::CACHE_CONTROL) {
+            headers.insert(header::CACHE_CONTROL, if for_a_year { FOR_A_YEAR } else { ASK_EACH_TIME });
+        }
+        // A precompressed file is picked by Accept-Encoding: caches on the way must know.
+        let varies =
+            headers.get_all(header::VARY).iter().any(|v| v.as_bytes().eq_ignore_ascii_case(b"accept-encoding"));
+        if !varies {
+            headers.append(header::VARY, HeaderValue::from_static("accept-encoding"));
+        }
     }
     response
 }
 
-/// Whether a file name carries a cargo-leptos content hash: a dot-separated part between the
-/// stem and the extension that is an MD5 in unpadded base64url (22 characters),
-/// as in `leadscore.9Bq0y5pnDkZ1Vg3zJ4sRtA.wasm` or `__wasm_split.<hash>.js`.
-fn is_content_named(path: &str) -> bool {
-    let name = path.rsplit('/').next().unwrap_or_default();
+/// The URL paths of the site's files whose name carries the MD5 of their content, checked at
+/// start rather than assumed from the name: cargo-leptos names some files by their hash and
+/// then rewrites them (the JS glue and the WASM parts, to point at the split loader's final
+/// name), so those names do not tell their content, and a browser keeping them for a year
+/// would pair them with another build's files. Those are revalidated on each use instead.
+fn content_named(root: &Path) -> HashSet<String> {
+    let mut found = HashSet::new();
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for path in entries.flatten().map(|e| e.path()) {
+            if path.is_dir() {
+                dirs.push(path);
+                continue;
+            }
+            let Some(claimed) = path.file_name().and_then(|n| n.to_str()).and_then(hash_part) else { continue };
+            let Ok(bytes) = std::fs::read(&path) else { continue };
+            if URL_SAFE_NO_PAD.encode(Md5::digest(&bytes)) != claimed {
+                continue;
+            }
+            if let Ok(relative) = path.strip_prefix(root) {
+                found.insert(format!("/{}", relative.to_string_lossy()));
+            }
+        }
+    }
+    found
+}
+
+/// The content hash a file name claims: a dot-separated part between the stem and the
+/// extension that is an MD5 in unpadded base64url (22 characters, not the placeholder's
+/// underscores), as in `leadscore.9Bq0y5pnDkZ1Vg3zJ4sRtA.wasm` or `__wasm_split.<hash>.js`.
+fn hash_part(name: &str) -> Option<&str> {
     let parts: Vec<&str> = name.split('.').collect();
-    parts.len() >= 3
-        && parts[1..parts.len() - 1]
-            .iter()
-            .any(|part| part.len() == 22 && part.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
+    if parts.len() < 3 {
+        return None;
+    }
+    parts[1..parts.len() - 1].iter().copied().find(|part| {
+        part.len() == 22
+            && part.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            && part.bytes().any(|b| b.is_ascii_alphanumeric())
+    })
 }
 
 #[cfg(test)]
 mod tests {
-    use super::is_content_named;
+    use super::*;
 
     #[test]
-    fn only_names_with_a_content_hash_are_immutable() {
-        assert!(is_content_named("/pkg/leadscore.9Bq0y5pnDkZ1Vg3zJ4sRtA.wasm"));
-        assert!(is_content_named("/pkg/leadscore.Ab-_0123456789abcdefgh.css"));
-        assert!(is_content_named("/pkg/__wasm_split.9Bq0y5pnDkZ1Vg3zJ4sRtA.js"));
-        assert!(!is_content_named("/pkg/leadscore.wasm"), "no hash");
-        assert!(!is_content_named("/pkg/leadscore_bg.wasm"));
-        assert!(!is_content_named("/favicon.svg"));
-        assert!(!is_content_named("/pkg/9Bq0y5pnDkZ1Vg3zJ4sRtA.js"), "the stem is not a hash part");
-        assert!(!is_content_named("/pkg/leadscore.9Bq0y5pnDkZ1Vg3zJ4sRt.wasm"), "21 characters");
-        assert!(!is_content_named("/pkg/leadscore.9Bq0y5pnDkZ1Vg3zJ4s+tA.wasm"), "not base64url");
-        assert!(!is_content_named("/pkg/a.9Bq0y5pnDkZ1Vg3zJ4sRtA/leadscore.js"), "a directory's name");
+    fn a_hash_part_is_22_characters_of_base64url() {
+        assert_eq!(hash_part("leadscore.9Bq0y5pnDkZ1Vg3zJ4sRtA.wasm"), Some("9Bq0y5pnDkZ1Vg3zJ4sRtA"));
+        assert_eq!(hash_part("leadscore.Ab-_0123456789abcdefgh.css"), Some("Ab-_0123456789abcdefgh"));
+        assert_eq!(hash_part("__wasm_split.9Bq0y5pnDkZ1Vg3zJ4sRtA.js"), Some("9Bq0y5pnDkZ1Vg3zJ4sRtA"));
+        assert_eq!(hash_part("__wasm_split.______________________.js"), None, "the placeholder");
+        assert_eq!(hash_part("leadscore.wasm"), None);
+        assert_eq!(hash_part("9Bq0y5pnDkZ1Vg3zJ4sRtA.js"), None, "the stem is not a hash part");
+        assert_eq!(hash_part("leadscore.9Bq0y5pnDkZ1Vg3zJ4sRt.wasm"), None, "21 characters");
+        assert_eq!(hash_part("leadscore.9Bq0y5pnDkZ1Vg3zJ4s+tA.wasm"), None, "not base64url");
+    }
+
+    #[test]
+    fn only_names_that_match_their_content_are_kept_for_a_year() {
+        let site = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(site.path().join("pkg")).unwrap();
+        let named = |content: &[u8]| URL_SAFE_NO_PAD.encode(Md5::digest(content));
+        let css = format!("pkg/leadscore.{}.css", named(b"body{}"));
+        std::fs::write(site.path().join(&css), b"body{}").unwrap();
+        // Named by its content before a rewrite, as cargo-leptos does with the JS glue.
+        let js = format!("pkg/leadscore.{}.js", named(b"import './__wasm_split.______________________.js'"));
+        std::fs::write(site.path().join(&js), b"import './__wasm_split.AAAAAAAAAAAAAAAAAAAAAA.js'").unwrap();
+        std::fs::write(site.path().join("pkg/leadscore.css"), b"body{}").unwrap();
+        let found = content_named(site.path());
+        assert_eq!(found, HashSet::from([format!("/{css}")]));
     }
 }

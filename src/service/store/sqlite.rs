@@ -839,6 +839,20 @@ mod tests {
         assert_eq!(sharing, 2, "both ids stored under the one key");
     }
 
+    /// Without its secret a file's keys are lost: opened anyway, every redelivery would pass
+    /// as new. It is refused, saying why.
+    #[test]
+    fn a_file_that_lost_its_event_key_secret_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secretless.db");
+        let store = SqliteStore::open(&path).unwrap();
+        runtime().block_on(store.insert_events(vec![event("a")])).unwrap();
+        drop(store);
+        Connection::open(&path).unwrap().execute("DELETE FROM event_key_secret", []).unwrap();
+        let err = SqliteStore::open(&path).err().expect("refused").to_string();
+        assert!(err.contains("event-key secret"), "{err}");
+    }
+
     #[test]
     fn a_file_from_a_newer_release_is_refused_untouched() {
         let dir = tempfile::tempdir().unwrap();

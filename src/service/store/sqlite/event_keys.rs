@@ -21,24 +21,31 @@ pub struct EventKeys {
 }
 
 impl EventKeys {
-    /// The file's secret, made on first use (inside the caller's transaction).
-    pub fn load_or_create(c: &Connection) -> rusqlite::Result<Self> {
+    /// The file's secret, if it has one.
+    pub fn load(c: &Connection) -> rusqlite::Result<Option<Self>> {
         c.execute_batch(
             "CREATE TABLE IF NOT EXISTS event_key_secret (id INTEGER PRIMARY KEY CHECK (id = 1), \
              k0 INTEGER NOT NULL, k1 INTEGER NOT NULL);",
         )?;
-        let read = |c: &Connection| {
-            c.query_row("SELECT k0, k1 FROM event_key_secret WHERE id = 1", [], |r| {
-                Ok(Self { k0: r.get::<_, i64>(0)? as u64, k1: r.get::<_, i64>(1)? as u64 })
-            })
-            .optional()
-        };
-        if let Some(keys) = read(c)? {
-            return Ok(keys);
-        }
+        c.query_row("SELECT k0, k1 FROM event_key_secret WHERE id = 1", [], |r| {
+            Ok(Self { k0: r.get::<_, i64>(0)? as u64, k1: r.get::<_, i64>(1)? as u64 })
+        })
+        .optional()
+    }
+
+    /// A new secret for the file (inside the caller's transaction).
+    pub fn create(c: &Connection) -> rusqlite::Result<Self> {
         let (k0, k1): (u64, u64) = (rand::random(), rand::random());
         c.execute("INSERT INTO event_key_secret (id, k0, k1) VALUES (1, ?1, ?2)", [k0 as i64, k1 as i64])?;
         Ok(Self { k0, k1 })
+    }
+
+    /// The file's secret, made if it has none.
+    pub fn load_or_create(c: &Connection) -> rusqlite::Result<Self> {
+        match Self::load(c)? {
+            Some(keys) => Ok(keys),
+            None => Self::create(c),
+        }
     }
 
     /// The index key of an event id.

@@ -30,7 +30,8 @@ CREATE TABLE IF NOT EXISTS events (
 -- expensive write at ingest, and it grew with the data. Scored events are found through
 -- score_history instead.
 CREATE INDEX IF NOT EXISTS events_queue ON events(seq, lead_id) WHERE processed = 0;
-CREATE INDEX IF NOT EXISTS events_by_key ON events(event_key);
+-- (`events_by_key` on event_key is created after any migration has filled the table: see
+-- `EVENTS_BY_KEY`.)
 
 -- Clustered by id: one B-tree fewer to update per score change.
 CREATE TABLE IF NOT EXISTS leads (
@@ -223,6 +224,10 @@ INSERT INTO rules (id, name, event_type, points, is_active, base, created_at, up
 DROP TABLE rules_v4;
 "#;
 
+/// The dedupe index (schema 10). Created after the events of an older file are back, so the
+/// copy appends and the index is built once, sorted, instead of taking a random insert per event.
+const EVENTS_BY_KEY: &str = "CREATE INDEX IF NOT EXISTS events_by_key ON events(event_key);";
+
 /// Schema 9 and before: a UNIQUE index of the event ids themselves, which only a new table
 /// can drop. The events are set aside before `SCHEMA` creates the new table, and come back
 /// with the same seq and their keys (`event_key()` is registered from `EventKeys`).
@@ -292,20 +297,33 @@ pub fn prepare_schema(conn: &mut Connection) -> Result<EventKeys, String> {
         tx.execute_batch("ALTER TABLE score_history ADD COLUMN merged_from TEXT;")
             .map_err(|e| format!("migrating score_history to schema 8: {e}"))?;
     }
+    let count_events = |tx: &rusqlite::Transaction| -> Result<i64, String> {
+        tx.query_row("SELECT count(*) FROM events", [], |r| r.get(0)).map_err(|e| e.to_string())
+    };
     let events_before_10 = if has_events && !has_column("events", "event_key")? {
-        let count: i64 = tx.query_row("SELECT count(*) FROM events", [], |r| r.get(0)).map_err(|e| e.to_string())?;
+        let count = count_events(&tx)?;
         tx.execute_batch(MIGRATE_TO_10_SET_ASIDE).map_err(|e| format!("migrating events to schema 10: {e}"))?;
         Some(count)
     } else {
         None
     };
     tx.execute_batch(SCHEMA).map_err(|e| e.to_string())?;
-    let keys = EventKeys::load_or_create(&tx).map_err(|e| e.to_string())?;
+    let keys = match EventKeys::load(&tx).map_err(|e| e.to_string())? {
+        Some(keys) => keys,
+        // Every stored event's key was made with the lost secret: a new one would let every
+        // redelivery through as new. Refused, not papered over.
+        None if version >= 10 && has_events && count_events(&tx)? > 0 => {
+            return Err("the file's event-key secret (table event_key_secret) is missing; \
+                        restore the file from a backup"
+                .into())
+        }
+        None => EventKeys::create(&tx).map_err(|e| e.to_string())?,
+    };
     if let Some(before) = events_before_10 {
         // First, so the schema-1 history below can join its events by id.
         keys.register(&tx).map_err(|e| e.to_string())?;
         tx.execute_batch(MIGRATE_TO_10_MOVE_BACK).map_err(|e| format!("migrating events to schema 10: {e}"))?;
-        let after: i64 = tx.query_row("SELECT count(*) FROM events", [], |r| r.get(0)).map_err(|e| e.to_string())?;
+        let after = count_events(&tx)?;
         if before != after {
             return Err(format!(
                 "migrating events to schema 10 would keep {after} of {before} events; file left unchanged"
@@ -313,6 +331,7 @@ pub fn prepare_schema(conn: &mut Connection) -> Result<EventKeys, String> {
         }
         tracing::info!(events = after, "sqlite: events migrated to schema 10 (indexed by keyed hash)");
     }
+    tx.execute_batch(EVENTS_BY_KEY).map_err(|e| e.to_string())?;
     if version < 9 {
         // The search index of the leads an older file already has.
         tx.execute_batch(INDEX_EXISTING_LEADS).map_err(|e| format!("migrating leads to schema 9: {e}"))?;
