@@ -8,7 +8,7 @@ use leadscore::domain::engine::Engine;
 use leadscore::domain::query::DetailPage;
 use leadscore::domain::scoring::default_rules;
 use leadscore::domain::validation::validate_scoring_rule;
-use leadscore::domain::{DeadLetter, NewEvent, ScoreChange, StoredEvent};
+use leadscore::domain::{DeadLetter, HistoryEntry, NewEvent, ScoreChange, StoredEvent};
 use leadscore::service::store::mongo::{CrashPoint, MongoStore, LEASE_MS};
 use leadscore::service::store::{SharedFeed, Store};
 use libtest_mimic::{Arguments, Failed, Trial};
@@ -125,26 +125,31 @@ async fn assert_exact(store: &MongoStore, posted: &[NewEvent]) {
         let page = DetailPage { history_limit: 1_000, ..Default::default() };
         let history = store.history(lead_id, &page).await.unwrap();
         assert_eq!(history.len() as i64, count, "{lead_id}: one history entry per event");
-        let mut ids: Vec<&str> = history.iter().map(|h| h.event_id.as_str()).collect();
-        ids.sort();
-        ids.dedup();
-        assert_eq!(ids.len() as i64, count, "{lead_id}: an event has two entries");
-        let mut score = 0;
-        for h in history.iter().rev() {
-            assert_eq!(
-                (h.old_score, h.new_score),
-                (score, score + h.delta),
-                "{lead_id}: chain broken at {}",
-                h.event_id
-            );
-            score = h.new_score;
-        }
-        assert_eq!(score, lead.score, "{lead_id}: the chain ends at the score");
+        assert_chained_once(lead_id, &history, lead.score);
         let page = DetailPage { events_limit: 1_000, ..Default::default() };
         for e in store.lead_events(lead_id, &page).await.unwrap() {
             assert!(e.processed && e.points.is_some(), "{} processed with its points", e.event_id);
         }
     }
+}
+
+/// A lead's history (newest first) names each event once, and chains old → new from 0 to the score.
+fn assert_chained_once(lead_id: &str, history: &[HistoryEntry], score: i64) {
+    let mut ids: Vec<&str> = history.iter().map(|h| h.event_id.as_str()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), history.len(), "{lead_id}: an event has two entries");
+    let mut chained = 0;
+    for h in history.iter().rev() {
+        assert_eq!(
+            (h.old_score, h.new_score),
+            (chained, chained + h.delta),
+            "{lead_id}: chain broken at {}",
+            h.event_id
+        );
+        chained = h.new_score;
+    }
+    assert_eq!(chained, score, "{lead_id}: the chain ends at the score");
 }
 
 // ---- cases ----
@@ -470,16 +475,7 @@ async fn merged_state(store: &MongoStore, anon: &str, known: &str) -> (i64, i64,
     let lead = store.lead(known).await.unwrap().expect("the known lead");
     let page = DetailPage { history_limit: 1_000, events_limit: 1_000, ..Default::default() };
     let history = store.history(known, &page).await.unwrap();
-    let mut ids: Vec<&str> = history.iter().map(|h| h.event_id.as_str()).collect();
-    ids.sort();
-    ids.dedup();
-    assert_eq!(ids.len(), history.len(), "{known}: an event has two entries");
-    let mut score = 0;
-    for h in history.iter().rev() {
-        assert_eq!((h.old_score, h.new_score), (score, score + h.delta), "{known}: chain broken at {}", h.event_id);
-        score = h.new_score;
-    }
-    assert_eq!(score, lead.score, "{known}: the chain ends at the score");
+    assert_chained_once(known, &history, lead.score);
     let marked: Vec<_> = history.iter().filter_map(|h| h.merged_from.as_deref()).collect();
     assert_eq!(marked, [anon], "{known}: the merge's own entry, and only it, names the merged lead");
     for e in store.lead_events(known, &page).await.unwrap() {

@@ -92,7 +92,12 @@ fn content_named(root: &Path) -> HashSet<String> {
                 dirs.push(path);
                 continue;
             }
-            let Some(claimed) = path.file_name().and_then(|n| n.to_str()).and_then(hash_part) else { continue };
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            // A `.br`/`.gz` copy is sent under its original's path, never its own.
+            if name.ends_with(".br") || name.ends_with(".gz") {
+                continue;
+            }
+            let Some(claimed) = hash_part(name) else { continue };
             let Ok(bytes) = std::fs::read(&path) else { continue };
             if URL_SAFE_NO_PAD.encode(Md5::digest(&bytes)) != claimed {
                 continue;

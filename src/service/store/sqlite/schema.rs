@@ -261,10 +261,7 @@ pub fn prepare_schema(conn: &mut Connection) -> Result<EventKeys, String> {
         .map_err(|e| e.to_string())?;
     // Schema 1 never set user_version: version 0 with tables present means schema 1.
     let from_schema_1 = version < 2 && has_events;
-    let count = |tx: &rusqlite::Transaction| -> Result<i64, String> {
-        tx.query_row("SELECT count(*) FROM score_history", [], |r| r.get(0)).map_err(|e| e.to_string())
-    };
-    let history_before = if from_schema_1 { Some(count(&tx)?) } else { None };
+    let history_before = if from_schema_1 { Some(rows(&tx, "score_history")?) } else { None };
     if from_schema_1 {
         tx.execute_batch(MIGRATE_1_TO_2_SET_ASIDE).map_err(|e| format!("migrating schema 1 to 2: {e}"))?;
     }
@@ -297,11 +294,8 @@ pub fn prepare_schema(conn: &mut Connection) -> Result<EventKeys, String> {
         tx.execute_batch("ALTER TABLE score_history ADD COLUMN merged_from TEXT;")
             .map_err(|e| format!("migrating score_history to schema 8: {e}"))?;
     }
-    let count_events = |tx: &rusqlite::Transaction| -> Result<i64, String> {
-        tx.query_row("SELECT count(*) FROM events", [], |r| r.get(0)).map_err(|e| e.to_string())
-    };
     let events_before_10 = if has_events && !has_column("events", "event_key")? {
-        let count = count_events(&tx)?;
+        let count = rows(&tx, "events")?;
         tx.execute_batch(MIGRATE_TO_10_SET_ASIDE).map_err(|e| format!("migrating events to schema 10: {e}"))?;
         Some(count)
     } else {
@@ -312,7 +306,7 @@ pub fn prepare_schema(conn: &mut Connection) -> Result<EventKeys, String> {
         Some(keys) => keys,
         // Every stored event's key was made with the lost secret: a new one would let every
         // redelivery through as new. Refused, not papered over.
-        None if version >= 10 && has_events && count_events(&tx)? > 0 => {
+        None if version >= 10 && has_events && rows(&tx, "events")? > 0 => {
             return Err("the file's event-key secret (table event_key_secret) is missing; \
                         restore the file from a backup"
                 .into())
@@ -322,13 +316,7 @@ pub fn prepare_schema(conn: &mut Connection) -> Result<EventKeys, String> {
     if let Some(before) = events_before_10 {
         // First, so the schema-1 history below can join its events by id.
         keys.register(&tx).map_err(|e| e.to_string())?;
-        tx.execute_batch(MIGRATE_TO_10_MOVE_BACK).map_err(|e| format!("migrating events to schema 10: {e}"))?;
-        let after = count_events(&tx)?;
-        if before != after {
-            return Err(format!(
-                "migrating events to schema 10 would keep {after} of {before} events; file left unchanged"
-            ));
-        }
+        let after = move_back(&tx, MIGRATE_TO_10_MOVE_BACK, "events", before, "events to schema 10")?;
         tracing::info!(events = after, "sqlite: events migrated to schema 10 (indexed by keyed hash)");
     }
     tx.execute_batch(EVENTS_BY_KEY).map_err(|e| e.to_string())?;
@@ -341,16 +329,26 @@ pub fn prepare_schema(conn: &mut Connection) -> Result<EventKeys, String> {
         tracing::info!("sqlite: rules migrated to schema 5 (each is its event type's base rule)");
     }
     if let Some(before) = history_before {
-        tx.execute_batch(MIGRATE_1_TO_2_MOVE_BACK).map_err(|e| format!("migrating schema 1 to 2: {e}"))?;
-        let after = count(&tx)?;
-        if before != after {
-            return Err(format!(
-                "migrating schema 1 to 2 would keep {after} of {before} history rows; file left unchanged"
-            ));
-        }
+        let after = move_back(&tx, MIGRATE_1_TO_2_MOVE_BACK, "score_history", before, "schema 1 to 2")?;
         tracing::info!(history_rows = after, "sqlite: migrated schema 1 to 2");
     }
     tx.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(|e| e.to_string())?;
     tx.commit().map_err(|e| e.to_string())?;
     Ok(keys)
+}
+
+/// Rows in `table`.
+fn rows(c: &Connection, table: &str) -> Result<i64, String> {
+    c.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0)).map_err(|e| e.to_string())
+}
+
+/// Runs a migration's move-back of rows set aside, and fails (the transaction rolls back,
+/// leaving the file as it was) unless `table` then holds all `before` of them.
+fn move_back(c: &Connection, sql: &str, table: &str, before: i64, what: &str) -> Result<i64, String> {
+    c.execute_batch(sql).map_err(|e| format!("migrating {what}: {e}"))?;
+    let after = rows(c, table)?;
+    if after != before {
+        return Err(format!("migrating {what} would keep {after} of {before} {table} rows; file left unchanged"));
+    }
+    Ok(after)
 }
