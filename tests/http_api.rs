@@ -733,6 +733,41 @@ async fn only_files_named_by_their_content_are_cached_for_a_year() {
     s.stop().await;
 }
 
+/// Pages and server functions' answers go out compressed to clients that take it (the
+/// leaderboard's HTML is ~30 KB plain), and plain to the others.
+#[tokio::test]
+async fn pages_and_server_function_answers_are_compressed() {
+    let s = TestServer::start().await;
+    let plain = reqwest::Client::new(); // no automatic decompression: see what is sent
+    let r = plain.get(s.url("/login")).header("accept-encoding", "br, gzip").send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-encoding"], "br");
+    let mut html = Vec::new();
+    brotli_decompress(&r.bytes().await.unwrap(), &mut html);
+    let html = String::from_utf8(html).unwrap();
+    assert!(html.starts_with("<!DOCTYPE html>") && html.contains("</html>"), "the whole page: {html}");
+    let r = plain.get(s.url("/login")).send().await.unwrap();
+    assert!(r.headers().get("content-encoding").is_none());
+    assert!(r.text().await.unwrap().starts_with("<!DOCTYPE html>"));
+
+    let rules = leadscore::server::policy::table().into_iter().find(|e| e.path.contains("fetch_rules")).unwrap().path;
+    let r = s
+        .client
+        .post(s.url(rules))
+        .header("accept-encoding", "br")
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-encoding"], "br");
+    let mut json = Vec::new();
+    brotli_decompress(&r.bytes().await.unwrap(), &mut json);
+    let rules: Value = serde_json::from_slice(&json).unwrap();
+    assert!(rules.as_array().is_some_and(|r| !r.is_empty()), "the rules: {rules}");
+    s.stop().await;
+}
+
 fn brotli_decompress(compressed: &[u8], out: &mut Vec<u8>) {
     use std::io::Read;
     brotli::Decompressor::new(compressed, 4096).read_to_end(out).unwrap();

@@ -212,7 +212,7 @@ pub fn router(state: &AppState) -> Router<AppState> {
         let layer = from_fn_with_state(rule, gate);
         let handler: MethodRouter<AppState> = match entry.serve {
             Serve::Rest(handler) => handler,
-            Serve::ServerFn => post(rpc),
+            Serve::ServerFn => post(rpc).layer(super::assets::compression()),
             Serve::Page => {
                 if !pages.iter().any(|p| p.path() == entry.path) {
                     tracing::error!(path = entry.path, "the policy names a page the app does not have");
@@ -226,6 +226,7 @@ pub fn router(state: &AppState) -> Router<AppState> {
                     },
                     move || shell(options.clone()),
                 ))
+                .layer(super::assets::compression())
             }
         };
         let timed = from_fn_with_state(entry.path, metrics_api::timed);
