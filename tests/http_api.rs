@@ -751,14 +751,7 @@ async fn pages_and_server_function_answers_are_compressed() {
     assert!(r.text().await.unwrap().starts_with("<!DOCTYPE html>"));
 
     let rules = leadscore::server::policy::table().into_iter().find(|e| e.path.contains("fetch_rules")).unwrap().path;
-    let r = s
-        .client
-        .post(s.url(rules))
-        .header("accept-encoding", "br")
-        .json(&json!({}))
-        .send()
-        .await
-        .unwrap();
+    let r = s.client.post(s.url(rules)).header("accept-encoding", "br").json(&json!({})).send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["content-encoding"], "br");
     let mut json = Vec::new();

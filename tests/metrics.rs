@@ -84,6 +84,11 @@ async fn counters_match_known_traffic_and_the_metrics_port_needs_no_key() {
     let batched = sample(&text, "leadscore_worker_batch_events_sum", &[]).unwrap();
     assert!(batches >= 1.0 && batched == 4.0, "every scored event was in a worker batch: {batches} / {batched}");
     assert!(text.contains("leadscore_http_request_duration_seconds_bucket{"), "histograms, not summaries");
+    if s.backend() == "sqlite" {
+        // At least the accepted events' commit and the scoring's.
+        let commits = sample(&text, "leadscore_sqlite_commit_duration_seconds_count", &[]).unwrap_or(0.0);
+        assert!(commits >= 2.0, "the embedded store's commits are timed: {commits}");
+    }
 
     // Stream clients are counted while connected.
     let stream = SseClient::connect(&s.client, &s.url("/api/stream"), None).await;

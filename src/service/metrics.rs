@@ -26,6 +26,8 @@ pub const STORE_ERRORS: &str = "leadscore_store_errors_total";
 pub const RESCORE_PROCESSED: &str = "leadscore_rescore_processed_events";
 pub const RESCORE_TOTAL: &str = "leadscore_rescore_total_events";
 pub const RESCORE_RUNNING: &str = "leadscore_rescore_running";
+pub const SQLITE_COMMIT_DURATION: &str = "leadscore_sqlite_commit_duration_seconds";
+pub const SQLITE_CHECKPOINT_DURATION: &str = "leadscore_sqlite_checkpoint_duration_seconds";
 
 /// The process's recorder, installed on first use.
 pub fn handle() -> &'static PrometheusHandle {
@@ -62,6 +64,16 @@ fn describe() {
     describe_gauge!(RESCORE_PROCESSED, "Events the latest rescore job has replayed.");
     describe_gauge!(RESCORE_TOTAL, "Events the latest rescore job replays in all.");
     describe_gauge!(RESCORE_RUNNING, "1 while a rescore job runs.");
+    describe_histogram!(
+        SQLITE_COMMIT_DURATION,
+        Unit::Seconds,
+        "Embedded store: time a group commit took (the WAL written and synced to disk)."
+    );
+    describe_histogram!(
+        SQLITE_CHECKPOINT_DURATION,
+        Unit::Seconds,
+        "Embedded store: time a WAL checkpoint took (pages copied into the database file), which holds up the next commit."
+    );
 }
 
 /// What one ingest request did with its events.
@@ -82,6 +94,16 @@ pub fn worker_batch(taken: usize, applied: usize, took: Duration) {
     histogram!(WORKER_BATCH_EVENTS).record(taken as f64);
     histogram!(WORKER_BATCH_DURATION).record(took.as_secs_f64());
     counter!(SCORED).increment(applied as u64);
+}
+
+/// One group commit of the embedded store's writer.
+pub fn sqlite_commit(took: Duration) {
+    histogram!(SQLITE_COMMIT_DURATION).record(took.as_secs_f64());
+}
+
+/// One WAL checkpoint of the embedded store's writer.
+pub fn sqlite_checkpoint(took: Duration) {
+    histogram!(SQLITE_CHECKPOINT_DURATION).record(took.as_secs_f64());
 }
 
 pub fn store_error(source: &'static str) {

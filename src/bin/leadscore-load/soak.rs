@@ -1,8 +1,9 @@
 //! `soak`: hours-long use in minutes of figures. Mixed ingest at a steady rate (half single
 //! POSTs, half 50-event batches), stream clients that connect and disconnect all the time,
 //! and leaderboard / lead queries, for `--minutes`. Every minute it records the server's RSS
-//! and open file descriptors (`--server-pid`), the queue depth and that minute's p99s, so a
-//! leak shows as a slope and a slowdown as a later p99 higher than the first.
+//! and open file descriptors (`--server-pid`), the queue depth, that minute's p99s and, from
+//! `/metrics`, the embedded store's commit and checkpoint times, so a leak shows as a slope
+//! and a slowdown as a later p99 higher than the first, with where the time went.
 
 use super::{post, Gen, Opts, Tally};
 use futures::StreamExt;
@@ -101,11 +102,16 @@ pub async fn soak(o: &Opts) -> Result<Value, String> {
 
     let mut rows = Vec::new();
     let mut next = started + Duration::from_secs(60);
+    let mut store_times = StoreTimes::scrape(&client, &base).await;
     while next <= end {
         tokio::time::sleep_until(next.into()).await;
         let mut m = std::mem::take(&mut *shared.minute.lock().unwrap());
         let (depth, store_mb) = health_figures(&client, &base).await;
         let (rss_mb, fds) = process_figures(pid);
+        let now = StoreTimes::scrape(&client, &base).await;
+        let (commits, checkpoints) =
+            (now.commit.since(&store_times.commit), now.checkpoint.since(&store_times.checkpoint));
+        store_times = now;
         let row = json!({
             "minute": rows.len() + 1, "rss_mb": rss_mb, "fds": fds, "queue_depth": depth, "store_mb": store_mb,
             "rss_less_store_mb": rss_mb.zip(store_mb).map(|(r, s)| r - s),
@@ -115,6 +121,9 @@ pub async fn soak(o: &Opts) -> Result<Value, String> {
             "stream_connects": shared.stream_connects.swap(0, Ordering::Relaxed),
             "stream_failures": shared.stream_failures.swap(0, Ordering::Relaxed),
             "skipped": shared.skipped.swap(0, Ordering::Relaxed),
+            "commits": commits.count, "commit_p99_ms": commits.quantile_ms(0.99),
+            "checkpoints": checkpoints.count, "checkpoint_ms": checkpoints.sum * 1000.0,
+            "checkpoint_max_ms": checkpoints.quantile_ms(1.0),
         });
         eprintln!("minute {:>3}: {row}", rows.len() + 1);
         rows.push(row);
@@ -182,6 +191,69 @@ fn process_figures(pid: u32) -> (Option<f64>, Option<usize>) {
         .map(|kb| kb / 1024.0);
     let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).ok().map(|d| d.count());
     (rss, fds)
+}
+
+/// The embedded store's commit and checkpoint histograms, as `/metrics` has them so far.
+#[derive(Default)]
+struct StoreTimes {
+    commit: Histogram,
+    checkpoint: Histogram,
+}
+
+impl StoreTimes {
+    async fn scrape(client: &reqwest::Client, base: &str) -> Self {
+        let text = match client.get(format!("{base}/metrics")).send().await {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        Self {
+            commit: Histogram::parse(&text, "leadscore_sqlite_commit_duration_seconds"),
+            checkpoint: Histogram::parse(&text, "leadscore_sqlite_checkpoint_duration_seconds"),
+        }
+    }
+}
+
+/// A Prometheus histogram: cumulative counts by upper bound (seconds), sum and count.
+#[derive(Default)]
+struct Histogram {
+    buckets: Vec<(f64, f64)>,
+    sum: f64,
+    count: f64,
+}
+
+impl Histogram {
+    fn parse(text: &str, name: &str) -> Self {
+        let (bucket, sum, count) = (format!("{name}_bucket{{le=\""), format!("{name}_sum "), format!("{name}_count "));
+        let number = |s: &str| s.trim().parse::<f64>().unwrap_or(0.0);
+        let mut h = Self::default();
+        for line in text.lines() {
+            if let Some((le, n)) = line.strip_prefix(&bucket).and_then(|rest| rest.split_once("\"} ")) {
+                h.buckets.push((if le == "+Inf" { f64::INFINITY } else { number(le) }, number(n)));
+            } else if let Some(v) = line.strip_prefix(&sum) {
+                h.sum = number(v);
+            } else if let Some(v) = line.strip_prefix(&count) {
+                h.count = number(v);
+            }
+        }
+        h
+    }
+
+    /// What was recorded after `before`.
+    fn since(&self, before: &Self) -> Self {
+        let earlier = |i: usize| before.buckets.get(i).map_or(0.0, |b| b.1);
+        Self {
+            buckets: self.buckets.iter().enumerate().map(|(i, (le, n))| (*le, n - earlier(i))).collect(),
+            sum: self.sum - before.sum,
+            count: self.count - before.count,
+        }
+    }
+
+    /// The bucket bound (ms) that `q` of the samples fall under; `None` without samples.
+    fn quantile_ms(&self, q: f64) -> Option<f64> {
+        let wanted = q * self.count;
+        (self.count > 0.0)
+            .then(|| self.buckets.iter().find(|(_, n)| *n >= wanted).map_or(f64::INFINITY, |b| b.0 * 1000.0))
+    }
 }
 
 /// Queue depth, and the memory the embedded database holds (MB), from health.
@@ -296,5 +368,27 @@ async fn churning_stream(client: reqwest::Client, base: String, seed: u64, share
             }
         }
         tokio::time::sleep(Duration::from_millis((gen.unit() * 1000.0) as u64)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Histogram;
+
+    const SCRAPE: &str = "# TYPE t histogram\nt_bucket{le=\"0.005\"} 90\nt_bucket{le=\"0.25\"} 99\nt_bucket{le=\"0.5\"} 100\nt_bucket{le=\"+Inf\"} 100\nt_sum 1.5\nt_count 100\n";
+
+    #[test]
+    fn a_minute_of_a_histogram_is_the_difference_of_two_scrapes() {
+        let earlier = SCRAPE.replace("} 90", "} 40").replace("} 99", "} 40").replace("} 100", "} 40");
+        let earlier = Histogram::parse(&earlier.replace("t_count 100", "t_count 40"), "t");
+        assert_eq!(earlier.buckets[0], (0.005, 40.0));
+        let now = Histogram::parse(SCRAPE, "t");
+        assert_eq!((now.count, now.sum), (100.0, 1.5));
+        assert_eq!(now.quantile_ms(0.99), Some(250.0));
+        assert_eq!(now.quantile_ms(1.0), Some(500.0));
+        let minute = now.since(&earlier);
+        assert_eq!(minute.buckets[..2], [(0.005, 50.0), (0.25, 59.0)]);
+        assert_eq!(minute.quantile_ms(0.5), Some(5.0));
+        assert_eq!(Histogram::parse("", "t").quantile_ms(0.99), None, "no samples, no quantile");
     }
 }

@@ -1,17 +1,23 @@
 //! The one writer thread. It folds whatever requests are waiting into one transaction (group
 //! commit: many requests share one fsync), runs each inside its own savepoint so one failing
 //! request cannot undo another's rows, and learns from each commit whether writes work:
-//! health reads that (`Failure`), in the order transactions happened.
+//! health reads that (`Failure`), in the order transactions happened. It checkpoints the WAL
+//! itself, after answering a commit's requests rather than inside the commit.
 
 use super::{classify, file_identity, unavailable};
 use crate::service::store::{StoreError, StoreResult};
 use rusqlite::{Connection, OpenFlags};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{mpsc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Upper bound on requests folded into one transaction, so one commit never grows unbounded.
 pub const MAX_JOBS_PER_COMMIT: usize = 512;
+/// The WAL is copied into the database file once it holds this many pages (64 MB), as
+/// SQLite's automatic checkpoint would (`wal_autocheckpoint`, which other connections keep).
+/// Tests use a small WAL, to see checkpoints happen.
+const CHECKPOINT_FRAMES: i32 = if cfg!(test) { 64 } else { 16_384 };
 
 /// Work for the writer thread: it runs inside the shared transaction.
 pub type Job = Box<dyn FnOnce(&Connection) -> Done + Send>;
@@ -75,7 +81,11 @@ pub struct Target {
     pub identity: Option<(u64, u64)>,
 }
 
-pub fn run(mut conn: Connection, jobs: mpsc::Receiver<Job>, target: &Target, failure: &Failure) {
+pub fn run(conn: Connection, jobs: mpsc::Receiver<Job>, target: &Target, failure: &Failure) {
+    let wal_frames = AtomicI32::new(0);
+    // Declared after `wal_frames`, so closed before it: the WAL hook points at it.
+    let mut conn = conn;
+    watch_wal(&conn, &wal_frames);
     while let Ok(first) = jobs.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_JOBS_PER_COMMIT {
@@ -90,7 +100,9 @@ pub fn run(mut conn: Connection, jobs: mpsc::Receiver<Job>, target: &Target, fai
             tracing::error!(error = %e, "sqlite: cannot begin transaction");
             *failure.lock().unwrap() = Some(e.to_string());
             drop(batch);
-            reopen_after(&e, &mut conn, target);
+            if reopen_after(&e, &mut conn, target) {
+                watch_wal(&conn, &wal_frames);
+            }
             continue;
         }
         let before = conn.total_changes();
@@ -110,10 +122,15 @@ pub fn run(mut conn: Connection, jobs: mpsc::Receiver<Job>, target: &Target, fai
         let commit = if conn.is_autocommit() {
             Err(disk_error.clone().unwrap_or_else(|| "the transaction was rolled back".into()))
         } else {
-            conn.execute_batch("COMMIT").map_err(|e| {
+            let begun = Instant::now();
+            let committed = conn.execute_batch("COMMIT");
+            crate::service::metrics::sqlite_commit(begun.elapsed());
+            committed.map_err(|e| {
                 tracing::error!(error = %e, "sqlite: commit failed");
                 let _ = conn.execute_batch("ROLLBACK");
-                reopen_after(&e, &mut conn, target);
+                if reopen_after(&e, &mut conn, target) {
+                    watch_wal(&conn, &wal_frames);
+                }
                 e.to_string()
             })
         };
@@ -127,6 +144,41 @@ pub fn run(mut conn: Connection, jobs: mpsc::Receiver<Job>, target: &Target, fai
         for reply in replies {
             reply(commit.clone());
         }
+        if wal_frames.load(Ordering::Relaxed) >= CHECKPOINT_FRAMES {
+            checkpoint(&conn, &wal_frames);
+        }
+    }
+}
+
+/// Has SQLite report the WAL's size in pages after each commit into `frames`. This replaces
+/// the automatic checkpoint (which SQLite runs inside the commit, holding up the requests
+/// the commit answers): `run` checkpoints once the requests have their answers.
+fn watch_wal(conn: &Connection, frames: &AtomicI32) {
+    use rusqlite::ffi;
+    use std::os::raw::{c_char, c_int, c_void};
+    unsafe extern "C" fn after_commit(arg: *mut c_void, _: *mut ffi::sqlite3, _: *const c_char, pages: c_int) -> c_int {
+        // SAFETY: `arg` is the `AtomicI32` given below, which outlives the connection (`run`).
+        unsafe { (*(arg as *const AtomicI32)).store(pages, Ordering::Relaxed) };
+        ffi::SQLITE_OK
+    }
+    // SAFETY: the handle is this open connection's; `frames` outlives it (see `run`).
+    unsafe {
+        ffi::sqlite3_wal_hook(conn.handle(), Some(after_commit), frames as *const AtomicI32 as *mut c_void);
+    }
+}
+
+/// Copies the WAL into the database file without waiting for readers (PASSIVE, as the
+/// automatic checkpoint does). A reader still on older pages leaves the rest for a later
+/// try; a failure loses nothing (the WAL stays), so it is only logged.
+fn checkpoint(conn: &Connection, frames: &AtomicI32) {
+    let begun = Instant::now();
+    let done = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?)));
+    crate::service::metrics::sqlite_checkpoint(begun.elapsed());
+    match done {
+        // Everything copied: the next commit starts the WAL over (and reports its size).
+        Ok((log, copied)) if log == copied => frames.store(0, Ordering::Relaxed),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "sqlite: checkpoint failed; the WAL keeps the pages"),
     }
 }
 
@@ -151,17 +203,24 @@ pub fn in_savepoint<T>(conn: &Connection, f: impl FnOnce(&Connection) -> rusqlit
 /// After a read-only or I/O error a connection can stay broken even once the file is
 /// writable again; a fresh one sees the file as it is now, if it is still the same file.
 /// (A full disk or a lock does not break the connection: it is kept.)
-fn reopen_after(e: &rusqlite::Error, conn: &mut Connection, target: &Target) {
+/// Whether it replaced the connection.
+fn reopen_after(e: &rusqlite::Error, conn: &mut Connection, target: &Target) -> bool {
     use rusqlite::ErrorCode::*;
     if !matches!(e.sqlite_error_code(), Some(ReadOnly | SystemIoFailure | CannotOpen)) {
-        return;
+        return false;
     }
     if file_identity(&target.path) != target.identity {
-        return; // removed or replaced: writes are refused (`still_our_file`), never redirected
+        return false; // removed or replaced: writes are refused (`still_our_file`), never redirected
     }
     match open_writer(&target.path, false) {
-        Ok(fresh) => *conn = fresh,
-        Err(e) => tracing::warn!(error = %e, "sqlite: cannot reopen the database file yet"),
+        Ok(fresh) => {
+            *conn = fresh;
+            true
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "sqlite: cannot reopen the database file yet");
+            false
+        }
     }
 }
 
