@@ -52,7 +52,7 @@ pub(super) fn apply(
         let merged = merge::merge(c, &mut aliases, event, &from, now)?;
         let mut applied = apply_segment(c, &segment, engine, now)?;
         if let (Some(merged), Some(change)) = (merged, applied.first_mut()) {
-            merge::finish(c, &merged, change, engine, now)?;
+            merge::finish(c, &merged, event.seq, change, engine, now)?;
         }
         changes.extend(applied);
     }

@@ -185,19 +185,19 @@ fn rechain_history(c: &Connection, lead: &str) -> rusqlite::Result<i64> {
     Ok(chained.last().map_or(0, |(_, new)| *new))
 }
 
-/// After the event that asked for the merge is scored (its change in `change`): marks its
-/// history entry and change as the merge, and tells webhooks of the whole move, from the
+/// After the event that asked for the merge (`seq`) is scored (its change in `change`): marks
+/// its history entry and change as the merge, and tells webhooks of the whole move, from the
 /// target's score before the merge (replacing what the event alone would have sent).
 pub(super) fn finish(
     c: &Connection,
     merged: &Merged,
+    seq: i64,
     change: &mut ScoreChange,
     engine: &Engine,
     now: Millis,
 ) -> rusqlite::Result<()> {
-    // Found among the lead's entries (`history_by_lead`): event ids are not indexed themselves.
-    c.prepare_cached("UPDATE score_history SET merged_from = ?2 WHERE lead_id = ?3 AND event_id = ?1")?
-        .execute(params![change.event_id, merged.from, change.lead_id])?;
+    // A history entry's id is its event's `seq`.
+    c.prepare_cached("UPDATE score_history SET merged_from = ?2 WHERE id = ?1")?.execute(params![seq, merged.from])?;
     change.merged_from = Some(merged.from.clone());
     let outbox = engine.outbox();
     let alone = outbox.deliveries(&change.lead_id, change.score - change.delta, change.score, &change.event_id, now);
