@@ -1,8 +1,8 @@
 //! The one writer thread. It folds whatever requests are waiting into one transaction (group
 //! commit: many requests share one fsync), runs each inside its own savepoint so one failing
 //! request cannot undo another's rows, and learns from each commit whether writes work:
-//! health reads that (`Failure`), in the order transactions happened. It checkpoints the WAL
-//! itself, after answering a commit's requests rather than inside the commit.
+//! health reads that (`Failure`), in the order transactions happened. The WAL is copied into
+//! the database file on a thread of its own (`Checkpointer`), so writes never wait for it.
 
 use super::{classify, file_identity, unavailable};
 use crate::service::store::{StoreError, StoreResult};
@@ -86,6 +86,7 @@ pub fn run(conn: Connection, jobs: mpsc::Receiver<Job>, target: &Target, failure
     // Declared after `wal_frames`, so closed before it: the WAL hook points at it.
     let mut conn = conn;
     watch_wal(&conn, &wal_frames);
+    let checkpointer = Checkpointer::start(&target.path);
     while let Ok(first) = jobs.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_JOBS_PER_COMMIT {
@@ -144,15 +145,50 @@ pub fn run(conn: Connection, jobs: mpsc::Receiver<Job>, target: &Target, failure
         for reply in replies {
             reply(commit.clone());
         }
+        // Asked again after each commit until the WAL starts over (a reader still on older
+        // pages can keep a checkpoint from copying them all).
         if wal_frames.load(Ordering::Relaxed) >= CHECKPOINT_FRAMES {
-            checkpoint(&conn, &wal_frames);
+            match &checkpointer {
+                Some(checkpointer) => checkpointer.ask(),
+                None => checkpoint(&conn),
+            }
         }
     }
 }
 
+/// Checkpoints on a connection and thread of their own. SQLite's automatic checkpoint runs
+/// inside the commit that fills the WAL, and every write arriving meanwhile waits: in a soak
+/// that was 2–3 % of the time, in stalls growing with the file (BENCHMARKS.md).
+struct Checkpointer {
+    asks: mpsc::SyncSender<()>,
+}
+
+impl Checkpointer {
+    /// `None` if the connection or thread cannot be had: the writer checkpoints itself.
+    fn start(path: &Path) -> Option<Self> {
+        let conn =
+            open_writer(path, false).map_err(|e| tracing::warn!(error = %e, "sqlite: no checkpoint thread")).ok()?;
+        // One ask waits at most: asks during a checkpoint fold into one more.
+        let (asks, asked) = mpsc::sync_channel::<()>(1);
+        std::thread::Builder::new()
+            .name("sqlite-checkpoint".into())
+            .spawn(move || {
+                while asked.recv().is_ok() {
+                    checkpoint(&conn);
+                }
+            })
+            .map_err(|e| tracing::warn!(error = %e, "sqlite: no checkpoint thread"))
+            .ok()?;
+        Some(Self { asks })
+    }
+
+    fn ask(&self) {
+        let _ = self.asks.try_send(());
+    }
+}
+
 /// Has SQLite report the WAL's size in pages after each commit into `frames`. This replaces
-/// the automatic checkpoint (which SQLite runs inside the commit, holding up the requests
-/// the commit answers): `run` checkpoints once the requests have their answers.
+/// the automatic checkpoint, which would run inside the commit (`Checkpointer`).
 fn watch_wal(conn: &Connection, frames: &AtomicI32) {
     use rusqlite::ffi;
     use std::os::raw::{c_char, c_int, c_void};
@@ -167,18 +203,15 @@ fn watch_wal(conn: &Connection, frames: &AtomicI32) {
     }
 }
 
-/// Copies the WAL into the database file without waiting for readers (PASSIVE, as the
-/// automatic checkpoint does). A reader still on older pages leaves the rest for a later
-/// try; a failure loses nothing (the WAL stays), so it is only logged.
-fn checkpoint(conn: &Connection, frames: &AtomicI32) {
+/// Copies the WAL into the database file without waiting for readers or the writer
+/// (PASSIVE, as the automatic checkpoint does): what they still need is left for a later
+/// try. A failure loses nothing (the WAL keeps the pages), so it is only logged.
+fn checkpoint(conn: &Connection) {
     let begun = Instant::now();
-    let done = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?)));
+    let done = conn.execute_batch("PRAGMA wal_checkpoint(PASSIVE)");
     crate::service::metrics::sqlite_checkpoint(begun.elapsed());
-    match done {
-        // Everything copied: the next commit starts the WAL over (and reports its size).
-        Ok((log, copied)) if log == copied => frames.store(0, Ordering::Relaxed),
-        Ok(_) => {}
-        Err(e) => tracing::warn!(error = %e, "sqlite: checkpoint failed; the WAL keeps the pages"),
+    if let Err(e) = done {
+        tracing::warn!(error = %e, "sqlite: checkpoint failed; the WAL keeps the pages");
     }
 }
 
