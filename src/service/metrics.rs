@@ -72,7 +72,7 @@ fn describe() {
     describe_histogram!(
         SQLITE_CHECKPOINT_DURATION,
         Unit::Seconds,
-        "Embedded store: time a WAL checkpoint took (pages copied into the database file), which holds up the next commit."
+        "Embedded store: time a WAL checkpoint took (pages copied into the database file, on a thread of its own)."
     );
 }
 
