@@ -145,12 +145,15 @@ pub fn run(conn: Connection, jobs: mpsc::Receiver<Job>, target: &Target, failure
         for reply in replies {
             reply(commit.clone());
         }
-        // Asked again after each commit until the WAL starts over (a reader still on older
-        // pages can keep a checkpoint from copying them all).
-        if wal_frames.load(Ordering::Relaxed) >= CHECKPOINT_FRAMES {
+        // Asked again after each commit until the WAL starts over. It starts over only once
+        // a checkpoint has copied all of it: under writes that never pause, the thread's
+        // copy is always behind, so past twice the size the writer copies the rest itself
+        // (little, after the thread's pass) and the next transaction starts the WAL over.
+        let frames = wal_frames.load(Ordering::Relaxed);
+        if frames >= CHECKPOINT_FRAMES {
             match &checkpointer {
-                Some(checkpointer) => checkpointer.ask(),
-                None => checkpoint(&conn),
+                Some(checkpointer) if frames < 2 * CHECKPOINT_FRAMES => checkpointer.ask(),
+                _ => checkpoint(&conn),
             }
         }
     }
@@ -210,8 +213,11 @@ fn checkpoint(conn: &Connection) {
     let begun = Instant::now();
     let done = conn.execute_batch("PRAGMA wal_checkpoint(PASSIVE)");
     crate::service::metrics::sqlite_checkpoint(begun.elapsed());
-    if let Err(e) = done {
-        tracing::warn!(error = %e, "sqlite: checkpoint failed; the WAL keeps the pages");
+    match done {
+        Ok(()) => {}
+        // The other checkpointer (thread or writer) is at it.
+        Err(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy) => {}
+        Err(e) => tracing::warn!(error = %e, "sqlite: checkpoint failed; the WAL keeps the pages"),
     }
 }
 
