@@ -742,14 +742,18 @@ mod tests {
         let path = dir.path().join("wal.db");
         let store = SqliteStore::open(&path).unwrap();
         let padding = format!("{{\"pad\": \"{}\"}}", "x".repeat(8_000));
-        runtime().block_on(async {
-            for batch in 0..40 {
-                let events = (0..10)
-                    .map(|i| NewEvent { metadata: Some(padding.clone()), ..event(&format!("e{batch}-{i}")) })
-                    .collect();
-                store.insert_events(events).await.unwrap();
-            }
-        });
+        // Back to back, ten events of 8 KB a batch.
+        let write = |batches: std::ops::Range<u32>| {
+            runtime().block_on(async {
+                for batch in batches {
+                    let events = (0..10)
+                        .map(|i| NewEvent { metadata: Some(padding.clone()), ..event(&format!("e{batch}-{i}")) })
+                        .collect();
+                    store.insert_events(events).await.unwrap();
+                }
+            })
+        };
+        write(0..40);
         // 3.2 MB went in; without checkpoints it would all sit in the WAL until the store closes.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         while std::fs::metadata(&path).unwrap().len() < 3_000_000 {
@@ -768,14 +772,7 @@ mod tests {
 
         // Writes that never pause: the WAL still starts over, so it stays near twice its
         // checkpoint size (64 pages in tests) instead of growing with them (16 MB more).
-        runtime().block_on(async {
-            for batch in 40..240 {
-                let events = (0..10)
-                    .map(|i| NewEvent { metadata: Some(padding.clone()), ..event(&format!("e{batch}-{i}")) })
-                    .collect();
-                store.insert_events(events).await.unwrap();
-            }
-        });
+        write(40..240);
         let wal = std::fs::metadata(dir.path().join("wal.db-wal")).unwrap().len();
         assert!(wal < 4_000_000, "the WAL grew to {wal} bytes");
         drop(store);
