@@ -101,9 +101,7 @@ pub fn run(conn: Connection, jobs: mpsc::Receiver<Job>, target: &Target, failure
             tracing::error!(error = %e, "sqlite: cannot begin transaction");
             *failure.lock().unwrap() = Some(e.to_string());
             drop(batch);
-            if reopen_after(&e, &mut conn, target) {
-                watch_wal(&conn, &wal_frames);
-            }
+            reopen_after(&e, &mut conn, target, &wal_frames);
             continue;
         }
         let before = conn.total_changes();
@@ -129,9 +127,7 @@ pub fn run(conn: Connection, jobs: mpsc::Receiver<Job>, target: &Target, failure
             committed.map_err(|e| {
                 tracing::error!(error = %e, "sqlite: commit failed");
                 let _ = conn.execute_batch("ROLLBACK");
-                if reopen_after(&e, &mut conn, target) {
-                    watch_wal(&conn, &wal_frames);
-                }
+                reopen_after(&e, &mut conn, target, &wal_frames);
                 e.to_string()
             })
         };
@@ -242,24 +238,21 @@ pub fn in_savepoint<T>(conn: &Connection, f: impl FnOnce(&Connection) -> rusqlit
 /// After a read-only or I/O error a connection can stay broken even once the file is
 /// writable again; a fresh one sees the file as it is now, if it is still the same file.
 /// (A full disk or a lock does not break the connection: it is kept.)
-/// Whether it replaced the connection.
-fn reopen_after(e: &rusqlite::Error, conn: &mut Connection, target: &Target) -> bool {
+/// The fresh connection reports its WAL's size into `frames` too.
+fn reopen_after(e: &rusqlite::Error, conn: &mut Connection, target: &Target, frames: &AtomicI32) {
     use rusqlite::ErrorCode::*;
     if !matches!(e.sqlite_error_code(), Some(ReadOnly | SystemIoFailure | CannotOpen)) {
-        return false;
+        return;
     }
     if file_identity(&target.path) != target.identity {
-        return false; // removed or replaced: writes are refused (`still_our_file`), never redirected
+        return; // removed or replaced: writes are refused (`still_our_file`), never redirected
     }
     match open_writer(&target.path, false) {
         Ok(fresh) => {
             *conn = fresh;
-            true
+            watch_wal(conn, frames);
         }
-        Err(e) => {
-            tracing::warn!(error = %e, "sqlite: cannot reopen the database file yet");
-            false
-        }
+        Err(e) => tracing::warn!(error = %e, "sqlite: cannot reopen the database file yet"),
     }
 }
 
