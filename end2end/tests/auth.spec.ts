@@ -3,7 +3,7 @@ import { spawn, ChildProcess } from "child_process";
 import { mkdtempSync } from "fs";
 import { tmpdir } from "os";
 import { join } from "path";
-import { test, expect, hydrated, screenshot, unique, watchConsole, event } from "./helpers";
+import { test, expect, hydrated, arrived, screenshot, unique, watchConsole, event } from "./helpers";
 import { PASSWORD } from "../global-setup";
 
 /** A fresh browser context with no session, signed in as `username` through the login form. */
@@ -16,8 +16,7 @@ async function signIn(browser: Browser, username: string) {
   await page.fill("input[name=username]", username);
   await page.fill("input[name=password]", PASSWORD);
   await page.click("#login button[type=submit]");
-  await expect(page).toHaveURL(/\/rules$/);
-  await hydrated(page);
+  await arrived(page, /\/rules$/);
   return { context, page };
 }
 
@@ -110,8 +109,7 @@ test("setup with the token from the log, then an idle session ends", async ({ br
     await page.fill("input[name=confirm]", PASSWORD);
     await screenshot(page, "auth-setup");
     await page.click("#setup button[type=submit]");
-    await expect(page).toHaveURL(`${base}/`);
-    await hydrated(page);
+    await arrived(page, `${base}/`);
     await expect(page.locator(".user-menu")).toContainText("first-admin");
     await expect(page.getByRole("link", { name: "Users" })).toBeVisible();
     expect(errors).toEqual([]);

@@ -33,6 +33,17 @@ export async function hydrated(page: Page) {
   await expect(page.locator("[data-hydrated=true]")).toBeVisible();
 }
 
+/**
+ * Waits for a full page load the app started itself (`location.href = ...`, as after signing
+ * in) to arrive at `url`, and for that new page to hydrate. The URL changes when the new
+ * document commits, while the old one's hydration marker can still be seen for a moment:
+ * waiting for the URL and then `hydrated` alone can pass on the page being left.
+ */
+export async function arrived(page: Page, url: string | RegExp) {
+  await page.waitForURL(url, { waitUntil: "load" });
+  await hydrated(page);
+}
+
 /** Waits until the live stream is connected. */
 export async function live(page: Page) {
   await hydrated(page);
