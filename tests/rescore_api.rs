@@ -180,3 +180,62 @@ async fn an_interrupted_job_resumes_where_it_stopped() {
     drop(server);
     db.drop_now().await;
 }
+
+/// Events keep arriving while a rescore runs: each is scored once, with the new rules, and
+/// when the job is done every lead's score is what its events are worth now, whether the
+/// job's adjustment found the lead as it had read it or the lead had scored meanwhile.
+#[tokio::test]
+async fn events_posted_during_a_rescore_are_scored_once_with_the_new_rules() {
+    let s = TestServer::start().await;
+    let leads: Vec<String> = (0..400).map(|i| format!("busy-{i:03}")).collect();
+    let kinds = ["Page View", "Purchase", "Page View", "Demo Request", "Page View"];
+    let batch: Vec<Value> = leads
+        .iter()
+        .flat_map(|l| kinds.iter().enumerate().map(move |(k, ty)| event(&format!("{l}-{k}"), l, ty)))
+        .collect();
+    assert_eq!(s.post("/api/events/batch", &json!(batch)).await.0, 202);
+    s.drained().await;
+    for (ty, points) in [("Page View", 7), ("Purchase", 10), ("Demo Request", 40)] {
+        let rule = json!({"eventType": ty, "points": points, "isActive": true});
+        assert_eq!(s.post("/api/rules", &rule).await.0, 200);
+    }
+    let worth = |ty: &str| match ty {
+        "Page View" => 7,
+        "Purchase" => 10,
+        "Demo Request" => 40,
+        other => panic!("unexpected event type {other}"),
+    };
+
+    let (status, job) = s.post("/api/rescore", &json!({})).await;
+    assert_eq!(status, 202, "{job}");
+    let id = job["id"].as_str().unwrap().to_string();
+    // Bounded: at most 40 batches, and no more once the job is done.
+    for round in 0..40 {
+        let more: Vec<Value> = (0..25)
+            .map(|i| {
+                let l = &leads[(round * 37 + i * 16) % leads.len()];
+                event(&format!("{l}-late-{round}-{i}"), l, kinds[(round + i) % kinds.len()])
+            })
+            .collect();
+        assert_eq!(s.post("/api/events/batch", &json!(more)).await.0, 202);
+        let (_, now) = s.get(&format!("/api/rescore/{id}")).await;
+        if now["state"] != "running" {
+            break;
+        }
+    }
+    let job = finished(&s.client, &s.base, &id).await;
+    assert_eq!(job["state"], "done", "{job}");
+    s.drained().await;
+    for l in &leads {
+        let (score, history, events) = lead(&s.client, &s.base, l).await;
+        let activity: Vec<&Value> =
+            events.iter().filter(|e| !e["eventType"].as_str().unwrap().starts_with('$')).collect();
+        for e in &activity {
+            assert_eq!(e["points"].as_i64(), Some(worth(e["eventType"].as_str().unwrap())), "{l}: {e}");
+        }
+        let want: i64 = activity.iter().map(|e| worth(e["eventType"].as_str().unwrap())).sum();
+        assert_eq!(score, want, "{l}: {history:?}");
+        assert!(rescore_entries(&history).len() <= 1, "{l}: one rescore entry at most: {history:?}");
+    }
+    s.stop().await;
+}

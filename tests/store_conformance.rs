@@ -46,6 +46,7 @@ fn main() {
         rules_are_created_changed_and_deleted_by_id,
         conditions_and_limits_price_each_event_once,
         a_rescore_event_replays_its_lead_in_ingest_order,
+        a_rescore_pass_reprices_in_place_and_plans_each_lead_once,
         apply_writes_webhook_deliveries_once_and_senders_take_turns,
         settings_round_trip_and_leads_count_by_score,
         queue_stats_track_the_backlog,
@@ -780,6 +781,87 @@ async fn a_rescore_event_replays_its_lead_in_ingest_order(store: DynStore) {
     let again = store.rescore_inputs(None, 10).await.unwrap();
     assert!(!needs_replay(&replay(&rules, &again.leads[0].events, None, T0), &again.leads[0]), "settled");
     assert_eq!(again.leads[0].usage.len(), 1, "the replay's counts only: {:?}", again.leads[0].usage);
+}
+
+/// Where the store offers an ingest-order pass (SQLite): it stores every event's new price
+/// and plans only the leads whose score or counts move; a planned `$rescore` event moves its
+/// lead by the plan while the lead is as the pass read it, and replays it in full once it
+/// has scored something since. A store without the pass (MongoDB) says so.
+async fn a_rescore_pass_reprices_in_place_and_plans_each_lead_once(store: DynStore) {
+    use leadscore::domain::rescore::RESCORE_EVENT_TYPE;
+    use leadscore::domain::rescore_scan::planned_event;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    store.seed_rules(default_rules(), T0).await.unwrap();
+    let pricing = json!([{"field": "page", "op": "equals", "value": "/pricing"}]);
+    let rule =
+        store.create_rule(draft("Pricing", "Page View", 20, pricing.clone(), json!({"count": 1, "per": "lead"})), T0);
+    let rule = rule.await.unwrap();
+    let view = |id: &str, lead: &str, page: &str| NewEvent {
+        metadata: Some(json!({"page": page}).to_string()),
+        ..ev(id, lead, "Page View", T0)
+    };
+    let first = vec![
+        view("p1", "l", "/pricing"),
+        view("k1", "k", "/pricing"),
+        view("p2", "l", "/pricing"),
+        ev("buy", "l", "Purchase", T0),
+        view("d1", "m", "/docs"),
+    ];
+    ingest_and_score(&store, first).await;
+    assert_eq!(store.lead("l").await.unwrap().unwrap().score, 25 + 5 + 100);
+
+    // Pricing views now count 30, twice a day; a purchase 10.
+    let twice = draft("Pricing", "Page View", 30, pricing, json!({"count": 2, "per": "day"}));
+    store.update_rule(&rule.id, twice, T0).await.unwrap().unwrap();
+    store.upsert_rule(RuleInput { event_type: "Purchase".into(), points: 10, is_active: true }, T0).await.unwrap();
+    let rules = engine(&store).await;
+    let progress = Arc::new(AtomicU64::new(0));
+    let Some(planned) = store.rescore_scan(rules.clone(), None, T0, None, progress.clone()).await.unwrap() else {
+        assert_eq!(store.backend(), "mongodb", "only MongoDB rescores lead by lead");
+        return;
+    };
+    assert_eq!((planned.leads, planned.events, progress.load(Ordering::Relaxed)), (3, 5, 5));
+    let plans: Vec<(&str, i64, i64)> = planned.plans.iter().map(|(l, p)| (l.as_str(), p.score, p.target)).collect();
+    assert_eq!(plans, [("k", 25, 35), ("l", 130, 80)], "m's view is priced as before: no plan");
+    assert_eq!(planned.plans[1].1.usage.iter().map(|c| c.count).collect::<Vec<_>>(), [2]);
+    let points = |lead: &'static str| {
+        let store = store.clone();
+        async move {
+            let events = store.lead_events(lead, &all_history()).await.unwrap();
+            events.into_iter().map(|e| (e.event_id, e.points.unwrap())).collect::<HashMap<String, i64>>()
+        }
+    };
+    let l = points("l").await;
+    assert_eq!((l["p1"], l["p2"], l["buy"]), (35, 35, 10), "repriced in place by the pass: {l:?}");
+    assert_eq!(store.lead("l").await.unwrap().unwrap().score, 130, "the score moves with the plan, not before");
+
+    // k scores another pricing view after the pass: its plan no longer holds.
+    ingest_and_score(&store, vec![view("k2", "k", "/pricing")]).await;
+    let adjustments: Vec<NewEvent> = planned
+        .plans
+        .iter()
+        .enumerate()
+        .map(|(n, (lead, plan))| planned_event("a", "b", n, lead, None, T0 + 2, plan))
+        .collect();
+    ingest_and_score(&store, adjustments).await;
+    for (lead, want, delta) in [("l", 80, 80 - 130), ("k", 35 + 35, (35 + 35) - (25 + 35))] {
+        let history = store.history(lead, &all_history()).await.unwrap();
+        let score = store.lead(lead).await.unwrap().unwrap().score;
+        assert_eq!(score, want, "{lead}");
+        assert_eq!(score, history.iter().map(|h| h.delta).sum::<i64>(), "{lead}");
+        let rescored: Vec<i64> =
+            history.iter().filter(|h| h.event_type == RESCORE_EVENT_TYPE).map(|h| h.delta).collect();
+        assert_eq!(rescored, [delta], "{lead}: the difference, once");
+    }
+    let k = points("k").await;
+    assert_eq!((k["k1"], k["k2"]), (35, 35), "k replayed in full: {k:?}");
+
+    // Settled: a second pass changes no price and plans nothing; the counts are the replay's.
+    let again = store.rescore_scan(rules, None, T0, None, progress).await.unwrap().unwrap();
+    assert_eq!((again.leads, again.plans.len()), (3, 0), "{:?}", again.plans);
+    let inputs = store.rescore_inputs(None, 10).await.unwrap();
+    let usage: Vec<(&str, usize)> = inputs.leads.iter().map(|l| (l.lead_id.as_str(), l.usage.len())).collect();
+    assert_eq!(usage, [("k", 1), ("l", 1), ("m", 0)]);
 }
 
 /// Scoring writes a delivery per change and subscription that wants it, once however often

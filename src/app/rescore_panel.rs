@@ -112,6 +112,11 @@ fn JobProgress(status: RescoreStatus) -> impl IntoView {
 fn summary(job: &RescoreJob, rate: f64, left: Option<f64>) -> String {
     let rate = format!("{} events/s", grouped(rate.round() as u64));
     match job.state {
+        JobState::Running if job.processed >= job.total && job.to_adjust.is_some() => format!(
+            "Every event replayed; moving scores: {} of {} leads.",
+            grouped(job.adjusted),
+            grouped(job.to_adjust.unwrap_or_default())
+        ),
         JobState::Running => {
             let left = left.map(|s| format!(", about {} left", duration(s))).unwrap_or_default();
             format!("Rescoring: {:.0} % at {rate}{left}.", job.fraction() * 100.0)
@@ -166,6 +171,10 @@ mod tests {
         let mut job = RescoreJob::new("r".into(), 1_000, None, 0);
         job.processed = 250;
         assert_eq!(summary(&job, 50.0, Some(15.0)), "Rescoring: 25 % at 50 events/s, about 15 s left.");
+        (job.processed, job.adjusted, job.to_adjust) = (1_000, 1_500, Some(20_000));
+        assert_eq!(summary(&job, 50.0, None), "Every event replayed; moving scores: 1,500 of 20,000 leads.");
+        job.to_adjust = None;
+        assert!(summary(&job, 50.0, None).starts_with("Rescoring: 100 %"), "a job that goes lead by lead");
         job.state = JobState::Failed;
         job.error = Some("store unavailable".into());
         assert_eq!(

@@ -19,6 +19,7 @@ pub mod overview;
 pub mod profile;
 pub mod query;
 pub mod rescore;
+pub mod rescore_scan;
 pub mod rule_form;
 pub mod scoring;
 pub mod segment;

@@ -39,35 +39,59 @@ pub struct Replay {
 
 /// Replays `events` (one lead's scored events, in ingest order) with `engine`.
 pub fn replay(engine: &Engine, events: &[StoredEvent], half_life_days: Option<f64>, now: Millis) -> Replay {
-    let mut usage = Usage::new();
-    let (mut sum, mut decayed) = (0i64, Decayed::default());
+    let mut run = Run::default();
     let mut repriced = Vec::new();
-    for event in events.iter().filter(|e| !is_adjustment(&e.event_type)) {
-        let priced = engine.price(event, &mut usage);
-        sum = sum.saturating_add(priced.points);
+    for event in events {
+        if let Some(priced) = run.step(engine, event, half_life_days) {
+            repriced.push((event.seq, priced));
+        }
+    }
+    Replay { repriced, target: run.target(half_life_days, now), usage: run.usage }
+}
+
+/// One lead's replay so far: what `replay` keeps between events, and what an ingest-order
+/// pass (`rescore_scan::Scan`) keeps per lead, so both price exactly alike.
+#[derive(Clone, Debug, Default)]
+pub struct Run {
+    pub usage: Usage,
+    sum: i64,
+    decayed: Decayed,
+}
+
+impl Run {
+    /// Prices the lead's next scored event: its new price, if that differs from the stored
+    /// one. Adjustments are left out (`None`).
+    pub fn step(&mut self, engine: &Engine, event: &StoredEvent, half_life_days: Option<f64>) -> Option<Priced> {
+        if is_adjustment(&event.event_type) {
+            return None;
+        }
+        let priced = engine.price(event, &mut self.usage);
+        self.sum = self.sum.saturating_add(priced.points);
         if let Some(h) = half_life_days {
             if priced.points != 0 {
-                decayed = decayed.add(priced.points, event.timestamp, h);
+                self.decayed = self.decayed.add(priced.points, event.timestamp, h);
             }
         }
         let same = event.points == Some(priced.points)
             && event.matches.as_deref().unwrap_or_default() == priced.matches.as_slice();
-        if !same {
-            repriced.push((event.seq, priced));
-        }
+        (!same).then_some(priced)
     }
-    let target = match half_life_days {
-        None => sum,
-        Some(h) => {
-            let exact = decayed.at(now, h).value.round();
-            if exact.is_finite() {
-                exact as i64
-            } else {
-                sum
+
+    /// The score a from-scratch replay gives: the plain sum of the new points, or with decay
+    /// their decayed total at `now`, rounded.
+    pub fn target(&self, half_life_days: Option<f64>, now: Millis) -> i64 {
+        match half_life_days {
+            None => self.sum,
+            Some(h) => {
+                let exact = self.decayed.at(now, h).value.round();
+                if exact.is_finite() {
+                    exact as i64
+                } else {
+                    self.sum
+                }
             }
         }
-    };
-    Replay { repriced, usage, target }
+    }
 }
 
 /// Whether a lead needs a `$rescore` event: its scoring was under way as it was read, or the
@@ -104,7 +128,12 @@ pub fn half_life_of(event: &StoredEvent) -> Option<f64> {
 /// The `$rescore` event's own price: the difference between the replayed total and the
 /// score it found.
 pub fn difference(replay: &Replay, score: i64) -> Priced {
-    let points = replay.target.saturating_sub(score);
+    adjustment(replay.target, score)
+}
+
+/// The `$rescore` event's price that moves a lead from `score` to `target`.
+pub fn adjustment(target: i64, score: i64) -> Priced {
+    let points = target.saturating_sub(score);
     let name = "Rescore with the current rules".to_string();
     Priced { points, matches: vec![RuleMatch { rule_id: RESCORE_EVENT_TYPE.into(), name, points, limited: false }] }
 }
@@ -159,6 +188,10 @@ pub struct RescoreJob {
     #[serde(with = "iso_opt", default)]
     #[cfg_attr(feature = "ssr", schema(value_type = Option<String>, format = DateTime))]
     pub finished_at: Option<Millis>,
+    /// Leads an ingest-order pass found to adjust (`domain::rescore_scan`), once it has read
+    /// every event: `adjusted` counts up to it. Absent for a job that goes lead by lead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to_adjust: Option<u64>,
     /// The half-life the job replays decay with (`null`: none).
     pub half_life_days: Option<f64>,
     /// The last lead read: where a resumed job goes on.
@@ -193,6 +226,7 @@ impl RescoreJob {
             adjusted: 0,
             started_at: now,
             finished_at: None,
+            to_adjust: None,
             half_life_days,
             cursor: None,
             error: None,

@@ -1,15 +1,19 @@
 //! Rescoring (`domain::rescore`): `POST /api/rescore` starts a job, `GET /api/rescore/:id`
-//! reports it, and a background task runs it page by page. The job is kept as a setting after
-//! every page, so a restart resumes it where it stopped; the `$rescore` events it records are
-//! scored by the worker, exactly once, on either store and any number of instances.
+//! reports it, and a background task runs it: in one ingest-order pass where the store offers
+//! it (`domain::rescore_scan`, SQLite), otherwise page by page of leads. The job is kept as a
+//! setting after every page, so a restart resumes it where it stopped; the `$rescore` events
+//! it records are scored by the worker, exactly once, on either store and any number of
+//! instances.
 
 use super::accounts::Actor;
 use super::store::NewAuditEntry;
 use super::{now_ms, Service, ServiceError, ServiceResult};
 use crate::domain::engine::Engine;
 use crate::domain::rescore::{is_adjustment, needs_replay, replay, rescore_event, JobState, RescoreJob, RescoreStatus};
+use crate::domain::rescore_scan::planned_event;
 use crate::domain::time::Millis;
 use serde_json::json;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,6 +24,11 @@ const LATEST_KEY: &str = "rescore.latest";
 pub const RULES_CHANGED_KEY: &str = "rules.changedAt";
 /// Leads read per page: a job holds one page of events in memory, never all of them.
 const LEADS_PER_PAGE: usize = 2_000;
+/// Adjustments an ingest-order pass queues at a time: enough that the worker scores them in
+/// full batches, few enough that new events wait behind them for well under a second.
+const ADJUSTMENTS_PER_PAGE: usize = 10_000;
+/// How often a running pass saves its progress.
+const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 /// How often the job looks whether the last page's events are scored.
 const SETTLE_POLL: Duration = Duration::from_millis(10);
 /// A page that fails is tried again after this, and the job fails after this many in a row.
@@ -84,8 +93,73 @@ impl Service {
         Ok(self.store.put_setting(&format!("{JOB_KEY}{}", job.id), value, now_ms()).await?)
     }
 
-    /// Runs `job` from its cursor to the end, saving it after every page.
-    async fn run_job(&self, mut job: RescoreJob) -> ServiceResult<RescoreJob> {
+    /// Runs `job` from its cursor to the end: in one pass in ingest order where the store
+    /// offers it, otherwise lead by lead.
+    async fn run_job(&self, job: RescoreJob) -> ServiceResult<RescoreJob> {
+        match self.run_pass(job.clone()).await? {
+            Some(done) => Ok(done),
+            None => self.run_by_leads(job).await,
+        }
+    }
+
+    /// The job as one ingest-order pass (`domain::rescore_scan`): the store reprices every
+    /// event and plans each lead, then each planned lead gets its `$rescore` event, a page at
+    /// a time, saving the job (its cursor: the last lead queued) after every page. A restart
+    /// runs the pass again for the leads after the cursor (its prices are the same again).
+    /// `None` if the store has no such pass.
+    async fn run_pass(&self, mut job: RescoreJob) -> ServiceResult<Option<RescoreJob>> {
+        // The rules and decay as they are now: an edit during the pass applies to events
+        // scored after it, and shows as "rules changed since the last rescore".
+        // What an interrupted run queued is scored first, so the pass reads those leads as
+        // adjusted (this run's events are numbered afresh: dedupe would not catch a repeat).
+        self.settle().await?;
+        let engine = Arc::new(Engine::new(&self.store.rules().await?));
+        job.half_life_days = self.half_life().await?;
+        let progress = Arc::new(AtomicU64::new(0));
+        let started = now_ms();
+        let pass = self.store.rescore_scan(engine, job.half_life_days, now_ms(), job.cursor.clone(), progress.clone());
+        tokio::pin!(pass);
+        let planned = loop {
+            tokio::select! {
+                planned = &mut pass => break planned?,
+                _ = tokio::time::sleep(PROGRESS_EVERY) => {
+                    job.processed = progress.load(Ordering::Relaxed);
+                    job.total = job.total.max(job.processed);
+                    self.save_job(&job).await?;
+                }
+            }
+        };
+        let Some(planned) = planned else { return Ok(None) };
+        let read_in = now_ms() - started;
+        tracing::info!(id = %job.id, events = planned.events, leads = planned.leads, to_adjust = planned.plans.len(),
+            ms = read_in, "rescore pass: every event repriced; adjusting leads");
+        // Every lead and event is read (a resumed pass too: it replays only the leads after
+        // the cursor, but it counts them all).
+        (job.processed, job.leads) = (planned.events, planned.leads);
+        job.to_adjust = Some(job.adjusted + planned.plans.len() as u64);
+        job.total = job.total.max(job.processed);
+        self.save_job(&job).await?;
+        let run = format!("{started:x}");
+        for (i, page) in planned.plans.chunks(ADJUSTMENTS_PER_PAGE).enumerate() {
+            // The previous page's adjustments are scored before more are queued.
+            self.settle().await?;
+            let now = now_ms();
+            let events = page.iter().enumerate().map(|(j, (lead, plan))| {
+                planned_event(&job.id, &run, i * ADJUSTMENTS_PER_PAGE + j, lead, job.half_life_days, now, plan)
+            });
+            self.record_adjustments(events.collect()).await?;
+            job.adjusted += page.len() as u64;
+            job.cursor = page.last().map(|(lead, _)| lead.clone());
+            self.save_job(&job).await?;
+        }
+        let job = self.finish(job).await?;
+        tracing::info!(id = %job.id, ms = now_ms() - started - read_in, "rescore pass: leads adjusted");
+        Ok(Some(job))
+    }
+
+    /// The job lead by lead: a page of leads with their events at a time, and a `$rescore`
+    /// event for each lead whose replay changes anything, saving the job after every page.
+    async fn run_by_leads(&self, mut job: RescoreJob) -> ServiceResult<RescoreJob> {
         loop {
             let page = self.store.rescore_inputs(job.cursor.clone(), LEADS_PER_PAGE).await?;
             // The rules and decay as they are now: an edit during the job applies from the
@@ -116,6 +190,11 @@ impl Service {
             }
             self.save_job(&job).await?;
         }
+        self.finish(job).await
+    }
+
+    /// Waits until the job's last adjustments are scored, and records it done.
+    async fn finish(&self, mut job: RescoreJob) -> ServiceResult<RescoreJob> {
         self.settle().await?;
         job.state = JobState::Done;
         // The total was an estimate taken at the start; now it is known.

@@ -30,6 +30,7 @@ use crate::domain::decay::DecayPage;
 use crate::domain::engine::Engine;
 use crate::domain::query::{DetailPage, LeadQuery};
 use crate::domain::rescore::RescorePage;
+use crate::domain::rescore_scan::Planned;
 use crate::domain::time::Millis;
 use crate::domain::webhooks::{Attempt, Delivery, StoredWebhook};
 use crate::domain::{DeadLetter, HistoryEntry, Lead, NewEvent, Rule, RuleDraft, RuleInput, ScoreChange, StoredEvent};
@@ -243,6 +244,9 @@ struct ReaderPool {
     path: PathBuf,
     idle: Mutex<Vec<Connection>>,
 }
+
+/// How often a chunk of a rescore pass's prices is offered to a writer that is behind.
+const REPRICE_ATTEMPTS: u32 = 600;
 
 impl ReaderPool {
     fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> StoreResult<T> {
@@ -609,6 +613,43 @@ impl Store for SqliteStore {
 
     async fn rescore_inputs(&self, after: Option<String>, limit: usize) -> StoreResult<RescorePage> {
         self.read(move |c| rescore::inputs(c, after.as_deref(), limit)).await
+    }
+
+    async fn rescore_scan(
+        &self,
+        engine: Arc<Engine>,
+        half_life_days: Option<f64>,
+        now: Millis,
+        after: Option<String>,
+        progress: Arc<std::sync::atomic::AtomicU64>,
+    ) -> StoreResult<Option<Planned>> {
+        // The pass reads on a reader connection while the writer stores the prices it has
+        // found so far: two chunks in flight at most.
+        let (found, mut prices) = tokio::sync::mpsc::channel::<Vec<rescore::Repriced>>(2);
+        let pool = self.readers.clone();
+        let pass = tokio::task::spawn_blocking(move || {
+            pool.with(|c| {
+                let emit = |chunk| found.blocking_send(chunk).is_ok();
+                rescore::scan(c, &engine, half_life_days, now, after.as_deref(), &progress, emit)
+            })
+        });
+        while let Some(chunk) = prices.recv().await {
+            let chunk = Arc::new(chunk);
+            let mut attempt = 0;
+            loop {
+                let mine = chunk.clone();
+                match self.write(move |c| rescore::reprice(c, &mine)).await {
+                    // A writer that is behind takes the chunk a moment later.
+                    Err(StoreError::Unavailable(_)) if attempt < REPRICE_ATTEMPTS => {
+                        attempt += 1;
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    }
+                    other => break other?,
+                }
+            }
+        }
+        let planned = pass.await.map_err(|e| StoreError::Internal(e.to_string()))??;
+        Ok(Some(planned.ok_or_else(|| StoreError::Internal("the rescore pass stopped early".into()))?))
     }
 
     async fn scored_total(&self) -> StoreResult<u64> {

@@ -4,10 +4,19 @@
 use super::event_from_row;
 use crate::domain::engine::{Engine, PerKey, Priced, UsageKey};
 use crate::domain::limits::Per;
-use crate::domain::rescore::{difference, half_life_of, replay, LeadEvents, RescorePage};
+use crate::domain::rescore::{adjustment, difference, half_life_of, is_adjustment, replay, LeadEvents, RescorePage};
+use crate::domain::rescore_scan::{plan_of, Planned, Scan};
+use crate::domain::time::Millis;
 use crate::domain::StoredEvent;
 use rusqlite::{params, Connection, OptionalExtension};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// New prices are handed to the writer this many events at a time (one request each).
+const REPRICE_CHUNK: usize = 20_000;
+
+/// An event's new price as stored: its seq, points and explanation.
+pub type Repriced = (i64, i64, Option<String>);
 
 /// The columns `event_from_row` reads, for events joined from history (`e`).
 const EVENT_COLUMNS: &str =
@@ -67,6 +76,107 @@ fn per_key(stored: &str) -> PerKey {
     Per::ALL.into_iter().map(Per::as_str).find(|p| *p == stored).unwrap_or("unknown")
 }
 
+/// The ingest-order pass (`domain::rescore_scan`) over one snapshot of the store: every
+/// scored event in the order it was scored, credited to its lead (history's lead, so a
+/// merged lead's events count for the lead it joined); then the leads in id order, each with
+/// its score, applied-event count and limit counts, read from the same snapshot as the events.
+/// New prices go to `emit` in chunks, in seq order, so each table page is rewritten once;
+/// `emit` answers false to stop the pass (`None`). Only leads after `after` are replayed and
+/// planned; every lead and event is counted.
+pub fn scan(
+    c: &Connection,
+    engine: &Engine,
+    half_life_days: Option<f64>,
+    now: Millis,
+    after: Option<&str>,
+    progress: &AtomicU64,
+    mut emit: impl FnMut(Vec<Repriced>) -> bool,
+) -> rusqlite::Result<Option<Planned>> {
+    let tx = c.unchecked_transaction()?;
+    let mut pass = Scan::new(engine, half_life_days);
+    let mut chunk = Vec::with_capacity(REPRICE_CHUNK);
+    let mut events = 0u64;
+    let mut stmt = tx.prepare(&format!(
+        "SELECT {EVENT_COLUMNS}, h.lead_id FROM score_history h JOIN events e ON e.seq = h.id ORDER BY h.id"
+    ))?;
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        // Counted, as read, even when the lead is not replayed (before the cursor).
+        if !is_adjustment(r.get_ref(3)?.as_str()?) {
+            events += 1;
+            if events % 10_000 == 0 {
+                progress.store(events, Ordering::Relaxed);
+            }
+        }
+        let lead = r.get_ref(10)?.as_str()?;
+        if after.is_some_and(|a| lead <= a) {
+            continue;
+        }
+        let event = event_from_row(r)?;
+        if let Some(priced) = pass.add(lead, &event) {
+            chunk.push((event.seq, priced.points, priced.matches_json()));
+            if chunk.len() == REPRICE_CHUNK && !emit(std::mem::replace(&mut chunk, Vec::with_capacity(REPRICE_CHUNK))) {
+                return Ok(None);
+            }
+        }
+    }
+    drop(rows);
+    drop(stmt);
+    progress.store(events, Ordering::Relaxed);
+    if !chunk.is_empty() && !emit(chunk) {
+        return Ok(None);
+    }
+    let after = after.unwrap_or("");
+    // Both in lead id order, so each lead's stored counts are found by walking along.
+    let mut counts_stmt = tx.prepare(
+        "SELECT lead_id, rule_id, per, period, count FROM rule_usage WHERE lead_id > ?1 AND count > 0 ORDER BY lead_id",
+    )?;
+    let mut stored_counts = counts_stmt.query([after])?;
+    let mut next_count = stored_counts.next()?.map(count_row).transpose()?;
+    let mut leads_stmt = tx.prepare("SELECT id, score, event_count FROM leads ORDER BY id")?;
+    let mut leads = leads_stmt.query([])?;
+    let mut planned = Planned { events, ..Planned::default() };
+    while let Some(r) = leads.next()? {
+        planned.leads += 1;
+        let lead: String = r.get(0)?;
+        if lead.as_str() <= after {
+            continue;
+        }
+        let mut stored = Vec::new();
+        while let Some((of, field, n)) = next_count.take() {
+            if of > lead {
+                next_count = Some((of, field, n));
+                break;
+            }
+            if of == lead {
+                stored.push((field, n));
+            }
+            next_count = stored_counts.next()?.map(count_row).transpose()?;
+        }
+        stored.sort();
+        if let Some(plan) = pass.plan(&lead, r.get(1)?, r.get(2)?, &stored, now) {
+            planned.plans.push((lead, plan));
+        }
+    }
+    Ok(Some(planned))
+}
+
+/// A `rule_usage` row as its lead and `UsageKey::field`.
+fn count_row(r: &rusqlite::Row) -> rusqlite::Result<(String, String, u32)> {
+    let key =
+        UsageKey { lead_id: r.get(0)?, rule_id: r.get(1)?, per: per_key(&r.get::<_, String>(2)?), window: r.get(3)? };
+    Ok((key.lead_id.clone(), key.field(), r.get(4)?))
+}
+
+/// Stores a chunk of new prices found by `scan` (scored events only).
+pub fn reprice(c: &Connection, chunk: &[Repriced]) -> rusqlite::Result<()> {
+    let mut stmt = c.prepare_cached("UPDATE events SET points = ?2, matches = ?3 WHERE seq = ?1 AND processed = 1")?;
+    for (seq, points, matches) in chunk {
+        stmt.execute(params![seq, points, matches])?;
+    }
+    Ok(())
+}
+
 /// Scores a queued `$rescore` event: replays its lead's scored events with `engine`, stores
 /// their new points and explanations and the lead's new limit counts, and returns the
 /// event's own price (the difference to the score). `None` if it was already scored. Runs in
@@ -80,6 +190,25 @@ pub fn replay_lead(c: &Connection, event: &StoredEvent, engine: &Engine) -> rusq
         return Ok(None);
     }
     let lead = event.lead_id.as_str();
+    // A plan from an ingest-order pass holds while the lead is as the pass read it: then its
+    // events are priced already, and only the score and the counts move.
+    if let Some(plan) = plan_of(event) {
+        let now: Option<(i64, i64)> = c
+            .prepare_cached("SELECT score, event_count FROM leads WHERE id = ?1")?
+            .query_row([lead], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        if now == Some((plan.score, plan.event_count)) {
+            c.prepare_cached("DELETE FROM rule_usage WHERE lead_id = ?1")?.execute([lead])?;
+            let mut count = c.prepare_cached(
+                "INSERT INTO rule_usage (lead_id, rule_id, per, period, count) VALUES (?1, ?2, ?3, ?4, ?5) \
+                 ON CONFLICT (lead_id, rule_id, per, period) DO UPDATE SET count = excluded.count",
+            )?;
+            for n in &plan.usage {
+                count.execute(params![n.lead_id, n.rule_id, n.per, n.window, n.count])?;
+            }
+            return Ok(Some(adjustment(plan.target, plan.score)));
+        }
+    }
     let score: i64 = c
         .prepare_cached("SELECT score FROM leads WHERE id = ?1")?
         .query_row([lead], |r| r.get(0))
