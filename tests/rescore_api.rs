@@ -128,8 +128,11 @@ async fn a_rescore_replays_every_lead_with_the_current_rules_and_limits() {
     s.stop().await;
 }
 
-/// A job left running by a process that stopped resumes from its saved cursor when the next
-/// process starts: the leads before the cursor are not read again.
+/// A job left running by a process that stopped resumes when the next process starts. Lead
+/// by lead (MongoDB) it goes on from its saved cursor: the leads before it are not read
+/// again. As one pass (SQLite) it reads everything again and adjusts every lead that still
+/// needs it (the cursor's leads included, which this job's first run never adjusted): a
+/// lead the first run adjusted would need nothing.
 #[tokio::test]
 async fn an_interrupted_job_resumes_where_it_stopped() {
     let dir = tempfile::tempdir().unwrap();
@@ -167,11 +170,13 @@ async fn an_interrupted_job_resumes_where_it_stopped() {
     let client = common::keyed_client(common::ADMIN_KEY);
     let job = finished(&client, &server.base, "resume1").await;
     assert_eq!(job["state"], "done", "{job}");
-    assert_eq!((job["leads"].as_u64(), job["adjusted"].as_u64()), (Some(10), Some(5)), "{job}");
+    let by_leads = !db.url.starts_with("sqlite://");
+    let adjusted = if by_leads { 5 } else { 10 };
+    assert_eq!((job["leads"].as_u64(), job["adjusted"].as_u64()), (Some(10), Some(adjusted)), "{job}");
     common::wait_drained(&client, &server.base, Duration::from_secs(30)).await;
     for (i, l) in leads.iter().enumerate() {
         let (score, history, _) = lead(&client, &server.base, l).await;
-        if i < 5 {
+        if by_leads && i < 5 {
             assert_eq!((score, rescore_entries(&history)), (100, vec![]), "{l}: before the cursor, not read again");
         } else {
             assert_eq!((score, rescore_entries(&history)), (7, vec![-93]), "{l}: rescored once");

@@ -816,7 +816,7 @@ async fn a_rescore_pass_reprices_in_place_and_plans_each_lead_once(store: DynSto
     store.upsert_rule(RuleInput { event_type: "Purchase".into(), points: 10, is_active: true }, T0).await.unwrap();
     let rules = engine(&store).await;
     let progress = Arc::new(AtomicU64::new(0));
-    let Some(planned) = store.rescore_scan(rules.clone(), None, T0, None, progress.clone()).await.unwrap() else {
+    let Some(planned) = store.rescore_scan(rules.clone(), None, T0, progress.clone()).await.unwrap() else {
         assert_eq!(store.backend(), "mongodb", "only MongoDB rescores lead by lead");
         return;
     };
@@ -857,7 +857,7 @@ async fn a_rescore_pass_reprices_in_place_and_plans_each_lead_once(store: DynSto
     assert_eq!((k["k1"], k["k2"]), (35, 35), "k replayed in full: {k:?}");
 
     // Settled: a second pass changes no price and plans nothing; the counts are the replay's.
-    let again = store.rescore_scan(rules, None, T0, None, progress).await.unwrap().unwrap();
+    let again = store.rescore_scan(rules, None, T0, progress).await.unwrap().unwrap();
     assert_eq!((again.leads, again.plans.len()), (3, 0), "{:?}", again.plans);
     let inputs = store.rescore_inputs(None, 10).await.unwrap();
     let usage: Vec<(&str, usize)> = inputs.leads.iter().map(|l| (l.lead_id.as_str(), l.usage.len())).collect();

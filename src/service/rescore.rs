@@ -104,20 +104,21 @@ impl Service {
 
     /// The job as one ingest-order pass (`domain::rescore_scan`): the store reprices every
     /// event and plans each lead, then each planned lead gets its `$rescore` event, a page at
-    /// a time, saving the job (its cursor: the last lead queued) after every page. A restart
-    /// runs the pass again for the leads after the cursor (its prices are the same again).
-    /// `None` if the store has no such pass.
+    /// a time, saving the job after every page. A restart runs the whole pass again (the
+    /// prices it stores are the same again, and a lead already adjusted needs no plan), with
+    /// the rules as they are then, and the job's half-life and start as its time: so a lead
+    /// adjusted before the restart gets no second entry, even with decay. `None` if the
+    /// store has no such pass.
     async fn run_pass(&self, mut job: RescoreJob) -> ServiceResult<Option<RescoreJob>> {
-        // The rules and decay as they are now: an edit during the pass applies to events
-        // scored after it, and shows as "rules changed since the last rescore".
         // What an interrupted run queued is scored first, so the pass reads those leads as
         // adjusted (this run's events are numbered afresh: dedupe would not catch a repeat).
         self.settle().await?;
+        // The rules as they are now: an edit during the pass applies to events scored after
+        // it, and shows as "rules changed since the last rescore".
         let engine = Arc::new(Engine::new(&self.store.rules().await?));
-        job.half_life_days = self.half_life().await?;
         let progress = Arc::new(AtomicU64::new(0));
         let started = now_ms();
-        let pass = self.store.rescore_scan(engine, job.half_life_days, now_ms(), job.cursor.clone(), progress.clone());
+        let pass = self.store.rescore_scan(engine, job.half_life_days, job.started_at, progress.clone());
         tokio::pin!(pass);
         let planned = loop {
             tokio::select! {
@@ -133,8 +134,6 @@ impl Service {
         let read_in = now_ms() - started;
         tracing::info!(id = %job.id, events = planned.events, leads = planned.leads, to_adjust = planned.plans.len(),
             ms = read_in, "rescore pass: every event repriced; adjusting leads");
-        // Every lead and event is read (a resumed pass too: it replays only the leads after
-        // the cursor, but it counts them all).
         (job.processed, job.leads) = (planned.events, planned.leads);
         job.to_adjust = Some(job.adjusted + planned.plans.len() as u64);
         job.total = job.total.max(job.processed);
@@ -143,9 +142,9 @@ impl Service {
         for (i, page) in planned.plans.chunks(ADJUSTMENTS_PER_PAGE).enumerate() {
             // The previous page's adjustments are scored before more are queued.
             self.settle().await?;
-            let now = now_ms();
             let events = page.iter().enumerate().map(|(j, (lead, plan))| {
-                planned_event(&job.id, &run, i * ADJUSTMENTS_PER_PAGE + j, lead, job.half_life_days, now, plan)
+                let n = i * ADJUSTMENTS_PER_PAGE + j;
+                planned_event(&job.id, &run, n, lead, job.half_life_days, job.started_at, plan)
             });
             self.record_adjustments(events.collect()).await?;
             job.adjusted += page.len() as u64;

@@ -180,15 +180,14 @@ pub trait Store: AccountStore + Send + Sync + 'static {
     async fn rescore_inputs(&self, after: Option<String>, limit: usize) -> StoreResult<RescorePage>;
     /// Rescoring in one pass over the scored events in ingest order (`domain::rescore_scan`),
     /// for a store where replaying lead by lead rewrites its events slowly (SQLite): stores
-    /// each event's new price as it goes and returns the plans of the leads that need one.
-    /// Only leads after `after` (in id order) are replayed; `progress` counts the events read.
-    /// `None`: the store has no such pass, and a job goes lead by lead (`rescore_inputs`).
+    /// each event's new price as it goes and returns the plans of the leads that need one,
+    /// in lead id order, decayed to `now`; `progress` counts the events read. `None`: the
+    /// store has no such pass, and a job goes lead by lead (`rescore_inputs`).
     async fn rescore_scan(
         &self,
         _engine: Arc<Engine>,
         _half_life_days: Option<f64>,
         _now: Millis,
-        _after: Option<String>,
         _progress: Arc<std::sync::atomic::AtomicU64>,
     ) -> StoreResult<Option<crate::domain::rescore_scan::Planned>> {
         Ok(None)

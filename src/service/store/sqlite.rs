@@ -620,17 +620,18 @@ impl Store for SqliteStore {
         engine: Arc<Engine>,
         half_life_days: Option<f64>,
         now: Millis,
-        after: Option<String>,
         progress: Arc<std::sync::atomic::AtomicU64>,
     ) -> StoreResult<Option<Planned>> {
         // The pass reads on a reader connection while the writer stores the prices it has
-        // found so far: two chunks in flight at most.
+        // found so far: two chunks in flight at most. If this call is dropped or fails, the
+        // channel closes and the pass stops soon after.
         let (found, mut prices) = tokio::sync::mpsc::channel::<Vec<rescore::Repriced>>(2);
         let pool = self.readers.clone();
         let pass = tokio::task::spawn_blocking(move || {
             pool.with(|c| {
                 let emit = |chunk| found.blocking_send(chunk).is_ok();
-                rescore::scan(c, &engine, half_life_days, now, after.as_deref(), &progress, emit)
+                let stopped = || found.is_closed();
+                rescore::scan(c, &engine, half_life_days, now, &progress, emit, stopped)
             })
         });
         while let Some(chunk) = prices.recv().await {

@@ -52,7 +52,8 @@ impl EventKeys {
     /// hash with the number in the low 32 bits: a rescore's million adjustments, numbered in
     /// the order they are inserted, then fill one stretch of the index in order instead of
     /// rewriting pages all over it (ten times the time). The id is still compared in full on
-    /// a hit, and each key has one such id, so crafted ids gain nothing.
+    /// a hit, and within a series each key has one such id (series share a stretch only when
+    /// their keyed hashes share 32 bits), so crafted ids gain nothing.
     pub fn of(&self, event_id: &str) -> i64 {
         match numbered(event_id) {
             Some((series, n)) => ((self.hash(series) & !0xFFFF_FFFF) | n as u64) as i64,

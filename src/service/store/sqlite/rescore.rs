@@ -80,40 +80,44 @@ fn per_key(stored: &str) -> PerKey {
 /// scored event in the order it was scored, credited to its lead (history's lead, so a
 /// merged lead's events count for the lead it joined); then the leads in id order, each with
 /// its score, applied-event count and limit counts, read from the same snapshot as the events.
-/// New prices go to `emit` in chunks, in seq order, so each table page is rewritten once;
-/// `emit` answers false to stop the pass (`None`). Only leads after `after` are replayed and
-/// planned; every lead and event is counted.
+/// New prices go to `emit` in chunks, in seq order, so each table page is rewritten once.
+/// `None` when `emit` answers false or `stopped` says so (checked every few thousand rows):
+/// nobody waits for the pass any more.
+///
+/// The snapshot is held for the whole pass, so the WAL cannot start over meanwhile: it grows
+/// by the pages the pass rewrites (at most about the events table's size) and is copied
+/// back once the pass is done.
 pub fn scan(
     c: &Connection,
     engine: &Engine,
     half_life_days: Option<f64>,
     now: Millis,
-    after: Option<&str>,
     progress: &AtomicU64,
     mut emit: impl FnMut(Vec<Repriced>) -> bool,
+    stopped: impl Fn() -> bool,
 ) -> rusqlite::Result<Option<Planned>> {
+    const CHECK_EVERY: u64 = 4_096;
     let tx = c.unchecked_transaction()?;
     let mut pass = Scan::new(engine, half_life_days);
     let mut chunk = Vec::with_capacity(REPRICE_CHUNK);
-    let mut events = 0u64;
+    let (mut rows_read, mut events) = (0u64, 0u64);
     let mut stmt = tx.prepare(&format!(
         "SELECT {EVENT_COLUMNS}, h.lead_id FROM score_history h JOIN events e ON e.seq = h.id ORDER BY h.id"
     ))?;
     let mut rows = stmt.query([])?;
     while let Some(r) = rows.next()? {
-        // Counted, as read, even when the lead is not replayed (before the cursor).
-        if !is_adjustment(r.get_ref(3)?.as_str()?) {
+        rows_read += 1;
+        if rows_read % CHECK_EVERY == 0 && stopped() {
+            return Ok(None);
+        }
+        let event = event_from_row(r)?;
+        if !is_adjustment(&event.event_type) {
             events += 1;
             if events % 10_000 == 0 {
                 progress.store(events, Ordering::Relaxed);
             }
         }
-        let lead = r.get_ref(10)?.as_str()?;
-        if after.is_some_and(|a| lead <= a) {
-            continue;
-        }
-        let event = event_from_row(r)?;
-        if let Some(priced) = pass.add(lead, &event) {
+        if let Some(priced) = pass.add(r.get_ref(10)?.as_str()?, &event) {
             chunk.push((event.seq, priced.points, priced.matches_json()));
             if chunk.len() == REPRICE_CHUNK && !emit(std::mem::replace(&mut chunk, Vec::with_capacity(REPRICE_CHUNK))) {
                 return Ok(None);
@@ -126,22 +130,20 @@ pub fn scan(
     if !chunk.is_empty() && !emit(chunk) {
         return Ok(None);
     }
-    let after = after.unwrap_or("");
     // Both in lead id order, so each lead's stored counts are found by walking along.
-    let mut counts_stmt = tx.prepare(
-        "SELECT lead_id, rule_id, per, period, count FROM rule_usage WHERE lead_id > ?1 AND count > 0 ORDER BY lead_id",
-    )?;
-    let mut stored_counts = counts_stmt.query([after])?;
+    let mut counts_stmt =
+        tx.prepare("SELECT lead_id, rule_id, per, period, count FROM rule_usage WHERE count > 0 ORDER BY lead_id")?;
+    let mut stored_counts = counts_stmt.query([])?;
     let mut next_count = stored_counts.next()?.map(count_row).transpose()?;
     let mut leads_stmt = tx.prepare("SELECT id, score, event_count FROM leads ORDER BY id")?;
     let mut leads = leads_stmt.query([])?;
     let mut planned = Planned { events, ..Planned::default() };
     while let Some(r) = leads.next()? {
         planned.leads += 1;
-        let lead: String = r.get(0)?;
-        if lead.as_str() <= after {
-            continue;
+        if planned.leads % CHECK_EVERY == 0 && stopped() {
+            return Ok(None);
         }
+        let lead: String = r.get(0)?;
         let mut stored = Vec::new();
         while let Some((of, field, n)) = next_count.take() {
             if of > lead {
