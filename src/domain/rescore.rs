@@ -46,14 +46,15 @@ pub fn replay(engine: &Engine, events: &[StoredEvent], half_life_days: Option<f6
             repriced.push((event.seq, priced));
         }
     }
-    Replay { repriced, target: run.target(half_life_days, now), usage: run.usage }
+    Replay { repriced, target: run.target(half_life_days, now), usage: run.into_usage() }
 }
 
 /// One lead's replay so far: what `replay` keeps between events, and what an ingest-order
 /// pass (`rescore_scan::Scan`) keeps per lead, so both price exactly alike.
 #[derive(Clone, Debug, Default)]
 pub struct Run {
-    pub usage: Usage,
+    /// Boxed, and only once a limit counts something: a pass keeps a million of these.
+    usage: Option<Box<Usage>>,
     sum: i64,
     decayed: Decayed,
 }
@@ -65,7 +66,17 @@ impl Run {
         if is_adjustment(&event.event_type) {
             return None;
         }
-        let priced = engine.price(event, &mut self.usage);
+        let priced = match &mut self.usage {
+            Some(usage) => engine.price(event, usage),
+            None => {
+                let mut fresh = Usage::new();
+                let priced = engine.price(event, &mut fresh);
+                if !fresh.is_empty() {
+                    self.usage = Some(Box::new(fresh));
+                }
+                priced
+            }
+        };
         self.sum = self.sum.saturating_add(priced.points);
         if let Some(h) = half_life_days {
             if priced.points != 0 {
@@ -75,6 +86,11 @@ impl Run {
         let same = event.points == Some(priced.points)
             && event.matches.as_deref().unwrap_or_default() == priced.matches.as_slice();
         (!same).then_some(priced)
+    }
+
+    /// The limit counts the replay left.
+    pub fn into_usage(self) -> Usage {
+        self.usage.map(|u| *u).unwrap_or_default()
     }
 
     /// The score a from-scratch replay gives: the plain sum of the new points, or with decay

@@ -59,8 +59,10 @@ pub struct Scan<'e> {
 }
 
 impl<'e> Scan<'e> {
-    pub fn new(engine: &'e Engine, half_life_days: Option<f64>) -> Self {
-        Self { engine, half_life_days, leads: HashMap::new() }
+    /// A pass over about `leads` leads (room for them is made at once, so the table is never
+    /// copied into a bigger one while it holds a million).
+    pub fn new(engine: &'e Engine, half_life_days: Option<f64>, leads: usize) -> Self {
+        Self { engine, half_life_days, leads: HashMap::with_capacity(leads) }
     }
 
     /// The next scored event, credited to `lead` (an event of a merged lead is credited to
@@ -86,11 +88,11 @@ impl<'e> Scan<'e> {
     ) -> Option<Plan> {
         let run = self.leads.remove(lead).unwrap_or_default();
         let target = run.target(self.half_life_days, now);
-        if target == score && counts(&run.usage) == stored {
+        let usage = run.into_usage();
+        if target == score && counts(&usage) == stored {
             return None;
         }
-        let mut usage: Vec<PlannedCount> = run
-            .usage
+        let mut usage: Vec<PlannedCount> = usage
             .into_iter()
             .filter(|(_, n)| *n > 0)
             .map(|(UsageKey { lead_id, rule_id, per, window }, count)| PlannedCount {
@@ -198,7 +200,7 @@ mod tests {
                 event(i as i64 + 1, lead, ty, day, if pricing { "/pricing" } else { "/blog" }, points)
             }).collect();
             let now = T0 + 10 * DAY;
-            let mut scan = Scan::new(&engine, half_life);
+            let mut scan = Scan::new(&engine, half_life, 4);
             let mut repriced = Vec::new();
             for e in &events {
                 if let Some(p) = scan.add(&e.lead_id, e) {
@@ -241,7 +243,7 @@ mod tests {
     #[test]
     fn a_lead_already_as_replayed_needs_no_plan() {
         let engine = Engine::new(&rules());
-        let mut scan = Scan::new(&engine, None);
+        let mut scan = Scan::new(&engine, None, 1);
         let priced = scan.add("lead0", &event(1, 0, "Page View", 0, "/pricing", 0)).expect("a new price");
         assert_eq!(priced.points, 2 + 10 + 7);
         let stored = vec![("once_lead_0".to_string(), 1), ("view_day_19844".to_string(), 1)];

@@ -98,7 +98,8 @@ pub fn scan(
 ) -> rusqlite::Result<Option<Planned>> {
     const CHECK_EVERY: u64 = 4_096;
     let tx = c.unchecked_transaction()?;
-    let mut pass = Scan::new(engine, half_life_days);
+    let leads: i64 = tx.query_row("SELECT count(*) FROM leads", [], |r| r.get(0))?;
+    let mut pass = Scan::new(engine, half_life_days, leads as usize);
     let mut chunk = Vec::with_capacity(REPRICE_CHUNK);
     let (mut rows_read, mut events) = (0u64, 0u64);
     let mut stmt = tx.prepare(&format!(
