@@ -244,3 +244,70 @@ async fn events_posted_during_a_rescore_are_scored_once_with_the_new_rules() {
     }
     s.stop().await;
 }
+
+/// A rescore killed (SIGKILL) again and again at different moments, then left to finish:
+/// every lead ends at what its events are worth now, with exactly one `$rescore` entry.
+#[tokio::test]
+async fn a_rescore_killed_at_any_moment_finishes_once_after_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = TestDatabase::new(dir.path(), "rescore_killed");
+    let env = [("API_KEYS", common::ADMIN_KEY)];
+    let client = common::keyed_client(common::ADMIN_KEY);
+    // Enough that the job takes a while (two pages of adjustments on SQLite, two pages of
+    // leads on MongoDB, which is slower here), so the kills land in it.
+    let n = if db.url.starts_with("sqlite://") { 12_000 } else { 4_000 };
+    let leads: Vec<String> = (0..n).map(|i| format!("k-{i:05}")).collect();
+    let kinds = ["Page View", "Purchase", "Demo Request"];
+    let (want, was) = (7 + 10 + 40, 5 + 100 + 50);
+    let id = {
+        let server = Binary::start_on(&db.url, &env);
+        for part in leads.chunks(1_000) {
+            let batch: Vec<Value> = part
+                .iter()
+                .flat_map(|l| kinds.iter().enumerate().map(move |(k, ty)| event(&format!("{l}-{k}"), l, ty)))
+                .collect();
+            let r = client.post(format!("{}/api/events/batch", server.base)).json(&batch).send().await.unwrap();
+            assert_eq!(r.status().as_u16(), 202);
+        }
+        common::wait_drained(&client, &server.base, Duration::from_secs(120)).await;
+        for (ty, points) in [("Page View", 7), ("Purchase", 10), ("Demo Request", 40)] {
+            let rule = json!({"eventType": ty, "points": points, "isActive": true});
+            let r = client.post(format!("{}/api/rules", server.base)).json(&rule).send().await.unwrap();
+            assert_eq!(r.status().as_u16(), 200);
+        }
+        let r = client.post(format!("{}/api/rescore", server.base)).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 202);
+        let job: Value = r.json().await.unwrap();
+        job["id"].as_str().unwrap().to_string()
+    };
+    // Each process resumes the running job at its start and is killed a moment later.
+    let mut states = Vec::new();
+    for delay in [50, 200, 500, 900, 1400] {
+        let server = Binary::start_on(&db.url, &env);
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+        let r = client.get(format!("{}/api/rescore/{id}", server.base)).send().await.unwrap();
+        let job: Value = r.json().await.unwrap();
+        states.push((job["state"].as_str().unwrap_or("?").to_string(), job["adjusted"].as_u64()));
+    }
+    eprintln!("job when each process was killed: {states:?}");
+    let server = Binary::start_on(&db.url, &env);
+    let job = finished(&client, &server.base, &id).await;
+    assert_eq!(job["state"], "done", "{job}");
+    common::wait_drained(&client, &server.base, Duration::from_secs(120)).await;
+    let csv = |query: &'static str| {
+        let (client, base) = (client.clone(), server.base.clone());
+        async move {
+            let r = client.get(format!("{base}/api/export/leads.csv{query}")).send().await.unwrap();
+            assert_eq!(r.status().as_u16(), 200);
+            r.text().await.unwrap().lines().skip(1).count()
+        }
+    };
+    assert_eq!(csv("").await, leads.len());
+    assert_eq!(csv("?minScore=57&maxScore=57").await, leads.len(), "every lead at {want}");
+    for l in leads.iter().step_by(97) {
+        let (score, history, _) = lead(&client, &server.base, l).await;
+        assert_eq!((score, rescore_entries(&history)), (want, vec![want - was]), "{l}: {history:?}");
+    }
+    drop(server);
+    db.drop_now().await;
+}
