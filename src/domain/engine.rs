@@ -82,10 +82,22 @@ pub struct Priced {
 }
 
 impl Priced {
-    /// The explanation as stored with the event: `None` when no rule matched.
+    /// The explanation as stored with the event (`explanation::to_text`): `None` when no rule
+    /// matched.
     pub fn matches_json(&self) -> Option<String> {
-        (!self.matches.is_empty()).then(|| serde_json::to_string(&self.matches).unwrap_or_default())
+        (!self.matches.is_empty()).then(|| super::explanation::to_text(&self.matches))
     }
+}
+
+/// An event's pricing as far as it goes without stored counts (`Engine::prepare`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Prepared {
+    /// The rules of its type whose conditions hold, by their place among them.
+    matched: Vec<usize>,
+    /// Its price, when no matched rule is limited (then nothing stored can change it).
+    pub priced: Option<Priced>,
+    /// That price's explanation as stored (`Priced::matches_json`).
+    pub matches_json: Option<String>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -147,19 +159,40 @@ impl Engine {
         price_matched(event, &matched, usage)
     }
 
-    /// `price`, loading the counts the event's limited rules read with `load` first, so its
-    /// metadata is parsed and its conditions checked once. Returns the counts as pricing left
-    /// them (the caller keeps them only if the event is really added).
-    pub fn price_loading<E>(
-        &self,
-        event: &StoredEvent,
-        load: impl FnOnce(Vec<UsageKey>) -> Result<Usage, E>,
-    ) -> Result<(Priced, Usage), E> {
+    /// What pricing `event` needs that reads no stored counts, worked out before the store's
+    /// transaction (so off the one writer thread): the rules whose conditions hold, and the
+    /// price itself when none of them is limited.
+    pub fn prepare(&self, event: &StoredEvent) -> Prepared {
         if event.event_type == super::decay::DECAY_EVENT_TYPE {
-            return Ok((super::decay::price(event.metadata.as_deref()), Usage::new()));
+            let priced = super::decay::price(event.metadata.as_deref());
+            return Prepared { matched: Vec::new(), matches_json: priced.matches_json(), priced: Some(priced) };
         }
         let metadata = self.metadata(event);
-        let matched: Vec<&Rule> = self.matching(event, metadata.as_ref()).collect();
+        let rules = self.rules_of(event);
+        let matched: Vec<usize> =
+            (0..rules.len()).filter(|&i| rules[i].conditions.iter().all(|c| c.holds(metadata.as_ref()))).collect();
+        if matched.iter().any(|&i| rules[i].limit.is_some()) {
+            return Prepared { matched, priced: None, matches_json: None };
+        }
+        let chosen: Vec<&Rule> = matched.iter().map(|&i| &rules[i]).collect();
+        let priced = price_matched(event, &chosen, &mut Usage::new());
+        Prepared { matched, matches_json: priced.matches_json(), priced: Some(priced) }
+    }
+
+    /// `price` after `prepare`, loading the counts the event's limited rules read with `load`
+    /// first. Returns the counts as pricing left them (the caller keeps them only if the
+    /// event is really added).
+    pub fn price_prepared<E>(
+        &self,
+        event: &StoredEvent,
+        prepared: &Prepared,
+        load: impl FnOnce(Vec<UsageKey>) -> Result<Usage, E>,
+    ) -> Result<(Priced, Usage), E> {
+        if let Some(priced) = &prepared.priced {
+            return Ok((priced.clone(), Usage::new()));
+        }
+        let rules = self.rules_of(event);
+        let matched: Vec<&Rule> = prepared.matched.iter().filter_map(|&i| rules.get(i)).collect();
         let keys = matched.iter().filter_map(|rule| rule.limit.map(|limit| key(event, rule, limit))).collect();
         let mut usage = load(keys)?;
         let priced = price_matched(event, &matched, &mut usage);
@@ -336,13 +369,17 @@ mod tests {
                     asked.push(keys.len());
                     Ok(keys.into_iter().map(|k| (k.clone(), counts.get(&k).copied().unwrap_or(0))).collect())
                 };
-                let (priced, used) = engine.price_loading(e, load).unwrap();
+                let (priced, used) = engine.price_prepared(e, &engine.prepare(e), load).unwrap();
                 counts.extend(used);
                 priced.points
             })
             .collect();
         assert_eq!(loaded, [21, 1, 1]);
-        assert_eq!(asked, [1, 1, 0], "each event loads only its own limited rule's count");
+        assert_eq!(asked, [1, 1], "each event loads only its own limited rule's count; b's loads none");
+        let (limited, free) = (engine.prepare(&events[0]), engine.prepare(&events[2]));
+        assert_eq!(limited.priced, None, "a limited rule matched: priced with the counts");
+        assert_eq!(free.priced.as_ref().map(|p| p.points), Some(1), "priced beforehand");
+        assert_eq!(free.matches_json, free.priced.unwrap().matches_json());
     }
 
     mod properties {

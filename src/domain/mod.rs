@@ -9,6 +9,7 @@ pub mod conditions;
 pub mod decay;
 pub mod engine;
 pub mod error;
+pub mod explanation;
 pub mod export;
 pub mod identity;
 pub mod intake;

@@ -285,7 +285,7 @@ fn event_from_row(r: &Row) -> rusqlite::Result<StoredEvent> {
         processed: r.get::<_, i64>(7)? == dead_letters::SCORED,
         points: r.get(8)?,
         // An explanation that does not read is left out; the points stand on their own.
-        matches: r.get::<_, Option<String>>(9)?.and_then(|m| serde_json::from_str(&m).ok()),
+        matches: r.get::<_, Option<String>>(9)?.and_then(|m| crate::domain::explanation::from_text(&m)),
     })
 }
 
@@ -379,7 +379,14 @@ impl Store for SqliteStore {
     }
 
     async fn apply(&self, events: Vec<StoredEvent>, rules: Arc<Engine>, now: Millis) -> StoreResult<Vec<ScoreChange>> {
-        self.write(move |c| apply::apply(c, &events, &rules, now)).await
+        // Conditions (and prices no limit can change) are worked out here, on the caller's
+        // thread: the writer thread is what ingest waits for.
+        let prepared = events
+            .iter()
+            .filter(|e| e.event_type != crate::domain::rescore::RESCORE_EVENT_TYPE)
+            .map(|e| (e.seq, rules.prepare(e)))
+            .collect();
+        self.write(move |c| apply::apply(c, &events, &prepared, &rules, now)).await
     }
 
     async fn queue_stats(&self) -> StoreResult<QueueStats> {

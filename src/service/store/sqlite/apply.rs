@@ -7,7 +7,7 @@
 
 use super::merge::{self, Aliases};
 use super::rescore::replay_lead;
-use crate::domain::engine::{Engine, Usage, UsageKey};
+use crate::domain::engine::{Engine, Prepared, Usage, UsageKey};
 use crate::domain::identity::merge_source;
 use crate::domain::profile::{self, traits_of, Profile};
 use crate::domain::rescore::{is_adjustment, RESCORE_EVENT_TYPE};
@@ -22,9 +22,12 @@ struct Claimed<'a> {
     points: i64,
 }
 
+/// Scores `events`. `prepared`: what pricing them needs that reads no stored counts, worked
+/// out before the transaction (`Engine::prepare`, by seq); an event without is prepared here.
 pub(super) fn apply(
     c: &Connection,
     events: &[StoredEvent],
+    prepared: &HashMap<i64, Prepared>,
     engine: &Engine,
     now: Millis,
 ) -> rusqlite::Result<Vec<ScoreChange>> {
@@ -46,11 +49,11 @@ pub(super) fn apply(
             _ => None,
         };
         let Some((event, from)) = merging else {
-            changes.extend(apply_segment(c, &segment, engine, now)?);
+            changes.extend(apply_segment(c, &segment, prepared, engine, now)?);
             continue;
         };
         let merged = merge::merge(c, &mut aliases, event, &from, now)?;
-        let mut applied = apply_segment(c, &segment, engine, now)?;
+        let mut applied = apply_segment(c, &segment, prepared, engine, now)?;
         if let (Some(merged), Some(change)) = (merged, applied.first_mut()) {
             merge::finish(c, &merged, event.seq, change, engine, now)?;
         }
@@ -63,6 +66,7 @@ pub(super) fn apply(
 fn apply_segment(
     c: &Connection,
     events: &[StoredEvent],
+    prepared: &HashMap<i64, Prepared>,
     engine: &Engine,
     now: Millis,
 ) -> rusqlite::Result<Vec<ScoreChange>> {
@@ -95,8 +99,20 @@ fn apply_segment(
         }
         // Priced against a copy of the counts it reads; they move only if the claim succeeds
         // (an event already scored, or offered twice, must not use up a limit).
-        let (priced, scratch) = engine.price_loading(event, |keys| counts.load(keys))?;
-        if claim.execute(params![event.seq, priced.points, priced.matches_json()])? == 1 {
+        let fresh;
+        let prepared = match prepared.get(&event.seq) {
+            Some(p) => p,
+            None => {
+                fresh = engine.prepare(event);
+                &fresh
+            }
+        };
+        let (priced, scratch) = engine.price_prepared(event, prepared, |keys| counts.load(keys))?;
+        let explained = match &prepared.priced {
+            Some(_) => prepared.matches_json.clone(),
+            None => priced.matches_json(),
+        };
+        if claim.execute(params![event.seq, priced.points, explained])? == 1 {
             counts.keep(scratch);
             claimed.push(Claimed { event, points: priced.points });
             unwritten.insert(&event.lead_id);
