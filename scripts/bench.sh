@@ -86,7 +86,10 @@ stop_server() {
   local rss
   rss=$(awk '/VmHWM/ {print $2}' "/proc/$SERVER_PID/status")
   echo "$rss"
-  kill -TERM "$SERVER_PID"; wait "$SERVER_PID" || true
+  kill -TERM "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true
+  # Called as `$(stop_server)` too: a subshell cannot `wait` for it, so wait until it is gone
+  # (and its port free) before the next server starts.
+  while kill -0 "$SERVER_PID" 2>/dev/null; do sleep 0.1; done
 }
 
 if [ "$SOAK" = 1 ]; then
