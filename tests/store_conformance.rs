@@ -707,25 +707,30 @@ async fn conditions_and_limits_price_each_event_once(store: DynStore) {
     assert_eq!(store.lead("z").await.unwrap().unwrap().score, 2 * 25 + 3 * 5);
 }
 
+/// The rescore cases' rules: the defaults, and 20 more for a pricing page view, once per
+/// lead. Returns that rule and its conditions.
+async fn pricing_once_per_lead(store: &DynStore) -> (leadscore::domain::Rule, Value) {
+    store.seed_rules(default_rules(), T0).await.unwrap();
+    let pricing = json!([{"field": "page", "op": "equals", "value": "/pricing"}]);
+    let once = draft("Pricing", "Page View", 20, pricing.clone(), json!({"count": 1, "per": "lead"}));
+    (store.create_rule(once, T0).await.unwrap(), pricing)
+}
+
+fn page_view(id: &str, lead: &str, page: &str) -> NewEvent {
+    NewEvent { metadata: Some(json!({"page": page}).to_string()), ..ev(id, lead, "Page View", T0) }
+}
+
 /// A `$rescore` event re-prices its lead's scored events with the rules as they are now,
 /// from fresh limit counts that then replace the lead's, and adds the difference: events of
 /// the lead queued before it in the same batch are in the replay, events after it meet the
 /// replay's counts.
 async fn a_rescore_event_replays_its_lead_in_ingest_order(store: DynStore) {
     use leadscore::domain::rescore::{needs_replay, replay, rescore_event, RESCORE_EVENT_TYPE};
-    store.seed_rules(default_rules(), T0).await.unwrap();
-    let pricing = json!([{"field": "page", "op": "equals", "value": "/pricing"}]);
-    let rule =
-        store.create_rule(draft("Pricing", "Page View", 20, pricing.clone(), json!({"count": 1, "per": "lead"})), T0);
-    let rule = rule.await.unwrap();
-    let view = |id: &str, lead: &str, page: &str| NewEvent {
-        metadata: Some(json!({"page": page}).to_string()),
-        ..ev(id, lead, "Page View", T0)
-    };
+    let (rule, pricing) = pricing_once_per_lead(&store).await;
     let bought = ev("buy", "l", "Purchase", T0);
     ingest_and_score(
         &store,
-        vec![view("p1", "l", "/pricing"), view("p2", "l", "/pricing"), bought, view("d1", "m", "/docs")],
+        vec![page_view("p1", "l", "/pricing"), page_view("p2", "l", "/pricing"), bought, page_view("d1", "m", "/docs")],
     )
     .await;
     assert_eq!(store.lead("l").await.unwrap().unwrap().score, 25 + 5 + 100);
@@ -748,7 +753,10 @@ async fn a_rescore_event_replays_its_lead_in_ingest_order(store: DynStore) {
     // p3 is priced before the rescore with the counts as stored (35), then replayed (third
     // pricing view: 5); p4 comes after it and meets the replay's counts (limited: 5).
     let rescore = rescore_event("job", "l", None, T0 + 1);
-    store.insert_events(vec![view("p3", "l", "/pricing"), rescore, view("p4", "l", "/pricing")]).await.unwrap();
+    store
+        .insert_events(vec![page_view("p3", "l", "/pricing"), rescore, page_view("p4", "l", "/pricing")])
+        .await
+        .unwrap();
     loop {
         let batch = store.unprocessed(100).await.unwrap().events;
         if batch.is_empty() {
@@ -791,21 +799,13 @@ async fn a_rescore_pass_reprices_in_place_and_plans_each_lead_once(store: DynSto
     use leadscore::domain::rescore::RESCORE_EVENT_TYPE;
     use leadscore::domain::rescore_scan::planned_event;
     use std::sync::atomic::{AtomicU64, Ordering};
-    store.seed_rules(default_rules(), T0).await.unwrap();
-    let pricing = json!([{"field": "page", "op": "equals", "value": "/pricing"}]);
-    let rule =
-        store.create_rule(draft("Pricing", "Page View", 20, pricing.clone(), json!({"count": 1, "per": "lead"})), T0);
-    let rule = rule.await.unwrap();
-    let view = |id: &str, lead: &str, page: &str| NewEvent {
-        metadata: Some(json!({"page": page}).to_string()),
-        ..ev(id, lead, "Page View", T0)
-    };
+    let (rule, pricing) = pricing_once_per_lead(&store).await;
     let first = vec![
-        view("p1", "l", "/pricing"),
-        view("k1", "k", "/pricing"),
-        view("p2", "l", "/pricing"),
+        page_view("p1", "l", "/pricing"),
+        page_view("k1", "k", "/pricing"),
+        page_view("p2", "l", "/pricing"),
         ev("buy", "l", "Purchase", T0),
-        view("d1", "m", "/docs"),
+        page_view("d1", "m", "/docs"),
     ];
     ingest_and_score(&store, first).await;
     assert_eq!(store.lead("l").await.unwrap().unwrap().score, 25 + 5 + 100);
@@ -836,7 +836,7 @@ async fn a_rescore_pass_reprices_in_place_and_plans_each_lead_once(store: DynSto
     assert_eq!(store.lead("l").await.unwrap().unwrap().score, 130, "the score moves with the plan, not before");
 
     // k scores another pricing view after the pass: its plan no longer holds.
-    ingest_and_score(&store, vec![view("k2", "k", "/pricing")]).await;
+    ingest_and_score(&store, vec![page_view("k2", "k", "/pricing")]).await;
     let adjustments: Vec<NewEvent> = planned
         .plans
         .iter()

@@ -250,22 +250,11 @@ fn key(event: &StoredEvent, rule: &Rule, limit: Limit) -> UsageKey {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::conditions::parse_conditions;
     use crate::domain::time::parse_iso;
     use serde_json::json;
 
     fn rule(id: &str, event_type: &str, points: i64, conditions: Value, limit: Option<Limit>) -> Rule {
-        Rule {
-            id: id.into(),
-            name: format!("rule {id}"),
-            event_type: event_type.into(),
-            points,
-            is_active: true,
-            conditions: parse_conditions(Some(&conditions)).unwrap(),
-            limit,
-            base: false,
-            updated_at: 0,
-        }
+        crate::domain::test_rule(id, event_type, points, conditions, limit)
     }
 
     fn event(seq: i64, lead: &str, event_type: &str, at: &str, metadata: Value) -> StoredEvent {
@@ -322,7 +311,7 @@ mod tests {
         assert_eq!(again.points, 0, "non-repeatable: once per lead, ever");
         assert_eq!(
             again.matches,
-            [RuleMatch { rule_id: "newsletter".into(), name: "rule newsletter".into(), points: 0, limited: true }]
+            [RuleMatch { rule_id: "newsletter".into(), name: "newsletter".into(), points: 0, limited: true }]
         );
         assert_eq!(points(3, "b", "Email Open", "2024-05-01T08:00:00Z").points, 10, "another lead has its own count");
         let day: Vec<i64> =

@@ -49,6 +49,45 @@ pub(crate) fn queued_event(event_type: &str, lead: &str, metadata: serde_json::V
     }
 }
 
+/// An active rule for unit tests, named as its id.
+#[cfg(test)]
+pub(crate) fn test_rule(
+    id: &str,
+    event_type: &str,
+    points: i64,
+    conditions: serde_json::Value,
+    limit: Option<limits::Limit>,
+) -> Rule {
+    Rule {
+        id: id.into(),
+        name: id.into(),
+        event_type: event_type.into(),
+        points,
+        is_active: true,
+        conditions: conditions::parse_conditions(Some(&conditions)).unwrap(),
+        limit,
+        base: false,
+        updated_at: 0,
+    }
+}
+
+/// `event` as stored in the queue at `seq`, for unit tests.
+#[cfg(test)]
+pub(crate) fn queued_as(event: NewEvent, seq: i64, received_at: time::Millis) -> StoredEvent {
+    StoredEvent {
+        seq,
+        event_id: event.event_id,
+        lead_id: event.lead_id,
+        event_type: event.event_type,
+        timestamp: event.timestamp,
+        metadata: event.metadata,
+        received_at,
+        processed: false,
+        points: None,
+        matches: None,
+    }
+}
+
 /// Generators for property tests of the input parsers.
 #[cfg(test)]
 pub(crate) mod arbitrary {

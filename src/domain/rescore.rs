@@ -272,7 +272,6 @@ impl RescoreJob {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::conditions::parse_conditions;
     use crate::domain::limits::{Limit, Per};
     use crate::domain::time::parse_iso;
     use crate::domain::Rule;
@@ -280,17 +279,7 @@ mod tests {
     const DAY: Millis = 86_400_000;
 
     fn rule(id: &str, points: i64, conditions: Value, limit: Option<Limit>) -> Rule {
-        Rule {
-            id: id.into(),
-            name: id.into(),
-            event_type: "Page View".into(),
-            points,
-            is_active: true,
-            conditions: parse_conditions(Some(&conditions)).unwrap(),
-            limit,
-            base: false,
-            updated_at: 0,
-        }
+        crate::domain::test_rule(id, "Page View", points, conditions, limit)
     }
 
     fn scored(seq: i64, ty: &str, at: Millis, page: &str, points: i64) -> StoredEvent {
@@ -374,18 +363,7 @@ mod tests {
     fn rescore_events_name_their_job_and_half_life() {
         let e = rescore_event("r1", "lead-9", Some(30.0), 5);
         assert_eq!((e.event_id.as_str(), e.event_type.as_str()), ("$rescore:r1:lead-9", RESCORE_EVENT_TYPE));
-        let stored = StoredEvent {
-            seq: 1,
-            event_id: e.event_id,
-            lead_id: e.lead_id,
-            event_type: e.event_type,
-            timestamp: e.timestamp,
-            metadata: e.metadata,
-            received_at: 5,
-            processed: false,
-            points: None,
-            matches: None,
-        };
+        let stored = crate::domain::queued_as(e, 1, 5);
         assert_eq!(half_life_of(&stored), Some(30.0));
         assert_eq!(half_life_of(&StoredEvent { metadata: None, ..stored }), None);
     }

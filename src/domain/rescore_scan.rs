@@ -142,7 +142,6 @@ pub fn plan_of(event: &StoredEvent) -> Option<Plan> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::conditions::parse_conditions;
     use crate::domain::limits::{Limit, Per};
     use crate::domain::rescore::{half_life_of, replay};
     use crate::domain::Rule;
@@ -153,16 +152,8 @@ mod tests {
     const T0: Millis = 1_714_521_600_000;
 
     fn rules() -> Vec<Rule> {
-        let rule = |id: &str, points: i64, conditions: Value, limit: Option<Limit>| Rule {
-            id: id.into(),
-            name: id.into(),
-            event_type: "Page View".into(),
-            points,
-            is_active: true,
-            conditions: parse_conditions(Some(&conditions)).unwrap(),
-            limit,
-            base: false,
-            updated_at: 0,
+        let rule = |id: &str, points: i64, conditions: Value, limit: Option<Limit>| {
+            crate::domain::test_rule(id, "Page View", points, conditions, limit)
         };
         vec![
             rule("view", 2, json!([]), Some(Limit { count: 3, per: Per::Day })),
@@ -270,18 +261,7 @@ mod tests {
         let e = planned_event("1ab", "7f", 12, "l", Some(30.0), 5, &plan);
         assert_eq!((e.event_id.as_str(), e.event_type.as_str()), ("$rescore:1ab.7f#12", RESCORE_EVENT_TYPE));
         assert_eq!(e.lead_id, "l");
-        let stored = StoredEvent {
-            seq: 1,
-            event_id: e.event_id,
-            lead_id: e.lead_id,
-            event_type: e.event_type,
-            timestamp: e.timestamp,
-            metadata: e.metadata,
-            received_at: 5,
-            processed: false,
-            points: None,
-            matches: None,
-        };
+        let stored = crate::domain::queued_as(e, 1, 5);
         assert_eq!(plan_of(&stored), Some(plan));
         assert_eq!(half_life_of(&stored), Some(30.0));
         assert_eq!(plan_of(&StoredEvent { metadata: Some("{\"job\":\"j\"}".into()), ..stored }), None);
