@@ -51,14 +51,9 @@ pub fn inputs(c: &Connection, after: Option<&str>, limit: usize) -> rusqlite::Re
     )?;
     let mut rows = stmt.query(params![first, last])?;
     while let Some(r) = rows.next()? {
-        let key = UsageKey {
-            lead_id: r.get(0)?,
-            rule_id: r.get(1)?,
-            per: per_key(&r.get::<_, String>(2)?),
-            window: r.get(3)?,
-        };
-        if let Some(&i) = at.get(&key.lead_id) {
-            leads[i].usage.push((key.field(), r.get(4)?));
+        let (lead, field, n) = count_row(r)?;
+        if let Some(&i) = at.get(&lead) {
+            leads[i].usage.push((field, n));
         }
     }
     drop(rows);
@@ -171,7 +166,7 @@ fn count_row(r: &rusqlite::Row) -> rusqlite::Result<(String, String, u32)> {
     Ok((key.lead_id.clone(), key.field(), r.get(4)?))
 }
 
-/// Stores a chunk of new prices found by `scan` (scored events only).
+/// Stores new prices of scored events (a chunk of `scan`'s, or one lead's replay).
 pub fn reprice(c: &Connection, chunk: &[Repriced]) -> rusqlite::Result<()> {
     let mut stmt = c.prepare_cached("UPDATE events SET points = ?2, matches = ?3 WHERE seq = ?1 AND processed = 1")?;
     for (seq, points, matches) in chunk {
@@ -201,14 +196,9 @@ pub fn replay_lead(c: &Connection, event: &StoredEvent, engine: &Engine) -> rusq
             .query_row([lead], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()?;
         if now == Some((plan.score, plan.event_count)) {
-            c.prepare_cached("DELETE FROM rule_usage WHERE lead_id = ?1")?.execute([lead])?;
-            let mut count = c.prepare_cached(
-                "INSERT INTO rule_usage (lead_id, rule_id, per, period, count) VALUES (?1, ?2, ?3, ?4, ?5) \
-                 ON CONFLICT (lead_id, rule_id, per, period) DO UPDATE SET count = excluded.count",
-            )?;
-            for n in &plan.usage {
-                count.execute(params![n.lead_id, n.rule_id, n.per, n.window, n.count])?;
-            }
+            let counts =
+                plan.usage.iter().map(|n| (n.lead_id.as_str(), n.rule_id.as_str(), n.per.as_str(), n.window, n.count));
+            replace_counts(c, lead, counts)?;
             return Ok(Some(adjustment(plan.target, plan.score)));
         }
     }
@@ -225,15 +215,26 @@ pub fn replay_lead(c: &Connection, event: &StoredEvent, engine: &Engine) -> rusq
         .collect::<rusqlite::Result<_>>()?;
     events.sort_by_key(|e| e.seq);
     let replayed = replay(engine, &events, half_life_of(event), event.timestamp);
-    let mut reprice = c.prepare_cached("UPDATE events SET points = ?2, matches = ?3 WHERE seq = ?1")?;
-    for (seq, priced) in &replayed.repriced {
-        reprice.execute(params![seq, priced.points, priced.matches_json()])?;
-    }
-    c.prepare_cached("DELETE FROM rule_usage WHERE lead_id = ?1")?.execute([lead])?;
-    let mut count =
-        c.prepare_cached("INSERT INTO rule_usage (lead_id, rule_id, per, period, count) VALUES (?1, ?2, ?3, ?4, ?5)")?;
-    for (key, n) in &replayed.usage {
-        count.execute(params![key.lead_id, key.rule_id, key.per, key.window, n])?;
-    }
+    let prices: Vec<Repriced> = replayed.repriced.iter().map(|(seq, p)| (*seq, p.points, p.matches_json())).collect();
+    reprice(c, &prices)?;
+    let counts = replayed.usage.iter().map(|(k, n)| (k.lead_id.as_str(), k.rule_id.as_str(), k.per, k.window, *n));
+    replace_counts(c, lead, counts)?;
     Ok(Some(difference(&replayed, score)))
+}
+
+/// Replaces a lead's limit counts with a replay's: (lead, rule, per, window, count) each.
+fn replace_counts<'a>(
+    c: &Connection,
+    lead: &str,
+    counts: impl Iterator<Item = (&'a str, &'a str, &'a str, i64, u32)>,
+) -> rusqlite::Result<()> {
+    c.prepare_cached("DELETE FROM rule_usage WHERE lead_id = ?1")?.execute([lead])?;
+    let mut insert = c.prepare_cached(
+        "INSERT INTO rule_usage (lead_id, rule_id, per, period, count) VALUES (?1, ?2, ?3, ?4, ?5) \
+         ON CONFLICT (lead_id, rule_id, per, period) DO UPDATE SET count = excluded.count",
+    )?;
+    for (lead_id, rule_id, per, window, n) in counts {
+        insert.execute(params![lead_id, rule_id, per, window, n])?;
+    }
+    Ok(())
 }
