@@ -40,6 +40,26 @@ pub fn page_csp(nonce: &str) -> String {
     )
 }
 
+/// Page (split point) → the WASM its HTML preloads, when the server serves each page's parts
+/// as one bundle (`server::page_bundles`): the bundle, where Leptos would name every part.
+#[cfg(feature = "ssr")]
+#[derive(Clone)]
+pub struct PagePreloads(pub std::sync::Arc<std::collections::HashMap<String, Vec<String>>>);
+
+/// Swaps the split manifest `HydrationScripts` provides (read when the page's HTML is done, to
+/// write its preload links) for one naming the page bundles. `WasmSplitManifest` is Leptos's,
+/// public but undocumented (leptos 0.8); without it the parts are preloaded one by one.
+#[cfg(feature = "ssr")]
+fn preload_page_bundles() {
+    use leptos::WasmSplitManifest;
+    let (Some(PagePreloads(preloads)), Some(WasmSplitManifest(manifest))) = (use_context(), use_context()) else {
+        return;
+    };
+    if let Some((pkg, _, loader)) = manifest.try_get_value() {
+        provide_context(WasmSplitManifest(ArcStoredValue::new((pkg, (*preloads).clone(), loader))));
+    }
+}
+
 pub fn shell(options: LeptosOptions) -> impl IntoView {
     #[cfg(feature = "ssr")]
     if let (Some(nonce), Some(response)) = (leptos::nonce::use_nonce(), use_context::<leptos_axum::ResponseOptions>()) {
@@ -58,6 +78,10 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
                 <HashedStylesheet options=options.clone() id="leptos"/>
                 <AutoReload options=options.clone()/>
                 <HydrationScripts options/>
+                {
+                    #[cfg(feature = "ssr")]
+                    preload_page_bundles();
+                }
                 <MetaTags/>
             </head>
             <body>

@@ -44,16 +44,19 @@ where
     T: 'static,
 {
     let root = state.leptos_options.site_root.to_string();
-    let immutable = Arc::new(content_named(Path::new(&root)));
+    let mut immutable = content_named(Path::new(&root));
     let serve = ServeDir::new(root)
         .precompressed_br()
         .precompressed_gzip()
         .call_fallback_on_method_not_allowed(true)
         .fallback(not_found.with_state(state.clone()));
-    Router::new()
-        .fallback_service(serve)
-        .layer(axum::middleware::from_fn_with_state(immutable, cache_headers))
-        .layer(compression())
+    let mut files = Router::new().fallback_service(serve);
+    if let Some(bundles) = &state.page_bundles {
+        // Served rewritten to take a page's parts from its bundle: not what its name says.
+        immutable.remove(bundles.loader_path());
+        files = files.layer(axum::middleware::from_fn_with_state(bundles.clone(), super::page_bundles::serve));
+    }
+    files.layer(axum::middleware::from_fn_with_state(Arc::new(immutable), cache_headers)).layer(compression())
 }
 
 /// Brotli or gzip, as the client accepts, for what is not precompressed: files, pages and

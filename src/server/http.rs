@@ -3,6 +3,7 @@
 
 use super::admission::{limit_requests, BodyBudget, RequestLimits};
 use super::config::{AuthMode, Config, Database};
+use super::page_bundles::PageBundles;
 use super::policy;
 use super::ratelimit::RateLimiter;
 use super::stream::StreamHub;
@@ -21,6 +22,7 @@ use axum::http::{header, HeaderValue, Method};
 use axum::Router;
 use leptos::prelude::*;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -49,6 +51,8 @@ pub struct AppState {
     pub hub: Arc<StreamHub>,
     /// Request bodies held in memory at once, all requests together.
     pub bodies: BodyBudget,
+    /// Each page's WASM parts as one download; `None` unless the site was built with `--split`.
+    pub page_bundles: Option<PageBundles>,
 }
 
 impl AppState {
@@ -64,7 +68,19 @@ impl AppState {
         let backend =
             Backend { service: service.clone(), accounts: accounts.clone(), auth_off: config.auth == AuthMode::Off };
         let bodies = BodyBudget::new(config.max_inflight_bytes);
-        Self { leptos_options, service, accounts, backend, config: Arc::new(config), rate_limiter, hub, bodies }
+        let page_bundles =
+            PageBundles::load(Path::new(leptos_options.site_root.as_ref()), &leptos_options.site_pkg_dir);
+        Self {
+            leptos_options,
+            service,
+            accounts,
+            backend,
+            config: Arc::new(config),
+            rate_limiter,
+            hub,
+            bodies,
+            page_bundles,
+        }
     }
 }
 

@@ -15,6 +15,7 @@ pub mod headers;
 pub mod http;
 pub mod metrics_api;
 pub mod openapi;
+pub mod page_bundles;
 pub mod policy;
 pub mod ratelimit;
 pub mod rule_api;

@@ -189,6 +189,9 @@ pub fn table() -> Vec<Entry> {
 /// the pages need. (The caller, an `Actor`, travels in the request's extensions.)
 pub fn provide_backend(state: &AppState) {
     provide_context(state.backend.clone());
+    if let Some(bundles) = &state.page_bundles {
+        provide_context(crate::app::PagePreloads(bundles.preloads()));
+    }
 }
 
 /// Whether the caller's rate limit applies: to everything but public REST reads (health, the
