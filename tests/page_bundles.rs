@@ -71,11 +71,22 @@ fn unbrotli(bytes: &[u8]) -> Vec<u8> {
     out
 }
 
-/// The bundle table the loader carries: `[{url, files: {name: [start, end]}, size}]`.
+/// The bundle table the loader carries, `[[url, [[part, length], …]], …]`, as
+/// `{url, files: {part: [start, end]}, size}` the way its JS reads it.
 fn bundle_table(loader: &str) -> Vec<Value> {
-    let start = loader.find("const __leadscoreBundles = ").expect("a bundle table") + 27;
+    let start = loader.find("const __leadscoreTable = ").expect("a bundle table") + 25;
     let end = start + loader[start..].find(";\n").unwrap();
-    serde_json::from_str::<Value>(&loader[start..end]).unwrap().as_array().unwrap().clone()
+    let table: Value = serde_json::from_str(&loader[start..end]).unwrap();
+    let bundle = |b: &Value| {
+        let (mut files, mut at) = (serde_json::Map::new(), 0);
+        for part in b[1].as_array().unwrap() {
+            let length = part[1].as_u64().unwrap();
+            files.insert(part[0].as_str().unwrap().to_string(), serde_json::json!([at, at + length]));
+            at += length;
+        }
+        serde_json::json!({ "url": b[0], "files": files, "size": at })
+    };
+    table.as_array().unwrap().iter().map(bundle).collect()
 }
 
 #[tokio::test]
@@ -95,6 +106,9 @@ async fn a_page_gets_its_parts_in_one_bundle_named_by_its_content() {
     assert!(!loader.contains(" fetch(new URL(\"./chunk_1."), "no part fetched past the picker");
     let r = plain.get(s.url(&site.loader)).header("if-none-match", etag).send().await.unwrap();
     assert_eq!(r.status(), 304, "revalidated without a transfer");
+    let r = plain.get(s.url(&site.loader)).header("accept-encoding", "br").send().await.unwrap();
+    assert_eq!(r.headers()["content-encoding"], "br");
+    assert_eq!(unbrotli(&r.bytes().await.unwrap()), loader.as_bytes(), "the same loader, compressed");
 
     let table = bundle_table(&loader);
     assert_eq!(table.len(), 2, "one bundle per page: {table:?}");
@@ -106,7 +120,7 @@ async fn a_page_gets_its_parts_in_one_bundle_named_by_its_content() {
     let url = format!("/pkg/{}", home["url"].as_str().unwrap().trim_start_matches("./"));
     assert!(url.ends_with(&format!(".{}.wasm", hash(&expected))), "named by the MD5 of its content: {url}");
     for (name, bytes) in &site.home {
-        let span = &home["files"][name];
+        let span = &home["files"][name.split('.').next().unwrap()];
         let (start, end) = (span[0].as_u64().unwrap() as usize, span[1].as_u64().unwrap() as usize);
         assert_eq!(&expected[start..end], bytes.as_slice(), "{name} where the table says");
     }

@@ -63,7 +63,7 @@ test("when the server cannot be reached, pages say so and can retry", async ({ p
   await live(page);
   // Every server-function call fails as if the network were down.
   await page.route("**/rpc/**", (route) => route.abort("connectionrefused"));
-  await page.getByRole("link", { name: "Rules" }).click();
+  await page.getByRole("link", { name: "Rules", exact: true }).click();
   const notice = page.locator(".notice.error", { hasText: "Could not load the rules" });
   await expect(notice).toContainText("Could not load the rules");
   await expect(notice).toContainText("Cannot reach the server");

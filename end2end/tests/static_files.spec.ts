@@ -81,7 +81,7 @@ test("a page opened from another fetches only the WASM parts it lacks, and works
     const path = new URL(r.url()).pathname;
     if (path.startsWith("/pkg/")) fetched.push(path);
   });
-  await page.getByRole("link", { name: "Rules" }).click();
+  await page.getByRole("link", { name: "Rules", exact: true }).click();
   await expect(page.locator("#rules tbody tr").first()).toBeVisible();
   // Its own part came on its own (most of what it shares with the leaderboard is loaded).
   expect(fetched.filter((p) => p.startsWith("/pkg/split___rules_route_view")), `${fetched}`).toHaveLength(1);

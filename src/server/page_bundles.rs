@@ -38,9 +38,17 @@ const FETCH_PART: &str = "__leadscoreFetchPart(new URL(";
 const FETCH_PART_JS: &str = r#"
 // Added by the Leadscore server (src/server/page_bundles.rs): the parts a page asks for at
 // once come from its bundle when they are most of it (a first visit), else one by one.
+const __leadscoreBundles = __leadscoreTable.map(([url, parts]) => {
+  const files = {};
+  let at = 0;
+  for (const [name, length] of parts) files[name] = [at, (at += length)];
+  return { url, files, size: at };
+});
 let __leadscoreBurst;
 function __leadscoreFetchPart(url) {
-  const name = url.pathname.slice(url.pathname.lastIndexOf("/") + 1);
+  // A part by its name up to the first dot (`chunk_12`): the hash after it is this build's.
+  const file = url.pathname.slice(url.pathname.lastIndexOf("/") + 1);
+  const name = file.slice(0, file.indexOf("."));
   if (!__leadscoreBurst) {
     const burst = (__leadscoreBurst = new Map());
     queueMicrotask(() => { __leadscoreBurst = undefined; __leadscoreSend(burst); });
@@ -86,6 +94,7 @@ struct Inner {
     /// The split loader's URL path: served rewritten, so its name no longer tells its content.
     loader_path: String,
     loader: Bytes,
+    loader_br: OnceCell<Bytes>,
     loader_etag: HeaderValue,
     bundles: HashMap<String, Arc<Bundle>>,
     /// Page (split point) → what its HTML preloads: its bundle (a name without `.wasm`).
@@ -133,15 +142,14 @@ impl PageBundles {
             if let Some(own) = own.filter(|own| !members.contains(own)) {
                 members.push(own.clone());
             }
-            let Some((hash, spans, size)) = describe(&dir, &members) else { continue };
+            let Some((hash, lengths)) = describe(&dir, &members) else { continue };
             // `.wasm`, as Leptos's preload links add that to the names they are given.
             let stem = format!("page{page}.{hash}");
-            let files: serde_json::Map<String, serde_json::Value> = members
-                .iter()
-                .zip(spans)
-                .map(|(m, (start, end))| (m.clone(), serde_json::json!([start, end])))
-                .collect();
-            table.push(serde_json::json!({ "url": format!("./{stem}.wasm"), "files": files, "size": size }));
+            // Each part by its name before the hash, with its length (the loader works out where
+            // each starts): this table goes to every browser, so it is kept short.
+            let parts: Vec<_> =
+                members.iter().zip(lengths).map(|(m, len)| serde_json::json!([m.split('.').next(), len])).collect();
+            table.push(serde_json::json!([format!("./{stem}.wasm"), parts]));
             let files = members.iter().map(|m| dir.join(m)).collect();
             let bundle = Bundle {
                 files,
@@ -154,7 +162,7 @@ impl PageBundles {
             bundles.insert(format!("{pkg_url}/{stem}.wasm"), Arc::new(bundle));
             preloads.insert(page, vec![stem]);
         }
-        let helper = format!("\nconst __leadscoreBundles = {};{FETCH_PART_JS}", serde_json::Value::Array(table));
+        let helper = format!("\nconst __leadscoreTable = {};{FETCH_PART_JS}", serde_json::Value::Array(table));
         let rewritten = original.replace(FETCH, FETCH_PART);
         // After the module's imports (its first line), which must come first.
         let loader = match rewritten.split_once('\n') {
@@ -166,6 +174,7 @@ impl PageBundles {
         Some(Self(Arc::new(Inner {
             loader_path: format!("{pkg_url}/{loader_name}"),
             loader: Bytes::from(loader),
+            loader_br: OnceCell::new(),
             loader_etag,
             bundles,
             preloads: Arc::new(preloads),
@@ -188,7 +197,7 @@ pub async fn serve(State(bundles): State<PageBundles>, request: Request, next: N
     let inner = &bundles.0;
     let path = request.uri().path();
     if path == inner.loader_path {
-        return loader_response(inner, request.headers());
+        return loader_response(inner, request.headers()).await;
     }
     match inner.bundles.get(path).cloned() {
         Some(bundle) => {
@@ -198,7 +207,9 @@ pub async fn serve(State(bundles): State<PageBundles>, request: Request, next: N
     }
 }
 
-fn loader_response(inner: &Inner, headers: &HeaderMap) -> Response {
+/// The rewritten loader, revalidated by its ETag; in brotli at quality 11 (made once) for
+/// browsers that take it, as the build's own copy was, else compressed on the way out.
+async fn loader_response(inner: &Inner, headers: &HeaderMap) -> Response {
     let common = [
         (header::CONTENT_TYPE, HeaderValue::from_static("text/javascript")),
         (header::ETAG, inner.loader_etag.clone()),
@@ -206,6 +217,15 @@ fn loader_response(inner: &Inner, headers: &HeaderMap) -> Response {
     ];
     if headers.get(header::IF_NONE_MATCH) == Some(&inner.loader_etag) {
         return (StatusCode::NOT_MODIFIED, common).into_response();
+    }
+    if accepted_encodings(headers).contains("br") {
+        let loader = inner.loader.clone();
+        if let Ok(br) = inner.loader_br.get_or_try_init(|| blocking(move || Some(brotli(&loader, BEST_QUALITY)))).await
+        {
+            let mut response = (common, br.clone()).into_response();
+            response.headers_mut().insert(header::CONTENT_ENCODING, HeaderValue::from_static("br"));
+            return response;
+        }
     }
     (common, inner.loader.clone()).into_response()
 }
@@ -276,17 +296,15 @@ impl Bundle {
     }
 }
 
-/// The MD5 of `members` end to end, where each one starts and ends, and their total size.
-#[allow(clippy::type_complexity)]
-fn describe(dir: &Path, members: &[String]) -> Option<(String, Vec<(usize, usize)>, usize)> {
-    let (mut md5, mut offsets, mut at) = (Md5::new(), Vec::new(), 0);
+/// The MD5 of `members` end to end, and the length of each.
+fn describe(dir: &Path, members: &[String]) -> Option<(String, Vec<usize>)> {
+    let (mut md5, mut lengths) = (Md5::new(), Vec::new());
     for member in members {
         let bytes = std::fs::read(dir.join(member)).ok()?;
         md5.update(&bytes);
-        offsets.push((at, at + bytes.len()));
-        at += bytes.len();
+        lengths.push(bytes.len());
     }
-    Some((URL_SAFE_NO_PAD.encode(md5.finalize()), offsets, at))
+    Some((URL_SAFE_NO_PAD.encode(md5.finalize()), lengths))
 }
 
 fn names_in(dir: &Path) -> Vec<String> {
