@@ -1,8 +1,8 @@
 //! A page's WASM parts in one download. Built with `--split`, each page is a WASM part of its
 //! own, and the code pages share is cut into further parts, one per set of pages sharing it:
-//! opening the leaderboard took 72 files. Fetched one by one, each costs a response's headers
-//! and is compressed alone, so the leaderboard's parts came to 284 KB of brotli, against
-//! 149 KB for the same bytes compressed together (2026-11-30).
+//! opening the leaderboard took 71 files. Fetched one by one, each costs a response's headers
+//! and is compressed alone, so the leaderboard's parts came to 196 KB of brotli, against
+//! 154 KB for the same bytes compressed together (2026-11-30).
 //!
 //! So for each page the server offers a *bundle*, all its parts end to end, named by the MD5 of
 //! its content like the files it holds (kept a year). It serves the split loader cargo-leptos
@@ -39,16 +39,16 @@ const FETCH_PART_JS: &str = r#"
 // Added by the Leadscore server (src/server/page_bundles.rs): the parts a page asks for at
 // once come from its bundle when they are most of it (a first visit), else one by one.
 const __leadscoreBundles = __leadscoreTable.map(([url, parts]) => {
-  const files = {};
+  const files = new Map();
   let at = 0;
-  for (const [name, length] of parts) files[name] = [at, (at += length)];
+  for (const [name, length] of parts) files.set(name, [at, (at += length)]);
   return { url, files, size: at };
 });
 let __leadscoreBurst;
 function __leadscoreFetchPart(url) {
   // A part by its name up to the first dot (`chunk_12`): the hash after it is this build's.
   const file = url.pathname.slice(url.pathname.lastIndexOf("/") + 1);
-  const name = file.slice(0, file.indexOf("."));
+  const name = file.split(".")[0];
   if (!__leadscoreBurst) {
     const burst = (__leadscoreBurst = new Map());
     queueMicrotask(() => { __leadscoreBurst = undefined; __leadscoreSend(burst); });
@@ -62,8 +62,8 @@ function __leadscoreFetchPart(url) {
 function __leadscoreSend(burst) {
   const names = [...burst.keys()];
   const bundle = __leadscoreBundles.find((b) =>
-    names.every((n) => n in b.files) &&
-    names.reduce((sum, n) => sum + b.files[n][1] - b.files[n][0], 0) * 4 >= b.size * 3);
+    names.every((n) => b.files.has(n)) &&
+    names.reduce((sum, n) => sum + b.files.get(n)[1] - b.files.get(n)[0], 0) * 4 >= b.size * 3);
   if (!bundle) {
     for (const part of burst.values()) part.resolve(fetch(part.url));
     return;
@@ -71,7 +71,7 @@ function __leadscoreSend(burst) {
   const bytes = fetch(new URL(bundle.url, import.meta.url)).then((r) =>
     r.ok ? r.arrayBuffer() : Promise.reject(new Error(`${bundle.url}: ${r.status}`)));
   for (const [name, part] of burst) {
-    const [start, end] = bundle.files[name];
+    const [start, end] = bundle.files.get(name);
     // Without the bundle (a failed download), each part is fetched on its own.
     part.resolve(bytes.then(
       (all) => new Response(all.slice(start, end), { headers: { "Content-Type": "application/wasm" } }),
