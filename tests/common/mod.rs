@@ -143,7 +143,9 @@ impl TestServer {
 
     /// Serves `config` on an ephemeral port; `mongo_database` is dropped when it stops.
     async fn launch(config: Config, mongo_database: Option<(String, String)>, dir: tempfile::TempDir) -> Self {
-        let options = LeptosOptions::builder().output_name("leadscore").build();
+        // No static files: a built site (target/site) would be read at every start.
+        let no_site = dir.path().join("site").to_string_lossy().to_string();
+        let options = LeptosOptions::builder().output_name("leadscore").site_root(no_site).build();
         Self::launch_with(config, options, mongo_database, dir).await
     }
 
