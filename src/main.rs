@@ -47,6 +47,7 @@ async fn main() -> std::process::ExitCode {
     let store = running.service.store();
     tracing::info!(store = store.backend(), location = %store.location(), "opened store ({database})");
     tracing::info!("listening on http://{}", running.addr);
+    tokio::spawn(leadscore::server::memory::return_freed_memory(std::time::Duration::from_secs(60)));
 
     let signalled = tokio::select! {
         _ = shutdown_signal() => true,

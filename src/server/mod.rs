@@ -13,6 +13,7 @@ pub mod export_api;
 pub mod gate;
 pub mod headers;
 pub mod http;
+pub mod memory;
 pub mod metrics_api;
 pub mod openapi;
 pub mod page_bundles;
