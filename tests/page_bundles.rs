@@ -100,14 +100,17 @@ async fn a_page_gets_its_parts_in_one_bundle_named_by_its_content() {
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["cache-control"], "no-cache", "its content is no longer what its name says");
     let etag = r.headers()["etag"].clone();
+    let r = plain.get(s.url(&site.loader)).header("if-none-match", etag.clone()).send().await.unwrap();
+    assert_eq!(r.status(), 304, "revalidated without a transfer");
+    let r = plain.get(s.url(&site.loader)).send().await.unwrap();
     let loader = r.text().await.unwrap();
     assert!(loader.starts_with("import { initSync }"), "imports stay first: {loader}");
     assert!(loader.contains("__leadscoreFetchPart(new URL(\"./chunk_1."), "{loader}");
     assert!(!loader.contains(" fetch(new URL(\"./chunk_1."), "no part fetched past the picker");
-    let r = plain.get(s.url(&site.loader)).header("if-none-match", etag).send().await.unwrap();
-    assert_eq!(r.status(), 304, "revalidated without a transfer");
     let r = plain.get(s.url(&site.loader)).header("accept-encoding", "br").send().await.unwrap();
     assert_eq!(r.headers()["content-encoding"], "br");
+    assert_ne!(r.headers()["etag"], etag, "each representation its own tag");
+    assert!(r.headers()["vary"].to_str().unwrap().to_ascii_lowercase().contains("accept-encoding"));
     assert_eq!(unbrotli(&r.bytes().await.unwrap()), loader.as_bytes(), "the same loader, compressed");
 
     let table = bundle_table(&loader);
@@ -182,5 +185,48 @@ async fn a_site_built_without_split_is_served_as_it_is() {
         reqwest::get(s.url("/pkg/page__home_route_view_1.AAAAAAAAAAAAAAAAAAAAAA.wasm")).await.unwrap().status(),
         404
     );
+    s.stop().await;
+}
+
+/// Rebuilt under a running server (`cargo leptos watch` restarts it only when the server
+/// changes): the loader goes out as built and pages preload their parts again.
+#[tokio::test]
+async fn a_site_rebuilt_under_the_server_is_served_as_built() {
+    let site = split_site();
+    let s = TestServer::start_with_site(site.dir.path().to_str().unwrap()).await;
+    let loader = reqwest::get(s.url(&site.loader)).await.unwrap().text().await.unwrap();
+    let home = bundle_table(&loader).into_iter().find(|b| b["url"].as_str().unwrap().contains("__home")).unwrap();
+    let url = format!("/pkg/{}", home["url"].as_str().unwrap().trim_start_matches("./"));
+    assert_eq!(reqwest::get(s.url(&url)).await.unwrap().status(), 200);
+
+    let rebuilt = "import { initSync } from \"./leadscore.BBBBBBBBBBBBBBBBBBBBBB.js\";\n// rebuilt, longer\n";
+    std::fs::write(site.dir.path().join(&site.loader[1..]), rebuilt).unwrap();
+    let r = reqwest::get(s.url(&site.loader)).await.unwrap();
+    assert_eq!(r.text().await.unwrap(), rebuilt, "as built");
+    assert_eq!(reqwest::get(s.url(&url)).await.unwrap().status(), 404, "no bundle of the old build");
+    s.stop().await;
+}
+
+/// A manifest naming anything but this build's files (here a path out of `pkg`) gets that
+/// page no bundle; the others keep theirs.
+#[tokio::test]
+async fn a_page_whose_manifest_names_other_files_gets_no_bundle() {
+    let site = split_site();
+    let pkg = site.dir.path().join("pkg");
+    std::fs::write(site.dir.path().join("secret.wasm"), b"not a part").unwrap();
+    let manifest = std::fs::read_dir(&pkg)
+        .unwrap()
+        .flatten()
+        .find(|e| e.file_name().to_string_lossy().starts_with("__wasm_split_manifest."))
+        .unwrap()
+        .path();
+    let mut parsed: Value = serde_json::from_slice(&std::fs::read(&manifest).unwrap()).unwrap();
+    parsed["__other_route_view_1"].as_array_mut().unwrap().push(Value::from("../secret"));
+    std::fs::write(&manifest, parsed.to_string()).unwrap();
+    let s = TestServer::start_with_site(site.dir.path().to_str().unwrap()).await;
+    let loader = reqwest::get(s.url(&site.loader)).await.unwrap().text().await.unwrap();
+    let urls: Vec<String> = bundle_table(&loader).iter().map(|b| b["url"].as_str().unwrap().to_string()).collect();
+    assert_eq!(urls.len(), 1, "{urls:?}");
+    assert!(urls[0].contains("__home_route_view_1"), "{urls:?}");
     s.stop().await;
 }

@@ -1,6 +1,6 @@
 import { createHash } from "node:crypto";
 import type { Response } from "@playwright/test";
-import { test, expect, hydrated, watchConsole } from "./helpers";
+import { test, expect, hydrated, live, watchConsole } from "./helpers";
 
 // A content hash in the name: `leadscore.<22 characters of base64url MD5>.wasm`.
 const HASHED = /^\/pkg\/[^/]*\.([A-Za-z0-9_-]{22})\.(js|wasm|css)$/;
@@ -9,9 +9,11 @@ const FOR_A_YEAR = "public, max-age=31536000, immutable";
 test("the bundle has content-hashed names, goes out compressed, and only names true to their content are kept a year", async ({ page }) => {
   const errors = watchConsole(page);
   const responses = new Map<string, Response>();
+  const downloads: string[] = [];
   const record = (r: Response) => {
     const path = new URL(r.url()).pathname;
     if (path.startsWith("/pkg/")) responses.set(path, r);
+    if (path.startsWith("/pkg/")) downloads.push(path);
   };
   page.on("response", record);
   await page.goto("/");
@@ -51,6 +53,12 @@ test("the bundle has content-hashed names, goes out compressed, and only names t
   expect(bundles).toHaveLength(1);
   expect(bundles[0]).toMatch(/^\/pkg\/page__dashboard_route_view/);
   expect(bundle.get(bundles[0])!.headers["cache-control"]).toBe(FOR_A_YEAR);
+  expect(downloads.filter((p) => p === bundles[0]), "downloaded once: the preload is what the loader uses").toHaveLength(1);
+  // The page's HTML preloads that bundle, not the parts.
+  const pageHtml = await (await page.request.get("/")).text();
+  const preloads = [...pageHtml.matchAll(/<link[^>]*rel="preload"[^>]*>/g)].map((m) => m[0]);
+  expect(preloads.filter((l) => l.includes(`href="${bundles[0].replace(/\.[^.]+\.wasm$/, "")}`)), `${preloads}`).toHaveLength(1);
+  expect(preloads.filter((l) => /\/pkg\/(chunk_|split_)/.test(l)), "no part preloaded").toEqual([]);
 
   // A second visit downloads none of it again: cached, or revalidated (304, headers only).
   await page.goto("/rules");
@@ -92,4 +100,18 @@ test("a page opened from another fetches only the WASM parts it lacks, and works
   await form.getByRole("button", { name: "+ Add condition" }).click();
   await expect(form.locator(".condition")).toHaveCount(before + 1);
   expect(errors).toEqual([]);
+});
+
+test("without its bundle a page takes its WASM parts one by one, and works", async ({ page }) => {
+  await page.route("**/pkg/page__*", (route) => route.fulfill({ status: 503, body: "" }));
+  const parts: string[] = [];
+  page.on("response", (r) => {
+    const path = new URL(r.url()).pathname;
+    if (/^\/pkg\/(chunk_|split_)/.test(path) && r.ok()) parts.push(path);
+  });
+  await page.goto("/");
+  // Hydrated (the marker is set once the page's own part has hydrated) and live.
+  await live(page);
+  expect(parts.filter((p) => p.startsWith("/pkg/split___dashboard_route_view")), `${parts}`).toHaveLength(1);
+  expect(parts.length).toBeGreaterThan(1);
 });

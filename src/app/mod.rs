@@ -55,8 +55,10 @@ fn preload_page_bundles() {
     let (Some(PagePreloads(preloads)), Some(WasmSplitManifest(manifest))) = (use_context(), use_context()) else {
         return;
     };
-    if let Some((pkg, _, loader)) = manifest.try_get_value() {
-        provide_context(WasmSplitManifest(ArcStoredValue::new((pkg, (*preloads).clone(), loader))));
+    if let Some((pkg, mut parts, loader)) = manifest.try_get_value() {
+        // A page without a bundle keeps its parts' preloads.
+        parts.extend(preloads.iter().map(|(page, bundle)| (page.clone(), bundle.clone())));
+        provide_context(WasmSplitManifest(ArcStoredValue::new((pkg, parts, loader))));
     }
 }
 

@@ -15,7 +15,7 @@
 
 use axum::body::Bytes;
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -91,6 +91,10 @@ const BEST_QUALITY: u32 = 11;
 pub struct PageBundles(Arc<Inner>);
 
 struct Inner {
+    /// The split loader as built, and its length and time when read: a rebuild under a running
+    /// server (`cargo leptos watch` restarts it only when the server changes) turns this off.
+    loader_file: PathBuf,
+    loader_stamp: (u64, std::time::SystemTime),
     /// The split loader's URL path: served rewritten, so its name no longer tells its content.
     loader_path: String,
     loader: Bytes,
@@ -103,6 +107,8 @@ struct Inner {
 
 struct Bundle {
     files: Vec<PathBuf>,
+    /// Bytes end to end.
+    size: usize,
     /// The MD5 its name claims; checked again whenever the files are read.
     hash: String,
     quick: OnceCell<Bytes>,
@@ -118,12 +124,17 @@ impl PageBundles {
         let dir = site_root.join(pkg_dir);
         let names = names_in(&dir);
         let only = |prefix: &str, ext: &str| {
-            let mut found = names.iter().filter(|n| n.starts_with(prefix) && n.ends_with(ext));
-            // Two would be two builds' files side by side: better none than a guess.
-            found.next().filter(|_| found.next().is_none())
+            let found: Vec<&String> = names.iter().filter(|n| n.starts_with(prefix) && n.ends_with(ext)).collect();
+            if found.len() > 1 {
+                // Two builds' files side by side (cargo leptos watch writes unhashed names next
+                // to the hashed ones): better none than a guess.
+                tracing::warn!("{} files named {prefix}*{ext} in {}: page bundles off", found.len(), dir.display());
+            }
+            found.first().copied().filter(|_| found.len() == 1)
         };
         let loader_name = only("__wasm_split.", ".js")?;
         let manifest_name = only("__wasm_split_manifest.", ".json")?;
+        let loader_stamp = stamp(&dir.join(loader_name))?;
         let manifest: BTreeMap<String, Vec<String>> =
             serde_json::from_slice(&std::fs::read(dir.join(manifest_name)).ok()?).ok()?;
         let original = std::fs::read_to_string(dir.join(loader_name)).ok()?;
@@ -142,17 +153,26 @@ impl PageBundles {
             if let Some(own) = own.filter(|own| !members.contains(own)) {
                 members.push(own.clone());
             }
+            // Only files of this directory (a manifest naming `../x` reads nothing), and one
+            // part per name before the hash (the loader finds parts by that name).
+            let stems: HashSet<&str> = members.iter().map(|m| stem_of(m)).collect();
+            if stems.len() != members.len() || !members.iter().all(|m| names.contains(m)) {
+                tracing::warn!("the split manifest's parts of {page} are not this build's files: no bundle for it");
+                continue;
+            }
             let Some((hash, lengths)) = describe(&dir, &members) else { continue };
+            let size = lengths.iter().sum();
             // `.wasm`, as Leptos's preload links add that to the names they are given.
             let stem = format!("page{page}.{hash}");
             // Each part by its name before the hash, with its length (the loader works out where
             // each starts): this table goes to every browser, so it is kept short.
             let parts: Vec<_> =
-                members.iter().zip(lengths).map(|(m, len)| serde_json::json!([m.split('.').next(), len])).collect();
+                members.iter().zip(lengths).map(|(m, len)| serde_json::json!([stem_of(m), len])).collect();
             table.push(serde_json::json!([format!("./{stem}.wasm"), parts]));
             let files = members.iter().map(|m| dir.join(m)).collect();
             let bundle = Bundle {
                 files,
+                size,
                 hash,
                 quick: OnceCell::new(),
                 best: OnceLock::new(),
@@ -172,6 +192,8 @@ impl PageBundles {
         let loader_etag =
             HeaderValue::from_str(&format!("\"{}\"", URL_SAFE_NO_PAD.encode(Md5::digest(&loader)))).ok()?;
         Some(Self(Arc::new(Inner {
+            loader_file: dir.join(loader_name),
+            loader_stamp,
             loader_path: format!("{pkg_url}/{loader_name}"),
             loader: Bytes::from(loader),
             loader_br: OnceCell::new(),
@@ -186,48 +208,79 @@ impl PageBundles {
         &self.0.loader_path
     }
 
-    /// Page (split point) → the names its HTML preloads (`crate::app::PagePreloads`).
-    pub fn preloads(&self) -> Arc<HashMap<String, Vec<String>>> {
-        self.0.preloads.clone()
+    /// Page (split point) → the names its HTML preloads (`crate::app::PagePreloads`); `None`
+    /// once the site was rebuilt, when its pages preload their parts as Leptos names them.
+    pub fn preloads(&self) -> Option<Arc<HashMap<String, Vec<String>>>> {
+        self.current().then(|| self.0.preloads.clone())
     }
+
+    /// Whether the split loader is still the one read at start.
+    fn current(&self) -> bool {
+        stamp(&self.0.loader_file) == Some(self.0.loader_stamp)
+    }
+}
+
+fn stamp(file: &Path) -> Option<(u64, std::time::SystemTime)> {
+    let meta = std::fs::metadata(file).ok()?;
+    Some((meta.len(), meta.modified().ok()?))
+}
+
+/// A file's name up to its first dot (`chunk_12` of `chunk_12.<hash>.wasm`).
+fn stem_of(name: &str) -> &str {
+    name.split('.').next().unwrap_or(name)
 }
 
 /// Middleware in front of the site's files: the rewritten loader and the bundles.
 pub async fn serve(State(bundles): State<PageBundles>, request: Request, next: Next) -> Response {
     let inner = &bundles.0;
     let path = request.uri().path();
+    let ours = path == inner.loader_path || inner.bundles.contains_key(path);
+    let reads = matches!(*request.method(), Method::GET | Method::HEAD);
+    // Rebuilt since: the files as they are now, loader included.
+    if !ours || !reads || !bundles.current() {
+        return next.run(request).await;
+    }
     if path == inner.loader_path {
         return loader_response(inner, request.headers()).await;
     }
-    match inner.bundles.get(path).cloned() {
-        Some(bundle) => {
-            bundle_response(bundle, request.headers()).await.unwrap_or_else(|| StatusCode::NOT_FOUND.into_response())
-        }
-        None => next.run(request).await,
-    }
+    let bundle = inner.bundles[path].clone();
+    bundle_response(bundle, request.headers()).await.unwrap_or_else(|| StatusCode::NOT_FOUND.into_response())
 }
 
 /// The rewritten loader, revalidated by its ETag; in brotli at quality 11 (made once) for
 /// browsers that take it, as the build's own copy was, else compressed on the way out.
 async fn loader_response(inner: &Inner, headers: &HeaderMap) -> Response {
+    let br = if accepted_encodings(headers).contains("br") {
+        let loader = inner.loader.clone();
+        inner.loader_br.get_or_try_init(|| blocking(move || Some(brotli(&loader, BEST_QUALITY)))).await.ok()
+    } else {
+        None
+    };
+    // One tag per representation: the brotli copy's differs from the plain one's.
+    let etag = match br {
+        Some(_) => {
+            HeaderValue::from_str(&format!("{}-br\"", inner.loader_etag.to_str().unwrap_or("\"").trim_end_matches('"')))
+                .unwrap_or_else(|_| inner.loader_etag.clone())
+        }
+        None => inner.loader_etag.clone(),
+    };
     let common = [
         (header::CONTENT_TYPE, HeaderValue::from_static("text/javascript")),
-        (header::ETAG, inner.loader_etag.clone()),
+        (header::ETAG, etag.clone()),
         (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+        (header::VARY, HeaderValue::from_static("accept-encoding")),
     ];
-    if headers.get(header::IF_NONE_MATCH) == Some(&inner.loader_etag) {
+    if headers.get(header::IF_NONE_MATCH) == Some(&etag) {
         return (StatusCode::NOT_MODIFIED, common).into_response();
     }
-    if accepted_encodings(headers).contains("br") {
-        let loader = inner.loader.clone();
-        if let Ok(br) = inner.loader_br.get_or_try_init(|| blocking(move || Some(brotli(&loader, BEST_QUALITY)))).await
-        {
+    match br {
+        Some(br) => {
             let mut response = (common, br.clone()).into_response();
             response.headers_mut().insert(header::CONTENT_ENCODING, HeaderValue::from_static("br"));
-            return response;
+            response
         }
+        None => (common, inner.loader.clone()).into_response(),
     }
-    (common, inner.loader.clone()).into_response()
 }
 
 async fn bundle_response(bundle: Arc<Bundle>, headers: &HeaderMap) -> Option<Response> {
@@ -269,14 +322,23 @@ async fn bundle_response(bundle: Arc<Bundle>, headers: &HeaderMap) -> Option<Res
     Some(response)
 }
 
+/// Bundles above this (debug builds: megabytes) keep their quick copy: quality 11 would take
+/// a core for minutes.
+const BEST_MAX_BYTES: usize = 4 << 20;
+/// One quality-11 compression at a time, whatever the number of bundles asked for at once.
+static BEST_AT_ONCE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn start_best(bundle: &Arc<Bundle>) {
-    if bundle.best_started.swap(true, Ordering::AcqRel) {
+    if bundle.size > BEST_MAX_BYTES || bundle.best_started.swap(true, Ordering::AcqRel) {
         return;
     }
     let b = bundle.clone();
-    tokio::task::spawn_blocking(move || match b.read() {
-        Some(raw) => drop(b.best.set(brotli(&raw, BEST_QUALITY))),
-        None => b.best_started.store(false, Ordering::Release),
+    tokio::task::spawn_blocking(move || {
+        let _one = BEST_AT_ONCE.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        match b.read() {
+            Some(raw) => drop(b.best.set(brotli(&raw, BEST_QUALITY))),
+            None => b.best_started.store(false, Ordering::Release),
+        }
     });
 }
 

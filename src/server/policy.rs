@@ -189,8 +189,8 @@ pub fn table() -> Vec<Entry> {
 /// the pages need. (The caller, an `Actor`, travels in the request's extensions.)
 pub fn provide_backend(state: &AppState) {
     provide_context(state.backend.clone());
-    if let Some(bundles) = &state.page_bundles {
-        provide_context(crate::app::PagePreloads(bundles.preloads()));
+    if let Some(preloads) = state.page_bundles.as_ref().and_then(|bundles| bundles.preloads()) {
+        provide_context(crate::app::PagePreloads(preloads));
     }
 }
 
