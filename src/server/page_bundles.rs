@@ -11,7 +11,8 @@
 //! otherwise (the next pages share most of their parts with the first). A page's HTML
 //! preloads its bundle instead of each part (`crate::app::PagePreloads`). Done by the server
 //! rather than as a build step so that every way of building the site (`cargo leptos serve`,
-//! `watch`, `end-to-end`) gets it.
+//! `watch`, `end-to-end`) gets it; after a rebuild under a running server it is off until
+//! the next start.
 
 use axum::body::Bytes;
 use axum::extract::{Request, State};
