@@ -89,6 +89,13 @@ fn bundle_table(loader: &str) -> Vec<Value> {
     table.as_array().unwrap().iter().map(bundle).collect()
 }
 
+/// The URL path of the leaderboard's bundle, as the served loader names it.
+async fn home_bundle(s: &TestServer, site: &Site) -> String {
+    let loader = reqwest::get(s.url(&site.loader)).await.unwrap().text().await.unwrap();
+    let home = bundle_table(&loader).into_iter().find(|b| b["url"].as_str().unwrap().contains("__home")).unwrap();
+    format!("/pkg/{}", home["url"].as_str().unwrap().trim_start_matches("./"))
+}
+
 #[tokio::test]
 async fn a_page_gets_its_parts_in_one_bundle_named_by_its_content() {
     let site = split_site();
@@ -160,10 +167,8 @@ async fn a_page_gets_its_parts_in_one_bundle_named_by_its_content() {
 async fn a_bundle_whose_parts_changed_is_not_sent() {
     let site = split_site();
     let s = TestServer::start_with_site(site.dir.path().to_str().unwrap()).await;
-    let loader = reqwest::get(s.url(&site.loader)).await.unwrap().text().await.unwrap();
-    let home = bundle_table(&loader).into_iter().find(|b| b["url"].as_str().unwrap().contains("__home")).unwrap();
+    let url = home_bundle(&s, &site).await;
     std::fs::write(site.dir.path().join("pkg").join(&site.home[1].0), b"rebuilt").unwrap();
-    let url = format!("/pkg/{}", home["url"].as_str().unwrap().trim_start_matches("./"));
     let r = reqwest::get(s.url(&url)).await.unwrap();
     assert_eq!(r.status(), 404);
     assert!(r.headers().get("cache-control").is_none(), "nothing kept");
@@ -194,9 +199,7 @@ async fn a_site_built_without_split_is_served_as_it_is() {
 async fn a_site_rebuilt_under_the_server_is_served_as_built() {
     let site = split_site();
     let s = TestServer::start_with_site(site.dir.path().to_str().unwrap()).await;
-    let loader = reqwest::get(s.url(&site.loader)).await.unwrap().text().await.unwrap();
-    let home = bundle_table(&loader).into_iter().find(|b| b["url"].as_str().unwrap().contains("__home")).unwrap();
-    let url = format!("/pkg/{}", home["url"].as_str().unwrap().trim_start_matches("./"));
+    let url = home_bundle(&s, &site).await;
     assert_eq!(reqwest::get(s.url(&url)).await.unwrap().status(), 200);
 
     let rebuilt = "import { initSync } from \"./leadscore.BBBBBBBBBBBBBBBBBBBBBB.js\";\n// rebuilt, longer\n";
