@@ -54,6 +54,8 @@ where
     if let Some(bundles) = &state.page_bundles {
         // Served rewritten to take a page's parts from its bundle: not what its name says.
         immutable.remove(bundles.loader_path());
+        // Named by the MD5 of their bytes, like the files they hold.
+        immutable.extend(bundles.bundle_paths());
         files = files.layer(axum::middleware::from_fn_with_state(bundles.clone(), super::page_bundles::serve));
     }
     files.layer(axum::middleware::from_fn_with_state(Arc::new(immutable), cache_headers)).layer(compression())
@@ -110,7 +112,7 @@ fn content_named(root: &Path) -> HashSet<String> {
             }
             let Some(claimed) = hash_part(name) else { continue };
             let Ok(bytes) = std::fs::read(&path) else { continue };
-            if URL_SAFE_NO_PAD.encode(Md5::digest(&bytes)) != claimed {
+            if content_hash(&bytes) != claimed {
                 continue;
             }
             if let Ok(relative) = path.strip_prefix(root) {
@@ -119,6 +121,11 @@ fn content_named(root: &Path) -> HashSet<String> {
         }
     }
     found
+}
+
+/// What a name carries of content it is named by: its MD5 in unpadded base64url.
+pub(super) fn content_hash(bytes: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(Md5::digest(bytes))
 }
 
 /// The content hash a file name claims: a dot-separated part between the stem and the
@@ -156,7 +163,7 @@ mod tests {
     fn only_names_that_match_their_content_are_kept_for_a_year() {
         let site = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(site.path().join("pkg")).unwrap();
-        let named = |content: &[u8]| URL_SAFE_NO_PAD.encode(Md5::digest(content));
+        let named = content_hash;
         let css = format!("pkg/leadscore.{}.css", named(b"body{}"));
         std::fs::write(site.path().join(&css), b"body{}").unwrap();
         // Named by its content before a rewrite, as cargo-leptos does with the JS glue.

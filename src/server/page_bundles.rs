@@ -14,6 +14,7 @@
 //! `watch`, `end-to-end`) gets it; after a rebuild under a running server it is off until
 //! the next start.
 
+use super::assets::content_hash;
 use axum::body::Bytes;
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
@@ -190,8 +191,7 @@ impl PageBundles {
             Some((first, rest)) if first.starts_with("import ") => format!("{first}{helper}{rest}"),
             _ => format!("{helper}\n{rewritten}"),
         };
-        let loader_etag =
-            HeaderValue::from_str(&format!("\"{}\"", URL_SAFE_NO_PAD.encode(Md5::digest(&loader)))).ok()?;
+        let loader_etag = HeaderValue::from_str(&format!("\"{}\"", content_hash(loader.as_bytes()))).ok()?;
         Some(Self(Arc::new(Inner {
             loader_file: dir.join(loader_name),
             loader_stamp,
@@ -207,6 +207,11 @@ impl PageBundles {
     /// The URL path of the split loader, served rewritten.
     pub fn loader_path(&self) -> &str {
         &self.0.loader_path
+    }
+
+    /// The URL paths of the bundles.
+    pub fn bundle_paths(&self) -> impl Iterator<Item = String> + '_ {
+        self.0.bundles.keys().cloned()
     }
 
     /// Page (split point) → the names its HTML preloads (`crate::app::PagePreloads`); `None`
@@ -309,14 +314,9 @@ async fn bundle_response(bundle: Arc<Bundle>, headers: &HeaderMap) -> Option<Res
     } else {
         (None, blocking(move || b.read().map(Bytes::from)).await.ok()?)
     };
-    let mut response = (
-        [
-            (header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream")),
-            (header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=31536000, immutable")),
-        ],
-        body,
-    )
-        .into_response();
+    // Kept a year (`assets::files` counts the bundles among the content-named files).
+    let mut response =
+        ([(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"))], body).into_response();
     if let Some(encoding) = encoding {
         response.headers_mut().insert(header::CONTENT_ENCODING, HeaderValue::from_static(encoding));
     }
@@ -355,7 +355,7 @@ impl Bundle {
         for file in &self.files {
             all.extend(std::fs::read(file).ok()?);
         }
-        (URL_SAFE_NO_PAD.encode(Md5::digest(&all)) == self.hash).then_some(all)
+        (content_hash(&all) == self.hash).then_some(all)
     }
 }
 
