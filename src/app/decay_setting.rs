@@ -3,6 +3,7 @@
 
 use super::auth::Viewer;
 use super::dashboard::FieldErrors;
+use super::format::utc_minute;
 use super::server_fns::{describe, fetch_decay, save_decay};
 use super::LoadError;
 use crate::domain::access::Access;
@@ -87,10 +88,10 @@ fn half_life_text(days: Option<f64>) -> String {
 
 fn last_pass_text(pass: Option<&DecayPass>) -> String {
     let Some(p) = pass else { return "No pass has adjusted a score yet.".into() };
-    let when = chrono::DateTime::from_timestamp_millis(p.at).map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string());
+    let when = utc_minute(p.at);
     let what = match p.half_life_days {
         Some(d) => format!("decayed with a half-life of {d} days"),
         None => "gave decayed points back".into(),
     };
-    format!("Last pass {}: {what}; {} of {} leads adjusted.", when.unwrap_or_default(), p.adjusted, p.leads)
+    format!("Last pass {when}: {what}; {} of {} leads adjusted.", p.adjusted, p.leads)
 }

@@ -16,6 +16,15 @@ pub enum Connection {
 }
 
 impl Connection {
+    /// For `data-state` (styles and tests).
+    pub fn name(self) -> &'static str {
+        match self {
+            Connection::Connecting => "connecting",
+            Connection::Live => "live",
+            Connection::Reconnecting => "reconnecting",
+        }
+    }
+
     pub fn label(self) -> &'static str {
         match self {
             Connection::Connecting => "Connecting…",

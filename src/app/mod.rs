@@ -7,6 +7,7 @@ mod chart;
 mod dashboard;
 mod dead_letters;
 mod decay_setting;
+mod format;
 mod lead;
 pub mod live;
 mod overview;
@@ -20,6 +21,7 @@ mod webhooks;
 
 use crate::domain::access::Access;
 use auth::{Allowed, AuthOffBanner, UserMenu, Viewer};
+use format::short_time;
 use leptos::prelude::*;
 use leptos_meta::{provide_meta_context, HashedStylesheet, MetaTags, Title};
 use leptos_router::{
@@ -207,7 +209,7 @@ fn ConnectionBadge() -> impl IntoView {
     view! {
         <span
             class="connection"
-            data-state=move || format!("{:?}", state()).to_lowercase()
+            data-state=move || state().name()
             role="status"
             aria-live="polite"
             title="Live updates"
@@ -254,12 +256,6 @@ fn LoadError(what: &'static str, error: crate::domain::error::ApiError) -> impl 
     }
 }
 
-/// Formats an epoch-millisecond time for tables: `2024-05-01 12:00:03`.
-fn short_time(ms: crate::domain::time::Millis) -> String {
-    let iso = crate::domain::time::to_iso(ms);
-    iso.get(..19).map(|s| s.replace('T', " ")).unwrap_or(iso)
-}
-
 /// Link to a lead's page, with the id encoded as one path segment.
 fn lead_href(id: &str) -> String {
     format!("/leads/{}", encode_component(id))
@@ -286,10 +282,5 @@ mod tests {
         assert_eq!(lead_href("lead-1"), "/leads/lead-1");
         assert_eq!(lead_href("a/b c"), "/leads/a%2Fb%20c");
         assert_eq!(lead_href("ü"), "/leads/%C3%BC");
-    }
-
-    #[test]
-    fn short_time_is_readable() {
-        assert_eq!(short_time(1_700_000_000_123), "2023-11-14 22:13:20");
     }
 }

@@ -3,6 +3,7 @@
 //! read from there, so the bar picks up where it was after a page reload.
 
 use super::auth::Viewer;
+use super::format::utc_minute;
 use super::server_fns::{describe, fetch_rescore, start_rescore};
 use super::LoadError;
 use crate::domain::access::Access;
@@ -122,8 +123,7 @@ fn summary(job: &RescoreJob, rate: f64, left: Option<f64>) -> String {
             format!("Rescoring: {:.0} % at {rate}{left}.", job.fraction() * 100.0)
         }
         JobState::Done => {
-            let when = job.finished_at.and_then(chrono::DateTime::from_timestamp_millis);
-            let when = when.map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string()).unwrap_or_default();
+            let when = job.finished_at.map(utc_minute).unwrap_or_default();
             format!("Done {when}: {} of {} leads changed, at {rate}.", grouped(job.adjusted), grouped(job.leads))
         }
         JobState::Failed => format!(
