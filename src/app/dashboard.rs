@@ -4,7 +4,7 @@
 use super::auth::Allowed;
 use super::live::Live;
 use super::server_fns::{
-    describe, fetch_lead_total, fetch_leaderboard, fetch_rules, fetch_stage_counts, send_test_event,
+    describe, fetch_event_types, fetch_lead_total, fetch_leaderboard, fetch_stage_counts, send_test_event,
 };
 use super::upload::Upload;
 use super::{lead_href, short_time, LoadError};
@@ -325,7 +325,7 @@ pub fn FieldErrors(#[prop(into)] errors: Signal<Vec<FieldError>>) -> impl IntoVi
 
 #[component]
 fn TestEventForm() -> impl IntoView {
-    let rules = Resource::new(|| (), |_| fetch_rules());
+    let choices = Resource::new(|| (), |_| fetch_event_types());
     let lead_id = RwSignal::new(String::new());
     let event_type = RwSignal::new(String::new());
     let metadata = RwSignal::new(String::new());
@@ -393,20 +393,8 @@ fn TestEventForm() -> impl IntoView {
                         <option value="">"Choose…"</option>
                         <Suspense>
                             {move || Suspend::new(async move {
-                                // One option per event type, however many rules it has.
-                                let mut types: Vec<(String, Vec<crate::domain::Rule>)> = Vec::new();
-                                for r in rules.await.unwrap_or_default().into_iter().filter(|r| r.is_active) {
-                                    match types.iter_mut().find(|(t, _)| *t == r.event_type) {
-                                        Some((_, list)) => list.push(r),
-                                        None => types.push((r.event_type.clone(), vec![r])),
-                                    }
-                                }
-                                types.into_iter().map(|(event_type, list)| {
-                                    let label = match list.as_slice() {
-                                        [only] if only.conditions.is_empty() && only.limit.is_none() => format!("{event_type} ({:+})", only.points),
-                                        _ => format!("{event_type} ({} rules)", list.len()),
-                                    };
-                                    view! { <option value=event_type.clone()>{label}</option> }
+                                choices.await.unwrap_or_default().into_iter().map(|c| {
+                                    view! { <option value=c.event_type>{c.label}</option> }
                                 }).collect_view()
                             })}
                         </Suspense>

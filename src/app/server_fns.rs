@@ -16,6 +16,7 @@ use crate::domain::rescore::{RescoreJob, RescoreStatus};
 use crate::domain::rule_form::RuleForm;
 use crate::domain::stages::{Stage, StageCount};
 use crate::domain::webhooks::{CreatedWebhook, Delivery, Webhook};
+use crate::domain::wire::JsonAnswer;
 use crate::domain::{BatchReport, DeadLetterList, FieldError, Lead, LeadDetail, Rule};
 use leptos::prelude::*;
 use leptos::server_fn::codec::Json;
@@ -74,7 +75,7 @@ mod backend {
 }
 
 /// Who the browser is signed in as (nobody: both fields empty).
-#[server(prefix = "/rpc", endpoint = "current_user", input = Json)]
+#[server(prefix = "/rpc", endpoint = "current_user", input = Json, output = JsonAnswer)]
 pub async fn current_user() -> Result<Me, ApiError> {
     use crate::domain::access::Principal;
     let (backend, actor) = backend::backend()?;
@@ -84,7 +85,7 @@ pub async fn current_user() -> Result<Me, ApiError> {
     })
 }
 
-#[server(prefix = "/rpc", endpoint = "login", input = Json)]
+#[server(prefix = "/rpc", endpoint = "login", input = Json, output = JsonAnswer)]
 pub async fn login(username: String, password: String) -> Result<Me, ApiError> {
     let (backend, actor) = backend::backend()?;
     let raw = serde_json::json!({"username": username, "password": password});
@@ -93,7 +94,7 @@ pub async fn login(username: String, password: String) -> Result<Me, ApiError> {
     Ok(Me { username: Some(user.info.username), role: Some(user.info.role), auth_off: false })
 }
 
-#[server(prefix = "/rpc", endpoint = "logout", input = Json)]
+#[server(prefix = "/rpc", endpoint = "logout", input = Json, output = JsonAnswer)]
 pub async fn logout() -> Result<(), ApiError> {
     let (backend, actor) = backend::backend()?;
     backend.accounts.signed_out(&actor).await;
@@ -101,7 +102,7 @@ pub async fn logout() -> Result<(), ApiError> {
 }
 
 /// Creates the first admin with the token from the server's log, and signs them in.
-#[server(prefix = "/rpc", endpoint = "setup", input = Json)]
+#[server(prefix = "/rpc", endpoint = "setup", input = Json, output = JsonAnswer)]
 pub async fn setup(token: String, username: String, password: String) -> Result<Me, ApiError> {
     let (backend, actor) = backend::backend()?;
     let raw = serde_json::json!({"token": token, "username": username, "password": password});
@@ -110,28 +111,28 @@ pub async fn setup(token: String, username: String, password: String) -> Result<
     Ok(Me { username: Some(user.info.username), role: Some(user.info.role), auth_off: false })
 }
 
-#[server(prefix = "/rpc", endpoint = "fetch_leaderboard", input = Json)]
+#[server(prefix = "/rpc", endpoint = "fetch_leaderboard", input = Json, output = JsonAnswer)]
 pub async fn fetch_leaderboard(query: LeadQuery) -> Result<Vec<Lead>, ApiError> {
     let (backend, _) = backend::backend()?;
     backend.service.leaderboard(&query).await.map_err(backend::failure)
 }
 
 /// The dashboard's overview (`domain::overview`).
-#[server(prefix = "/rpc", endpoint = "fetch_overview", input = Json)]
+#[server(prefix = "/rpc", endpoint = "fetch_overview", input = Json, output = JsonAnswer)]
 pub async fn fetch_overview() -> Result<crate::domain::overview::Overview, ApiError> {
     let (backend, _) = backend::backend()?;
     backend.service.overview().await.map_err(backend::failure)
 }
 
 /// How many leads the leaderboard query matches in all.
-#[server(prefix = "/rpc", endpoint = "fetch_lead_total", input = Json)]
+#[server(prefix = "/rpc", endpoint = "fetch_lead_total", input = Json, output = JsonAnswer)]
 pub async fn fetch_lead_total(query: LeadQuery) -> Result<u64, ApiError> {
     let (backend, _) = backend::backend()?;
     backend.service.leaderboard_total(&query).await.map_err(backend::failure)
 }
 
 /// `None` for an unknown lead; a lead merged into another is that one.
-#[server(prefix = "/rpc", endpoint = "fetch_lead", input = Json)]
+#[server(prefix = "/rpc", endpoint = "fetch_lead", input = Json, output = JsonAnswer)]
 pub async fn fetch_lead(id: String, page: DetailPage) -> Result<Option<LeadDetail>, ApiError> {
     use crate::service::ServiceError;
     let (backend, _) = backend::backend()?;
@@ -146,15 +147,23 @@ pub async fn fetch_lead(id: String, page: DetailPage) -> Result<Option<LeadDetai
     }
 }
 
-#[server(prefix = "/rpc", endpoint = "fetch_rules", input = Json)]
+#[server(prefix = "/rpc", endpoint = "fetch_rules", input = Json, output = JsonAnswer)]
 pub async fn fetch_rules() -> Result<Vec<Rule>, ApiError> {
     let (backend, _) = backend::backend()?;
     backend.service.rules().await.map_err(backend::failure)
 }
 
+/// What the test-event form offers (`domain::event_types`).
+#[server(prefix = "/rpc", endpoint = "fetch_event_types", input = Json, output = JsonAnswer)]
+pub async fn fetch_event_types() -> Result<Vec<crate::domain::event_types::EventTypeChoice>, ApiError> {
+    let (backend, _) = backend::backend()?;
+    let rules = backend.service.rules().await.map_err(backend::failure)?;
+    Ok(crate::domain::event_types::event_type_choices(&rules))
+}
+
 /// Saves the rule form as `POST /api/rules` would: the plain form (type, points, active) sets
 /// the type's base rule; with a name, conditions or a limit it adds a rule.
-#[server(prefix = "/rpc", endpoint = "save_rule", input = Json)]
+#[server(prefix = "/rpc", endpoint = "save_rule", input = Json, output = JsonAnswer)]
 pub async fn save_rule(form: RuleForm) -> Result<Checked<Rule>, ApiError> {
     let (backend, actor) = backend::backend()?;
     let raw = match form.to_json() {
@@ -167,7 +176,7 @@ pub async fn save_rule(form: RuleForm) -> Result<Checked<Rule>, ApiError> {
 }
 
 /// Replaces rule `id` with the form, as `PUT /api/rules/{id}`.
-#[server(prefix = "/rpc", endpoint = "update_rule", input = Json)]
+#[server(prefix = "/rpc", endpoint = "update_rule", input = Json, output = JsonAnswer)]
 pub async fn update_rule(id: String, form: RuleForm) -> Result<Checked<Rule>, ApiError> {
     let (backend, actor) = backend::backend()?;
     let raw = match form.to_json() {
@@ -178,7 +187,7 @@ pub async fn update_rule(id: String, form: RuleForm) -> Result<Checked<Rule>, Ap
 }
 
 /// Sets only a rule's points (the form's text) and state; the rest stays as stored.
-#[server(prefix = "/rpc", endpoint = "set_rule_points", input = Json)]
+#[server(prefix = "/rpc", endpoint = "set_rule_points", input = Json, output = JsonAnswer)]
 pub async fn set_rule_points(id: String, points: String, is_active: bool) -> Result<Checked<Rule>, ApiError> {
     let (backend, actor) = backend::backend()?;
     let points = match crate::domain::rule_form::integer_text("points", &points) {
@@ -189,21 +198,21 @@ pub async fn set_rule_points(id: String, points: String, is_active: bool) -> Res
 }
 
 /// Removes rule `id`, as `DELETE /api/rules/{id}`; returns it as it was.
-#[server(prefix = "/rpc", endpoint = "delete_rule", input = Json)]
+#[server(prefix = "/rpc", endpoint = "delete_rule", input = Json, output = JsonAnswer)]
 pub async fn delete_rule(id: String) -> Result<Rule, ApiError> {
     let (backend, actor) = backend::backend()?;
     backend.service.delete_rule(&id, &actor).await.map_err(backend::failure)
 }
 
 /// The stage ladder with how many leads are in each stage.
-#[server(prefix = "/rpc", endpoint = "fetch_stage_counts", input = Json)]
+#[server(prefix = "/rpc", endpoint = "fetch_stage_counts", input = Json, output = JsonAnswer)]
 pub async fn fetch_stage_counts() -> Result<Vec<StageCount>, ApiError> {
     let (backend, _) = backend::backend()?;
     backend.service.stage_counts().await.map_err(backend::failure)
 }
 
 /// The decay setting and what its last pass did, as `GET /api/settings/decay`.
-#[server(prefix = "/rpc", endpoint = "fetch_decay", input = Json)]
+#[server(prefix = "/rpc", endpoint = "fetch_decay", input = Json, output = JsonAnswer)]
 pub async fn fetch_decay() -> Result<DecaySettings, ApiError> {
     let (backend, _) = backend::backend()?;
     backend.service.decay_settings().await.map_err(backend::failure)
@@ -211,7 +220,7 @@ pub async fn fetch_decay() -> Result<DecaySettings, ApiError> {
 
 /// Sets the half-life, as `PUT /api/settings/decay`. `half_life` is the form's text: empty
 /// turns decay off.
-#[server(prefix = "/rpc", endpoint = "save_decay", input = Json)]
+#[server(prefix = "/rpc", endpoint = "save_decay", input = Json, output = JsonAnswer)]
 pub async fn save_decay(half_life: String) -> Result<Checked<DecaySettings>, ApiError> {
     let (backend, actor) = backend::backend()?;
     let text = half_life.trim();
@@ -229,21 +238,21 @@ pub async fn save_decay(half_life: String) -> Result<Checked<DecaySettings>, Api
 }
 
 /// The latest rescore job and whether the rules changed since it started.
-#[server(prefix = "/rpc", endpoint = "fetch_rescore", input = Json)]
+#[server(prefix = "/rpc", endpoint = "fetch_rescore", input = Json, output = JsonAnswer)]
 pub async fn fetch_rescore() -> Result<RescoreStatus, ApiError> {
     let (backend, _) = backend::backend()?;
     backend.service.rescore_status().await.map_err(backend::failure)
 }
 
 /// Starts a rescore of every lead, as `POST /api/rescore` (or answers the one running).
-#[server(prefix = "/rpc", endpoint = "start_rescore", input = Json)]
+#[server(prefix = "/rpc", endpoint = "start_rescore", input = Json, output = JsonAnswer)]
 pub async fn start_rescore() -> Result<RescoreJob, ApiError> {
     let (backend, actor) = backend::backend()?;
     backend.service.start_rescore(&actor).await.map_err(backend::failure)
 }
 
 /// Replaces the stage ladder, as `PUT /api/stages`. `min_score` is the form's text.
-#[server(prefix = "/rpc", endpoint = "save_stages", input = Json)]
+#[server(prefix = "/rpc", endpoint = "save_stages", input = Json, output = JsonAnswer)]
 pub async fn save_stages(stages: Vec<(String, String)>) -> Result<Checked<Vec<Stage>>, ApiError> {
     let (backend, actor) = backend::backend()?;
     let mut problems = Vec::new();
@@ -267,7 +276,7 @@ pub async fn save_stages(stages: Vec<(String, String)>) -> Result<Checked<Vec<St
 
 /// Sends one event from the dashboard's test form; the server stamps id and time.
 /// Returns the new event's id.
-#[server(prefix = "/rpc", endpoint = "send_test_event", input = Json)]
+#[server(prefix = "/rpc", endpoint = "send_test_event", input = Json, output = JsonAnswer)]
 pub async fn send_test_event(
     lead_id: String,
     event_type: String,
@@ -304,7 +313,7 @@ pub async fn send_test_event(
 }
 
 /// One chunk of an uploaded file, as a batch (read in bounded memory, like `/api/events/batch`).
-#[server(prefix = "/rpc", endpoint = "upload_events", input = Json)]
+#[server(prefix = "/rpc", endpoint = "upload_events", input = Json, output = JsonAnswer)]
 pub async fn upload_events(events: RawItems) -> Result<Checked<BatchReport>, ApiError> {
     let (backend, _) = backend::backend()?;
     let items = events.check(crate::service::now_ms());
@@ -315,14 +324,14 @@ pub async fn upload_events(events: RawItems) -> Result<Checked<BatchReport>, Api
     Ok(checked)
 }
 
-#[server(prefix = "/rpc", endpoint = "fetch_users", input = Json)]
+#[server(prefix = "/rpc", endpoint = "fetch_users", input = Json, output = JsonAnswer)]
 pub async fn fetch_users() -> Result<Vec<UserInfo>, ApiError> {
     let (backend, _) = backend::backend()?;
     backend.accounts.users().await.map_err(backend::failure)
 }
 
 /// Creates an account (`create`) or changes one's role and, if given, password.
-#[server(prefix = "/rpc", endpoint = "save_user", input = Json)]
+#[server(prefix = "/rpc", endpoint = "save_user", input = Json, output = JsonAnswer)]
 pub async fn save_user(username: String, role: String, password: String, create: bool) -> Result<UserInfo, ApiError> {
     let (backend, actor) = backend::backend()?;
     let mut raw = serde_json::json!({"username": username, "role": role});
@@ -337,73 +346,73 @@ pub async fn save_user(username: String, role: String, password: String, create:
     result.map_err(backend::failure)
 }
 
-#[server(prefix = "/rpc", endpoint = "remove_user", input = Json)]
+#[server(prefix = "/rpc", endpoint = "remove_user", input = Json, output = JsonAnswer)]
 pub async fn remove_user(username: String) -> Result<(), ApiError> {
     let (backend, actor) = backend::backend()?;
     backend.accounts.delete_user(&username, &actor).await.map_err(backend::failure)
 }
 
-#[server(prefix = "/rpc", endpoint = "fetch_keys", input = Json)]
+#[server(prefix = "/rpc", endpoint = "fetch_keys", input = Json, output = JsonAnswer)]
 pub async fn fetch_keys() -> Result<Vec<ApiKeyInfo>, ApiError> {
     let (backend, _) = backend::backend()?;
     backend.accounts.keys().await.map_err(backend::failure)
 }
 
-#[server(prefix = "/rpc", endpoint = "create_key", input = Json)]
+#[server(prefix = "/rpc", endpoint = "create_key", input = Json, output = JsonAnswer)]
 pub async fn create_key(name: String, scopes: Vec<String>) -> Result<CreatedKey, ApiError> {
     let (backend, actor) = backend::backend()?;
     let raw = serde_json::json!({"name": name, "scopes": scopes});
     backend.accounts.create_key(&raw, &actor).await.map_err(backend::failure)
 }
 
-#[server(prefix = "/rpc", endpoint = "revoke_key", input = Json)]
+#[server(prefix = "/rpc", endpoint = "revoke_key", input = Json, output = JsonAnswer)]
 pub async fn revoke_key(id: String) -> Result<ApiKeyInfo, ApiError> {
     let (backend, actor) = backend::backend()?;
     backend.accounts.revoke_key(&id, &actor).await.map_err(backend::failure)
 }
 
-#[server(prefix = "/rpc", endpoint = "fetch_audit", input = Json)]
+#[server(prefix = "/rpc", endpoint = "fetch_audit", input = Json, output = JsonAnswer)]
 pub async fn fetch_audit(offset: usize) -> Result<Vec<AuditEntry>, ApiError> {
     let (backend, _) = backend::backend()?;
     backend.accounts.audit(50, offset).await.map_err(backend::failure)
 }
 
 /// A page of the dead-letter list, from the event after `after` on.
-#[server(prefix = "/rpc", endpoint = "fetch_dead_letters", input = Json)]
+#[server(prefix = "/rpc", endpoint = "fetch_dead_letters", input = Json, output = JsonAnswer)]
 pub async fn fetch_dead_letters(after: Option<i64>) -> Result<DeadLetterList, ApiError> {
     let (backend, _) = backend::backend()?;
     backend.service.dead_letters(after, Some(DEAD_LETTER_PAGE)).await.map_err(backend::failure)
 }
 
 /// Every webhook subscription (no secrets).
-#[server(prefix = "/rpc", endpoint = "fetch_webhooks", input = Json)]
+#[server(prefix = "/rpc", endpoint = "fetch_webhooks", input = Json, output = JsonAnswer)]
 pub async fn fetch_webhooks() -> Result<Vec<Webhook>, ApiError> {
     let (backend, _) = backend::backend()?;
     backend.service.webhooks().await.map_err(backend::failure)
 }
 
 /// Adds a subscription, as `POST /api/webhooks`; the answer carries its secret, once.
-#[server(prefix = "/rpc", endpoint = "create_webhook", input = Json)]
+#[server(prefix = "/rpc", endpoint = "create_webhook", input = Json, output = JsonAnswer)]
 pub async fn create_webhook(url: String, events: Vec<String>) -> Result<Checked<CreatedWebhook>, ApiError> {
     let (backend, actor) = backend::backend()?;
     let raw = serde_json::json!({"url": url, "events": events});
     backend::checked(backend.service.create_webhook(&raw, &actor).await)
 }
 
-#[server(prefix = "/rpc", endpoint = "delete_webhook", input = Json)]
+#[server(prefix = "/rpc", endpoint = "delete_webhook", input = Json, output = JsonAnswer)]
 pub async fn delete_webhook(id: String) -> Result<Webhook, ApiError> {
     let (backend, actor) = backend::backend()?;
     backend.service.delete_webhook(&id, &actor).await.map_err(backend::failure)
 }
 
 /// A subscription's latest deliveries, newest first.
-#[server(prefix = "/rpc", endpoint = "fetch_deliveries", input = Json)]
+#[server(prefix = "/rpc", endpoint = "fetch_deliveries", input = Json, output = JsonAnswer)]
 pub async fn fetch_deliveries(id: String) -> Result<Vec<Delivery>, ApiError> {
     let (backend, _) = backend::backend()?;
     backend.service.webhook_deliveries(&id).await.map_err(backend::failure)
 }
 
-#[server(prefix = "/rpc", endpoint = "redeliver", input = Json)]
+#[server(prefix = "/rpc", endpoint = "redeliver", input = Json, output = JsonAnswer)]
 pub async fn redeliver(id: String, delivery: i64) -> Result<(), ApiError> {
     let (backend, actor) = backend::backend()?;
     backend.service.redeliver(&id, delivery, &actor).await.map_err(backend::failure)
@@ -412,13 +421,13 @@ pub async fn redeliver(id: String, delivery: i64) -> Result<(), ApiError> {
 /// Dead letters the admin page shows at once.
 pub const DEAD_LETTER_PAGE: usize = 50;
 
-#[server(prefix = "/rpc", endpoint = "retry_dead_letter", input = Json)]
+#[server(prefix = "/rpc", endpoint = "retry_dead_letter", input = Json, output = JsonAnswer)]
 pub async fn retry_dead_letter(id: i64) -> Result<(), ApiError> {
     let (backend, actor) = backend::backend()?;
     backend.service.retry_dead_letter(id, &actor).await.map_err(backend::failure)
 }
 
-#[server(prefix = "/rpc", endpoint = "discard_dead_letter", input = Json)]
+#[server(prefix = "/rpc", endpoint = "discard_dead_letter", input = Json, output = JsonAnswer)]
 pub async fn discard_dead_letter(id: i64) -> Result<(), ApiError> {
     let (backend, actor) = backend::backend()?;
     backend.service.discard_dead_letter(id, &actor).await.map_err(backend::failure)

@@ -9,6 +9,7 @@ pub mod conditions;
 pub mod decay;
 pub mod engine;
 pub mod error;
+pub mod event_types;
 pub mod explanation;
 pub mod export;
 pub mod identity;
@@ -29,6 +30,7 @@ pub mod time;
 pub mod upload;
 pub mod validation;
 pub mod webhooks;
+pub mod wire;
 
 pub use model::*;
 

@@ -144,6 +144,7 @@ pub fn table() -> Vec<Entry> {
         server_fn::<FetchLeadTotal>(Read),
         server_fn::<FetchOverview>(Read),
         server_fn::<FetchRules>(Read),
+        server_fn::<FetchEventTypes>(Read),
         server_fn::<SaveRule>(Edit),
         server_fn::<UpdateRule>(Edit),
         server_fn::<SetRulePoints>(Edit),
