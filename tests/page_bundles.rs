@@ -28,7 +28,7 @@ fn put(pkg: &Path, stem: &str, ext: &str, bytes: &[u8]) -> String {
 struct Site {
     dir: tempfile::TempDir,
     loader: String,
-    /// The leaderboard's parts in the manifest's order, then its own part.
+    /// The home page's parts in the manifest's order, then its own part.
     home: Vec<(String, Vec<u8>)>,
 }
 
@@ -89,7 +89,7 @@ fn bundle_table(loader: &str) -> Vec<Value> {
     table.as_array().unwrap().iter().map(bundle).collect()
 }
 
-/// The URL path of the leaderboard's bundle, as the served loader names it.
+/// The URL path of the home page's bundle, as the served loader names it.
 async fn home_bundle(s: &TestServer, site: &Site) -> String {
     let loader = reqwest::get(s.url(&site.loader)).await.unwrap().text().await.unwrap();
     let home = bundle_table(&loader).into_iter().find(|b| b["url"].as_str().unwrap().contains("__home")).unwrap();

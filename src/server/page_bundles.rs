@@ -1,8 +1,9 @@
-//! A page's WASM parts in one download. Built with `--split`, each page is a WASM part of its
-//! own, and the code pages share is cut into further parts, one per set of pages sharing it:
-//! opening the leaderboard took 71 files. Fetched one by one, each costs a response's headers
-//! and is compressed alone, so the leaderboard's parts came to 196 KB of brotli, against
-//! 154 KB for the same bytes compressed together (2026-11-30).
+//! A page's WASM parts in one download. Built with `--split`, each page (but the leaderboard,
+//! which is in the main WASM: `app/mod.rs`) is a WASM part of its own, and the code pages
+//! share is cut into further parts, one per set of pages sharing it: opening the leaderboard,
+//! when it was such a page, took 71 files. Fetched one by one, each costs a response's headers
+//! and is compressed alone: its parts came to 196 KB of brotli, against 154 KB for the same
+//! bytes compressed together (2026-11-30).
 //!
 //! So for each page the server offers a *bundle*, all its parts end to end, named by the MD5 of
 //! its content like the files it holds (kept a year). It serves the split loader cargo-leptos
