@@ -64,7 +64,7 @@ section = [
     "## First load", "",
     f"Measured {datetime.datetime.utcnow():%Y-%m-%d %H:%M} UTC with `scripts/bench.sh --first-load`: the release site as "
     "shipped (`cargo leptos build --release --split --precompress`: the leaderboard in the main WASM, every other "
-    "page its own WASM parts, sent as one bundle on a first visit; content-hashed names, brotli q11 files), the leaderboard of 200 leads opened {r['runs']} times in headless Chromium with an empty cache "
+    f"page its own WASM parts, sent as one bundle on a first visit; content-hashed names, brotli q11 files), the leaderboard of 200 leads opened {r['runs']} times in headless Chromium with an empty cache "
     "(median), then once more with the cache (warm). Bytes are what crossed the network, headers included.", "",
     "| Target | Measured | |", "|---|---|---|",
     f"| Leaderboard's first load ≤ 350 KB over the wire | {kb(loop['bytesTotal'])} in all, of which {kb(loop['bytesPkg'])} "
