@@ -761,6 +761,45 @@ async fn pages_and_server_function_answers_are_compressed() {
     s.stop().await;
 }
 
+/// The test-event form's choices: one per event type an active rule scores, in the rules'
+/// order, each labelled with its event type first.
+#[tokio::test]
+async fn the_test_event_form_offers_each_active_event_type_once() {
+    let s = TestServer::start().await;
+    for rule in [
+        json!({"eventType": "Trial Started", "points": 30, "isActive": true}),
+        json!({"eventType": "Trial Started", "name": "Big trial", "points": 10, "isActive": true,
+               "conditions": [{"field": "seats", "op": "gte", "value": 10}]}),
+        json!({"eventType": "Retired Thing", "points": 5, "isActive": false}),
+    ] {
+        let r = s.client.post(s.url("/api/rules")).json(&rule).send().await.unwrap();
+        assert!(r.status().is_success(), "{rule}: {}", r.status());
+    }
+    let rules: Vec<Value> = s.client.get(s.url("/api/rules")).send().await.unwrap().json().await.unwrap();
+    let mut active: Vec<String> = Vec::new();
+    for rule in rules.iter().filter(|r| r["isActive"] == true) {
+        let t = rule["eventType"].as_str().unwrap().to_string();
+        if !active.contains(&t) {
+            active.push(t);
+        }
+    }
+
+    let path =
+        leadscore::server::policy::table().into_iter().find(|e| e.path.contains("fetch_event_types")).unwrap().path;
+    let r = s.client.post(s.url(path)).json(&json!({})).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let choices: Vec<Value> = r.json().await.unwrap();
+    let types: Vec<&str> = choices.iter().map(|c| c["eventType"].as_str().unwrap()).collect();
+    assert_eq!(types, active.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(!types.contains(&"Retired Thing"), "inactive rules offer nothing");
+    for c in &choices {
+        assert!(c["label"].as_str().unwrap().starts_with(c["eventType"].as_str().unwrap()), "{c}");
+    }
+    let trial = choices.iter().find(|c| c["eventType"] == "Trial Started").unwrap();
+    assert_eq!(trial["label"], "Trial Started (2 rules)");
+    s.stop().await;
+}
+
 fn brotli_decompress(compressed: &[u8], out: &mut Vec<u8>) {
     use std::io::Read;
     brotli::Decompressor::new(compressed, 4096).read_to_end(out).unwrap();

@@ -6,6 +6,7 @@ use super::Rule;
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct EventTypeChoice {
     pub event_type: String,
     /// `Page View (+5)` for one plain rule; `Demo Request (3 rules)` or `(1 rule)` when
