@@ -35,6 +35,10 @@ PY
 step "Cold and warm loads of the leaderboard in Chromium"
 node scripts/first-load.mjs "$URL/" "${FIRST_LOAD_RUNS:-10}" | tail -1 >"$WORK/first-load.json"
 # Another page, of its own WASM parts: what the leaderboard being in the main WASM costs it.
+# Its bundle's first request gets a quick brotli copy and starts the best one in the
+# background, so one visit first, and the runs once that copy is made.
+node scripts/first-load.mjs "$URL/rules" 1 >/dev/null
+sleep 5
 node scripts/first-load.mjs "$URL/rules" 3 | tail -1 >"$WORK/first-load-rules.json"
 
 step "Writing the first-load section of BENCHMARKS.md"

@@ -18,8 +18,9 @@ pub mod service;
 #[wasm_bindgen::prelude::wasm_bindgen]
 pub fn hydrate() {
     console_error_panic_hook::set_once();
-    // Async: the page's part of the bundle (see `app`'s lazy pages) loads before it hydrates,
-    // and only then is the page marked hydrated (its buttons work from that moment on).
+    // Async: the page's part of the bundle, if it has one (see `app`'s lazy pages), loads
+    // before it hydrates, and only then is the page marked hydrated (its buttons work from
+    // that moment on).
     wasm_bindgen_futures::spawn_local(async {
         let mounted = leptos::mount::hydrate_from_async(leptos::tachys::dom::body(), app::App).await;
         mounted.forget();

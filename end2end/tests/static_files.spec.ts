@@ -128,6 +128,7 @@ test("the leaderboard needs no WASM part, and pages opened from it fetch what th
     const own = table.find((b) => b.url.includes(`page${split}_`));
     expect(own, `a bundle for ${split}`).toBeDefined();
     const missing = [...own!.files.keys()].filter((name) => !loaded.has(name));
+    expect(missing.length, `${link} brings parts of its own`).toBeGreaterThan(0);
     const bytes = (b: (typeof table)[number]) => missing.reduce((sum, n) => sum + (b.files.get(n) ?? 0), 0);
     const chosen = table.find((b) => missing.every((n) => b.files.has(n)) && bytes(b) * 4 >= b.size * 3);
     const got = fetched.filter((p) => /^\/pkg\/(chunk_|split_|page__)/.test(p)).sort();

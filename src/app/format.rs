@@ -3,7 +3,8 @@
 
 use crate::domain::time::{to_iso, Millis};
 
-/// An epoch-millisecond time for tables: `2024-05-01 12:00:03`.
+/// An epoch-millisecond time for tables: `2024-05-01 12:00:03`. (Cut at fixed places: every
+/// time shown is a validated event time or the server's clock, years 1971 to 9999.)
 pub fn short_time(ms: Millis) -> String {
     let iso = to_iso(ms);
     iso.get(..19).map(|s| s.replace('T', " ")).unwrap_or(iso)
