@@ -21,9 +21,6 @@ use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
-use md5::{Digest, Md5};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -163,8 +160,9 @@ impl PageBundles {
                 tracing::warn!("the split manifest's parts of {page} are not this build's files: no bundle for it");
                 continue;
             }
-            let Some((hash, lengths)) = describe(&dir, &members) else { continue };
-            let size = lengths.iter().sum();
+            let files: Vec<PathBuf> = members.iter().map(|m| dir.join(m)).collect();
+            let Some((all, lengths)) = read_end_to_end(&files) else { continue };
+            let (hash, size) = (content_hash(&all), all.len());
             // `.wasm`, as Leptos's preload links add that to the names they are given.
             let stem = format!("page{page}.{hash}");
             // Each part by its name before the hash, with its length (the loader works out where
@@ -172,7 +170,6 @@ impl PageBundles {
             let parts: Vec<_> =
                 members.iter().zip(lengths).map(|(m, len)| serde_json::json!([stem_of(m), len])).collect();
             table.push(serde_json::json!([format!("./{stem}.wasm"), parts]));
-            let files = members.iter().map(|m| dir.join(m)).collect();
             let bundle = Bundle {
                 files,
                 size,
@@ -352,23 +349,20 @@ impl Bundle {
     /// Its files end to end, if they are still what its name says (a rebuild under a running
     /// server changes them; the loader then fetches the parts one by one).
     fn read(&self) -> Option<Vec<u8>> {
-        let mut all = Vec::new();
-        for file in &self.files {
-            all.extend(std::fs::read(file).ok()?);
-        }
+        let (all, _) = read_end_to_end(&self.files)?;
         (content_hash(&all) == self.hash).then_some(all)
     }
 }
 
-/// The MD5 of `members` end to end, and the length of each.
-fn describe(dir: &Path, members: &[String]) -> Option<(String, Vec<usize>)> {
-    let (mut md5, mut lengths) = (Md5::new(), Vec::new());
-    for member in members {
-        let bytes = std::fs::read(dir.join(member)).ok()?;
-        md5.update(&bytes);
+/// `files` end to end, and the length of each.
+fn read_end_to_end(files: &[PathBuf]) -> Option<(Vec<u8>, Vec<usize>)> {
+    let (mut all, mut lengths) = (Vec::new(), Vec::new());
+    for file in files {
+        let bytes = std::fs::read(file).ok()?;
         lengths.push(bytes.len());
+        all.extend(bytes);
     }
-    Some((URL_SAFE_NO_PAD.encode(md5.finalize()), lengths))
+    Some((all, lengths))
 }
 
 fn names_in(dir: &Path) -> Vec<String> {
